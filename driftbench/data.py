@@ -1,0 +1,182 @@
+"""Data: toxicity corpora (CSV/parquet), the balanced sample and the stratified split.
+
+Relative data paths are looked up in the current directory first, then in the data directory,
+which defaults to ``<project root>/../shared/data`` and never depends on the working directory
+(Hydra may change it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEXT_COLUMNS = ("comment_text", "text")
+LABEL_COLUMNS = ("toxicity", "target")
+
+
+def default_data_dir() -> Path:
+    return PROJECT_ROOT.parent / "shared" / "data"
+
+
+def resolve_data_path(path: str | os.PathLike | None, data_dir: str | None = None) -> Path:
+    """Absolute paths as given; relative ones from the cwd if they exist there, else from the
+    data directory. Raises with both places named when the file is nowhere."""
+    if path is None or str(path) == "":
+        raise ValueError(
+            "data.path is not set: give your CSV or parquet file, e.g. "
+            "data=civil_comments data.path=/path/to/train.csv"
+        )
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        base = Path(os.path.expanduser(data_dir)) if data_dir else default_data_dir()
+        candidates = [Path.cwd() / p, base / p]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise FileNotFoundError(
+        f"data file {str(path)!r} not found (looked in: {', '.join(str(c) for c in candidates)})"
+    )
+
+
+def file_sha256(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - process-wide memo
+    """sha256 of a file, memoised on (path, size, mtime) so repeated lookups are free."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _cache[key] = h.hexdigest()
+    return _cache[key]
+
+
+@dataclass
+class ToxicityData:
+    """A balanced, split sample. ``texts``/``labels`` are in sample order; ``rows`` are the
+    selected rows of the file; ``split`` maps train/val/test to positions in the sample."""
+
+    path: Path
+    file_sha256: str
+    texts: list[str]
+    labels: np.ndarray
+    rows: np.ndarray
+    split: dict[str, np.ndarray]
+    n_available: dict[str, int]
+
+
+def _pick_column(columns: list[str], wanted: str | None, options: tuple[str, ...], what: str, path):
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"column {wanted!r} not in {path} (columns: {', '.join(columns)})")
+        return wanted
+    for c in options:
+        if c in columns:
+            return c
+    raise ValueError(
+        f"no {what} column in {path}: expected one of {', '.join(options)}; "
+        f"found {', '.join(columns)} (set data.{what}_column to choose)"
+    )
+
+
+def read_table(path: Path):
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError as e:
+            raise ImportError(
+                f"reading {path} needs pyarrow: pip install -e '.[parquet]' ({e})"
+            ) from e
+    if suffix in (".csv", ".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+    raise ValueError(f"data file {path} has suffix {suffix!r}; accepted: .csv, .tsv, .parquet")
+
+
+def load_toxicity(
+    path: Path,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    threshold: float = 0.5,
+    n_samples: int = 2000,
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    sample_seed: int = 42,
+    split_seed: int = 42,
+) -> ToxicityData:
+    """Read, binarise at ``score >= threshold``, draw a balanced sample of ``n_samples`` with
+    ``sample_seed`` and split it 70/10/20 stratified with ``split_seed``.
+
+    The sample and the split have separate seeds so that a sweep over ``seed`` keeps the same
+    texts (and so the same cached embeddings) while the split and the drift change."""
+    validate_split(split)
+    if n_samples < 10 or n_samples % 2:
+        raise ValueError(f"data.n_samples={n_samples}: need an even number >= 10 (balanced)")
+    df = read_table(path)
+    cols = [str(c) for c in df.columns]
+    tcol = _pick_column(cols, text_column, TEXT_COLUMNS, "text", path)
+    lcol = _pick_column(cols, label_column, LABEL_COLUMNS, "label", path)
+    import pandas as pd
+
+    score = pd.to_numeric(df[lcol], errors="coerce").to_numpy(dtype=np.float64)
+    text = df[tcol].astype(str).to_numpy()
+    ok = np.isfinite(score) & (np.char.str_len(text.astype(str)) > 0)
+    rows_ok = np.flatnonzero(ok)
+    if rows_ok.size == 0:
+        raise ValueError(f"no usable rows in {path}: every row lacks text or a numeric {lcol!r}")
+    labels_all = (score[rows_ok] >= threshold).astype(int)
+    pos, neg = rows_ok[labels_all == 1], rows_ok[labels_all == 0]
+    n_available = {"toxic": int(pos.size), "non_toxic": int(neg.size)}
+    per_class = n_samples // 2
+    balanced_max = 2 * min(pos.size, neg.size)
+    if per_class > min(pos.size, neg.size):
+        raise ValueError(
+            f"data.n_samples={n_samples} is more than the {balanced_max} balanced rows available "
+            f"in {path.name} ({pos.size} toxic, {neg.size} non-toxic at threshold {threshold}); "
+            f"use data.n_samples<={balanced_max}"
+        )
+    rng = np.random.default_rng(sample_seed)
+    chosen = np.concatenate(
+        [rng.choice(neg, per_class, replace=False), rng.choice(pos, per_class, replace=False)]
+    )
+    chosen = chosen[rng.permutation(chosen.size)]
+    labels = (score[chosen] >= threshold).astype(int)
+    return ToxicityData(
+        path=path,
+        file_sha256=file_sha256(path),
+        texts=[str(t) for t in text[chosen]],
+        labels=labels,
+        rows=chosen,
+        split=stratified_split(labels, split, split_seed),
+        n_available=n_available,
+    )
+
+
+def validate_split(split) -> None:
+    split = tuple(float(s) for s in split)
+    if len(split) != 3 or any(s <= 0 for s in split) or abs(sum(split) - 1.0) > 1e-6:
+        raise ValueError(f"data.split={list(split)}: need three positive fractions summing to 1")
+
+
+def stratified_split(
+    labels: np.ndarray, split=(0.7, 0.1, 0.2), seed: int = 42
+) -> dict[str, np.ndarray]:
+    """Per class: shuffle, cut at the cumulative fractions; each part keeps the class balance."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        cut1 = int(round(split[0] * idx.size))
+        cut2 = int(round((split[0] + split[1]) * idx.size))
+        parts["train"].append(idx[:cut1])
+        parts["val"].append(idx[cut1:cut2])
+        parts["test"].append(idx[cut2:])
+    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}

@@ -1,0 +1,232 @@
+"""Embedding extraction (eq. 1-4 of the drift paper) and its on-disk cache.
+
+Texts are tokenised once, sorted by length and packed into batches of at most ``batch_tokens``
+padded tokens, so nearly every FLOP is spent on real tokens. Padding is on the right and pooling
+reads the attention mask, so a padded text gives the same vector as its unpadded forward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+POOLINGS = ("last_token", "mean")
+CACHE_VERSION = 1
+
+
+def last_token_pool(hidden, mask):
+    """eq. (2) under right padding: the hidden state of the last non-pad token of each row."""
+    import torch
+
+    last = mask.sum(dim=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def mean_pool(hidden, mask):
+    """eq. (3): mean of hidden states over the attention mask."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+POOLERS = {"last_token": last_token_pool, "mean": mean_pool}
+
+
+def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first so that ``len(batch) x max length <= batch_tokens``."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i])
+        if current and w * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, w = [], lengths[i]
+        current.append(i)
+        width = w
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(ids: list[list[int]], pad_id: int):
+    """Right-pad token id lists into (input_ids, attention_mask) tensors."""
+    import torch
+
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, x in enumerate(ids):
+        input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[r, : len(x)] = 1
+    return input_ids, mask
+
+
+@dataclass
+class EmbedStats:
+    n_texts: int = 0
+    n_forward_batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    wall_s: float = 0.0
+    cache_hit: bool = False
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
+    ids = enc["input_ids"]
+    empty = [i for i, x in enumerate(ids) if len(x) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} texts tokenise to nothing (first: row {empty[0]})")
+    return ids
+
+
+def extract_embeddings(
+    model,
+    tokenizer,
+    texts: list[str],
+    pooling: str = "last_token",
+    max_length: int = 256,
+    layer: int = -1,
+    batch_tokens: int = 8192,
+    progress: bool = True,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
+    (no LM head). ``layer=-1`` is the final hidden state; other values index hidden_states."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if pooling not in POOLERS:
+        raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
+    t0 = time.perf_counter()
+    ids = tokenize(tokenizer, texts, max_length)
+    lengths = [len(x) for x in ids]
+    device = next(model.parameters()).device
+    out: np.ndarray | None = None
+    stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)))
+    bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
+    with torch.inference_mode():
+        for batch in length_batches(lengths, batch_tokens):
+            input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id)
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=layer != -1)
+            hidden = res.last_hidden_state if layer == -1 else res.hidden_states[layer]
+            pooled = POOLERS[pooling](hidden, mask).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[batch] = pooled
+            stats.n_forward_batches += 1
+            stats.padded_tokens += int(input_ids.numel())
+            bar.update(len(batch))
+    bar.close()
+    stats.wall_s = time.perf_counter() - t0
+    return out, stats
+
+
+def check_finite(z: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{what}: {rows.size} of {len(z)} embeddings contain NaN or inf "
+            f"(first: row {rows[0]}); "
+            "the model's outputs are not usable (try runtime.device=cpu, or another model)"
+        )
+
+
+def cache_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def texts_sha256(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """``<cache_dir>/embeddings/<key>.npy`` with a JSON sidecar naming what the key covers.
+    Writes go to a temp file in the same folder and are renamed into place, so a job that dies
+    mid-write leaves no corrupt entry and concurrent jobs of a sweep can share the folder."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.root = Path(os.path.expanduser(str(cache_dir))) / "embeddings"
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npy"
+
+    def load(self, key: str) -> np.ndarray | None:
+        p = self.path(key)
+        if not p.exists():
+            return None
+        return np.load(p)
+
+    def save(self, key: str, z: np.ndarray, parts: dict, stats: EmbedStats) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, z)
+        os.replace(tmp, self.path(key))
+        from driftbench.runs import atomic_write_json
+
+        atomic_write_json(self.root / f"{key}.json", {"parts": parts, "stats": asdict(stats)})
+
+
+def cached_embeddings(
+    spec,
+    texts: list[str],
+    pooling: str,
+    max_length: int,
+    layer: int,
+    batch_tokens: int,
+    cache_dir: str | Path,
+    device: str = "cpu",
+    progress: bool = True,
+    extra_key: dict | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Embeddings from the cache, or from the model (loaded only on a miss) and then cached.
+
+    The key covers the model's identity (file hashes or tiny config), the texts themselves,
+    pooling, max_length and layer: a sweep over drift, sigma, seed or classifier computes the
+    embeddings once."""
+    from driftbench.models import load_model, model_identity
+
+    cache_dir = Path(os.path.expanduser(str(cache_dir)))
+    identity = model_identity(spec, cache_dir)
+    parts = {
+        "version": CACHE_VERSION,
+        "model": identity,
+        "texts_sha256": texts_sha256(texts),
+        "n_texts": len(texts),
+        "pooling": pooling,
+        "max_length": max_length,
+        "layer": layer,
+        **(extra_key or {}),
+    }
+    key = cache_key(parts)
+    cache = EmbeddingCache(cache_dir)
+    z = cache.load(key)
+    if z is not None:
+        stats = EmbedStats(n_texts=len(texts), cache_hit=True)
+    else:
+        loaded = load_model(spec, cache_dir, device=device, head="base")
+        z, stats = extract_embeddings(
+            loaded.model,
+            loaded.tokenizer,
+            texts,
+            pooling,
+            max_length,
+            layer,
+            batch_tokens,
+            progress,
+        )
+        check_finite(z, f"model {spec.name!r}")
+        cache.save(key, z, parts, stats)
+    check_finite(z, f"cached embeddings {cache.path(key)}")
+    return z, {"identity": identity, "cache_key": key, "stats": asdict(stats)}

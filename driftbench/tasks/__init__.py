@@ -1,0 +1,13 @@
+"""Task registry: ``task=<name>`` in the config picks the module; ``conf/task/`` lists the same
+names. A task module has ``validate(cfg)`` (cheap, before any heavy work) and
+``run(cfg, run_dir) -> metrics``."""
+
+from importlib import import_module
+
+TASKS = {"drift_eval": "driftbench.tasks.drift_eval"}
+
+
+def get_task(name: str):
+    if name not in TASKS:
+        raise ValueError(f"task={name!r}; accepted: {', '.join(TASKS)}")
+    return import_module(TASKS[name])

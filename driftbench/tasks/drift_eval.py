@@ -1,0 +1,236 @@
+"""Task ``drift_eval``: the study of 000_b7270e02dd833497.txt, wired end to end.
+
+data -> embeddings (cached) -> classifier on checkpoint 0 (frozen) -> drifted test sets on the
+sigma schedule -> B.4 metrics, realized drift and amplification per checkpoint -> figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from driftbench import drift as drift_ops
+from driftbench import metrics as M
+from driftbench import plots
+from driftbench.classifier import DEGENERATE_DIMS, fit_classifier
+from driftbench.data import load_toxicity, resolve_data_path, validate_split
+from driftbench.embed import POOLINGS, cached_embeddings
+from driftbench.models import ModelSpec, check_spec
+from driftbench.runs import atomic_write_csv
+
+log = logging.getLogger(__name__)
+AUC_CHANCE_BAND = 0.55  # the failure-cliff sigma is the first sigma with AUC below this
+
+
+def schedule_of(cfg: DictConfig) -> np.ndarray:
+    s = cfg.schedule
+    sigmas = OmegaConf.to_container(s.sigmas) if s.get("sigmas") is not None else None
+    return drift_ops.sigma_schedule(s.get("sigma_min"), s.get("sigma_max"), s.get("k"), sigmas)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no model and no data read: runs before any heavy work."""
+    if cfg.drift.name not in drift_ops.DRIFTS:
+        raise ValueError(f"drift={cfg.drift.name!r}; accepted: {', '.join(drift_ops.DRIFTS)}")
+    schedule_of(cfg)
+    if cfg.embed.pooling not in POOLINGS:
+        raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
+    if int(cfg.embed.max_length) < 1:
+        raise ValueError(f"embed.max_length={cfg.embed.max_length}: must be >= 1")
+    if cfg.classifier.degenerate_dims not in DEGENERATE_DIMS:
+        raise ValueError(
+            f"classifier.degenerate_dims={cfg.classifier.degenerate_dims!r}; "
+            f"accepted: {', '.join(DEGENERATE_DIMS)}"
+        )
+    if not 0.5 <= float(cfg.task.tau) <= 1.0:
+        raise ValueError(f"task.tau={cfg.task.tau}: a confidence threshold in [0.5, 1]")
+    validate_split(cfg.data.split)
+    check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+    resolve_data_path(cfg.data.path, cfg.runtime.data_dir)
+
+
+def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
+    chosen = cfg.task.get("calibration_checkpoints")
+    if chosen is None:
+        return sorted({int(round(x)) for x in np.linspace(0, k - 1, 4)})
+    bad = [c for c in chosen if not 0 <= int(c) < k]
+    if bad:
+        raise ValueError(
+            f"task.calibration_checkpoints={list(chosen)}: indices must be in 0..{k - 1}"
+        )
+    return [int(c) for c in chosen]
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    sigmas = schedule_of(cfg)
+    tau, n_bins, seed = float(cfg.task.tau), int(cfg.task.ece_bins), int(cfg.seed)
+    path = resolve_data_path(cfg.data.path, cfg.runtime.data_dir)
+    data = load_toxicity(
+        path,
+        text_column=cfg.data.text_column,
+        label_column=cfg.data.label_column,
+        threshold=float(cfg.data.threshold),
+        n_samples=int(cfg.data.n_samples),
+        split=tuple(cfg.data.split),
+        sample_seed=int(cfg.data.sample_seed),
+        split_seed=seed,
+    )
+    log.info(
+        "data %s: %d texts (%d/%d/%d), balanced pool available %s",
+        path.name,
+        len(data.texts),
+        *(len(data.split[s]) for s in ("train", "val", "test")),
+        data.n_available,
+    )
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    z, emb = cached_embeddings(
+        spec,
+        data.texts,
+        pooling=cfg.embed.pooling,
+        max_length=int(cfg.embed.max_length),
+        layer=int(cfg.embed.layer),
+        batch_tokens=int(cfg.embed.batch_tokens),
+        cache_dir=cfg.runtime.cache_dir,
+        device=cfg.runtime.device,
+        progress=bool(cfg.runtime.progress),
+        extra_key={"data_file_sha256": data.file_sha256},
+    )
+    z = drift_ops.normalize(z.astype(np.float64))  # eq. (4)
+    y = data.labels
+    tr, va, te = (data.split[s] for s in ("train", "val", "test"))
+
+    clf = fit_classifier(
+        z[tr],
+        y[tr],
+        z[va],
+        y[va],
+        c_grid=list(cfg.classifier.c_grid),
+        max_iter=int(cfg.classifier.max_iter),
+        degenerate_dims=cfg.classifier.degenerate_dims,
+        degenerate_rel_std=float(cfg.classifier.degenerate_rel_std),
+        seed=seed,
+    )
+    train_auc = M.roc_auc(y[tr], clf.predict_proba(z[tr]))
+    val_auc = M.roc_auc(y[va], clf.predict_proba(z[va]))
+    log.info("classifier: C=%g, train AUC %.3f, val AUC %.3f", clf.c, train_auc, val_auc)
+    if clf.degenerate.size:
+        log.warning(
+            "%d embedding dimension(s) are (nearly) constant on the training set: %s. "
+            "Standardising divides drift there by their tiny std, so collapse under drift can be "
+            "a numerical artifact; classifier.degenerate_dims=%s (drop or floor removes it)",
+            clf.degenerate.size,
+            clf.degenerate[:20].tolist(),
+            clf.degenerate_dims,
+        )
+    if clf.c_at_grid_edge:
+        log.warning(
+            "the selected C=%g is at the edge of classifier.c_grid %s: widen the grid",
+            clf.c,
+            clf.c_grid,
+        )
+
+    z_test, y_test = z[te], y[te]
+    operator = drift_ops.make_drift(cfg.drift.name, z.shape[1], np.random.default_rng([seed, 1]))
+    logits0 = clf.logits(z_test)
+    std0 = clf.standardize(z_test)
+    rows, reliability = [], []
+    for c, sigma in enumerate(sigmas):
+        zc = operator(z_test, float(sigma))
+        p = clf.predict_proba(zc)
+        row = {
+            "checkpoint": c,
+            "sigma": float(sigma),
+            **M.checkpoint_metrics(y_test, p, tau, n_bins),
+        }
+        angle = drift_ops.realized_angle_deg(z_test, zc)
+        row.update(
+            realized_angle_deg=float(angle.mean()),
+            realized_angle_deg_max=float(angle.max()),
+            mean_abs_delta_std_feature=float(np.abs(clf.standardize(zc) - std0).mean()),
+            mean_abs_delta_logit=float(np.abs(clf.logits(zc) - logits0).mean()),
+            mean_abs_logit=float(np.abs(clf.logits(zc)).mean()),
+            snr_eq29=M.snr_eq29(logits0, float(np.linalg.norm(clf.w)), float(sigma)),
+            snr_effective=M.snr_eq29(logits0, clf.w_raw_norm, float(sigma)),
+        )
+        rows.append(row)
+        reliability.append(M.reliability_table(y_test, p, n_bins))
+        log.info(
+            "checkpoint %d sigma=%.3f angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
+            c,
+            sigma,
+            row["realized_angle_deg"],
+            row["roc_auc"],
+            row["mean_confidence"],
+            row["silent_failure_rate_pct"],
+            row["ece"],
+        )
+    atomic_write_csv(run_dir / "checkpoints.csv", rows)
+    sep = M.separability(z[tr], y[tr])
+    cal = calibration_checkpoints(cfg, len(sigmas))
+    title = f"{spec.name} ({spec.variant}), {cfg.drift.name} drift, {data.path.name}"
+    plots.drift_figures(run_dir, rows, reliability, cal, title)
+
+    return {
+        "task": "drift_eval",
+        "model": {
+            "name": spec.name,
+            "variant": spec.variant,
+            "pooling": cfg.embed.pooling,
+            "dim": int(z.shape[1]),
+            "identity": emb["identity"],
+        },
+        "data": {
+            "name": cfg.data.name,
+            "path": str(data.path),
+            "sha256": data.file_sha256,
+            "n_samples": len(data.texts),
+            "n_train": len(tr),
+            "n_val": len(va),
+            "n_test": len(te),
+            "available": data.n_available,
+        },
+        "drift": cfg.drift.name,
+        "sigmas": sigmas.tolist(),
+        "classifier": {
+            "c": clf.c,
+            "c_grid": clf.c_grid,
+            "c_at_grid_edge": clf.c_at_grid_edge,
+            "val_auc_by_c": {str(k): v for k, v in clf.val_auc_by_c.items()},
+            "train_auc": train_auc,
+            "val_auc": val_auc,
+            "w_norm": float(np.linalg.norm(clf.w)),
+            "w_raw_norm": clf.w_raw_norm,
+            "degenerate_dims": {
+                "mode": clf.degenerate_dims,
+                "count": int(clf.degenerate.size),
+                "indices": clf.degenerate.tolist(),
+                "rel_std": float(cfg.classifier.degenerate_rel_std),
+            },
+        },
+        "separability": sep,
+        "embedding": emb["stats"],
+        "checkpoints": rows,
+        "reliability": [{"checkpoint": c, "bins": r} for c, r in enumerate(reliability)],
+        "summary": summarize(rows),
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    first, last = rows[0], rows[-1]
+    cliff = next((r["sigma"] for r in rows if r["roc_auc"] < AUC_CHANCE_BAND), None)
+    return {
+        "roc_auc_at_0": first["roc_auc"],
+        "roc_auc_at_max": last["roc_auc"],
+        "roc_auc_drop": first["roc_auc"] - last["roc_auc"],
+        "sigma_max": last["sigma"],
+        "realized_angle_deg_at_max": last["realized_angle_deg"],
+        "mean_confidence_at_0": first["mean_confidence"],
+        "mean_confidence_at_max": last["mean_confidence"],
+        "silent_failure_rate_pct_at_max": last["silent_failure_rate_pct"],
+        "ece_at_0": first["ece"],
+        "ece_at_max": last["ece"],
+        "failure_cliff_sigma": cliff,
+    }

@@ -1,0 +1,78 @@
+"""Data loading: the balanced sample, the stratified split and each bad-input message."""
+
+import numpy as np
+import pytest
+
+from driftbench.data import default_data_dir, load_toxicity, resolve_data_path, stratified_split
+
+DAVIDSON = "davidson2017_hate_offensive_tweets.csv"
+
+
+def test_data_dir_is_found_from_the_project_root_not_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_path(DAVIDSON) == (default_data_dir() / DAVIDSON).resolve()
+
+
+def test_balanced_sample_and_stratified_70_10_20_split():
+    data = load_toxicity(resolve_data_path(DAVIDSON), n_samples=1000, sample_seed=1, split_seed=2)
+    assert len(data.texts) == 1000 and data.labels.sum() == 500
+    sizes = {k: len(v) for k, v in data.split.items()}
+    assert sizes == {"train": 700, "val": 100, "test": 200}
+    for part in data.split.values():
+        assert data.labels[part].mean() == pytest.approx(0.5)
+    every = np.concatenate(list(data.split.values()))
+    assert sorted(every.tolist()) == list(range(1000))
+    assert data.n_available == {"toxic": 20637, "non_toxic": 4146}
+
+
+def test_sample_is_seeded_and_split_seed_leaves_the_texts_alone():
+    path = resolve_data_path(DAVIDSON)
+    a = load_toxicity(path, n_samples=200, sample_seed=5, split_seed=0)
+    b = load_toxicity(path, n_samples=200, sample_seed=5, split_seed=1)
+    assert a.texts == b.texts
+    assert not np.array_equal(a.split["train"], b.split["train"])
+
+
+def test_split_of_a_class_rounds_per_class():
+    labels = np.array([0] * 10 + [1] * 10)
+    s = stratified_split(labels, (0.7, 0.1, 0.2), seed=0)
+    assert [len(s[k]) for k in ("train", "val", "test")] == [14, 2, 4]
+
+
+def test_too_many_samples_says_how_many_balanced_rows_exist():
+    with pytest.raises(ValueError, match="more than the 8292 balanced rows available"):
+        load_toxicity(resolve_data_path(DAVIDSON), n_samples=10000)
+
+
+def test_missing_file_names_the_places_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        resolve_data_path("nope.csv", str(tmp_path))
+
+
+def test_unset_path_says_what_to_give():
+    with pytest.raises(ValueError, match="data.path is not set"):
+        resolve_data_path(None)
+
+
+def test_civil_comments_columns_are_accepted(tmp_path):
+    f = tmp_path / "cc.csv"
+    rows = [f"comment {i},{0.9 if i % 2 else 0.1}" for i in range(40)]
+    f.write_text("comment_text,target\n" + "\n".join(rows) + "\n")
+    data = load_toxicity(f, n_samples=20)
+    assert data.labels.sum() == 10
+
+
+def test_missing_column_lists_what_is_there(tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text("body,score\nhello,0.2\n")
+    with pytest.raises(
+        ValueError, match="no text column .* expected one of comment_text, text; found body, score"
+    ):
+        load_toxicity(f, n_samples=10)
+
+
+def test_no_usable_rows(tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text("text,toxicity\nhello,n/a\nworld,\n")
+    with pytest.raises(ValueError, match="no usable rows"):
+        load_toxicity(f, n_samples=10)

@@ -1,0 +1,104 @@
+"""Pooling under padding, batching and the embedding cache, on a real (tiny, random) model."""
+
+import numpy as np
+import pytest
+import torch
+
+from driftbench.embed import (
+    EmbeddingCache,
+    cached_embeddings,
+    check_finite,
+    extract_embeddings,
+    length_batches,
+    mean_pool,
+)
+from driftbench.models import ModelSpec
+
+TEXTS = [
+    "short",
+    "a somewhat longer sentence with several more tokens in it",
+    "medium length text here",
+    "x",
+    "the quick brown fox jumps over the lazy dog " * 3,
+]
+
+
+def single_forward(model, tok, text, pooling):
+    ids = tok(text, return_tensors="pt", truncation=True, max_length=256)
+    with torch.inference_mode():
+        h = model(**ids).last_hidden_state
+    if pooling == "last_token":
+        return h[0, -1].numpy()
+    return mean_pool(h, ids["attention_mask"])[0].numpy()
+
+
+@pytest.mark.parametrize("pooling", ["last_token", "mean"])
+def test_padded_batch_pooling_equals_unpadded_single_forward(tiny_model, pooling):
+    base = tiny_model.model.get_decoder()
+    z, stats = extract_embeddings(
+        base, tiny_model.tokenizer, TEXTS, pooling=pooling, batch_tokens=10_000, progress=False
+    )
+    assert stats.n_forward_batches == 1 and stats.padded_tokens > stats.real_tokens  # padding used
+    for i, t in enumerate(TEXTS):
+        np.testing.assert_allclose(
+            z[i], single_forward(base, tiny_model.tokenizer, t, pooling), atol=1e-5
+        )
+
+
+def test_length_batches_respect_the_token_budget_and_cover_every_text():
+    lengths = [5, 50, 7, 30, 30, 1, 64]
+    batches = length_batches(lengths, 64)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) * max(lengths[i] for i in b) <= 64 or len(b) == 1
+    assert batches[0] == [6]  # longest first
+
+
+def test_nan_embeddings_get_one_clear_message():
+    z = np.ones((3, 4))
+    z[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 3 embeddings contain NaN or inf \(first: row 1\)"):
+        check_finite(z, "model 'x'")
+
+
+def test_second_run_is_served_from_the_cache_without_a_forward(tmp_path, shared_cache):
+    (tmp_path / "tokenizers").symlink_to(shared_cache / "tokenizers", target_is_directory=True)
+    spec = ModelSpec.from_dict(
+        {
+            "name": "tiny_random",
+            "source": "tiny_random",
+            "pooling": "last_token",
+            "init_seed": 0,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+        }
+    )
+    forwards = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: (
+            forwards.append(type(m).__name__) if type(m).__name__ == "LlamaModel" else None
+        )
+    )
+    try:
+        kw = dict(
+            pooling="last_token",
+            max_length=64,
+            layer=-1,
+            batch_tokens=4096,
+            cache_dir=tmp_path,
+            progress=False,
+        )
+        z1, info1 = cached_embeddings(spec, TEXTS, **kw)
+        n_first = len(forwards)
+        z2, info2 = cached_embeddings(spec, TEXTS, **kw)
+        n_second = len(forwards) - n_first
+        _, info3 = cached_embeddings(spec, TEXTS, **{**kw, "pooling": "mean"})
+    finally:
+        hook.remove()
+    assert n_first == info1["stats"]["n_forward_batches"] >= 1 and not info1["stats"]["cache_hit"]
+    assert n_second == 0 and info2["stats"]["cache_hit"]
+    np.testing.assert_array_equal(z1, z2)
+    assert info3["cache_key"] != info1["cache_key"] and not info3["stats"]["cache_hit"]
+    assert not list(EmbeddingCache(tmp_path).root.glob("*.tmp"))

@@ -1,0 +1,186 @@
+"""End to end through the launcher: run dirs, multirun, resume, and every bad-input message."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driftbench.launcher import ConfigError, run
+from driftbench.runs import config_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.02,0.1]"]
+RUN_FILES = {
+    "config.yaml",
+    "metrics.json",
+    "meta.json",
+    "checkpoints.csv",
+    "run.log",
+    "roc_auc_vs_sigma.png",
+    "sfr_confidence_vs_sigma.png",
+    "calibration.png",
+    "amplification.png",
+}
+
+
+def only_run_dir(root: Path) -> Path:
+    dirs = [p.parent for p in root.glob("**/meta.json")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY)
+    metrics = run(cfg)
+    d = only_run_dir(tmp_path / "outputs")
+    assert RUN_FILES <= {p.name for p in d.iterdir()}
+    assert not list(d.glob(".*tmp*"))
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["wall_s"] > 0 and meta["error"] is None
+    for key in (
+        "driftbench",
+        "git_commit",
+        "git_dirty",
+        "torch",
+        "transformers",
+        "sklearn",
+        "host",
+        "start_time",
+        "end_time",
+        "seed",
+    ):
+        assert key in meta
+    on_disk = json.loads((d / "metrics.json").read_text())
+    assert on_disk["schema_version"] == 1 and on_disk["sigmas"] == [0.0, 0.02, 0.1]
+    assert (
+        len(on_disk["checkpoints"])
+        == 3
+        == len((d / "checkpoints.csv").read_text().splitlines()) - 1
+    )
+    assert on_disk["checkpoints"][0]["realized_angle_deg"] == 0.0
+    assert (
+        on_disk["checkpoints"][2]["realized_angle_deg"]
+        > on_disk["checkpoints"][1]["realized_angle_deg"]
+        > 0
+    )
+    assert metrics["summary"]["roc_auc_at_0"] == on_disk["checkpoints"][0]["roc_auc"]
+    saved = yaml.safe_load((d / "config.yaml").read_text())
+    assert saved["model"]["name"] == "tiny_random" and saved["seed"] == 42
+    assert meta["config_hash"] == config_hash(saved)
+    assert d.name.endswith(meta["config_hash"][:8])
+
+
+def test_identical_config_is_skipped_unless_forced(make_cfg, tmp_path):
+    run(make_cfg(*TINY))
+    run(make_cfg(*TINY))
+    assert len(list((tmp_path / "outputs").glob("**/meta.json"))) == 1
+    run(make_cfg(*TINY, "runtime.force=true"))
+    assert len(list((tmp_path / "outputs").glob("**/meta.json"))) == 2
+
+
+def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp_path):
+    # passes validation, fails while reading the data: n_samples > balanced rows
+    with pytest.raises(ValueError, match="balanced rows available"):
+        run(make_cfg(*TINY, "data.n_samples=9000"))
+    d = only_run_dir(tmp_path / "outputs")
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["status"] == "failed" and "balanced rows available" in meta["error"]
+    assert not (d / "metrics.json").exists()
+    assert "balanced rows available" in (d / "run.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["schedule.sigma_min=-0.1"], "schedule.sigma_min=-0.1 is negative"),
+        (
+            ["schedule.sigma_max=0.01", "schedule.sigma_min=0.1"],
+            "sigma_max=0.01 is below sigma_min=0.1",
+        ),
+        (["schedule.k=1"], "schedule.k=1 is too small"),
+        (["drift.name=sideways"], "drift='sideways'; accepted: gaussian, directional, subspace"),
+        (["embed.pooling=max"], "embed.pooling='max'; accepted: last_token, mean"),
+        (["data.path=/nonexistent/file.csv"], "data file '/nonexistent/file.csv' not found"),
+        (["data=civil_comments"], "data.path is not set"),
+        (["model=hf"], "model.name_or_path is not set"),
+        (
+            ["model=hf", "model.name_or_path=/no/such/model"],
+            "model.name_or_path='/no/such/model' does not exist",
+        ),
+        (["classifier.degenerate_dims=cut"], "accepted: keep, drop, floor"),
+        (["task.name=unknown"], "task='unknown'; accepted: drift_eval"),
+    ],
+)
+def test_bad_input_stops_before_any_work_with_one_clear_message(
+    make_cfg, tmp_path, overrides, fragment
+):
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg("model=tiny_random", *overrides))
+    assert fragment in str(err.value)
+    assert not list((tmp_path / "outputs").glob("**/meta.json"))  # nothing was started
+
+
+def launch(tmp_path, *args, check=True):
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            *flags,
+            f"runtime.output_root={tmp_path / 'outputs'}",
+            "runtime.progress=false",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    out = launch(tmp_path, "drift=sideways", check=False)
+    assert out.returncode != 0
+    assert "sideways" in out.stderr and "gaussian" in out.stderr and "subspace" in out.stderr
+
+
+def test_cli_bad_sigma_prints_one_line_and_exits_2(tmp_path):
+    out = launch(tmp_path, "model=tiny_random", "schedule.sigma_min=-1", check=False)
+    assert out.returncode == 2
+    assert "error: schedule.sigma_min=-1 is negative" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
+    launch(tmp_path, "-m", *TINY, "drift=gaussian,directional,subspace", "seed=0,1")
+    sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
+    assert len(sweeps) == 1
+    dirs = sorted(p.parent for p in sweeps[0].glob("*/meta.json"))
+    assert len(dirs) == 6 and len({d.name for d in dirs}) == 6
+    assert sorted(d.name.split("-")[0] for d in dirs) == [f"{i:03d}" for i in range(6)]
+    seen = set()
+    for d in dirs:
+        meta = json.loads((d / "meta.json").read_text())
+        assert meta["status"] == "completed" and meta["multirun"]
+        assert RUN_FILES <= {p.name for p in d.iterdir()}
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        seen.add((cfg["drift"]["name"], cfg["seed"]))
+    assert len(seen) == 6
+    assert (sweeps[0] / "multirun.yaml").exists()
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    launch(tmp_path, "-m", *TINY[:2], "schedule=list", "schedule.sigmas=[0,0.05],[0,-0.05],[0,0.1]")
+    metas = [
+        json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("multirun/*/*/meta.json")
+    ]
+    assert sorted(m["status"] for m in metas) == ["completed", "completed", "failed"]
+    failed = next(m for m in metas if m["status"] == "failed")
+    assert "must be finite and >= 0" in failed["error"]
