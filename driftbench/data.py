@@ -180,3 +180,41 @@ def stratified_split(
         parts["val"].append(idx[cut1:cut2])
         parts["test"].append(idx[cut2:])
     return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+
+
+def format_instruction(instruction: str, response: str, context: str = "") -> str:
+    """The Alpaca prompt format rho-eval trains on (its ``_load_alpaca_texts``)."""
+    if context:
+        return (
+            f"### Instruction:\n{instruction}\n\n### Input:\n{context}\n\n### Response:\n{response}"
+        )
+    return f"### Instruction:\n{instruction}\n\n### Response:\n{response}"
+
+
+def load_alpaca(path: Path, n: int, seed: int = 42) -> list[str]:
+    """``n`` formatted examples drawn (seeded, without replacement) from an Alpaca JSONL file
+    with ``instruction``, ``input`` and ``output`` fields."""
+    import json
+
+    if n < 0:
+        raise ValueError(f"number of Alpaca examples must be >= 0, got {n}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                ex = json.loads(line)
+                rows.append(
+                    format_instruction(ex["instruction"], ex["output"], ex.get("input", ""))
+                )
+            except (ValueError, KeyError) as e:
+                raise ValueError(
+                    f"{path}:{lineno} is not an Alpaca record with instruction/output ({e})"
+                ) from e
+    if not rows:
+        raise ValueError(f"SFT data file {path} holds no examples")
+    if n > len(rows):
+        raise ValueError(f"asked for {n} Alpaca examples but {path.name} holds only {len(rows)}")
+    rng = np.random.default_rng(seed)
+    return [rows[i] for i in rng.choice(len(rows), n, replace=False)]

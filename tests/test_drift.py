@@ -110,3 +110,10 @@ def test_directional_angle_is_about_sigma_radians():
     z0 = unit_rows(400, 896)
     zc = D.apply_directional_drift(z0, 0.02, D.random_direction(896, np.random.default_rng(1)))
     assert D.realized_angle_deg(z0, zc).mean() == pytest.approx(np.degrees(0.02), rel=0.05)
+
+
+def test_subspace_angle_is_about_theta_equals_sigma_times_90_degrees():
+    z0 = unit_rows(300, 896)
+    q = D.random_orthogonal(896, np.random.default_rng(4))
+    zc = D.apply_subspace_drift(z0, 0.1, q)
+    assert D.realized_angle_deg(z0, zc).mean() == pytest.approx(9.0, abs=0.3)

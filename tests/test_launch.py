@@ -174,6 +174,7 @@ def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
         seen.add((cfg["drift"]["name"], cfg["seed"]))
     assert len(seen) == 6
     assert (sweeps[0] / "multirun.yaml").exists()
+    assert "| gaussian |" in (sweeps[0] / "report.md").read_text()  # written by the callback
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):

@@ -117,13 +117,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     val_auc = M.roc_auc(y[va], clf.predict_proba(z[va]))
     log.info("classifier: C=%g, train AUC %.3f, val AUC %.3f", clf.c, train_auc, val_auc)
     if clf.degenerate.size:
+        handled = {
+            "keep": "kept as the paper does, so a collapse under drift may be this artifact; "
+            "classifier.degenerate_dims=drop or floor removes it",
+            "drop": "dropped (classifier.degenerate_dims=drop)",
+            "floor": "their std floored at the median std (classifier.degenerate_dims=floor)",
+        }[clf.degenerate_dims]
         log.warning(
             "%d embedding dimension(s) are (nearly) constant on the training set: %s. "
-            "Standardising divides drift there by their tiny std, so collapse under drift can be "
-            "a numerical artifact; classifier.degenerate_dims=%s (drop or floor removes it)",
+            "Standardising divides any drift there by their tiny std. They are %s.",
             clf.degenerate.size,
             clf.degenerate[:20].tolist(),
-            clf.degenerate_dims,
+            handled,
         )
     if clf.c_at_grid_edge:
         log.warning(

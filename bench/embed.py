@@ -1,0 +1,159 @@
+"""Benchmark the embedding extractor against a naive loop and the machine's matmul roofline.
+
+All three are measured in one run on the same machine and texts:
+  * fp32 matmul GFLOP/s (best of 5, 2048 x 2048): the roofline;
+  * naive: one text at a time through the causal-LM head (what a first script does);
+  * driftbench: length-bucketed padded batches through the base model (driftbench.embed);
+  * cache: the same call again, served from the embedding cache.
+Achieved GFLOP/s = 2 x non-embedding params x real tokens / s.
+
+    python bench/embed.py [--n-texts 400] [--model smollm2_135m_instruct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import driftbench  # noqa: E402,F401
+from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
+from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
+from driftbench.models import ModelSpec, load_model  # noqa: E402
+from driftbench.runs import atomic_write_json  # noqa: E402
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def non_embedding_params(model) -> int:
+    emb = sum(p.numel() for p in model.get_input_embeddings().parameters())
+    return sum(p.numel() for p in model.parameters()) - emb
+
+
+def naive(causal_lm, tokenizer, texts: list[str], max_length: int) -> float:
+    """One text per forward through the full causal LM, last hidden state's last token."""
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
+            out = causal_lm(**ids, output_hidden_states=True)
+            out.hidden_states[-1][0, -1].numpy()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-texts", type=int, default=400)
+    ap.add_argument("--model", default="smollm2_135m_instruct")
+    ap.add_argument("--batch-tokens", type=int, default=8192)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "embed.json"))
+    args = ap.parse_args()
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={args.model}"])
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    cache_dir = Path(cfg.runtime.cache_dir).expanduser()
+    data = load_toxicity(resolve_data_path(cfg.data.path), n_samples=args.n_texts, sample_seed=0)
+    texts, max_length = data.texts, int(cfg.embed.max_length)
+
+    roofline = matmul_gflops()
+    base = load_model(spec, cache_dir, head="base")
+    causal = load_model(spec, cache_dir, head="causal_lm")
+    params = non_embedding_params(base.model)
+    real_tokens = sum(
+        len(x) for x in base.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    )
+
+    naive_s = naive(causal.model, causal.tokenizer, texts, max_length)
+    extract_embeddings(base.model, base.tokenizer, texts[:32], progress=False)  # warm-up
+    _, stats = extract_embeddings(
+        base.model,
+        base.tokenizer,
+        texts,
+        pooling=spec.pooling,
+        max_length=max_length,
+        batch_tokens=args.batch_tokens,
+        progress=False,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "models").symlink_to(cache_dir / "models", target_is_directory=True)
+        kw = dict(
+            pooling=spec.pooling,
+            max_length=max_length,
+            layer=-1,
+            batch_tokens=args.batch_tokens,
+            cache_dir=tmp,
+            progress=False,
+        )
+        t = time.perf_counter()
+        cached_embeddings(spec, texts, **kw)
+        first_s = time.perf_counter() - t
+        t = time.perf_counter()
+        _, info = cached_embeddings(spec, texts, **kw)
+        cached_s = time.perf_counter() - t
+        assert info["stats"]["cache_hit"]
+
+    def gflops(seconds: float) -> float:
+        return 2 * params * real_tokens / seconds / 1e9
+
+    result = {
+        "model": spec.name,
+        "n_texts": len(texts),
+        "real_tokens": real_tokens,
+        "padded_tokens": stats.padded_tokens,
+        "non_embedding_params": params,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "matmul_fp32_gflops": roofline,
+        "naive": {
+            "wall_s": naive_s,
+            "texts_per_s": len(texts) / naive_s,
+            "gflops": gflops(naive_s),
+        },
+        "driftbench": {
+            "wall_s": stats.wall_s,
+            "texts_per_s": len(texts) / stats.wall_s,
+            "gflops": gflops(stats.wall_s),
+            "fraction_of_matmul_roofline": gflops(stats.wall_s) / roofline,
+            "n_forward_batches": stats.n_forward_batches,
+        },
+        "speedup_vs_naive": naive_s / stats.wall_s,
+        "cache": {
+            "first_call_s": first_s,
+            "cached_call_s": cached_s,
+            "cached_over_first": cached_s / first_s,
+        },
+    }
+    atomic_write_json(args.out, result)
+    d = result["driftbench"]
+    print(
+        f"matmul {roofline:.0f} GFLOP/s | naive {result['naive']['texts_per_s']:.1f} texts/s | "
+        f"driftbench {d['texts_per_s']:.1f} texts/s = {d['gflops']:.0f} GFLOP/s "
+        f"({100 * d['fraction_of_matmul_roofline']:.0f}% of matmul) | "
+        f"x{result['speedup_vs_naive']:.1f} vs naive | "
+        f"cache {100 * cached_s / first_s:.2f}% of first"
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""Sweep report: every run dir under the given paths -> one table (CSV + Markdown) and figures.
+
+    python -m driftbench.report outputs/multirun/2026-11-22_20-00-00-ab12cd [more dirs ...]
+
+One row per complete run: the config values that vary across the runs as columns, then the
+headline metrics. Works on partial sweeps: running, failed or half-written runs are listed as
+skipped, with the reason. Curves are averaged over seeds (mean +- std band).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+from hydra.experimental.callback import Callback
+
+from driftbench.runs import atomic_write_csv, atomic_write_text, read_json, save_figure
+
+log = logging.getLogger(__name__)
+
+DRIFT_HEADLINE = [
+    ("roc_auc_at_0", "summary.roc_auc_at_0"),
+    ("roc_auc_at_max", "summary.roc_auc_at_max"),
+    ("roc_auc_drop", "summary.roc_auc_drop"),
+    ("sigma_max", "summary.sigma_max"),
+    ("angle_deg_at_max", "summary.realized_angle_deg_at_max"),
+    ("mean_conf_at_max", "summary.mean_confidence_at_max"),
+    ("sfr_pct_at_max", "summary.silent_failure_rate_pct_at_max"),
+    ("ece_at_max", "summary.ece_at_max"),
+    ("failure_cliff_sigma", "summary.failure_cliff_sigma"),
+    ("C", "classifier.c"),
+    ("degenerate_dims", "classifier.degenerate_dims.count"),
+    ("silhouette", "separability.silhouette"),
+    ("fisher_ratio", "separability.fisher_ratio"),
+    ("fisher_per_dim", "separability.fisher_ratio_per_dim"),
+]
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(complete runs, skipped (dir, reason)). A run is a dir holding meta.json."""
+    runs, skipped = [], []
+    dirs = sorted(
+        {
+            m.parent
+            for p in paths
+            for m in ([p / "meta.json"] + list(p.glob("**/meta.json")))
+            if m.exists()
+        }
+    )
+    for d in dirs:
+        meta = read_json(d / "meta.json")
+        if meta is None:
+            skipped.append((str(d), "meta.json unreadable"))
+            continue
+        if meta.get("status") != "completed":
+            skipped.append(
+                (str(d), f"status {meta.get('status')}: {meta.get('error') or ''}".strip())
+            )
+            continue
+        metrics = read_json(d / "metrics.json")
+        if metrics is None:
+            skipped.append((str(d), "metrics.json missing or unreadable"))
+            continue
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        runs.append({"dir": d, "meta": meta, "config": cfg, "metrics": metrics})
+    return runs, skipped
+
+
+def varying_keys(runs: list[dict]) -> list[str]:
+    """Config leaves (runtime excluded) whose value differs between runs: the sweep's axes."""
+    flat = [_flatten({k: v for k, v in r["config"].items() if k != "runtime"}) for r in runs]
+    keys = sorted({k for f in flat for k in f})
+    return [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+
+
+def table(runs: list[dict], axes: list[str]) -> list[dict]:
+    rows = []
+    for r in runs:
+        flat = _flatten(r["config"])
+        row = {"run_dir": str(r["dir"]), "task": r["meta"].get("task")}
+        row.update({a: flat.get(a) for a in axes})
+        if r["meta"].get("task") == "drift_eval":
+            row.update({name: _get(r["metrics"], path) for name, path in DRIFT_HEADLINE})
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return "" if v is None else str(v)
+
+
+def markdown(rows: list[dict], skipped: list[tuple[str, str]]) -> str:
+    if not rows:
+        return "No complete runs.\n"
+    cols = [c for c in rows[0] if c != "run_dir"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    if skipped:
+        lines += ["", f"Skipped {len(skipped)} run(s):", ""]
+        lines += [f"- `{d}`: {why}" for d, why in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _group(runs: list[dict], axes: list[str], drop: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    keys = [a for a in axes if a not in drop]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        flat = _flatten(r["config"])
+        groups[tuple((k, flat.get(k)) for k in keys)].append(r)
+    return groups
+
+
+def _label(key: tuple) -> str:
+    return (
+        ", ".join(f"{k.split('.')[0] if k.endswith('.name') else k}={v}" for k, v in key) or "all"
+    )
+
+
+def drift_figures(runs: list[dict], axes: list[str], out: Path) -> list[str]:
+    """AUC, SFR, ECE and mean confidence vs sigma: one line per group of runs that differ only
+    in seed (mean +- std band); one row of panels per facet (classifier.degenerate_dims, if it
+    varies)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in runs if r["meta"].get("task") == "drift_eval"]
+    if not runs:
+        return []
+    facet = "classifier.degenerate_dims" if "classifier.degenerate_dims" in axes else None
+    facet_values = sorted({_flatten(r["config"]).get(facet) for r in runs}) if facet else [None]
+    panels = [
+        ("roc_auc", "ROC-AUC"),
+        ("silent_failure_rate_pct", "silent-failure rate (%)"),
+        ("ece", "ECE"),
+        ("mean_confidence", "mean confidence"),
+    ]
+    fig, axs = plt.subplots(
+        len(facet_values),
+        len(panels),
+        figsize=(4.2 * len(panels), 3.4 * len(facet_values)),
+        squeeze=False,
+    )
+    for row, fv in enumerate(facet_values):
+        sub = [r for r in runs if not facet or _flatten(r["config"]).get(facet) == fv]
+        groups = _group(sub, axes, drop=("seed", "schedule.sigmas") + ((facet,) if facet else ()))
+        for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
+            sig = np.array(members[0]["metrics"]["sigmas"])
+            for col, (metric, title) in enumerate(panels):
+                ys = np.array(
+                    [
+                        [
+                            np.nan if c[metric] is None else c[metric]
+                            for c in m["metrics"]["checkpoints"]
+                        ]
+                        for m in members
+                        if len(m["metrics"]["checkpoints"]) == len(sig)
+                    ],
+                    dtype=float,
+                )
+                mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
+                ax = axs[row, col]
+                ax.plot(
+                    sig, mean, "o-", ms=3, color=f"C{i % 10}", label=f"{_label(key)} (n={len(ys)})"
+                )
+                if len(ys) > 1:
+                    ax.fill_between(sig, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
+                ax.set_title(
+                    title + (f"  [{facet.split('.')[-1]}={fv}]" if facet else ""), fontsize=9
+                )
+                ax.set_xlabel("σ")
+        axs[row, 0].axhline(0.5, color="grey", ls=":", lw=0.8)
+    axs[0, 0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    save_figure(fig, out / "report_drift_curves.png")
+    plt.close(fig)
+    written = ["report_drift_curves.png"]
+
+    by_model = defaultdict(list)
+    for r in runs:
+        key = (r["metrics"]["model"]["name"], r["metrics"]["model"].get("variant"))
+        by_model[key].append(r["metrics"]["separability"])
+    if by_model:
+        names = ["silhouette", "fisher_ratio_per_dim", "class_overlap"]
+        fig, axs = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2))
+        labels = [f"{m}\n({v})" for m, v in by_model]
+        for ax, name in zip(axs, names, strict=True):
+            vals = [np.mean([s[name] for s in seps]) for seps in by_model.values()]
+            ax.bar(labels, vals, color=["C0" if v == "base" else "C3" for _, v in by_model])
+            ax.set_title(name, fontsize=9)
+            ax.tick_params(axis="x", labelsize=7)
+        fig.suptitle("separability on training embeddings (base blue, instruct red)", fontsize=9)
+        fig.tight_layout()
+        save_figure(fig, out / "report_separability.png")
+        plt.close(fig)
+        written.append("report_separability.png")
+    return written
+
+
+def cliff_table(runs: list[dict]) -> str:
+    """Failure-cliff sigma (first sigma with AUC < 0.55) per drift type and model, over seeds."""
+    cells = defaultdict(list)
+    for r in runs:
+        if r["meta"].get("task") != "drift_eval":
+            continue
+        cfg = r["config"]
+        key = (cfg["model"]["name"], cfg["drift"]["name"], cfg["classifier"].get("degenerate_dims"))
+        cells[key].append(r["metrics"]["summary"]["failure_cliff_sigma"])
+    if not cells:
+        return ""
+    lines = [
+        "| model | drift | degenerate_dims | failure-cliff σ (AUC < 0.55), per seed |",
+        "|---|---|---|---|",
+    ]
+    for (model, drift, dd), vals in sorted(cells.items()):
+        shown = ", ".join("none" if v is None else f"{v:.3g}" for v in vals)
+        lines.append(f"| {model} | {drift} | {dd} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(paths: list[Path], out: Path | None = None) -> dict:
+    runs, skipped = collect(paths)
+    out = out or (paths[0] if len(paths) == 1 and paths[0].is_dir() else Path("report"))
+    out.mkdir(parents=True, exist_ok=True)
+    axes = varying_keys(runs) if len(runs) > 1 else []
+    rows = table(runs, axes)
+    atomic_write_csv(out / "report.csv", rows) if rows else None
+    md = markdown(rows, skipped)
+    cliffs = cliff_table(runs)
+    atomic_write_text(out / "report.md", md + ("\n" + cliffs if cliffs else ""))
+    figures = drift_figures(runs, axes, out)
+    for d, why in skipped:
+        log.warning("skipped %s: %s", d, why)
+    return {
+        "n_runs": len(runs),
+        "skipped": skipped,
+        "axes": axes,
+        "out": str(out),
+        "figures": figures,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m driftbench.report", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("paths", nargs="+", type=Path, help="sweep dirs or run dirs")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: the one sweep dir)"
+    )
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        ap.error(f"no such path: {', '.join(missing)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    res = report(args.paths, args.out)
+    print(
+        f"{res['n_runs']} runs, {len(res['skipped'])} skipped -> "
+        f"{res['out']}/report.md, report.csv, " + ", ".join(res["figures"])
+    )
+
+
+if __name__ == "__main__":
+    main()
+
+
+class SweepReport(Callback):
+    """Hydra callback (see conf/config.yaml): at the end of every multirun, write the report
+    into the sweep dir, so a finished sweep already holds its table and figures."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            res = report([sweep_dir], sweep_dir)
+        except Exception as e:  # a report failure must not hide the sweep's own results
+            log.error("sweep report failed (%s); run: python -m driftbench.report %s", e, sweep_dir)
+            return
+        log.info(
+            "sweep report: %d runs, %d skipped -> %s/report.md",
+            res["n_runs"],
+            len(res["skipped"]),
+            sweep_dir,
+        )

@@ -1,0 +1,51 @@
+"""The sweep report: one row per complete run, failed runs listed as skipped, numbers equal to
+the run dirs' own metrics."""
+
+import csv
+import json
+
+import pytest
+
+from driftbench.launcher import run
+from driftbench.report import main, report
+
+TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.05,0.2]"]
+
+
+@pytest.fixture
+def sweep(make_cfg, tmp_path):
+    for drift in ("gaussian", "subspace"):
+        for seed in (0, 1):
+            run(make_cfg(*TINY, f"drift={drift}", f"seed={seed}"))
+    with pytest.raises(ValueError):
+        run(make_cfg(*TINY, "data.n_samples=9000"))  # fails after its run dir exists
+    return tmp_path / "outputs"
+
+
+def test_report_has_one_row_per_complete_run_and_lists_the_failed_one(sweep, tmp_path):
+    res = report([sweep], tmp_path / "rep")
+    assert res["n_runs"] == 4 and len(res["skipped"]) == 1
+    assert "balanced rows available" in res["skipped"][0][1]
+    assert {"drift.name", "seed"} <= set(res["axes"])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Skipped 1 run(s)" in md and "| gaussian |" in md.replace("drift.name", "")
+    for fig in ("report_drift_curves.png", "report_separability.png"):
+        assert (tmp_path / "rep" / fig).stat().st_size > 1000
+
+
+def test_report_numbers_are_the_run_dirs_own_metrics(sweep, tmp_path):
+    report([sweep], tmp_path / "rep")
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "report.csv")))
+    assert len(rows) == 4
+    for row in rows:
+        m = json.loads(open(f"{row['run_dir']}/metrics.json").read())
+        assert float(row["roc_auc_at_max"]) == pytest.approx(m["checkpoints"][-1]["roc_auc"])
+        assert float(row["roc_auc_at_0"]) == pytest.approx(m["checkpoints"][0]["roc_auc"])
+        assert float(row["ece_at_max"]) == pytest.approx(m["checkpoints"][-1]["ece"])
+        assert float(row["C"]) == m["classifier"]["c"]
+
+
+def test_report_cli_refuses_a_missing_path(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nope")])
+    assert "no such path" in capsys.readouterr().err
