@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint bench clean-cache
+.PHONY: setup run test lint bench report
 
 setup: $(VENV)/.installed
 
@@ -27,3 +27,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/embed.py
+
+# make report ARGS=outputs/multirun/<sweep dir>
+report: setup
+	$(PY) -m driftbench.report $(ARGS)

@@ -4,6 +4,7 @@ inside a fresh run dir. Called by ``launch.py`` for every job of a run or multir
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -27,14 +28,24 @@ def _hydra_job() -> dict:
 
         hc = HydraConfig.get()
     except (ImportError, ValueError):
-        return {"multirun": False, "sweep_dir": None, "job_num": 0, "overrides": []}
+        return {"multirun": False, "sweep_dir": None, "job_num": 0, "job_id": None, "overrides": []}
     multirun = hc.mode == RunMode.MULTIRUN
     return {
         "multirun": multirun,
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": int(hc.job.num) if multirun else 0,
+        "job_id": str(hc.job.id) if multirun else None,  # submitit: the .submitit/<id>/ log folder
         "overrides": list(hc.overrides.task),
     }
+
+
+def link_into_sweep(run_dir: Path, sweep_dir: Path, job_num: int, cfg_hash: str) -> None:
+    """A resumed sweep's dir lists every job: a skipped job appears as a relative symlink to the
+    complete run it reuses (nothing is copied, nothing is written into the old run)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    link = sweep_dir / f"{int(job_num):03d}-{cfg_hash[:8]}"
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(os.path.relpath(run_dir.resolve(), sweep_dir.resolve()))
 
 
 def _sigterm_to_exception(signum, frame):
@@ -66,6 +77,8 @@ def run(cfg: DictConfig) -> dict | None:
                 "skipping: identical config already complete in %s (runtime.force=true reruns)",
                 done[-1],
             )
+            if job["multirun"]:
+                link_into_sweep(done[-1], Path(job["sweep_dir"]), job["job_num"], cfg_hash)
             return read_json(done[-1] / "metrics.json")
 
     run_dir = new_run_dir(output_root, cfg_hash, job["sweep_dir"], job["job_num"])
@@ -74,7 +87,7 @@ def run(cfg: DictConfig) -> dict | None:
             signal.signal(signal.SIGTERM, _sigterm_to_exception)  # Slurm cancel -> meta "failed"
         except ValueError:
             pass  # not the main thread
-    job_meta = {k: job[k] for k in ("multirun", "sweep_dir", "job_num", "overrides")}
+    job_meta = {k: job[k] for k in ("multirun", "sweep_dir", "job_num", "job_id", "overrides")}
     try:
         with Run(run_dir, container, OmegaConf.to_yaml(cfg, resolve=True), job_meta) as r:
             if error is not None:

@@ -60,17 +60,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _meta_files(path: Path) -> list[Path]:
+    """meta.json of ``path`` itself and of every run below it, following the symlinks a resumed
+    sweep uses for the jobs it reused."""
+    found = [path / "meta.json"] if (path / "meta.json").exists() else []
+    if path.is_dir():
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                found += _meta_files(child)
+    return found
+
+
 def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
     """(complete runs, skipped (dir, reason)). A run is a dir holding meta.json."""
     runs, skipped = [], []
-    dirs = sorted(
-        {
-            m.parent
-            for p in paths
-            for m in ([p / "meta.json"] + list(p.glob("**/meta.json")))
-            if m.exists()
-        }
-    )
+    dirs = sorted({m.parent.resolve() for p in paths for m in _meta_files(p)})
     for d in dirs:
         meta = read_json(d / "meta.json")
         if meta is None:
@@ -94,7 +98,20 @@ def varying_keys(runs: list[dict]) -> list[str]:
     """Config leaves (runtime excluded) whose value differs between runs: the sweep's axes."""
     flat = [_flatten({k: v for k, v in r["config"].items() if k != "runtime"}) for r in runs]
     keys = sorted({k for f in flat for k in f})
-    return [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    axes = [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    names = [k for k in axes if k.endswith(".name")]
+
+    def determined(k: str) -> bool:  # e.g. model.pooling follows from model.name
+        for n in names:
+            seen: dict = {}
+            if all(
+                seen.setdefault(json.dumps(f.get(n)), json.dumps(f.get(k))) == json.dumps(f.get(k))
+                for f in flat
+            ):
+                return True
+        return False
+
+    return [k for k in axes if k in names or not determined(k)]
 
 
 def table(runs: list[dict], axes: list[str]) -> list[dict]:
@@ -291,9 +308,44 @@ if __name__ == "__main__":
     main()
 
 
+def resume_counts(config) -> tuple[int, int]:
+    """(jobs of this multirun whose identical config is complete under the output root, the rest),
+    composing each job's config as Hydra's basic sweeper will."""
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from driftbench.runs import config_hash, find_complete_runs
+
+    params = config.hydra.sweeper.get("params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(args)
+    jobs = [j for batch in BasicSweeper.split_arguments(parsed, None) for j in batch]
+    root = Path(str(config.runtime.output_root))
+    done = 0
+    for overrides in jobs:
+        cfg = compose(config.hydra.job.config_name, overrides=list(overrides))
+        if not cfg.runtime.force and find_complete_runs(
+            root, config_hash(OmegaConf.to_container(cfg, resolve=True))
+        ):
+            done += 1
+    return done, len(jobs) - done
+
+
 class SweepReport(Callback):
-    """Hydra callback (see conf/config.yaml): at the end of every multirun, write the report
-    into the sweep dir, so a finished sweep already holds its table and figures."""
+    """Hydra callback (see conf/config.yaml). At the start of a multirun: how many of its jobs
+    are already complete (resume). At the end: the report in the sweep dir, so a finished sweep
+    already holds its table and figures."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        try:
+            done, todo = resume_counts(config)
+        except Exception as e:  # counting is advice; the jobs themselves decide
+            log.warning("could not count completed jobs (%s)", e)
+            return
+        force = " (runtime.force=true: all rerun)" if config.runtime.force else ""
+        log.info("resume: %d done, %d to run%s", done, todo, force)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -111,7 +111,7 @@ def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp
             "model.name_or_path='/no/such/model' does not exist",
         ),
         (["classifier.degenerate_dims=cut"], "accepted: keep, drop, floor"),
-        (["task.name=unknown"], "task='unknown'; accepted: drift_eval"),
+        (["task.name=unknown"], "task='unknown'; accepted: drift_eval, rho_sft"),
     ],
 )
 def test_bad_input_stops_before_any_work_with_one_clear_message(
@@ -185,3 +185,27 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert sorted(m["status"] for m in metas) == ["completed", "completed", "failed"]
     failed = next(m for m in metas if m["status"] == "failed")
     assert "must be finite and >= 0" in failed["error"]
+
+
+def test_rerunning_a_sweep_skips_complete_jobs_and_reruns_missing_or_failed_ones(tmp_path):
+    sweep_args = ["-m", *TINY, "drift=gaussian,directional,subspace"]
+    launch(tmp_path, *sweep_args)
+    first = next((tmp_path / "outputs" / "multirun").iterdir())
+    runs = sorted(p.parent for p in first.glob("*/meta.json"))
+    (runs[0] / "metrics.json").unlink()  # a job whose metrics were lost
+    meta = json.loads((runs[1] / "meta.json").read_text())
+    (runs[1] / "meta.json").write_text(json.dumps({**meta, "status": "failed"}))  # killed
+
+    out = launch(tmp_path, *sweep_args)
+    assert "resume: 1 done, 2 to run" in out.stdout + out.stderr
+    second = next(p for p in (tmp_path / "outputs" / "multirun").iterdir() if p != first)
+    entries = sorted(second.glob("0*"))
+    assert len(entries) == 3 and sum(e.is_symlink() for e in entries) == 1
+    reused = next(e for e in entries if e.is_symlink())
+    assert reused.resolve() == runs[2].resolve()
+    assert all(json.loads((e / "meta.json").read_text())["status"] == "completed" for e in entries)
+    report_md = (second / "report.md").read_text()
+    assert "Skipped" not in report_md and report_md.count("\n| drift_eval |") == 3
+
+    out = launch(tmp_path, *sweep_args, "runtime.force=true")
+    assert "resume: 0 done, 3 to run (runtime.force=true: all rerun)" in out.stdout + out.stderr
