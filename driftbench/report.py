@@ -122,6 +122,16 @@ def table(runs: list[dict], axes: list[str]) -> list[dict]:
         row.update({a: flat.get(a) for a in axes})
         if r["meta"].get("task") == "drift_eval":
             row.update({name: _get(r["metrics"], path) for name, path in DRIFT_HEADLINE})
+        elif r["meta"].get("task") == "rho_sft":
+            m = r["metrics"]
+            row.update(
+                condition=m["condition"], lambda_rho=m["lambda_rho"], margin_gamma=m["margin_gamma"]
+            )
+            row.update({f"delta_rho_{b}": d["delta_rho"] for b, d in m["behaviors"].items()})
+            row.update(
+                final_sft_loss=m["training"]["final_sft_loss"],
+                final_contrastive_loss=m["training"]["final_contrastive_loss"],
+            )
         rows.append(row)
     return rows
 
@@ -241,6 +251,119 @@ def drift_figures(runs: list[dict], axes: list[str], out: Path) -> list[str]:
     return written
 
 
+def _rho_runs(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r["meta"].get("task") == "rho_sft"]
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean difference over the pooled standard deviation (NaN with fewer than 2 per group)."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    pooled = np.sqrt(
+        ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    )
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def rho_tables(runs: list[dict]) -> str:
+    """The seed's tables: delta rho per behaviour per condition (mean +- std over seeds), and
+    each condition against sft_only: Cohen's d and Welch's t-test p-value (scipy)."""
+    from scipy.stats import ttest_ind
+
+    runs = _rho_runs(runs)
+    if not runs:
+        return ""
+    behaviors = sorted({b for r in runs for b in r["metrics"]["behaviors"]})
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        m = r["metrics"]
+        groups[(m["condition"], m["lambda_rho"], m["margin_gamma"])].append(m)
+    head = "| condition | λρ | γ | n | " + " | ".join(f"Δρ {b}" for b in behaviors) + " |"
+    lines = [
+        "### Δρ per condition (mean ± std over seeds)",
+        "",
+        head,
+        "|" + "---|" * (4 + len(behaviors)),
+    ]
+    for (cond, lam, gam), ms in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        cells = []
+        for b in behaviors:
+            v = np.array([m["behaviors"][b]["delta_rho"] for m in ms if b in m["behaviors"]])
+            cells.append(f"{v.mean():+.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
+        lines.append(f"| {cond} | {lam:g} | {gam:g} | {len(ms)} | " + " | ".join(cells) + " |")
+    ref = [k for k in groups if k[0] == "sft_only"]
+    if ref:
+        lines += [
+            "",
+            "### Against sft_only (Cohen's d, Welch t-test p)",
+            "",
+            "| condition | λρ | γ | " + " | ".join(behaviors) + " |",
+            "|" + "---|" * (3 + len(behaviors)),
+        ]
+        base = groups[ref[0]]
+        for key, ms in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            if key == ref[0]:
+                continue
+            cells = []
+            for b in behaviors:
+                a = np.array([m["behaviors"][b]["delta_rho"] for m in ms])
+                c = np.array([m["behaviors"][b]["delta_rho"] for m in base])
+                p = (
+                    ttest_ind(a, c, equal_var=False).pvalue
+                    if len(a) > 1 and len(c) > 1
+                    else float("nan")
+                )
+                cells.append(f"d={cohens_d(a, c):.2f}, p={p:.3g}")
+            lines.append(f"| {key[0]} | {key[1]:g} | {key[2]:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rho_figures(runs: list[dict], out: Path) -> list[str]:
+    """Delta rho per behaviour against lambda_rho (dose-response, with the fitted slope) and
+    against gamma (margin sweep): mean +- std over seeds, where those axes vary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _rho_runs(runs)
+    written = []
+    for axis, fname, label in (
+        ("lambda_rho", "report_rho_dose_response.png", "λρ"),
+        ("margin_gamma", "report_rho_margin.png", "margin γ"),
+    ):
+        xs = sorted({r["metrics"][axis] for r in runs})
+        if len(xs) < 2:
+            continue
+        behaviors = sorted({b for r in runs for b in r["metrics"]["behaviors"]})
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, b in enumerate(behaviors):
+            per_x = [
+                np.array(
+                    [
+                        r["metrics"]["behaviors"][b]["delta_rho"]
+                        for r in runs
+                        if r["metrics"][axis] == x
+                    ]
+                )
+                for x in xs
+            ]
+            mean = np.array([v.mean() for v in per_x])
+            std = np.array([v.std() for v in per_x])
+            allx = np.concatenate([[x] * len(v) for x, v in zip(xs, per_x, strict=True)])
+            slope = np.polyfit(allx, np.concatenate(per_x), 1)[0]
+            ax.plot(xs, mean, "o-", color=f"C{i}", label=f"{b} (slope {slope:+.3f})")
+            ax.fill_between(xs, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(label)
+        ax.set_ylabel("Δρ (after − before)")
+        ax.legend(fontsize=7)
+        save_figure(fig, out / fname)
+        plt.close(fig)
+        written.append(fname)
+    return written
+
+
 def cliff_table(runs: list[dict]) -> str:
     """Failure-cliff sigma (first sigma with AUC < 0.55) per drift type and model, over seeds."""
     cells = defaultdict(list)
@@ -270,9 +393,9 @@ def report(paths: list[Path], out: Path | None = None) -> dict:
     rows = table(runs, axes)
     atomic_write_csv(out / "report.csv", rows) if rows else None
     md = markdown(rows, skipped)
-    cliffs = cliff_table(runs)
-    atomic_write_text(out / "report.md", md + ("\n" + cliffs if cliffs else ""))
-    figures = drift_figures(runs, axes, out)
+    extra = [t for t in (cliff_table(runs), rho_tables(runs)) if t]
+    atomic_write_text(out / "report.md", "\n".join([md, *extra]))
+    figures = drift_figures(runs, axes, out) + rho_figures(runs, out)
     for d, why in skipped:
         log.warning("skipped %s: %s", d, why)
     return {

@@ -6,10 +6,10 @@ import torch
 
 from driftbench.embed import (
     EmbeddingCache,
+    bucket_batches,
     cached_embeddings,
     check_finite,
     extract_embeddings,
-    length_batches,
     mean_pool,
 )
 from driftbench.models import ModelSpec
@@ -36,7 +36,13 @@ def single_forward(model, tok, text, pooling):
 def test_padded_batch_pooling_equals_unpadded_single_forward(tiny_model, pooling):
     base = tiny_model.model.get_decoder()
     z, stats = extract_embeddings(
-        base, tiny_model.tokenizer, TEXTS, pooling=pooling, batch_tokens=10_000, progress=False
+        base,
+        tiny_model.tokenizer,
+        TEXTS,
+        pooling=pooling,
+        batch_tokens=10_000,
+        progress=False,
+        max_pad_fraction=0.99,  # one batch, so most rows are padded
     )
     assert stats.n_forward_batches == 1 and stats.padded_tokens > stats.real_tokens  # padding used
     for i, t in enumerate(TEXTS):
@@ -45,9 +51,9 @@ def test_padded_batch_pooling_equals_unpadded_single_forward(tiny_model, pooling
         )
 
 
-def test_length_batches_respect_the_token_budget_and_cover_every_text():
+def test_length_buckets_respect_the_token_budget_and_cover_every_text():
     lengths = [5, 50, 7, 30, 30, 1, 64]
-    batches = length_batches(lengths, 64)
+    batches = bucket_batches(lengths, 64)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) * max(lengths[i] for i in b) <= 64 or len(b) == 1

@@ -49,3 +49,37 @@ def test_report_cli_refuses_a_missing_path(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope")])
     assert "no such path" in capsys.readouterr().err
+
+
+def test_cohens_d_is_mean_difference_over_pooled_sd():
+    import numpy as np
+
+    from driftbench.report import cohens_d
+
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0, 5.0])
+    pooled = np.sqrt((2 * 1.0 + 3 * np.var(b, ddof=1)) / 5)
+    assert cohens_d(a, b) == pytest.approx((2.0 - 3.5) / pooled)
+
+
+def test_rho_tables_compare_conditions_with_welch_t_test():
+    from scipy.stats import ttest_ind
+
+    from driftbench.report import rho_tables
+
+    def fake(condition, delta):
+        return {
+            "meta": {"task": "rho_sft"},
+            "metrics": {
+                "condition": condition,
+                "lambda_rho": 0.2,
+                "margin_gamma": 0.1,
+                "behaviors": {"factual": {"delta_rho": delta}},
+            },
+        }
+
+    sft = [0.01, 0.02, 0.00]
+    rho = [0.10, 0.12, 0.08]
+    md = rho_tables([fake("sft_only", v) for v in sft] + [fake("rho_guided", v) for v in rho])
+    assert "| rho_guided | 0.2 | 0.1 | 3 | +0.1000 ± 0.0200 |" in md
+    p = ttest_ind(rho, sft, equal_var=False).pvalue
+    assert f"p={p:.3g}" in md and "d=" in md

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from driftbench.rho.scoring import token_ce
+
 
 def per_text_ce(
     logits: torch.Tensor,
@@ -27,14 +29,13 @@ def per_text_ce(
     """Mean next-token CE per row, shape (batch,).
 
     Token t is predicted from positions < t, so the first token of a text is never scored
-    (as in Hugging Face's shifted LM loss). ``loss_mask`` (same shape as input_ids) restricts the
+    (as in Hugging Face's shifted LM loss); a text under 2 tokens gives 0, as rho-eval's NaN
+    guard does. ``loss_mask`` (same shape as input_ids) restricts the
     mean to chosen target tokens, e.g. the answer of a bias or sycophancy pair."""
-    targets = input_ids[:, 1:]
-    mask = attention_mask[:, 1:].to(logits.dtype)
+    tok_ce = token_ce(logits, input_ids, attention_mask)[:, :-1]  # position t scores token t+1
+    mask = attention_mask[:, 1:].to(tok_ce.dtype)
     if loss_mask is not None:
-        mask = mask * loss_mask[:, 1:].to(logits.dtype)
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    tok_ce = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        mask = mask * loss_mask[:, 1:].to(tok_ce.dtype)
     return (tok_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 

