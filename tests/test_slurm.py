@@ -146,6 +146,32 @@ def test_slurm_sweep_puts_one_complete_run_dir_per_job_in_one_sweep_dir(
     assert slurm_states(slurm_env, sweep_dir, 6) == ["COMPLETED"] * 6
 
 
+def test_rho_sft_sweep_runs_through_slurm(slurm_env, shared_cache, tmp_path):
+    """The second task through the same launcher: two conditions, each a complete run dir."""
+    from test_rho_task import RHO_FILES, TINY_RHO
+
+    out = sweep(
+        tmp_path,
+        slurm_env,
+        shared_cache,
+        "hydra/launcher=slurm",
+        *SMALL_JOBS,
+        *TINY_RHO,
+        "task.stress_test.enabled=false",
+        "sft/condition=sft_only,rho_guided",
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    run_dirs = sorted(p.parent for p in sweep_dir.glob("*/meta.json"))
+    assert len(run_dirs) == 2
+    for d in run_dirs:
+        assert json.loads((d / "meta.json").read_text())["status"] == "completed"
+        stress = {"stress_before.json", "stress_after.json"}
+        assert RHO_FILES - stress <= {p.name for p in d.iterdir()}
+    assert slurm_states(slurm_env, sweep_dir, 2) == ["COMPLETED"] * 2
+
+
 def test_a_failing_slurm_job_is_recorded_failed_and_the_others_complete(
     slurm_env, shared_cache, tmp_path
 ):
