@@ -35,6 +35,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 import driftbench  # noqa: E402,F401
 from driftbench.models import ModelSpec, load_model  # noqa: E402
 from driftbench.rho.audit import GENERATION_BEHAVIORS, audit, resolve_behaviors  # noqa: E402
@@ -52,17 +54,6 @@ TEXT_KEYS = {
     "reasoning": ("text", "text_clean"),
     "overrefusal": ("text",),
 }
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def input_tokens(tokenizer, behavior: str, probes: list[dict]) -> int:

@@ -26,22 +26,13 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 import driftbench  # noqa: E402,F401
 from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
 from driftbench.models import ModelSpec, load_model  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def non_embedding_params(model) -> int:

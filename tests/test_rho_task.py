@@ -1,10 +1,9 @@
 """Task rho_sft end to end on the tiny random model: run dir, conditions, presets, bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
-from test_launch import launch
+from test_launch import launch, only_run_dir
 
 from driftbench.launcher import ConfigError, run
 
@@ -29,12 +28,6 @@ RHO_FILES = {
     "loss_curve.csv",
     "loss_curve.png",
 }
-
-
-def only_run_dir(root: Path) -> Path:
-    dirs = [p.parent for p in root.glob("**/meta.json")]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
 
 
 def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg, tmp_path):
