@@ -5,13 +5,14 @@ same pristine weights):
   * fp32 matmul GFLOP/s (best of 5, 2048 x 2048): the roofline;
   * loss check: on one SFT batch and one pair per behaviour, the untrained model's SFT loss,
     per-text CEs and hinge as rho-eval computes them (collated ``labels=`` loss,
-    ``rho_auxiliary_loss``) and as driftbench's loop does (one padded forward, ``per_text_ce``,
-    ``contrastive_loss``); the run fails if they differ;
+    ``rho_auxiliary_loss``) and as driftbench's loop does (its ``select_text_ce``: packed
+    forwards for SFT texts and for pair texts, ``contrastive_loss``); the run fails if they
+    differ;
   * rho-eval: ``rho_eval.alignment.trainer.rho_guided_sft`` with its own ``TextDataset``
     (pads every SFT text to ``max_length``, as its ``load_sft_dataset`` does);
   * driftbench: ``driftbench.rho.train.train`` with the same hyper-parameters;
-  * profile: one driftbench optimizer step, wall time split into forward / CE / backward /
-    optimizer, and torch.profiler's top ops.
+  * profile: one driftbench micro-step and its optimizer step, wall time split into forward /
+    CE / backward / optimizer, and torch.profiler's top ops.
 Both trainers see the same SFT texts, exactly steps x grad_accum x batch_size of them (so each
 makes one pass over the same texts), the same LoRA targets (rho-eval's
 ``_get_target_modules_for_lora``) and 4 contrast pairs per micro-step, one per behaviour.
@@ -50,9 +51,8 @@ from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when ru
 import driftbench  # noqa: E402,F401
 import driftbench.rho.train as db_train  # noqa: E402
 from driftbench.data import load_alpaca, resolve_data_path  # noqa: E402
-from driftbench.embed import pad_batch  # noqa: E402
 from driftbench.models import ModelSpec, load_model  # noqa: E402
-from driftbench.rho.loss import contrastive_loss, per_text_ce  # noqa: E402
+from driftbench.rho.loss import contrastive_loss  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs, trap_texts  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
@@ -69,7 +69,9 @@ FLOPS_FORMULA = (
     "6 x non_embedding_params x real_tokens / wall_s (forward + backward, as for full training; "
     "the tied LM head, 28.3M MACs per token, is not counted, and LoRA's frozen base weights "
     "need no weight gradients, so the true count is lower: this is a throughput scale, not an "
-    "exact FLOP count)"
+    "exact FLOP count). Real tokens are the tokens of the texts trained on, so a trainer that "
+    "computes a pair's shared prefix once can pass the matmul roofline; computed_tokens_per_s "
+    "is what actually went through the model)"
 )
 STEP_LINE = re.compile(
     r"step (\d+)/\d+: ce=([-\d.naninf]+), ρ=([-\d.naninf]+), total=([-\d.naninf]+), lr=(\S+)"
@@ -193,12 +195,11 @@ def loss_check(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
         side = [p["positive"] for p in batch_pairs] + [p["negative"] for p in batch_pairs]
         rho_ce = torch.tensor([float(differentiable_ce_loss(model, tokenizer, t)) for t in side])
 
+        text_ce = db_train.select_text_ce(model, tokenizer.pad_token_id)  # as train() does
         ids = tokenizer(sft + side, truncation=True, max_length=args.max_length)["input_ids"]
-        input_ids, mask = pad_batch(ids, tokenizer.pad_token_id)
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
-        ce = per_text_ce(logits, input_ids, mask)
         n, k = len(sft), len(batch_pairs)
-        weights = mask[:n, 1:].sum(1).to(ce.dtype)
+        ce = torch.cat([text_ce(ids[:n]), text_ce(ids[n:], pairs=k)])
+        weights = torch.tensor([len(x) - 1 for x in ids[:n]], dtype=ce.dtype)
         db_sft = float((ce[:n] * weights).sum() / weights.sum())
         db_hinge = float(contrastive_loss(ce[n : n + k], ce[n + k :], args.margin)[0])
     out = {
@@ -350,7 +351,7 @@ def profile_step(model, tokenizer, texts: list[str], pairs: dict, cfg) -> dict:
         handles.append(module.register_forward_hook(post(name)))
     handles.append(register_optimizer_step_pre_hook(pre("optimizer")))
     handles.append(register_optimizer_step_post_hook(post("optimizer")))
-    ce_name = next(n for n in ("per_text_ce", "packed_text_ce") if hasattr(db_train, n))
+    ce_name = next(n for n in ("packed_text_ce", "per_text_ce") if hasattr(db_train, n))
     saved_ce, saved_backward = getattr(db_train, ce_name), torch.Tensor.backward
     setattr(db_train, ce_name, timed("text_ce", saved_ce))
     torch.Tensor.backward = timed("backward", saved_backward)

@@ -5,9 +5,26 @@ import copy
 import pytest
 import torch
 
+import driftbench.rho.train as rho_train
 from driftbench.embed import pad_batch
-from driftbench.rho.loss import contrastive_loss, hinge, per_text_ce
-from driftbench.rho.train import TrainConfig, answer_mask, check_lora_targets, lr_lambda, train
+from driftbench.rho.loss import (
+    common_prefix_len,
+    contrastive_loss,
+    hinge,
+    pack,
+    packed_text_ce,
+    packing_unsupported,
+    padded_text_ce,
+    per_text_ce,
+)
+from driftbench.rho.train import (
+    TrainConfig,
+    answer_mask,
+    apply_lora,
+    check_lora_targets,
+    lr_lambda,
+    train,
+)
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -114,3 +131,153 @@ def test_sft_only_lowers_the_sft_loss_and_trains_only_lora(tiny_model):
     assert history[-1]["sft_loss"] < history[0]["sft_loss"] - 0.2
     trainable = {n for n, p in trained.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
+
+
+# --- packed CE: the same values and gradients as padded rows ------------------------------------
+
+PAIRS = [  # (positive, negative): a shared question with answers of several tokens, no prefix
+    (
+        "Question: is the sky blue? Answer: yes, it is blue",
+        "Question: is the sky blue? Answer: no, it is green today",
+    ),
+    ("Cats purr.", "Dogs bark loudly at night."),
+    ("Same text twice.", "Same text twice."),
+]
+
+
+@pytest.fixture(scope="module")
+def sharp_model(tiny_model):
+    """The tiny llama with unit-gain linear weights: its near-zero random init barely lets
+    attention move the CE, so a wrong mask or wrong position ids would pass unseen (with this
+    model a neg branch positioned after the pos branch moves its CE by ~0.02)."""
+    model = copy.deepcopy(tiny_model.model).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
+    return model
+
+
+def pair_batch(tok, with_masks: bool):
+    """Positives, negatives, then single texts (two of 1 token, one empty), as train() orders
+    them; with ``with_masks`` the answer masks of ``ce_on=answer`` (singles: all tokens)."""
+    pos = tok([p for p, _ in PAIRS])["input_ids"]
+    neg = tok([n for _, n in PAIRS])["input_ids"]
+    singles = tok(["A single text, longer than the others here.", "Hi"])["input_ids"] + [[42], []]
+    assert len(singles[1]) == 1
+    masks = None
+    if with_masks:
+        m = [answer_mask(p, q) for p, q in zip(pos, neg, strict=True)]
+        masks = [a for a, _ in m] + [b for _, b in m] + [[1] * len(x) for x in singles]
+    return pos + neg + singles, masks
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("with_masks", [False, True], ids=["full_text", "answer"])
+@pytest.mark.parametrize("row_tokens", [512, 8], ids=["one_row", "padded_rows"])
+def test_packed_ce_equals_padded_per_text_ce(sharp_model, tiny_model, attn, with_masks, row_tokens):
+    model = copy.deepcopy(sharp_model)
+    model.set_attn_implementation(attn)
+    ids, masks = pair_batch(tiny_model.tokenizer, with_masks)
+    layout = pack(ids, masks, pairs=len(PAIRS), max_row_tokens=row_tokens)
+    k = len(PAIRS)
+    shared = [common_prefix_len(ids[i], ids[k + i]) for i in range(k)]
+    assert shared[0] >= 8 and shared[1] == 0 and shared[2] == len(ids[2])
+    if row_tokens == 512:  # one row, no padding, each pair's common prefix once
+        assert layout.input_ids.shape == (1, sum(len(x) for x in ids) - sum(shared))
+    else:  # several rows, padded to the longest
+        assert layout.input_ids.shape[0] > 1
+    with torch.no_grad():
+        packed = packed_text_ce(model, ids, masks, pairs=len(PAIRS), max_row_tokens=row_tokens)
+        padded = padded_text_ce(model, ids, masks)
+    assert packed.tolist() == pytest.approx(padded.tolist(), abs=1e-5)
+    assert packed[-3:].tolist() == [0.0] * 3 and (packed[:-3] > 1.0).all()  # < 2 tokens: 0
+    if with_masks:  # the answer mean is not the whole-text mean
+        assert abs(packed[0].item() - padded_text_ce(model, ids[:1])[0].item()) > 1e-3
+
+
+def test_packed_ce_is_not_blind_to_the_branch_layout(sharp_model, tiny_model, monkeypatch):
+    """The reference comparison can fail: the negative branch positioned after the positive
+    branch (position ids counted along the row) changes the CE beyond the tolerance."""
+    import driftbench.rho.loss as loss_module
+
+    ids, _ = pair_batch(tiny_model.tokenizer, False)
+
+    def row_positions(*args, **kwargs):
+        b = pack(*args, **kwargs)
+        b.position_ids = torch.arange(b.position_ids.shape[1]).expand_as(b.position_ids)
+        return b
+
+    monkeypatch.setattr(loss_module, "pack", row_positions)
+    with torch.no_grad():
+        wrong = packed_text_ce(sharp_model, ids, pairs=len(PAIRS))
+        padded = padded_text_ce(sharp_model, ids)
+    assert (wrong - padded).abs().max().item() > 1e-3
+
+
+def lora_grads(model, loss_fn) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_packed_ce_gradients_match_the_padded_path(sharp_model, tiny_model):
+    cfg = TrainConfig(lora_dropout=0.0, margin=5.0)  # a margin that keeps every hinge active
+    torch.manual_seed(0)
+    model = apply_lora(copy.deepcopy(sharp_model), cfg)
+    with torch.no_grad():  # LoRA's B starts at 0, which would leave A without a gradient
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    ids, masks = pair_batch(tiny_model.tokenizer, True)
+    k = len(PAIRS)
+
+    def loss(text_ce):
+        def f():
+            ce = text_ce(model, ids, masks)
+            return contrastive_loss(ce[:k], ce[k : 2 * k], cfg.margin)[0] + ce[2 * k :].mean()
+
+        return f
+
+    packed = lora_grads(model, loss(lambda m, i, w: packed_text_ce(m, i, w, pairs=k)))
+    padded = lora_grads(model, loss(padded_text_ce))
+    assert len(packed) == 4 * 3  # A and B of q, k, o in 2 layers
+    for name, g in padded.items():
+        assert g.abs().max() > 1e-4, name
+        torch.testing.assert_close(packed[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("ce_on", ["full_text", "answer"])
+def test_training_packed_gives_the_padded_losses_and_weights(sharp_model, tiny_model, ce_on):
+    """train() end to end, packed and with packing refused (the padded fallback): the same
+    losses at every step and the same adapters after 3 steps."""
+    pairs = {"a": [dict(zip(("positive", "negative"), p, strict=True)) for p in PAIRS]}
+    cfg = TrainConfig(
+        lora_dropout=0.0, grad_accum=2, batch_size=3, max_steps=3, warmup_ratio=0.0, ce_on=ce_on
+    )
+    runs = {}
+    for mode in ("packed", "padded"):
+        with pytest.MonkeyPatch.context() as mp:
+            if mode == "padded":
+                mp.setattr(rho_train, "packing_unsupported", lambda m: "refused by the test")
+            runs[mode] = train(
+                copy.deepcopy(sharp_model), tiny_model.tokenizer, TEXTS, pairs, cfg, progress=False
+            )
+    (packed, h_packed), (padded, h_padded) = runs["packed"], runs["padded"]
+    for a, b in zip(h_packed, h_padded, strict=True):
+        assert a["sft_loss"] == pytest.approx(b["sft_loss"], abs=1e-5)
+        assert a["contrastive_loss"] == pytest.approx(b["contrastive_loss"], abs=1e-5)
+        assert a["real_tokens"] == b["real_tokens"]
+    weights = dict(padded.named_parameters())
+    for name, p in packed.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, weights[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_flash_attention_is_refused_with_a_reason(sharp_model, tiny_model):
+    model = copy.deepcopy(sharp_model)
+    model.config._attn_implementation = "flash_attention_2"
+    assert "flash_attention_2" in packing_unsupported(model)
+    with pytest.raises(ValueError, match="cannot take a 4D block-diagonal attention mask"):
+        packed_text_ce(model, [[1, 2, 3]])
