@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.backends import is_mlx
+
 POOLINGS = ("last_token", "mean")
 CACHE_VERSION = 1
 
@@ -113,6 +115,20 @@ def extract_embeddings(
     import torch
     from tqdm.auto import tqdm
 
+    if is_mlx(model):
+        from driftbench.backends import mlx_model
+
+        return mlx_model.extract_embeddings(
+            model,
+            tokenizer,
+            texts,
+            pooling,
+            max_length,
+            layer,
+            batch_tokens,
+            progress,
+            max_pad_fraction,
+        )
     if pooling not in POOLERS:
         raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
     t0 = time.perf_counter()
@@ -201,12 +217,13 @@ def cached_embeddings(
     device: str = "cpu",
     progress: bool = True,
     extra_key: dict | None = None,
+    backend: str = "torch",
 ) -> tuple[np.ndarray, dict]:
     """Embeddings from the cache, or from the model (loaded only on a miss) and then cached.
 
     The key covers the model's identity (file hashes or tiny config), the texts themselves,
-    pooling, max_length and layer: a sweep over drift, sigma, seed or classifier computes the
-    embeddings once."""
+    pooling, max_length and layer (and the backend, when not torch): a sweep over drift, sigma,
+    seed or classifier computes the embeddings once."""
     from driftbench.models import load_model, model_identity
 
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
@@ -220,6 +237,7 @@ def cached_embeddings(
         "max_length": max_length,
         "layer": layer,
         **(extra_key or {}),
+        **({"backend": backend} if backend != "torch" else {}),
     }
     key = cache_key(parts)
     cache = EmbeddingCache(cache_dir)
@@ -227,7 +245,7 @@ def cached_embeddings(
     if z is not None:
         stats = EmbedStats(n_texts=len(texts), cache_hit=True)
     else:
-        loaded = load_model(spec, cache_dir, device=device, head="base")
+        loaded = load_model(spec, cache_dir, device=device, head="base", backend=backend)
         z, stats = extract_embeddings(
             loaded.model,
             loaded.tokenizer,

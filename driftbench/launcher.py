@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from driftbench.backends import check_backend
+from driftbench.models import ModelSpec
 from driftbench.runs import Run, config_hash, find_complete_runs, new_run_dir, read_json
 from driftbench.tasks import get_task
 
@@ -63,6 +65,11 @@ def run(cfg: DictConfig) -> dict | None:
     try:
         task = get_task(cfg.task.name)
         task.validate(cfg)
+        check_backend(
+            cfg.backend.name,
+            ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)),
+            cfg.runtime.cache_dir,
+        )
     except (ValueError, FileNotFoundError) as e:
         if not job["multirun"]:
             raise ConfigError(str(e)) from e

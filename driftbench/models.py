@@ -233,15 +233,25 @@ class LoadedModel:
 
 
 def load_model(
-    spec: ModelSpec, cache_dir: str | Path, device: str = "cpu", head: str = "base"
+    spec: ModelSpec,
+    cache_dir: str | Path,
+    device: str = "cpu",
+    head: str = "base",
+    backend: str = "torch",
 ) -> LoadedModel:
     """Load in fp32 (bf16 matmul is far slower on CPU). ``head='base'`` gives the transformer
-    without its LM head (embeddings); ``'causal_lm'`` the full model (CE, generation)."""
+    without its LM head (embeddings); ``'causal_lm'`` the full model (CE, generation).
+    ``backend='mlx'`` gives the same weights as an mlx-lm model (``driftbench.backends``)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     if head not in HEADS:
         raise ValueError(f"head={head!r}; accepted: {', '.join(HEADS)}")
+    if backend == "mlx":
+        from driftbench.backends.mlx_model import load
+
+        check_spec(spec)
+        return load(spec, cache_dir)
     check_spec(spec)
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
     identity = model_identity(spec, cache_dir)

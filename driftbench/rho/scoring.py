@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from driftbench.backends import is_mlx
 from driftbench.embed import bucket_batches, pad_batch
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,12 @@ def score_texts(
 
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
+    if is_mlx(model):
+        from driftbench.backends import mlx_model
+
+        return mlx_model.score_texts(
+            model, tokenizer, texts, max_length, batch_tokens, progress, desc
+        )
     t0 = time.perf_counter()
     unique = list(dict.fromkeys(texts))
     ids = encode(tokenizer, unique, max_length)
@@ -335,6 +342,10 @@ def greedy_generate(
         raise ValueError(f"max_new_tokens={max_new_tokens}; accepted: an integer >= 1")
     if max_batch < 1:
         raise ValueError(f"max_batch={max_batch}; accepted: an integer >= 1")
+    if is_mlx(model):
+        from driftbench.backends import mlx_model
+
+        return mlx_model.greedy_generate(model, tokenizer, prompts, max_new_tokens, progress, desc)
     ids = encode(tokenizer, prompts, GENERATE_MAX_PROMPT)
     empty = [i for i, x in enumerate(ids) if not x]
     if empty:

@@ -38,6 +38,8 @@ def validate(cfg: DictConfig) -> None:
     schedule_of(cfg)
     if cfg.embed.pooling not in POOLINGS:
         raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
+    if cfg.backend.name == "mlx" and int(cfg.embed.layer) != -1:
+        raise ValueError(f"embed.layer={cfg.embed.layer} with backend=mlx; accepted: -1")
     if int(cfg.embed.max_length) < 1:
         raise ValueError(f"embed.max_length={cfg.embed.max_length}: must be >= 1")
     if cfg.classifier.degenerate_dims not in DEGENERATE_DIMS:
@@ -97,6 +99,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         device=cfg.runtime.device,
         progress=bool(cfg.runtime.progress),
         extra_key={"data_file_sha256": data.file_sha256},
+        backend=cfg.backend.name,
     )
     z = drift_ops.normalize(z.astype(np.float64))  # eq. (4)
     y = data.labels

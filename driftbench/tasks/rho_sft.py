@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from driftbench.backends import is_mlx
 from driftbench.data import load_alpaca, resolve_data_path
 from driftbench.models import ModelSpec, check_spec, load_model
 from driftbench.rho import audit as rho_audit
@@ -161,14 +162,25 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             load_probes("overrefusal", int(st.n_benign), probe_seed),
         )
 
-    loaded = load_model(spec, cfg.runtime.cache_dir, device=cfg.runtime.device, head="causal_lm")
+    loaded = load_model(
+        spec,
+        cfg.runtime.cache_dir,
+        device=cfg.runtime.device,
+        head="causal_lm",
+        backend=cfg.backend.name,
+    )
     model, tok = loaded.model, loaded.tokenizer
+    trainer, check_targets = train, check_lora_targets
+    if is_mlx(model):
+        from driftbench.backends import mlx_train
+
+        trainer, check_targets = mlx_train.train, mlx_train.check_lora_targets
     if st.enabled:
         from driftbench.rho.stress import check_chat_template
 
         check_chat_template(tok, spec.name)
     if cfg.sft.condition.train:
-        check_lora_targets(model, tcfg.target_modules)
+        check_targets(model, tcfg.target_modules)
     progress = bool(cfg.runtime.progress)
 
     def audit_all(stage: str, m) -> dict:
@@ -226,7 +238,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             tcfg.lambda_rho,
             tcfg.margin,
         )
-        model, history = train(model, tok, sft_texts, pairs, tcfg, seed=seed, progress=progress)
+        model, history = trainer(model, tok, sft_texts, pairs, tcfg, seed=seed, progress=progress)
         adapter = save_adapter(model, run_dir)
         atomic_write_csv(run_dir / "loss_curve.csv", history)
         loss_figure(history, run_dir / "loss_curve.png", f"{spec.name}, {condition}")
