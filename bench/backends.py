@@ -6,7 +6,9 @@ LoRA training real tokens/s (driftbench.rho.train.train vs driftbench.backends.m
 same SFT texts, pairs and hyper-parameters). On Linux mlx runs on the CPU (``mlx[cpu]``), which
 makes the comparison informative only; on Apple silicon mlx runs on the GPU.
 
-    python bench/backends.py [--n-texts 64] [--train-steps 2] [--model smollm2_135m_instruct]
+    python bench/backends.py [--n-texts 32] [--train-steps 2] [--model smollm2_135m_instruct]
+
+Defaults are small because mlx on a Linux CPU is slow (a few GFLOP/s, see matmul_fp32_gflops).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def train_throughput(trainer, loaded, sft: list[str], pairs: dict, cfg: TrainCon
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-texts", type=int, default=64)
+    ap.add_argument("--n-texts", type=int, default=32)
     ap.add_argument("--train-steps", type=int, default=2)
     ap.add_argument("--model", default="smollm2_135m_instruct")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "backends.json"))
@@ -90,7 +92,7 @@ def main() -> None:
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
     texts = load_toxicity(resolve_data_path(cfg.data.path), n_samples=args.n_texts, sample_seed=0)
-    tcfg = TrainConfig(max_steps=args.train_steps, lora_dropout=0.0)
+    tcfg = TrainConfig(max_steps=args.train_steps, grad_accum=1, lora_dropout=0.0, max_length=128)
     n_sft = args.train_steps * tcfg.grad_accum * tcfg.batch_size
     sft = load_alpaca(resolve_data_path("alpaca_sample.jsonl"), n_sft, 0)
     pairs = {b: contrast_pairs(b, load_probes(b, 20, 42)) for b in ("factual", "toxicity")}

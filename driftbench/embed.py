@@ -99,6 +99,16 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return ids
 
 
+def pooled_batch(model, rows: list[list[int]], pad_id: int, pooling: str, layer: int):
+    """One right-padded forward of token id lists -> pooled (len(rows), d) float32 array."""
+    input_ids, mask = pad_batch(rows, pad_id)
+    device = next(model.parameters()).device
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=layer != -1)
+    hidden = res.last_hidden_state if layer == -1 else res.hidden_states[layer]
+    return POOLERS[pooling](hidden, mask).float().cpu().numpy()
+
+
 def extract_embeddings(
     model,
     tokenizer,
@@ -111,45 +121,32 @@ def extract_embeddings(
     max_pad_fraction: float = 0.15,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
-    (no LM head). ``layer=-1`` is the final hidden state; other values index hidden_states."""
+    (no LM head), torch or mlx (``driftbench.backends``). ``layer=-1`` is the final hidden
+    state; other values index hidden_states (torch only)."""
     import torch
     from tqdm.auto import tqdm
 
+    if pooling not in POOLERS:
+        raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
+    forward = pooled_batch
     if is_mlx(model):
         from driftbench.backends import mlx_model
 
-        return mlx_model.extract_embeddings(
-            model,
-            tokenizer,
-            texts,
-            pooling,
-            max_length,
-            layer,
-            batch_tokens,
-            progress,
-            max_pad_fraction,
-        )
-    if pooling not in POOLERS:
-        raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
+        forward = mlx_model.pooled_batch
     t0 = time.perf_counter()
     ids = tokenize(tokenizer, texts, max_length)
     lengths = [len(x) for x in ids]
-    device = next(model.parameters()).device
     out: np.ndarray | None = None
     stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)))
     bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
     with torch.inference_mode():
         for batch in bucket_batches(lengths, batch_tokens, max_pad_fraction):
-            input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id)
-            input_ids, mask = input_ids.to(device), mask.to(device)
-            res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=layer != -1)
-            hidden = res.last_hidden_state if layer == -1 else res.hidden_states[layer]
-            pooled = POOLERS[pooling](hidden, mask).float().cpu().numpy()
+            pooled = forward(model, [ids[i] for i in batch], tokenizer.pad_token_id, pooling, layer)
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[batch] = pooled
             stats.n_forward_batches += 1
-            stats.padded_tokens += int(input_ids.numel())
+            stats.padded_tokens += len(batch) * max(lengths[i] for i in batch)
             bar.update(len(batch))
     bar.close()
     stats.wall_s = time.perf_counter() - t0

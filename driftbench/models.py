@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,27 @@ def model_identity(spec: ModelSpec, cache_dir: Path) -> dict:
     return {"source": "hf", "path": str(local), "weights_sha256": _hash_files(weights)}
 
 
+def build_folder_once(
+    out: Path, build: Callable[[Path], None], marker: str = "config.json"
+) -> Path:
+    """``out``, built by ``build(tmp)`` on first use. The folder appears atomically (built in a
+    temp dir beside it, then renamed), so concurrent jobs of a sweep never see half a model;
+    a job that loses the race drops its copy."""
+    if (out / marker).exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / marker).exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def converted_gguf_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     """The safetensors folder for a GGUF model, converting on first use."""
     path = _gguf_path(spec, cache_dir)
@@ -148,25 +170,19 @@ def converted_gguf_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors once (later loads take seconds)", path.name)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    )
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
-    try:
+
+    def build(tmp: Path) -> None:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32
+        )
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except OSError:
-        if not (out / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent job won the rename
-    return out
+
+    return build_folder_once(out, build)
 
 
 def tiny_tokenizer(cache_dir: Path):
@@ -174,17 +190,12 @@ def tiny_tokenizer(cache_dir: Path):
     from transformers import AutoTokenizer
 
     out = cache_dir / "tokenizers" / "smollm2"
-    if not (out / "tokenizer_config.json").exists():
+
+    def build(tmp: Path) -> None:
         pkg, fname = TOKENIZER_SOURCE
-        tok = AutoTokenizer.from_pretrained(package_dir(pkg), gguf_file=fname)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="smollm2.tmp", dir=out.parent))
-        tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(out)
+        AutoTokenizer.from_pretrained(package_dir(pkg), gguf_file=fname).save_pretrained(tmp)
+
+    return AutoTokenizer.from_pretrained(build_folder_once(out, build, "tokenizer_config.json"))
 
 
 def build_tiny_random(spec: ModelSpec, tokenizer):

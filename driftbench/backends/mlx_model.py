@@ -2,10 +2,11 @@
 
 The model comes from the same local safetensors folder the torch backend reads (GGUF packages
 are converted once to that folder; ``tiny_random`` is saved to one), and texts are tokenised by
-the same Hugging Face tokenizer, so both backends see identical token ids. Everything here
-mirrors a torch function: :func:`extract_embeddings` (``driftbench.embed``),
-:func:`score_texts` and :func:`greedy_generate` (``driftbench.rho.scoring``); the tests check
-that the numbers agree (embeddings cosine >= 0.9999, per-token CE within 1e-3).
+the same Hugging Face tokenizer, so both backends see identical token ids. Each function here
+is the mlx twin of a torch one, called by the shared code when the model is an :class:`MlxModel`:
+:func:`pooled_batch` (``driftbench.embed``), :func:`batch_token_ce` and :func:`greedy_generate`
+(``driftbench.rho.scoring``); batching, tokenising and decoding stay in the shared code. The
+tests check that the numbers agree (embeddings cosine >= 0.9999, per-token CE within 1e-3).
 
 mlx-lm models take no attention mask: under right padding and a causal mask a real token never
 sees the pads that follow it, so pooling and CE read only real positions, as with torch.
@@ -15,13 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from driftbench.embed import EmbedStats, bucket_batches, tokenize
 from driftbench.models import LoadedModel, ModelSpec, model_identity
 
 log = logging.getLogger(__name__)
@@ -85,30 +84,15 @@ def check_model(spec: ModelSpec, cache_dir) -> None:
 
 def tiny_random_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     """``tiny_random`` saved once as a safetensors folder (mlx-lm loads from folders)."""
-    import os
-    import shutil
-    import tempfile
+    from driftbench.models import build_folder_once, build_tiny_random, identity_key, tiny_tokenizer
 
-    from driftbench.models import build_tiny_random, identity_key, tiny_tokenizer
+    def build(tmp: Path) -> None:
+        tok = tiny_tokenizer(cache_dir)
+        build_tiny_random(spec, tok).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
 
     key = identity_key(model_identity(spec, cache_dir))[:12]
-    out = cache_dir / "models" / f"tiny_random-{key}"
-    if (out / "config.json").exists():
-        return out
-    tok = tiny_tokenizer(cache_dir)
-    model = build_tiny_random(spec, tok)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except OSError:
-        if not (out / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return build_folder_once(cache_dir / "models" / f"tiny_random-{key}", build)
 
 
 def model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
@@ -228,50 +212,21 @@ def hidden_states(model: MlxModel, input_ids):
     return inner(input_ids)
 
 
-def extract_embeddings(
-    model: MlxModel,
-    tokenizer,
-    texts: list[str],
-    pooling: str = "last_token",
-    max_length: int = 256,
-    layer: int = -1,
-    batch_tokens: int = 8192,
-    progress: bool = True,
-    max_pad_fraction: float = 0.15,
-) -> tuple[np.ndarray, EmbedStats]:
-    """:func:`driftbench.embed.extract_embeddings` on mlx: same tokens, batches and pooling."""
+def pooled_batch(model: MlxModel, rows: list[list[int]], pad_id: int, pooling: str, layer: int):
+    """``driftbench.embed.pooled_batch`` on mlx: one right-padded forward -> (n, d) float32."""
     import mlx.core as mx
-    from tqdm.auto import tqdm
 
     if layer != -1:
         raise ValueError(f"embed.layer={layer} with backend=mlx; accepted: -1 (the final layer)")
-    if pooling not in ("last_token", "mean"):
-        raise ValueError(f"pooling={pooling!r}; accepted: last_token, mean")
-    t0 = time.perf_counter()
-    ids = tokenize(tokenizer, texts, max_length)
-    lengths = [len(x) for x in ids]
-    stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)))
-    out: np.ndarray | None = None
-    bar = tqdm(total=len(texts), desc="embed (mlx)", unit="text", disable=not progress)
-    for batch in bucket_batches(lengths, batch_tokens, max_pad_fraction):
-        input_ids, mask = _batch([ids[i] for i in batch], tokenizer.pad_token_id)
-        hidden = hidden_states(model, input_ids).astype(mx.float32)
-        if pooling == "last_token":
-            last = mx.array(mask.sum(1).astype(np.int32) - 1)
-            pooled = hidden[mx.arange(hidden.shape[0]), last]
-        else:
-            m = mx.array(mask)[..., None]
-            pooled = (hidden * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1.0)
-        pooled = np.array(pooled, dtype=np.float32)
-        if out is None:
-            out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-        out[batch] = pooled
-        stats.n_forward_batches += 1
-        stats.padded_tokens += int(input_ids.size)
-        bar.update(len(batch))
-    bar.close()
-    stats.wall_s = time.perf_counter() - t0
-    return out, stats
+    input_ids, mask = _batch(rows, pad_id)
+    hidden = hidden_states(model, input_ids).astype(mx.float32)
+    if pooling == "last_token":
+        last = mx.array(mask.sum(1).astype(np.int32) - 1)
+        pooled = hidden[mx.arange(hidden.shape[0]), last]
+    else:
+        m = mx.array(mask)[..., None]
+        pooled = (hidden * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1.0)
+    return np.array(pooled, dtype=np.float32)
 
 
 def token_ce(logits, input_ids, mask):
@@ -287,46 +242,10 @@ def token_ce(logits, input_ids, mask):
     return mx.concatenate([ce, mx.zeros((ce.shape[0], 1), dtype=ce.dtype)], axis=1)
 
 
-def score_texts(
-    model: MlxModel,
-    tokenizer,
-    texts: list[str],
-    max_length: int | None = 256,
-    batch_tokens: int = 4096,
-    progress: bool = False,
-    desc: str = "scoring",
-):
-    """:func:`driftbench.rho.scoring.score_texts` on mlx (same encoding, batches, outputs)."""
-    from tqdm.auto import tqdm
-
-    from driftbench.rho.scoring import ScoreStats, TextScores, encode
-
-    t0 = time.perf_counter()
-    unique = list(dict.fromkeys(texts))
-    ids = encode(tokenizer, unique, max_length)
-    lengths = [len(x) for x in ids]
-    scored = [i for i, n in enumerate(lengths) if n >= 2]
-    per_unique = [np.zeros(0, dtype=np.float32) for _ in unique]
-    stats = ScoreStats(n_texts=len(texts), n_unique=len(unique), real_tokens=int(sum(lengths)))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bar = tqdm(total=len(scored), desc=f"{desc} (mlx)", disable=not progress, leave=False)
-    for batch in bucket_batches([lengths[i] for i in scored], batch_tokens):
-        rows = [scored[j] for j in batch]
-        input_ids, mask = _batch([ids[i] for i in rows], pad_id)
-        ce = np.array(token_ce(model.model(input_ids), input_ids, mask))
-        for r, i in enumerate(rows):
-            per_unique[i] = ce[r, : lengths[i] - 1].copy()
-        stats.n_forward_batches += 1
-        stats.padded_tokens += int(input_ids.size)
-        bar.update(len(rows))
-    bar.close()
-    where = {t: i for i, t in enumerate(unique)}
-    stats.wall_s = time.perf_counter() - t0
-    return TextScores(
-        [per_unique[where[t]] for t in texts],
-        np.array([lengths[where[t]] for t in texts], dtype=np.int64),
-        stats,
-    )
+def batch_token_ce(model: MlxModel, rows: list[list[int]], pad_id: int) -> np.ndarray:
+    """``driftbench.rho.scoring.batch_token_ce`` on mlx: (n, T) next-token CE."""
+    input_ids, mask = _batch(rows, pad_id)
+    return np.array(token_ce(model.model(input_ids), input_ids, mask))
 
 
 def greedy_generate(

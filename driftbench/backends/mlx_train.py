@@ -12,15 +12,13 @@ mlx and check one optimizer step gives the same loss within 1e-3.
 from __future__ import annotations
 
 import json
-import math
-import random
-import time
 from pathlib import Path
 
 import numpy as np
 
 from driftbench.backends.mlx_model import MlxModel, _batch, token_ce
-from driftbench.rho.train import TrainConfig, answer_mask, lr_lambda, sample_pairs
+from driftbench.embed import pad_batch
+from driftbench.rho.train import TrainConfig, TrainingPlan
 
 
 def linear_paths(model: MlxModel) -> dict[str, object]:
@@ -134,89 +132,38 @@ def train(
     import mlx.nn as nn
     import mlx.optimizers as optim
     from mlx.utils import tree_map
-    from tqdm.auto import tqdm
 
-    cfg.validate()
-    rng = random.Random(seed)
+    plan = TrainingPlan(tokenizer, sft_texts, pairs, cfg, seed, progress)
     if model.lora is None:
         apply_lora(model, cfg, seed)
-    contrastive_on = cfg.use_contrastive and cfg.lambda_rho > 0 and any(pairs.values())
-    if not cfg.use_sft and not contrastive_on:
-        raise ValueError("nothing to train: no SFT term and no contrastive term (lambda_rho = 0)")
-    if not sft_texts:
-        raise ValueError("the SFT set is empty: check sft.data (n, alpaca_path)")
-
-    def enc(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-
-    sft_ids = enc(sft_texts)
-    n_micro = math.ceil(len(sft_ids) / cfg.batch_size) * cfg.epochs
-    total = cfg.max_steps or math.ceil(n_micro / cfg.grad_accum)
-    schedule = lr_lambda(total, cfg.warmup_ratio)
-    opt = optim.AdamW(
-        learning_rate=cfg.lr * schedule(0), weight_decay=cfg.weight_decay, bias_correction=True
-    )
+    opt = optim.AdamW(learning_rate=plan.lr(0), weight_decay=cfg.weight_decay, bias_correction=True)
     loss_and_grad = nn.value_and_grad(model.model, lambda *a: micro_loss(model.model, *a, cfg))
     pad = tokenizer.pad_token_id
     model.train()
-    history: list[dict] = []
-    acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
+    plan.start("train (mlx)")
     grads_sum = None
-    bar = tqdm(total=total, desc="train (mlx)", unit="step", disable=not progress)
-    t0 = time.perf_counter()
-
-    def micro_batches():
-        while True:  # the same random calls, in the same order, as the torch loop
-            order = list(range(len(sft_ids)))
-            rng.shuffle(order)
-            for i in range(0, len(order), cfg.batch_size):
-                yield [sft_ids[j] for j in order[i : i + cfg.batch_size]] if cfg.use_sft else []
-
-    for micro, rows in enumerate(micro_batches()):
-        batch_pairs = sample_pairs(pairs, rng, cfg.shuffle_pairs) if contrastive_on else []
-        pos_ids = enc([p["positive"] for p in batch_pairs]) if batch_pairs else []
-        neg_ids = enc([p["negative"] for p in batch_pairs]) if batch_pairs else []
-        sft = _batch(rows, pad) if rows else None
+    for micro, mb in enumerate(plan.micro_batches()):
+        sft = _batch(mb.rows, pad) if mb.rows else None
         pair = None
-        if batch_pairs:
-            ids, mask = _batch(pos_ids + neg_ids, pad)
-            loss_mask = None
-            if cfg.ce_on == "answer":
-                masks = [answer_mask(p, q) for p, q in zip(pos_ids, neg_ids, strict=True)]
-                loss_mask = _batch([m[0] for m in masks] + [m[1] for m in masks], 0)[0]
-                loss_mask = np.array(loss_mask, dtype=np.float32)
-            pair = (ids, mask, loss_mask, len(batch_pairs))
-        (loss, sft_loss, c_loss, active), grads = loss_and_grad(sft, pair)
+        if mb.pos_ids:
+            ids, mask = _batch(mb.pos_ids + mb.neg_ids, pad)
+            loss_mask = None  # ce_on=answer: 0/1 per token, right-padded with 0
+            if mb.loss_masks is not None:
+                loss_mask = pad_batch(mb.loss_masks, 0)[0].numpy().astype(np.float32)
+            pair = (ids, mask, loss_mask, len(mb.pos_ids))
+        (_, sft_loss, c_loss, active), grads = loss_and_grad(sft, pair)
         grads_sum = grads if grads_sum is None else tree_map(mx.add, grads_sum, grads)
-        mx.eval(loss, grads_sum)
-        acc["sft"] += float(sft_loss)
-        acc["contrastive"] += float(c_loss)
-        acc["active"] += float(active)
-        acc["tokens"] += int(sum(len(x) for x in rows + pos_ids + neg_ids))
-        acc["n"] += 1
+        mx.eval(grads_sum, sft_loss, c_loss, active)
+        plan.add(mb, float(sft_loss), float(c_loss), float(active))
         if (micro + 1) % cfg.grad_accum == 0:
-            grads = tree_map(lambda g: g / cfg.grad_accum, grads_sum)
-            grads, _ = optim.clip_grad_norm(grads, cfg.grad_clip)
-            opt.learning_rate = cfg.lr * schedule(len(history))
+            grads, _ = optim.clip_grad_norm(
+                tree_map(lambda g: g / cfg.grad_accum, grads_sum), cfg.grad_clip
+            )
+            opt.learning_rate = plan.lr(len(plan.history))
             opt.update(model.model, grads)
             mx.eval(model.model.parameters(), opt.state)
             grads_sum = None
-            n = acc["n"]
-            history.append(
-                {
-                    "step": len(history) + 1,
-                    "lr": cfg.lr * schedule(len(history) + 1),
-                    "sft_loss": acc["sft"] / n if cfg.use_sft else None,
-                    "contrastive_loss": acc["contrastive"] / n if contrastive_on else None,
-                    "active_hinge_fraction": acc["active"] / n if contrastive_on else None,
-                    "real_tokens": acc["tokens"],
-                    "wall_s": time.perf_counter() - t0,
-                }
-            )
-            acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
-            bar.update(1)
-            if len(history) >= total:
+            if plan.step_done():
                 break
-    bar.close()
     model.eval()
-    return model, history
+    return model, plan.history

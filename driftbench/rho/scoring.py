@@ -114,6 +114,15 @@ def model_device(model):
     return next(model.parameters()).device
 
 
+def batch_token_ce(model, rows: list[list[int]], pad_id: int) -> np.ndarray:
+    """One right-padded forward of token id lists -> (len(rows), T) next-token CE array."""
+    input_ids, mask = pad_batch(rows, pad_id)
+    device = model_device(model)
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    logits = model(input_ids=input_ids, attention_mask=mask).logits
+    return token_ce(logits, input_ids, mask).cpu().numpy()
+
+
 def score_texts(
     model,
     tokenizer,
@@ -132,12 +141,11 @@ def score_texts(
 
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
+    forward = batch_token_ce
     if is_mlx(model):
         from driftbench.backends import mlx_model
 
-        return mlx_model.score_texts(
-            model, tokenizer, texts, max_length, batch_tokens, progress, desc
-        )
+        forward = mlx_model.batch_token_ce
     t0 = time.perf_counter()
     unique = list(dict.fromkeys(texts))
     ids = encode(tokenizer, unique, max_length)
@@ -146,20 +154,16 @@ def score_texts(
     per_unique: list[np.ndarray] = [np.zeros(0, dtype=np.float32) for _ in unique]
     stats = ScoreStats(n_texts=len(texts), n_unique=len(unique), real_tokens=int(sum(lengths)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = model_device(model)
     batches = bucket_batches([lengths[i] for i in scored], batch_tokens)
     bar = tqdm(total=len(scored), desc=desc, disable=not progress, leave=False)
     with torch.inference_mode():
         for batch in batches:
             rows = [scored[j] for j in batch]
-            input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
-            input_ids, mask = input_ids.to(device), mask.to(device)
-            ce = token_ce(model(input_ids=input_ids, attention_mask=mask).logits, input_ids, mask)
-            ce = ce.cpu().numpy()
+            ce = forward(model, [ids[i] for i in rows], pad_id)
             for r, i in enumerate(rows):
                 per_unique[i] = ce[r, : lengths[i] - 1].copy()
             stats.n_forward_batches += 1
-            stats.padded_tokens += int(input_ids.numel())
+            stats.padded_tokens += int(ce.size)
             bar.update(len(rows))
     bar.close()
     where = {t: i for i, t in enumerate(unique)}

@@ -151,6 +151,114 @@ def select_text_ce(model, pad_id: int) -> Callable[..., torch.Tensor]:
     return lambda ids, masks=None, pairs=0: padded_text_ce(model, ids, masks, pad_id)
 
 
+@dataclass
+class MicroBatch:
+    """The token ids of one micro-step: SFT texts, then the sampled pairs' positive and negative
+    texts (and, for ``ce_on=answer``, their loss masks, positives first)."""
+
+    rows: list[list[int]]
+    pos_ids: list[list[int]]
+    neg_ids: list[list[int]]
+    loss_masks: list[list[int]] | None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(len(x) for x in self.rows + self.pos_ids + self.neg_ids))
+
+
+class TrainingPlan:
+    """What both backends' loops share: checks, tokenisation, the step count, the data order
+    and pair sampling (one ``random.Random(seed)``, the same calls in the same order), and the
+    per-step history with its progress bar."""
+
+    def __init__(self, tokenizer, sft_texts, pairs, cfg: TrainConfig, seed: int, progress: bool):
+        cfg.validate()
+        self.cfg, self.tokenizer, self.pairs = cfg, tokenizer, pairs
+        self.rng = random.Random(seed)
+        self.contrastive_on = cfg.use_contrastive and cfg.lambda_rho > 0 and any(pairs.values())
+        if not cfg.use_sft and not self.contrastive_on:
+            raise ValueError(
+                "nothing to train: no SFT term and no contrastive term (lambda_rho = 0)"
+            )
+        if not sft_texts:
+            raise ValueError("the SFT set is empty: check sft.data (n, alpaca_path)")
+        self.sft_ids = self.encode(sft_texts)  # also sets contrastive_only's step count
+        n_micro = math.ceil(len(self.sft_ids) / cfg.batch_size) * cfg.epochs
+        self.total = cfg.max_steps or math.ceil(n_micro / cfg.grad_accum)
+        self.schedule = lr_lambda(self.total, cfg.warmup_ratio)
+        self.history: list[dict] = []
+        self.progress = progress
+        self._reset()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]
+
+    def micro_batches(self):
+        """Micro-batches until ``total`` steps; max_steps may ask for more than one pass."""
+        cfg = self.cfg
+        while True:
+            order = list(range(len(self.sft_ids)))
+            self.rng.shuffle(order)
+            for i in range(0, len(order), cfg.batch_size):
+                rows = [self.sft_ids[j] for j in order[i : i + cfg.batch_size]]
+                batch_pairs = (
+                    sample_pairs(self.pairs, self.rng, cfg.shuffle_pairs)
+                    if self.contrastive_on
+                    else []
+                )
+                pos = self.encode([p["positive"] for p in batch_pairs]) if batch_pairs else []
+                neg = self.encode([p["negative"] for p in batch_pairs]) if batch_pairs else []
+                masks = None
+                if batch_pairs and cfg.ce_on == "answer":
+                    both = [answer_mask(p, q) for p, q in zip(pos, neg, strict=True)]
+                    masks = [m[0] for m in both] + [m[1] for m in both]
+                yield MicroBatch(rows if cfg.use_sft else [], pos, neg, masks)
+
+    def _reset(self) -> None:
+        self.acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
+
+    def start(self, desc: str = "train") -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=desc, unit="step", disable=not self.progress)
+        self.t0 = time.perf_counter()
+
+    def add(self, mb: MicroBatch, sft: float, contrastive: float, active: float) -> None:
+        self.acc["sft"] += sft
+        self.acc["contrastive"] += contrastive
+        self.acc["active"] += active
+        self.acc["tokens"] += mb.n_tokens
+        self.acc["n"] += 1
+
+    def lr(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based), as torch's LambdaLR."""
+        return self.cfg.lr * self.schedule(step)
+
+    def step_done(self) -> bool:
+        """Record one optimizer step (averages over its micro-steps); True when training is
+        over."""
+        n, on = self.acc["n"], self.contrastive_on
+        self.history.append(
+            {
+                "step": len(self.history) + 1,
+                "lr": self.lr(len(self.history) + 1),
+                "sft_loss": self.acc["sft"] / n if self.cfg.use_sft else None,
+                "contrastive_loss": self.acc["contrastive"] / n if on else None,
+                "active_hinge_fraction": self.acc["active"] / n if on else None,
+                "real_tokens": self.acc["tokens"],
+                "wall_s": time.perf_counter() - self.t0,
+            }
+        )
+        self._reset()
+        h = self.history[-1]
+        self.bar.update(1)
+        self.bar.set_postfix(sft=h["sft_loss"], hinge=h["contrastive_loss"], refresh=False)
+        if len(self.history) >= self.total:
+            self.bar.close()
+            return True
+        return False
+
+
 def train(
     model,
     tokenizer,
@@ -163,96 +271,43 @@ def train(
     """Train LoRA adapters; returns (peft model, one history record per optimizer step).
     A peft model keeps the adapters it has (the backend cross-check starts both backends from
     the same LoRA matrices)."""
-    from tqdm.auto import tqdm
-
-    cfg.validate()
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
     from peft import PeftModel
 
+    plan = TrainingPlan(tokenizer, sft_texts, pairs, cfg, seed, progress)
+    torch.manual_seed(seed)
     if not isinstance(model, PeftModel):
         model = apply_lora(model, cfg)
     device = next(model.parameters()).device
-    contrastive_on = cfg.use_contrastive and cfg.lambda_rho > 0 and any(pairs.values())
-    if not cfg.use_sft and not contrastive_on:
-        raise ValueError("nothing to train: no SFT term and no contrastive term (lambda_rho = 0)")
-
-    def enc(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-
-    if not sft_texts:
-        raise ValueError("the SFT set is empty: check sft.data (n, alpaca_path)")
     text_ce = select_text_ce(model, tokenizer.pad_token_id)
-    sft_ids = enc(sft_texts)  # also sets the step count of contrastive_only, for comparability
-    n_micro = math.ceil(len(sft_ids) / cfg.batch_size) * cfg.epochs
-    total = cfg.max_steps or math.ceil(n_micro / cfg.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.schedule)
     model.train()
-    history: list[dict] = []
-    acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
-    bar = tqdm(total=total, desc="train", unit="step", disable=not progress)
-    t0 = time.perf_counter()
-
-    def micro_batches():
-        while True:  # epochs end through ``total``; max_steps may ask for more than one pass
-            order = list(range(len(sft_ids)))
-            rng.shuffle(order)
-            for i in range(0, len(order), cfg.batch_size):
-                yield [sft_ids[j] for j in order[i : i + cfg.batch_size]] if cfg.use_sft else []
-
-    for micro, rows in enumerate(micro_batches()):
-        batch_pairs = sample_pairs(pairs, rng, cfg.shuffle_pairs) if contrastive_on else []
-        pos_ids = enc([p["positive"] for p in batch_pairs]) if batch_pairs else []
-        neg_ids = enc([p["negative"] for p in batch_pairs]) if batch_pairs else []
+    plan.start()
+    for micro, mb in enumerate(plan.micro_batches()):
         loss = torch.zeros((), device=device)
-        if rows:  # SFT texts and pair texts go through separate forwards
-            ce = text_ce(rows)
+        sft_loss = c_loss = torch.zeros(())
+        active = 0.0
+        if mb.rows:  # SFT texts and pair texts go through separate forwards
+            ce = text_ce(mb.rows)
             weights = torch.tensor(
-                [max(len(x) - 1, 0) for x in rows], dtype=ce.dtype, device=device
+                [max(len(x) - 1, 0) for x in mb.rows], dtype=ce.dtype, device=device
             )
             sft_loss = (ce * weights).sum() / weights.sum().clamp(min=1)  # token mean (labels=)
             loss = loss + sft_loss
-            acc["sft"] += float(sft_loss.detach())
-        if batch_pairs:  # both texts of every pair in one forward, positives first
-            k = len(batch_pairs)
-            loss_masks = None
-            if cfg.ce_on == "answer":
-                masks = [answer_mask(p, q) for p, q in zip(pos_ids, neg_ids, strict=True)]
-                loss_masks = [m[0] for m in masks] + [m[1] for m in masks]
-            ce = text_ce(pos_ids + neg_ids, loss_masks, pairs=k)
+        if mb.pos_ids:  # both texts of every pair in one forward, positives first
+            k = len(mb.pos_ids)
+            ce = text_ce(mb.pos_ids + mb.neg_ids, mb.loss_masks, pairs=k)
             c_loss, active = contrastive_loss(ce[:k], ce[k:], cfg.margin)
             loss = loss + cfg.lambda_rho * c_loss
-            acc["contrastive"] += float(c_loss.detach())
-            acc["active"] += active
         (loss / cfg.grad_accum).backward()
-        acc["tokens"] += int(sum(len(x) for x in rows + pos_ids + neg_ids))
-        acc["n"] += 1
+        plan.add(mb, float(sft_loss.detach()), float(c_loss.detach()), active)
         if (micro + 1) % cfg.grad_accum == 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            n = acc["n"]
-            history.append(
-                {
-                    "step": len(history) + 1,
-                    "lr": sched.get_last_lr()[0],
-                    "sft_loss": acc["sft"] / n if cfg.use_sft else None,
-                    "contrastive_loss": acc["contrastive"] / n if contrastive_on else None,
-                    "active_hinge_fraction": acc["active"] / n if contrastive_on else None,
-                    "real_tokens": acc["tokens"],
-                    "wall_s": time.perf_counter() - t0,
-                }
-            )
-            acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
-            bar.update(1)
-            bar.set_postfix(
-                sft=history[-1]["sft_loss"], hinge=history[-1]["contrastive_loss"], refresh=False
-            )
-            if len(history) >= total:
+            if plan.step_done():
                 break
-    bar.close()
     model.eval()
-    return model, history
+    return model, plan.history
