@@ -152,8 +152,9 @@ class MlxModel:
         save_adapter(self, Path(path))
 
 
-def load(spec: ModelSpec, cache_dir, head: str = "causal_lm") -> LoadedModel:
-    """mlx-lm model + the Hugging Face tokenizer of the same folder, float32 weights."""
+def load(spec: ModelSpec, cache_dir) -> LoadedModel:
+    """mlx-lm model + the Hugging Face tokenizer of the same folder, float32 weights. One
+    model serves both heads: embeddings read its backbone (``hidden_states``)."""
     import os
 
     from transformers import AutoTokenizer
@@ -189,16 +190,13 @@ def load(spec: ModelSpec, cache_dir, head: str = "causal_lm") -> LoadedModel:
 
 
 def _batch(ids: list[list[int]], pad_id: int):
-    """Right-padded (input_ids, mask) as mlx / numpy arrays."""
+    """``driftbench.embed.pad_batch`` as (mlx input_ids, numpy float mask)."""
     import mlx.core as mx
 
-    width = max(len(x) for x in ids)
-    arr = np.full((len(ids), width), pad_id, dtype=np.int32)
-    mask = np.zeros((len(ids), width), dtype=np.float32)
-    for r, x in enumerate(ids):
-        arr[r, : len(x)] = x
-        mask[r, : len(x)] = 1.0
-    return mx.array(arr), mask
+    from driftbench.embed import pad_batch
+
+    input_ids, mask = pad_batch(ids, pad_id)
+    return mx.array(input_ids.numpy().astype(np.int32)), mask.numpy().astype(np.float32)
 
 
 def hidden_states(model: MlxModel, input_ids):
