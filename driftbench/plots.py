@@ -68,7 +68,8 @@ def drift_figures(
     ax2.set_ylabel("mean confidence / accuracy")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    # below the axes: inside, the twin axis' lines would be drawn over it and it hides points
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.set_title(title, fontsize=9)
     save_figure(fig, run_dir / "sfr_confidence_vs_sigma.png")
     plt.close(fig)
@@ -111,7 +112,7 @@ def drift_figures(
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("drift magnitude σ")
     ax.set_title(f"where the drift goes\n{title}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the lines
     save_figure(fig, run_dir / "amplification.png")
     plt.close(fig)
     written.append("amplification.png")
