@@ -13,8 +13,11 @@ processes hits both alike. The run fails if any rho differs.
 Context for the ratio: on a CPU both are bound by the model's FLOPs (fp32 GEMMs); batching
 removes per-call overhead, small-GEMM inefficiency and padding, and rho-eval's per-token Python
 loop for factual, but not the FLOPs. ``achieved_gflops`` (2 x params x tokens / s) shows it.
+Generation is the exception: a decode step streams every weight from memory whether it serves
+one prompt or thirty, and driftbench decodes all prompts of a behaviour in one batch (prompt
+forwards bucketed by length, caches merged) where rho-eval decodes one prompt at a time.
 
-    python bench/audit.py [--n-probes 12] [--behaviors all] [--threads 1]
+    python bench/audit.py [--n-probes 40] [--behaviors all] [--threads <all cores>]
 """
 
 from __future__ import annotations
@@ -82,9 +85,11 @@ def same_rho(a: float, b: float) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-probes", type=int, default=12, help="probes per behaviour")
+    ap.add_argument("--n-probes", type=int, default=40, help="probes per behaviour")
     ap.add_argument("--behaviors", default="all", help="'all' or a comma-separated list")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machine: 1)")
+    ap.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch threads (all cores)"
+    )
     ap.add_argument("--batch-tokens", type=int, default=4096)
     ap.add_argument("--model", default="smollm2_135m_instruct")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "audit.json"))

@@ -35,7 +35,12 @@ from driftbench.rho.loss import per_text_ce
 from driftbench.rho.pairs import contrast_pairs
 from driftbench.rho.scoring import (
     completion_text,
+    decode_groups,
     greedy_generate,
+    left_pad,
+    merge_prefilled,
+    mergeable,
+    prefill,
     score_texts,
 )
 
@@ -237,7 +242,26 @@ def test_batched_greedy_generation_equals_generate_one_prompt_at_a_time(tiny_mod
             setattr(model.generation_config, k, v)
 
 
+def test_only_full_attention_caches_are_merged_across_prompt_batches(tiny_model):
+    from transformers import DynamicCache, Gemma3TextConfig
+
+    model, tok = tiny_model.model, tiny_model.tokenizer
+    a, b = (left_pad(tok([p])["input_ids"], tok.pad_token_id) for p in ("Hi", "The sky is"))
+    with torch.inference_mode():
+        parts = [prefill(model, [0], *a), prefill(model, [1], *b)]
+    assert all(mergeable(p.cache) for p in parts)
+    merged = merge_prefilled(parts, tok.pad_token_id)
+    assert merged.mask.tolist() == [[0] * (b[0].shape[1] - 1) + [1], [1] * b[0].shape[1]]
+    assert merged.cache.get_seq_length() == b[0].shape[1]
+    # a sliding window keeps only its last tokens: left-padding it would shift the window
+    sliding = DynamicCache(config=Gemma3TextConfig(num_hidden_layers=2, sliding_window=8))
+    assert not mergeable(sliding)
+
+
 def check_generation_one_at_a_time(model, tok, prompts: list[str]) -> None:
+    lengths = [len(x) for x in tok(prompts)["input_ids"]]
+    (group,) = decode_groups(lengths, batch_tokens=64, max_batch=32)
+    assert len(group) >= 2  # prompt forwards of different widths, merged into one decode batch
     ours = greedy_generate(model, tok, prompts, max_new_tokens=12, batch_tokens=64)
     stop = {model.generation_config.eos_token_id}
     for prompt, got in zip(prompts, ours, strict=True):
