@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 DEGENERATE_DIMS = ("keep", "drop", "floor")
+# How C is chosen on the validation split. AUC only ranks, so it is blind to a C that ranks well
+# but is over- or under-confident; log-loss also scores the probabilities (and so calibration),
+# which is what a silent-failure study reads.
+SELECT_BY = ("auc", "log_loss")
 
 
 def degenerate_dimensions(z_train: np.ndarray, rel_std: float) -> np.ndarray:
@@ -39,6 +43,8 @@ class SafetyClassifier:
     c: float
     c_grid: list[float]
     val_auc_by_c: dict[float, float]
+    val_log_loss_by_c: dict[float, float]
+    select_by: str
     degenerate: np.ndarray
     degenerate_dims: str
     c_at_grid_edge: bool = field(default=False)
@@ -87,11 +93,15 @@ def fit_classifier(
     degenerate_dims: str = "keep",
     degenerate_rel_std: float = 1e-4,
     seed: int = 0,
+    select_by: str = "auc",
 ) -> SafetyClassifier:
-    """Fit on train, choose C by validation ROC-AUC (ties: the smaller C), B.3.
+    """Fit on train, choose C on validation (B.3): the highest ROC-AUC (``select_by='auc'``)
+    or the lowest log-loss (``'log_loss'``); ties go to the smaller C.
 
     ``degenerate_dims``: ``keep`` is the paper's recipe (sklearn's StandardScaler as is),
     ``drop`` removes degenerate dimensions, ``floor`` raises their std to the median std."""
+    if select_by not in SELECT_BY:
+        raise ValueError(f"classifier.select_by={select_by!r}; accepted: {', '.join(SELECT_BY)}")
     if degenerate_dims not in DEGENERATE_DIMS:
         raise ValueError(
             f"classifier.degenerate_dims={degenerate_dims!r}; "
@@ -110,11 +120,16 @@ def fit_classifier(
         scale[degenerate] = np.maximum(scale[degenerate], np.median(scale))
     zt, zv = (z_train[:, keep] - mean) / scale, (z_val[:, keep] - mean) / scale
 
-    val_auc, models = {}, {}
+    val_auc, val_loss, models = {}, {}, {}
     for c in c_grid:
         models[c] = _fit_logreg(zt, y_train, c, max_iter, seed)
-        val_auc[c] = float(roc_auc_score(y_val, models[c].decision_function(zv)))
-    best = max(c_grid, key=lambda c: (val_auc[c], -c))
+        scores = models[c].decision_function(zv)
+        val_auc[c] = float(roc_auc_score(y_val, scores))
+        val_loss[c] = float(log_loss(y_val, expit(scores), labels=[0, 1]))
+    if select_by == "auc":
+        best = max(c_grid, key=lambda c: (val_auc[c], -c))
+    else:
+        best = min(c_grid, key=lambda c: (val_loss[c], c))
     return SafetyClassifier(
         keep=keep,
         mean=mean,
@@ -123,6 +138,8 @@ def fit_classifier(
         c=best,
         c_grid=c_grid,
         val_auc_by_c=val_auc,
+        val_log_loss_by_c=val_loss,
+        select_by=select_by,
         degenerate=degenerate,
         degenerate_dims=degenerate_dims,
         c_at_grid_edge=len(c_grid) > 1 and best in (c_grid[0], c_grid[-1]),

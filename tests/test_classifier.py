@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from driftbench import drift as D
@@ -56,6 +56,23 @@ def test_c_is_chosen_by_validation_auc():
     assert clf.c_at_grid_edge == (clf.c in (grid[0], grid[-1]))
 
 
+def test_c_can_be_chosen_by_validation_log_loss():
+    z, y = toy(seed=3, shift=0.6)
+    tr, va = np.r_[0:200, 300:500], np.r_[200:300, 500:600]
+    grid = [1e-4, 1e-2, 1.0, 100.0]
+    clf = fit_classifier(z[tr], y[tr], z[va], y[va], c_grid=grid, select_by="log_loss")
+    sc = StandardScaler().fit(z[tr])
+    losses = {}
+    for c in grid:
+        m = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(
+            sc.transform(z[tr]), y[tr]
+        )
+        losses[c] = log_loss(y[va], m.predict_proba(sc.transform(z[va]))[:, 1])
+    assert clf.val_log_loss_by_c == pytest.approx(losses)
+    assert clf.c == min(losses, key=losses.get)
+    assert clf.select_by == "log_loss"
+
+
 def test_degenerate_dimension_is_detected():
     z, y = toy()
     z[:, 5] = 1e-33 * np.random.default_rng(0).standard_normal(len(z))
@@ -101,7 +118,11 @@ def test_floor_raises_degenerate_std_to_the_median():
 
 @pytest.mark.parametrize(
     "kwargs, fragment",
-    [({"degenerate_dims": "cut"}, "degenerate_dims='cut'"), ({"c_grid": [0.0, 1.0]}, "positive")],
+    [
+        ({"degenerate_dims": "cut"}, "degenerate_dims='cut'"),
+        ({"c_grid": [0.0, 1.0]}, "positive"),
+        ({"select_by": "brier"}, "select_by='brier'; accepted: auc, log_loss"),
+    ],
 )
 def test_bad_classifier_settings_are_named(kwargs, fragment):
     z, y = toy()

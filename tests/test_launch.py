@@ -111,6 +111,7 @@ def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp
             "model.name_or_path='/no/such/model' does not exist",
         ),
         (["classifier.degenerate_dims=cut"], "accepted: keep, drop, floor"),
+        (["classifier.select_by=brier"], "select_by='brier'; accepted: auc, log_loss"),
         (["task.name=unknown"], "task='unknown'; accepted: drift_eval, rho_sft"),
     ],
 )

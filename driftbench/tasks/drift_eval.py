@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench import plots
-from driftbench.classifier import DEGENERATE_DIMS, fit_classifier
+from driftbench.classifier import DEGENERATE_DIMS, SELECT_BY, fit_classifier
 from driftbench.data import load_toxicity, resolve_data_path, validate_split
 from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.models import ModelSpec, check_spec
@@ -46,6 +46,10 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(
             f"classifier.degenerate_dims={cfg.classifier.degenerate_dims!r}; "
             f"accepted: {', '.join(DEGENERATE_DIMS)}"
+        )
+    if cfg.classifier.select_by not in SELECT_BY:
+        raise ValueError(
+            f"classifier.select_by={cfg.classifier.select_by!r}; accepted: {', '.join(SELECT_BY)}"
         )
     if not 0.5 <= float(cfg.task.tau) <= 1.0:
         raise ValueError(f"task.tau={cfg.task.tau}: a confidence threshold in [0.5, 1]")
@@ -115,6 +119,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         degenerate_dims=cfg.classifier.degenerate_dims,
         degenerate_rel_std=float(cfg.classifier.degenerate_rel_std),
         seed=seed,
+        select_by=cfg.classifier.select_by,
     )
     train_auc = M.roc_auc(y[tr], clf.predict_proba(z[tr]))
     val_auc = M.roc_auc(y[va], clf.predict_proba(z[va]))
@@ -206,7 +211,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "c": clf.c,
             "c_grid": clf.c_grid,
             "c_at_grid_edge": clf.c_at_grid_edge,
+            "select_by": clf.select_by,
             "val_auc_by_c": {str(k): v for k, v in clf.val_auc_by_c.items()},
+            "val_log_loss_by_c": {str(k): v for k, v in clf.val_log_loss_by_c.items()},
             "train_auc": train_auc,
             "val_auc": val_auc,
             "w_norm": float(np.linalg.norm(clf.w)),
