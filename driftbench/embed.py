@@ -99,13 +99,66 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return ids
 
 
+class _EarlyExit(Exception):
+    def __init__(self, hidden):
+        self.hidden = hidden
+
+
+def layer_stack(model):
+    """The model's list of transformer blocks (decoders: ``layers``; BERT: ``encoder.layer``),
+    or None where it has neither."""
+    import torch
+
+    for path in ("layers", "encoder.layer"):
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) == model.config.num_hidden_layers:
+            return obj
+    return None
+
+
+def hidden_at(model, input_ids, mask, layer: int):
+    """``hidden_states[layer]`` of the model's forward (``-1``: ``last_hidden_state``), without
+    running the blocks after that layer: entry k > 0 is block k-1's output (entry 0 the block
+    stack's input), so a forward hook there ends the forward. Probing layer 15 of 30 costs half
+    a forward. The final entry (after the final norm) needs the whole forward."""
+    if layer == -1:
+        return model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    n = model.config.num_hidden_layers
+    if not -(n + 1) <= layer <= n:
+        raise ValueError(f"embed.layer={layer}; accepted for this {n}-layer model: -{n + 1}..{n}")
+    index, blocks = layer % (n + 1), layer_stack(model)
+    if blocks is None or index == n:
+        res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+        return res.hidden_states[layer]
+
+    def before_first(module, args, kwargs):
+        raise _EarlyExit(args[0] if args else kwargs["hidden_states"])
+
+    def after(module, args, output):
+        raise _EarlyExit(output[0] if isinstance(output, tuple) else output)
+
+    hook = (
+        blocks[0].register_forward_pre_hook(before_first, with_kwargs=True)
+        if index == 0
+        else blocks[index - 1].register_forward_hook(after)
+    )
+    try:
+        model(input_ids=input_ids, attention_mask=mask)
+    except _EarlyExit as stop:
+        return stop.hidden
+    finally:
+        hook.remove()
+    raise RuntimeError(f"embed.layer={layer}: the forward never reached block {index}")
+
+
 def pooled_batch(model, rows: list[list[int]], pad_id: int, pooling: str, layer: int):
     """One right-padded forward of token id lists -> pooled (len(rows), d) float32 array."""
     input_ids, mask = pad_batch(rows, pad_id)
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
-    res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=layer != -1)
-    hidden = res.last_hidden_state if layer == -1 else res.hidden_states[layer]
+    hidden = hidden_at(model, input_ids, mask, layer)
     return POOLERS[pooling](hidden, mask).float().cpu().numpy()
 
 

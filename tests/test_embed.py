@@ -1,5 +1,7 @@
 """Pooling under padding, batching and the embedding cache, on a real (tiny, random) model."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,14 @@ from driftbench.embed import (
     cached_embeddings,
     check_finite,
     extract_embeddings,
+    hidden_at,
+    layer_stack,
     mean_pool,
+    pad_batch,
 )
 from driftbench.models import ModelSpec
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 TEXTS = [
     "short",
@@ -49,6 +56,54 @@ def test_padded_batch_pooling_equals_unpadded_single_forward(tiny_model, pooling
         np.testing.assert_allclose(
             z[i], single_forward(base, tiny_model.tokenizer, t, pooling), atol=1e-5
         )
+
+
+def minilm_base(shared_cache):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from driftbench.models import load_model
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["model=minilm_l6"])
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    return load_model(spec, shared_cache, head="base")
+
+
+@pytest.mark.parametrize("arch", ["llama", "bert"])
+def test_an_intermediate_layer_equals_hidden_states_and_skips_the_blocks_after_it(
+    tiny_model, shared_cache, arch
+):
+    if arch == "llama":
+        model, tok = tiny_model.model.get_decoder(), tiny_model.tokenizer
+    else:
+        loaded = minilm_base(shared_cache)
+        model, tok = loaded.model, loaded.tokenizer
+    input_ids, mask = pad_batch(tok(TEXTS)["input_ids"], tok.pad_token_id)
+    n = model.config.num_hidden_layers
+    ran = []
+    hooks = [
+        b.register_forward_hook(lambda m, a, o, k=k: ran.append(k))
+        for k, b in enumerate(layer_stack(model))
+    ]
+    try:
+        with torch.inference_mode():
+            full = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            for layer in range(-(n + 1), n + 1):
+                ran.clear()
+                got = hidden_at(model, input_ids, mask, layer)
+                torch.testing.assert_close(got, full.hidden_states[layer], rtol=0, atol=1e-6)
+                index = layer % (n + 1)
+                assert ran == (list(range(n)) if index == n else list(range(index)))
+            # the model is left as it was: a full forward still gives the same states
+            again = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    for a, b in zip(full.hidden_states, again.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"embed.layer={n + 1}; accepted for this {n}-layer"):
+        hidden_at(model, input_ids, mask, n + 1)
 
 
 def test_length_buckets_respect_the_token_budget_and_cover_every_text():
