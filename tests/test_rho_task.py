@@ -66,6 +66,7 @@ def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
         (["sft.condition.name=magic"], "sft/condition='magic'; accepted: baseline, sft_only"),
         (["sft.pair_behaviors=[reasoning]"], "sft.pair_behaviors has 'reasoning'"),
         (["sft.data.alpaca_path=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
+        (["task.gen_max_batch=0"], "task.gen_max_batch=0: must be an integer >= 1"),
     ],
 )
 def test_bad_rho_input_is_refused_before_any_model_is_loaded(

@@ -51,6 +51,8 @@ def stress_test(
     benign: list[dict],
     max_new_tokens: int = 48,
     progress: bool = True,
+    batch_tokens: int = 4096,
+    gen_max_batch: int = 32,
 ) -> dict:
     """Refusal rate on harmful prompts (want high) and on benign controls (want low), overall
     and per category, plus the replies themselves for inspection."""
@@ -59,7 +61,14 @@ def stress_test(
     for name, probes, key in (("harmful", harmful, "harmful_version"), ("benign", benign, "text")):
         prompts = [chat_prompt(tokenizer, p[key]) for p in probes]
         replies = greedy_generate(
-            model, tokenizer, prompts, max_new_tokens, progress=progress, desc=f"stress:{name}"
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens,
+            batch_tokens,
+            gen_max_batch,
+            progress=progress,
+            desc=f"stress:{name}",
         )
         cats = [str(p.get("category", "uncategorised")) for p in probes]
         out[name] = refusal_rates(replies, cats, phrases)

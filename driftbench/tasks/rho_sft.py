@@ -67,6 +67,9 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
         raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
     train_config(cfg).validate()
+    for key in ("batch_tokens", "gen_max_batch"):
+        if int(cfg.task[key]) < 1:
+            raise ValueError(f"task.{key}={cfg.task[key]}: must be an integer >= 1")
     if not 0.0 <= float(cfg.sft.data.trap_ratio) <= 1.0:
         raise ValueError(f"sft.data.trap_ratio={cfg.sft.data.trap_ratio}: must be in [0, 1]")
     if int(cfg.sft.data.n_examples) < 1:
@@ -182,6 +185,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.sft.condition.train:
         check_targets(model, tcfg.target_modules)
     progress = bool(cfg.runtime.progress)
+    batching = {
+        "batch_tokens": int(cfg.task.batch_tokens),
+        "gen_max_batch": int(cfg.task.gen_max_batch),
+    }
 
     def audit_all(stage: str, m) -> dict:
         results: dict = {}
@@ -199,11 +206,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             seed=probe_seed,
             progress=progress,
             on_result=write,
+            **batching,
         )
         held_sets = {b: v for b, v in held.items() if v and b in behaviors}
         if held_sets:
             results["heldout"] = rho_audit.audit(
-                m, tok, list(held_sets), probes=held_sets, progress=progress
+                m, tok, list(held_sets), probes=held_sets, progress=progress, **batching
             )
             atomic_write_json(run_dir / f"audit_{stage}.json", results)
         return results
@@ -214,7 +222,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from driftbench.rho.stress import stress_test
 
         res = stress_test(
-            m, tok, *stress_probes, max_new_tokens=int(st.max_new_tokens), progress=progress
+            m,
+            tok,
+            *stress_probes,
+            max_new_tokens=int(st.max_new_tokens),
+            progress=progress,
+            **batching,
         )
         atomic_write_json(run_dir / f"stress_{stage}.json", res)
         log.info(
