@@ -2,6 +2,7 @@
 rho-guided SFT. ``launch.py`` is the entry point; ``driftbench.launcher.run`` runs one job."""
 
 import secrets
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -12,3 +13,14 @@ __version__ = "0.1.0"
 _UID = secrets.token_hex(3)
 if not OmegaConf.has_resolver("driftbench_uid"):
     OmegaConf.register_new_resolver("driftbench_uid", lambda: _UID, use_cache=True)
+
+# driftbench's Slurm launcher lives in driftbench/hydra_plugins/ and is imported as
+# hydra_plugins.driftbench_slurm: Hydra takes launchers only from that namespace package.
+try:
+    import hydra_plugins
+except ImportError:  # no Hydra plugin installed (no submitit): nothing to extend
+    pass
+else:
+    _PLUGINS = str(Path(__file__).resolve().parent / "hydra_plugins")
+    if _PLUGINS not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(_PLUGINS)

@@ -257,3 +257,30 @@ def test_a_resources_preset_selects_slurm_and_the_command_line_still_wins():
     assert cfg.gpus_per_node == 1 and cfg.timeout_min == 5
     small = launcher_config("resources=cpu_small")
     assert small._target_.endswith("SlurmLauncher") and small.gpus_per_node is None
+
+
+def test_a_slurm_job_that_dies_without_a_result_does_not_cost_the_sweep_its_report(
+    slurm_env, shared_cache, tmp_path
+):
+    # the batch script of array task 1 exits before driftbench starts: no run dir and no
+    # result, what an out-of-memory kill or a node failure leaves
+    die = "+hydra.launcher.setup=['if [ $SLURM_ARRAY_TASK_ID = 1 ]; then exit 3; fi']"
+    out = sweep(
+        tmp_path,
+        slurm_env,
+        shared_cache,
+        "hydra/launcher=slurm",
+        *SMALL_JOBS,
+        *TINY,
+        die,
+        "drift=gaussian,directional",
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "died without a result: Slurm job" in log and "state FAILED" in log, log[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    metas = [json.loads(p.read_text()) for p in sweep_dir.glob("*/meta.json")]
+    assert [m["status"] for m in metas] == ["completed"]
+    report = (sweep_dir / "report.md").read_text()
+    assert "gaussian" in report and "directional" not in report
+    assert slurm_states(slurm_env, sweep_dir, 2) == ["COMPLETED", "FAILED"]
