@@ -10,8 +10,9 @@ metrics, like a Python failure; the sweep ends normally and ``report.md`` shows 
 
 Hydra instantiates launchers only from the ``hydra_plugins`` namespace package, so this module
 is imported as ``hydra_plugins.driftbench_slurm`` (``driftbench/__init__.py`` adds this folder to
-that namespace). Workers run the stock launcher's job function unchanged, so they never need to
-import this module.
+that namespace). Workers run the stock launcher's job function unchanged; the plugin registry
+Hydra pickles for them names this class, and they find it because unpickling the job imports
+driftbench (the task function and the sweep-report callback) first.
 """
 
 from __future__ import annotations
