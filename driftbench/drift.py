@@ -90,9 +90,12 @@ def apply_subspace_drift(z0: np.ndarray, sigma: float, q: np.ndarray) -> np.ndar
 
 
 def realized_angle_deg(z0: np.ndarray, zc: np.ndarray) -> np.ndarray:
-    """Angle in degrees between each undrifted and drifted unit embedding."""
-    cos = np.clip(np.sum(z0 * zc, axis=1), -1.0, 1.0)
-    return np.degrees(np.arccos(cos))
+    """Angle in degrees between each undrifted and drifted unit embedding, as
+    ``2 atan2(|z0 - zc|, |z0 + zc|)``: exact at every angle, where ``arccos`` of a dot product
+    near 1 turns one rounding step into ~1e-6 degrees."""
+    diff = np.linalg.norm(z0 - zc, axis=1)
+    both = np.linalg.norm(z0 + zc, axis=1)
+    return np.degrees(2.0 * np.arctan2(diff, both))
 
 
 DriftFn = Callable[[np.ndarray, float], np.ndarray]

@@ -1,8 +1,11 @@
 """Embedding extraction (eq. 1-4 of the drift paper) and its on-disk cache.
 
-Texts are tokenised once, sorted by length and packed into batches of at most ``batch_tokens``
-padded tokens, so nearly every FLOP is spent on real tokens. Padding is on the right and pooling
-reads the attention mask, so a padded text gives the same vector as its unpadded forward.
+Texts are tokenised once and sorted by length. Llama-architecture decoders take the padding-free
+forward of ``driftbench.packed`` (chunks of at most ``batch_tokens`` real tokens, no padding at
+all). Every other model goes through its Hugging Face forward in batches of at most
+``batch_tokens`` padded tokens, bucketed by length so nearly every FLOP is spent on real tokens;
+padding is on the right and pooling reads the attention mask, so a padded text gives the same
+vector as its unpadded forward.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from driftbench.backends import is_mlx
 
 POOLINGS = ("last_token", "mean")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def last_token_pool(hidden, mask):
@@ -67,6 +70,24 @@ def bucket_batches(
     return batches
 
 
+def token_chunks(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Indices longest first, cut into chunks of at most ``batch_tokens`` real tokens (a text
+    longer than that is a chunk of its own): the packed forward's batches."""
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
+    chunks: list[list[int]] = []
+    current, tokens = [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if current and tokens + lengths[i] > batch_tokens:
+            chunks.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += lengths[i]
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def pad_batch(ids: list[list[int]], pad_id: int):
     """Right-pad token id lists into (input_ids, attention_mask) tensors."""
     import torch
@@ -88,6 +109,7 @@ class EmbedStats:
     padded_tokens: int = 0
     wall_s: float = 0.0
     cache_hit: bool = False
+    forward: str = ""  # "packed" (driftbench.packed), "hf" (the model's own) or "mlx"
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -169,37 +191,52 @@ def extract_embeddings(
     pooling: str = "last_token",
     max_length: int = 256,
     layer: int = -1,
-    batch_tokens: int = 8192,
+    batch_tokens: int = 2048,
     progress: bool = True,
     max_pad_fraction: float = 0.15,
+    packed: bool = True,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
     (no LM head), torch or mlx (``driftbench.backends``). ``layer=-1`` is the final hidden
-    state; other values index hidden_states (torch only)."""
+    state; other values index hidden_states (torch only). ``packed=False`` forces the model's
+    own forward where the packed one would apply."""
     import torch
     from tqdm.auto import tqdm
 
+    from driftbench.packed import PackedLlama, unsupported
+
     if pooling not in POOLERS:
         raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
-    forward = pooled_batch
-    if is_mlx(model):
-        from driftbench.backends import mlx_model
-
-        forward = mlx_model.pooled_batch
     t0 = time.perf_counter()
     ids = tokenize(tokenizer, texts, max_length)
     lengths = [len(x) for x in ids]
+    if is_mlx(model):
+        from driftbench.backends import mlx_model
+
+        forward, kind = mlx_model.pooled_batch, "mlx"
+        batches = bucket_batches(lengths, batch_tokens, max_pad_fraction)
+    elif packed and unsupported(model) is None:
+        packed_model = PackedLlama(model)
+
+        def forward(model, rows, pad_id, pooling, layer):
+            return packed_model.pooled(rows, pooling, layer).float().cpu().numpy()
+
+        kind, batches = "packed", token_chunks(lengths, batch_tokens)
+    else:
+        forward, kind = pooled_batch, "hf"
+        batches = bucket_batches(lengths, batch_tokens, max_pad_fraction)
     out: np.ndarray | None = None
-    stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)))
+    stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)), forward=kind)
     bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
     with torch.inference_mode():
-        for batch in bucket_batches(lengths, batch_tokens, max_pad_fraction):
+        for batch in batches:
             pooled = forward(model, [ids[i] for i in batch], tokenizer.pad_token_id, pooling, layer)
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[batch] = pooled
             stats.n_forward_batches += 1
-            stats.padded_tokens += len(batch) * max(lengths[i] for i in batch)
+            widths = [lengths[i] for i in batch]
+            stats.padded_tokens += sum(widths) if kind == "packed" else len(batch) * max(widths)
             bar.update(len(batch))
     bar.close()
     stats.wall_s = time.perf_counter() - t0
@@ -268,12 +305,13 @@ def cached_embeddings(
     progress: bool = True,
     extra_key: dict | None = None,
     backend: str = "torch",
+    packed: bool = True,
 ) -> tuple[np.ndarray, dict]:
     """Embeddings from the cache, or from the model (loaded only on a miss) and then cached.
 
     The key covers the model's identity (file hashes or tiny config), the texts themselves,
-    pooling, max_length and layer (and the backend, when not torch): a sweep over drift, sigma,
-    seed or classifier computes the embeddings once."""
+    pooling, max_length, layer and the forward asked for (``packed``; the backend, when not
+    torch): a sweep over drift, sigma, seed or classifier computes the embeddings once."""
     from driftbench.models import load_model, model_identity
 
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
@@ -286,6 +324,7 @@ def cached_embeddings(
         "pooling": pooling,
         "max_length": max_length,
         "layer": layer,
+        "packed": packed,
         **(extra_key or {}),
         **({"backend": backend} if backend != "torch" else {}),
     }
@@ -305,6 +344,7 @@ def cached_embeddings(
             layer,
             batch_tokens,
             progress,
+            packed=packed,
         )
         check_finite(z, f"model {spec.name!r}")
         cache.save(key, z, parts, stats)

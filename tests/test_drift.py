@@ -117,3 +117,16 @@ def test_subspace_angle_is_about_theta_equals_sigma_times_90_degrees():
     q = D.random_orthogonal(896, np.random.default_rng(4))
     zc = D.apply_subspace_drift(z0, 0.1, q)
     assert D.realized_angle_deg(z0, zc).mean() == pytest.approx(9.0, abs=0.3)
+
+
+@pytest.mark.parametrize("theta", [1e-9, 1e-4, 0.5, np.pi / 2, 3.0])
+def test_realized_angle_is_exact_for_a_known_rotation_small_or_large(theta):
+    """A unit vector rotated by theta in a random plane: the angle comes back to float precision
+    (arccos of the dot product would return ~1e-6 degrees for theta=1e-9 rad)."""
+    rng = np.random.default_rng(5)
+    a, b = np.linalg.qr(rng.normal(size=(64, 2)))[0].T
+    z0 = a[None]
+    zc = (np.cos(theta) * a + np.sin(theta) * b)[None]
+    got = D.realized_angle_deg(z0, zc)[0]
+    assert got == pytest.approx(np.degrees(theta), rel=1e-6)
+    assert D.realized_angle_deg(z0, z0)[0] == 0.0

@@ -60,7 +60,7 @@ def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
         == 3
         == len((d / "checkpoints.csv").read_text().splitlines()) - 1
     )
-    assert on_disk["checkpoints"][0]["realized_angle_deg"] == 0.0
+    assert on_disk["checkpoints"][0]["realized_angle_deg"] == pytest.approx(0.0, abs=1e-9)
     assert (
         on_disk["checkpoints"][2]["realized_angle_deg"]
         > on_disk["checkpoints"][1]["realized_angle_deg"]
@@ -103,6 +103,8 @@ def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp
         (["schedule.k=1"], "schedule.k=1 is too small"),
         (["drift.name=sideways"], "drift='sideways'; accepted: gaussian, directional, subspace"),
         (["embed.pooling=max"], "embed.pooling='max'; accepted: last_token, mean"),
+        (["embed.batch_tokens=0"], "embed.batch_tokens=0; accepted: an integer >= 1"),
+        (["embed.packed=yes"], "embed.packed='yes'; accepted: true, false"),
         (["data.path=/nonexistent/file.csv"], "data file '/nonexistent/file.csv' not found"),
         (["data=civil_comments"], "data.path is not set"),
         (["model=hf"], "model.name_or_path is not set"),

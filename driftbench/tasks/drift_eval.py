@@ -42,6 +42,10 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"embed.layer={cfg.embed.layer} with backend=mlx; accepted: -1")
     if int(cfg.embed.max_length) < 1:
         raise ValueError(f"embed.max_length={cfg.embed.max_length}: must be >= 1")
+    if int(cfg.embed.batch_tokens) < 1:
+        raise ValueError(f"embed.batch_tokens={cfg.embed.batch_tokens}; accepted: an integer >= 1")
+    if not isinstance(cfg.embed.packed, bool):
+        raise ValueError(f"embed.packed={cfg.embed.packed!r}; accepted: true, false")
     if cfg.classifier.degenerate_dims not in DEGENERATE_DIMS:
         raise ValueError(
             f"classifier.degenerate_dims={cfg.classifier.degenerate_dims!r}; "
@@ -104,6 +108,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         progress=bool(cfg.runtime.progress),
         extra_key={"data_file_sha256": data.file_sha256},
         backend=cfg.backend.name,
+        packed=bool(cfg.embed.packed),
     )
     z = drift_ops.normalize(z.astype(np.float64))  # eq. (4)
     y = data.labels
