@@ -34,6 +34,11 @@ def unsupported(model) -> str | None:
         return "attention or MLP biases"
     if getattr(config, "pretraining_tp", 1) not in (None, 1):
         return f"pretraining_tp={config.pretraining_tp}"
+    for name, module in model.named_modules():
+        # the forward reads .weight directly: an adapter (LoRA) or quantised layer would be
+        # skipped silently, so anything but a plain Linear takes the model's own forward
+        if name.endswith("_proj") and type(module) is not torch.nn.Linear:
+            return f"{name} is a {type(module).__module__}.{type(module).__name__}, not nn.Linear"
     return None
 
 

@@ -113,6 +113,11 @@ def test_unsupported_models_say_why_and_take_the_hf_path(tiny_model):
     assert "biases" in unsupported(llama(attention_bias=True))
     assert "hidden_act=gelu" in unsupported(llama(hidden_act="gelu"))
     assert "training mode" in unsupported(llama().train())
+    from peft import LoraConfig, get_peft_model
+
+    with_lora = llama()
+    get_peft_model(with_lora, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert "layers.0.self_attn.q_proj is a peft.tuners.lora" in unsupported(with_lora.eval())
     from transformers import BertConfig, BertModel
 
     bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2)).eval()
