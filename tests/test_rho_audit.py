@@ -189,9 +189,14 @@ TEXTS = [
 ]
 
 
-def test_batched_mean_ce_equals_hf_loss_of_each_text(tiny_model):
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "hf_forward"])
+def test_batched_mean_ce_equals_hf_loss_of_each_text(tiny_model, packed):
     model, tok = tiny_model.model, tiny_model.tokenizer
-    scores = score_texts(model, tok, TEXTS, max_length=256, batch_tokens=64)
+    scores = score_texts(model, tok, TEXTS, max_length=256, batch_tokens=16, packed=packed)
+    scored_tokens = sum(n for n in scores.n_tokens if n >= 2)
+    assert scores.stats.n_forward_batches > 1  # 16 tokens per forward: several batches
+    if packed:  # the padding-free forward: not one padded token
+        assert scores.stats.padded_tokens == scored_tokens
     with torch.no_grad():
         for i, text in enumerate(TEXTS):
             enc = tok(text, return_tensors="pt", truncation=True, max_length=256)

@@ -4,7 +4,9 @@ rho-eval scores one text per forward pass. Here all texts of a call are tokenise
 by length and packed into right-padded batches of at most ``batch_tokens`` padded tokens; one
 forward per batch gives every text's per-token cross-entropy, masked by the attention mask.
 Under right padding and a causal mask, each text's real-token logits equal its unpadded
-forward up to float rounding (~1e-6), so the per-text numbers equal rho-eval's:
+forward up to float rounding (~1e-6). A plain Llama causal LM takes the padding-free forward of
+``driftbench.packed`` instead (chunks of ``batch_tokens`` real tokens, no padding at all). Either
+way the per-text numbers equal rho-eval's:
 
 * ``mean_ce`` / ``mean_logprob``: rho-eval's ``get_mean_logprob`` = ``-model(ids,
   labels=ids).loss``: tokenised with the tokenizer's own special tokens, truncated to 256
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftbench.backends import is_mlx
-from driftbench.embed import bucket_batches, pad_batch
+from driftbench.embed import bucket_batches, pad_batch, token_chunks
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,36 @@ def batch_token_ce(model, rows: list[list[int]], pad_id: int) -> np.ndarray:
     return token_ce(logits, input_ids, mask).cpu().numpy()
 
 
+def packed_scorer(model):
+    """``rows -> (len(rows), T)`` next-token CE through the padding-free forward, for a plain
+    Llama causal LM on torch (None for any other model: it keeps its own forward)."""
+    import torch
+    import torch.nn.functional as F
+
+    from driftbench.packed import PackedLlama, unsupported
+
+    base, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    if type(model).__name__ != "LlamaForCausalLM" or type(head) is not torch.nn.Linear:
+        return None
+    if base is None or unsupported(base) is not None:
+        return None
+    packed = PackedLlama(base)
+
+    def score(rows: list[list[int]], pad_id: int) -> np.ndarray:
+        logits = head(packed.hidden(rows)).float()
+        device = logits.device
+        targets = torch.tensor([t for r in rows for t in r[1:] + [-100]], device=device)
+        ce = F.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
+        out = np.zeros((len(rows), len(rows[0])), dtype=np.float32)
+        start = 0
+        for r, row in enumerate(rows):  # position t scores token t+1, as token_ce
+            out[r, : len(row)] = ce[start : start + len(row)].cpu().numpy()
+            start += len(row)
+        return out
+
+    return score
+
+
 def score_texts(
     model,
     tokenizer,
@@ -131,11 +163,13 @@ def score_texts(
     batch_tokens: int = 4096,
     progress: bool = False,
     desc: str = "scoring",
+    packed: bool = True,
 ) -> TextScores:
-    """Teacher-forced per-token CE for every text, one forward per length-sorted padded batch.
+    """Teacher-forced per-token CE for every text, one forward per length-sorted batch.
 
-    Duplicate texts are scored once. ``batch_tokens`` bounds padded tokens per forward (the
-    fp32 logits take ``batch_tokens x vocab x 4`` bytes, ~0.8 GB at 4096 for a 49k vocab)."""
+    Duplicate texts are scored once. ``batch_tokens`` bounds the tokens per forward (the fp32
+    logits take ``batch_tokens x vocab x 4`` bytes, ~0.8 GB at 4096 for a 49k vocab).
+    ``packed=False`` keeps the model's own forward where the packed one would apply."""
     import torch
     from tqdm.auto import tqdm
 
@@ -146,6 +180,7 @@ def score_texts(
         from driftbench.backends import mlx_model
 
         forward = mlx_model.batch_token_ce
+    scorer = packed_scorer(model) if packed and not is_mlx(model) else None
     t0 = time.perf_counter()
     unique = list(dict.fromkeys(texts))
     ids = encode(tokenizer, unique, max_length)
@@ -154,16 +189,24 @@ def score_texts(
     per_unique: list[np.ndarray] = [np.zeros(0, dtype=np.float32) for _ in unique]
     stats = ScoreStats(n_texts=len(texts), n_unique=len(unique), real_tokens=int(sum(lengths)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = bucket_batches([lengths[i] for i in scored], batch_tokens)
+    scored_lengths = [lengths[i] for i in scored]
+    if scorer is not None:
+        batches = token_chunks(scored_lengths, batch_tokens)
+    else:
+        batches = bucket_batches(scored_lengths, batch_tokens)
     bar = tqdm(total=len(scored), desc=desc, disable=not progress, leave=False)
     with torch.inference_mode():
         for batch in batches:
             rows = [scored[j] for j in batch]
-            ce = forward(model, [ids[i] for i in rows], pad_id)
+            if scorer is not None:
+                ce = scorer([ids[i] for i in rows], pad_id)
+                stats.padded_tokens += sum(lengths[i] for i in rows)
+            else:
+                ce = forward(model, [ids[i] for i in rows], pad_id)
+                stats.padded_tokens += int(ce.size)
             for r, i in enumerate(rows):
                 per_unique[i] = ce[r, : lengths[i] - 1].copy()
             stats.n_forward_batches += 1
-            stats.padded_tokens += int(ce.size)
             bar.update(len(rows))
     bar.close()
     where = {t: i for i, t in enumerate(unique)}
