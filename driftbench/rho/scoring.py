@@ -144,11 +144,11 @@ def packed_scorer(model):
         logits = head(packed.hidden(rows)).float()
         device = logits.device
         targets = torch.tensor([t for r in rows for t in r[1:] + [-100]], device=device)
-        ce = F.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
+        ce = F.cross_entropy(logits, targets, ignore_index=-100, reduction="none").cpu().numpy()
         out = np.zeros((len(rows), len(rows[0])), dtype=np.float32)
         start = 0
         for r, row in enumerate(rows):  # position t scores token t+1, as token_ce
-            out[r, : len(row)] = ce[start : start + len(row)].cpu().numpy()
+            out[r, : len(row)] = ce[start : start + len(row)]
             start += len(row)
         return out
 
