@@ -164,7 +164,7 @@ class PackedLlama:
             gate.mul_(torch.mm(h, mlp.up_proj.weight.t(), out=up))
             x.addmm_(gate, mlp.down_proj.weight.t())
         if layer % (n_layers + 1) == n_layers:
-            x = F.rms_norm(x, x.shape[-1:], model.norm.weight, eps)
+            return _rms_norm(x, model.norm.weight, eps, out=h)
         return x
 
     def pooled(self, rows: list[list[int]], pooling: str, layer: int = -1):

@@ -126,8 +126,8 @@ def batch_token_ce(model, rows: list[list[int]], pad_id: int) -> np.ndarray:
 
 
 def packed_scorer(model):
-    """``rows -> (len(rows), T)`` next-token CE through the padding-free forward, for a plain
-    Llama causal LM on torch (None for any other model: it keeps its own forward)."""
+    """:func:`batch_token_ce` through the padding-free forward, for a plain Llama causal LM on
+    torch (None for any other model: it keeps its own forward)."""
     import torch
     import torch.nn.functional as F
 
@@ -140,7 +140,7 @@ def packed_scorer(model):
         return None
     packed = PackedLlama(base)
 
-    def score(rows: list[list[int]], pad_id: int) -> np.ndarray:
+    def score(_model, rows: list[list[int]], _pad_id: int) -> np.ndarray:
         logits = head(packed.hidden(rows)).float()
         device = logits.device
         targets = torch.tensor([t for r in rows for t in r[1:] + [-100]], device=device)
@@ -175,12 +175,15 @@ def score_texts(
 
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
-    forward = batch_token_ce
+    forward, scorer = batch_token_ce, None
     if is_mlx(model):
         from driftbench.backends import mlx_model
 
         forward = mlx_model.batch_token_ce
-    scorer = packed_scorer(model) if packed and not is_mlx(model) else None
+    elif packed:
+        scorer = packed_scorer(model)
+        forward = scorer or forward
+    chunk = token_chunks if scorer else bucket_batches
     t0 = time.perf_counter()
     unique = list(dict.fromkeys(texts))
     ids = encode(tokenizer, unique, max_length)
@@ -189,21 +192,12 @@ def score_texts(
     per_unique: list[np.ndarray] = [np.zeros(0, dtype=np.float32) for _ in unique]
     stats = ScoreStats(n_texts=len(texts), n_unique=len(unique), real_tokens=int(sum(lengths)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scored_lengths = [lengths[i] for i in scored]
-    if scorer is not None:
-        batches = token_chunks(scored_lengths, batch_tokens)
-    else:
-        batches = bucket_batches(scored_lengths, batch_tokens)
     bar = tqdm(total=len(scored), desc=desc, disable=not progress, leave=False)
     with torch.inference_mode():
-        for batch in batches:
+        for batch in chunk([lengths[i] for i in scored], batch_tokens):
             rows = [scored[j] for j in batch]
-            if scorer is not None:
-                ce = scorer([ids[i] for i in rows], pad_id)
-                stats.padded_tokens += sum(lengths[i] for i in rows)
-            else:
-                ce = forward(model, [ids[i] for i in rows], pad_id)
-                stats.padded_tokens += int(ce.size)
+            ce = forward(model, [ids[i] for i in rows], pad_id)
+            stats.padded_tokens += sum(lengths[i] for i in rows) if scorer else int(ce.size)
             for r, i in enumerate(rows):
                 per_unique[i] = ce[r, : lengths[i] - 1].copy()
             stats.n_forward_batches += 1
