@@ -2,6 +2,8 @@
 
 All are measured in one run on the same machine and texts:
   * fp32 matmul GFLOP/s (best of 5, 2048 x 2048): the roofline;
+  * a sustained fp32 matmul: 2048 x 2048 matmuls back to back for as long as one extraction
+    takes, next to each round: the average rate a pure-matmul job of that length gets here;
   * naive: one text at a time through the causal-LM head (what a first script does);
   * driftbench: driftbench.embed as a run uses it (Llama models: the padding-free forward of
     driftbench.packed), in ``--rounds`` rounds. This shared machine's matmul rate drifts by tens
@@ -33,7 +35,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+from roofline import matmul_gflops, sustained_matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 import driftbench  # noqa: E402,F401
 from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
@@ -73,15 +75,21 @@ def gemm_profile(fn) -> dict:
     return {"gemm_share": gemm / total, "gemm_s": gemm / 1e6, "profiled_s": total / 1e6}
 
 
-def timed_round(extract, packed: bool) -> dict:
-    """One extraction between two roofline measurements; the higher one is its roofline."""
+def timed_round(extract, packed: bool, sustained_s: float, sustained_first: bool) -> dict:
+    """One extraction between two roofline measurements (the higher one is its roofline), and
+    ``sustained_s`` of back-to-back matmuls right before or after it (alternated across rounds,
+    so a drift of the machine's rate during a round favours neither)."""
+    sustained = sustained_matmul_gflops(sustained_s) if sustained_first else None
     before = matmul_gflops()
     stats = extract(packed)
     after = matmul_gflops()
+    if sustained is None:
+        sustained = sustained_matmul_gflops(sustained_s)
     return {
         "stats": stats,
         "roofline": max(before, after),
         "roofline_before_after": [before, after],
+        "sustained": sustained,
     }
 
 
@@ -133,15 +141,24 @@ def main() -> None:
             "matmul_fp32_gflops": r["roofline"],
             "roofline_before_after": r["roofline_before_after"],
             "fraction_of_matmul_roofline": gflops(st.wall_s) / r["roofline"],
+            "sustained_matmul_gflops": r["sustained"],
+            "fraction_of_sustained_matmul": gflops(st.wall_s) / r["sustained"],
             "n_forward_batches": st.n_forward_batches,
             "padded_tokens": st.padded_tokens,
         }
 
     naive_s = naive(causal.model, causal.tokenizer, texts, max_length)
-    extract(True), extract(False)  # warm-up
-    rounds = [summary(timed_round(extract, packed=True)) for _ in range(args.rounds)]
+    t = time.perf_counter()
+    extract(True)  # warm-up; its time sets the length of the sustained matmul readings
+    warm_s = time.perf_counter() - t
+    extract(False)
+    rounds = [
+        summary(timed_round(extract, True, warm_s, sustained_first=i % 2 == 1))
+        for i in range(args.rounds)
+    ]
     median = sorted(rounds, key=lambda r: r["fraction_of_matmul_roofline"])[len(rounds) // 2]
-    hf = summary(timed_round(extract, packed=False))
+    of_sustained = sorted(r["fraction_of_sustained_matmul"] for r in rounds)
+    hf = summary(timed_round(extract, False, warm_s, sustained_first=False))
     for r in (median, hf):
         prof = gemm_profile(lambda r=r: extract(r["forward"] == "packed"))
         r["gemm_share"], r["gemm_gflops"] = prof["gemm_share"], gflops(prof["gemm_s"])
@@ -177,7 +194,11 @@ def main() -> None:
             "texts_per_s": len(texts) / naive_s,
             "gflops": gflops(naive_s),
         },
-        "driftbench": {**median, "rounds": rounds},
+        "driftbench": {
+            **median,
+            "median_fraction_of_sustained_matmul": of_sustained[len(of_sustained) // 2],
+            "rounds": rounds,
+        },
         "driftbench_hf": hf,
         "speedup_vs_naive": naive_s / median["wall_s"],
         "speedup_vs_hf_forward": hf["wall_s"] / median["wall_s"],
@@ -194,6 +215,7 @@ def main() -> None:
         f"naive {result['naive']['texts_per_s']:.1f} texts/s | "
         f"driftbench {d['texts_per_s']:.1f} texts/s = {d['gflops']:.0f} GFLOP/s "
         f"({100 * d['fraction_of_matmul_roofline']:.0f}% of matmul, median of {len(rounds)}; "
+        f"{100 * d['median_fraction_of_sustained_matmul']:.0f}% of a sustained matmul; "
         f"GEMMs {100 * d['gemm_share']:.0f}% of the time at {d['gemm_gflops']:.0f} GFLOP/s) | "
         f"HF forward {100 * hf['fraction_of_matmul_roofline']:.0f}% of matmul, GEMMs "
         f"{100 * hf['gemm_share']:.0f}% | x{result['speedup_vs_naive']:.1f} vs naive | "

@@ -15,3 +15,18 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def sustained_matmul_gflops(seconds: float, n: int = 2048) -> float:
+    """n x n fp32 matmuls back to back for ``seconds``: their total FLOPs over their total time.
+
+    Why next to the best of 5: on a shared machine a few short matmuls catch its fast moments,
+    while a workload that runs for tens of seconds sees its average rate; this is the rate a
+    pure-matmul workload of the same length would have had."""
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=c)
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < seconds:
+        torch.mm(a, b, out=c)
+        calls += 1
+    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
