@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 import driftbench  # noqa: F401  (registers the config resolvers)
+from driftbench.data import DataError
 from driftbench.launcher import ConfigError, run
 
 
@@ -22,6 +23,8 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as e:
         logging.getLogger("driftbench").error("error: %s", e)
         sys.exit(2)
+    except DataError:
+        sys.exit(2)  # the run's log line and its meta.json already say why, in one sentence
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ TEXT_COLUMNS = ("comment_text", "text")
 LABEL_COLUMNS = ("toxicity", "target")
 
 
+class DataError(ValueError):
+    """The data file cannot give what the config asks for (a column, rows, a sample size); the
+    message names the value and what the file holds. Found while reading the data, before any
+    model is loaded."""
+
+
 def default_data_dir() -> Path:
     return PROJECT_ROOT.parent / "shared" / "data"
 
@@ -75,12 +81,12 @@ class ToxicityData:
 def _pick_column(columns: list[str], wanted: str | None, options: tuple[str, ...], what: str, path):
     if wanted is not None:
         if wanted not in columns:
-            raise ValueError(f"column {wanted!r} not in {path} (columns: {', '.join(columns)})")
+            raise DataError(f"column {wanted!r} not in {path} (columns: {', '.join(columns)})")
         return wanted
     for c in options:
         if c in columns:
             return c
-    raise ValueError(
+    raise DataError(
         f"no {what} column in {path}: expected one of {', '.join(options)}; "
         f"found {', '.join(columns)} (set data.{what}_column to choose)"
     )
@@ -98,8 +104,11 @@ def read_table(path: Path):
                 f"reading {path} needs pyarrow: pip install -e '.[parquet]' ({e})"
             ) from e
     if suffix in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
-    raise ValueError(f"data file {path} has suffix {suffix!r}; accepted: .csv, .tsv, .parquet")
+        try:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        except pd.errors.EmptyDataError as e:
+            raise DataError(f"data file {path} is empty (no header, no rows)") from e
+    raise DataError(f"data file {path} has suffix {suffix!r}; accepted: .csv, .tsv, .parquet")
 
 
 def load_toxicity(
@@ -117,10 +126,10 @@ def load_toxicity(
 
     The sample and the split have separate seeds so that a sweep over ``seed`` keeps the same
     texts (and so the same cached embeddings) while the split and the drift change."""
-    validate_split(split)
-    if n_samples < 10 or n_samples % 2:
-        raise ValueError(f"data.n_samples={n_samples}: need an even number >= 10 (balanced)")
+    check_sample_size(n_samples, split)
     df = read_table(path)
+    if len(df) == 0:
+        raise DataError(f"data file {path} is empty (a header, no rows)")
     cols = [str(c) for c in df.columns]
     tcol = _pick_column(cols, text_column, TEXT_COLUMNS, "text", path)
     lcol = _pick_column(cols, label_column, LABEL_COLUMNS, "label", path)
@@ -131,14 +140,14 @@ def load_toxicity(
     ok = np.isfinite(score) & (np.char.str_len(text.astype(str)) > 0)
     rows_ok = np.flatnonzero(ok)
     if rows_ok.size == 0:
-        raise ValueError(f"no usable rows in {path}: every row lacks text or a numeric {lcol!r}")
+        raise DataError(f"no usable rows in {path}: every row lacks text or a numeric {lcol!r}")
     labels_all = (score[rows_ok] >= threshold).astype(int)
     pos, neg = rows_ok[labels_all == 1], rows_ok[labels_all == 0]
     n_available = {"toxic": int(pos.size), "non_toxic": int(neg.size)}
     per_class = n_samples // 2
     balanced_max = 2 * min(pos.size, neg.size)
     if per_class > min(pos.size, neg.size):
-        raise ValueError(
+        raise DataError(
             f"data.n_samples={n_samples} is more than the {balanced_max} balanced rows available "
             f"in {path.name} ({pos.size} toxic, {neg.size} non-toxic at threshold {threshold}); "
             f"use data.n_samples<={balanced_max}"
@@ -166,6 +175,31 @@ def validate_split(split) -> None:
         raise ValueError(f"data.split={list(split)}: need three positive fractions summing to 1")
 
 
+def _cuts(n: int, split) -> tuple[int, int]:
+    """Where one class of ``n`` rows is cut into train | val | test."""
+    return int(round(split[0] * n)), int(round((split[0] + split[1]) * n))
+
+
+def check_sample_size(n_samples: int, split) -> None:
+    """A balanced sample of ``n_samples`` must give every split rows of both classes: an empty
+    validation split would otherwise fail deep inside the classifier's C selection."""
+    validate_split(split)
+
+    def sizes(n: int) -> list[int]:
+        cut1, cut2 = _cuts(n // 2, split)
+        return [cut1, cut2 - cut1, n // 2 - cut2]
+
+    if n_samples < 10 or n_samples % 2:
+        raise DataError(f"data.n_samples={n_samples}: need an even number >= 10 (balanced)")
+    if min(sizes(n_samples)) < 1:
+        next_ok = next(n for n in range(n_samples, 10**6, 2) if min(sizes(n)) >= 1)
+        raise DataError(
+            f"data.n_samples={n_samples} with data.split={[float(x) for x in split]} leaves a "
+            f"split empty ({dict(zip(('train', 'val', 'test'), sizes(n_samples), strict=True))} "
+            f"rows per class); the next size that fills every split: data.n_samples={next_ok}"
+        )
+
+
 def stratified_split(
     labels: np.ndarray, split=(0.7, 0.1, 0.2), seed: int = 42
 ) -> dict[str, np.ndarray]:
@@ -174,8 +208,7 @@ def stratified_split(
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        cut1 = int(round(split[0] * idx.size))
-        cut2 = int(round((split[0] + split[1]) * idx.size))
+        cut1, cut2 = _cuts(idx.size, split)
         parts["train"].append(idx[:cut1])
         parts["val"].append(idx[cut1:cut2])
         parts["test"].append(idx[cut2:])

@@ -36,6 +36,11 @@ def sigma_schedule(
             raise ValueError(
                 f"schedule.sigmas must be finite and >= 0, got {out.tolist()}; sigma is a magnitude"
             )
+        if np.any(np.diff(out) < 0):
+            raise ValueError(
+                f"schedule.sigmas must not decrease, got {out.tolist()}: checkpoint c is the "
+                "model after c updates, and the *_at_max summaries read the last one"
+            )
         return out
     if sigma_min is None or sigma_max is None or k is None:
         raise ValueError(

@@ -1,9 +1,18 @@
 """Data loading: the balanced sample, the stratified split and each bad-input message."""
 
+import re
+
 import numpy as np
 import pytest
 
-from driftbench.data import default_data_dir, load_toxicity, resolve_data_path, stratified_split
+from driftbench.data import (
+    DataError,
+    check_sample_size,
+    default_data_dir,
+    load_toxicity,
+    resolve_data_path,
+    stratified_split,
+)
 
 DAVIDSON = "davidson2017_hate_offensive_tweets.csv"
 
@@ -68,11 +77,33 @@ def test_missing_column_lists_what_is_there(tmp_path):
     with pytest.raises(
         ValueError, match="no text column .* expected one of comment_text, text; found body, score"
     ):
-        load_toxicity(f, n_samples=10)
+        load_toxicity(f, n_samples=20)
 
 
 def test_no_usable_rows(tmp_path):
     f = tmp_path / "x.csv"
     f.write_text("text,toxicity\nhello,n/a\nworld,\n")
     with pytest.raises(ValueError, match="no usable rows"):
-        load_toxicity(f, n_samples=10)
+        load_toxicity(f, n_samples=20)
+
+
+@pytest.mark.parametrize("content", ["", "text,toxicity\n"])
+def test_an_empty_file_is_named_in_one_sentence(tmp_path, content):
+    f = tmp_path / "empty.csv"
+    f.write_text(content)
+    with pytest.raises(DataError, match=re.escape(f"data file {f} is empty")):
+        load_toxicity(f, n_samples=20)
+
+
+def test_a_sample_too_small_to_fill_every_split_says_the_smallest_that_does():
+    # 5 rows per class: round(0.7*5)=4 and round(0.8*5)=4, so validation would be empty
+    with pytest.raises(DataError, match=r"data.n_samples=10 .* leaves a split empty .*'val': 0"):
+        check_sample_size(10, (0.7, 0.1, 0.2))
+    with pytest.raises(DataError, match=r"fills every split: data.n_samples=18$"):
+        check_sample_size(16, (0.7, 0.1, 0.2))  # rounding: 16 fails although 12 and 14 pass
+    check_sample_size(12, (0.7, 0.1, 0.2))  # 6 per class: 4 / 1 / 1
+    assert {k: v.size for k, v in stratified_split(np.repeat([0, 1], 6)).items()} == {
+        "train": 8,
+        "val": 2,
+        "test": 2,
+    }

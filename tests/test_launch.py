@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from driftbench.launcher import ConfigError, run
 from driftbench.runs import config_hash
@@ -115,6 +116,8 @@ def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp
         (["classifier.degenerate_dims=cut"], "accepted: keep, drop, floor"),
         (["classifier.select_by=brier"], "select_by='brier'; accepted: auc, log_loss"),
         (["task.name=unknown"], "task='unknown'; accepted: drift_eval, rho_sft"),
+        (["data.n_samples=10"], "data.n_samples=10 with data.split=[0.7, 0.1, 0.2] leaves a split"),
+        (["schedule=list", "schedule.sigmas=[0,0.1,0.05]"], "schedule.sigmas must not decrease"),
     ],
 )
 def test_bad_input_stops_before_any_work_with_one_clear_message(
@@ -159,6 +162,16 @@ def test_cli_bad_sigma_prints_one_line_and_exits_2(tmp_path):
     assert out.returncode == 2
     assert "error: schedule.sigma_min=-1 is negative" in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_cli_data_that_cannot_give_the_sample_prints_one_message_and_exits_2(tmp_path):
+    out = launch(tmp_path, "model=tiny_random", "data.n_samples=9000", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2
+    assert text.count("data.n_samples=9000 is more than the 8292 balanced rows available") == 1
+    assert "Traceback" not in text
+    meta = json.loads((only_run_dir(tmp_path / "outputs") / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["error"].startswith("DataError: data.n_samples")
 
 
 def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
@@ -212,3 +225,11 @@ def test_rerunning_a_sweep_skips_complete_jobs_and_reruns_missing_or_failed_ones
 
     out = launch(tmp_path, *sweep_args, "runtime.force=true")
     assert "resume: 0 done, 3 to run (runtime.force=true: all rerun)" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("k, expected", [(8, [0, 2, 4, 7]), (26, [0, 6, 13, 25]), (2, [0, 1])])
+def test_calibration_figure_defaults_to_the_papers_checkpoints(k, expected):
+    from driftbench.tasks.drift_eval import calibration_checkpoints
+
+    cfg = OmegaConf.create({"task": {"calibration_checkpoints": None}})
+    assert calibration_checkpoints(cfg, k) == expected  # figure 3: checkpoints 0, 2, 4, 7 of 8

@@ -16,7 +16,7 @@ from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench import plots
 from driftbench.classifier import DEGENERATE_DIMS, SELECT_BY, fit_classifier
-from driftbench.data import load_toxicity, resolve_data_path, validate_split
+from driftbench.data import check_sample_size, load_toxicity, resolve_data_path
 from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.models import ModelSpec, check_spec
 from driftbench.runs import atomic_write_csv
@@ -57,15 +57,15 @@ def validate(cfg: DictConfig) -> None:
         )
     if not 0.5 <= float(cfg.task.tau) <= 1.0:
         raise ValueError(f"task.tau={cfg.task.tau}: a confidence threshold in [0.5, 1]")
-    validate_split(cfg.data.split)
+    check_sample_size(int(cfg.data.n_samples), tuple(cfg.data.split))
     check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
     resolve_data_path(cfg.data.path, cfg.runtime.data_dir)
 
 
 def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
     chosen = cfg.task.get("calibration_checkpoints")
-    if chosen is None:
-        return sorted({int(round(x)) for x in np.linspace(0, k - 1, 4)})
+    if chosen is None:  # the start, a quarter, half and the end: the paper's 0, 2, 4, 7 at K = 8
+        return sorted({int(np.floor(f * (k - 1) + 0.5)) for f in (0, 0.25, 0.5, 1)})
     bad = [c for c in chosen if not 0 <= int(c) < k]
     if bad:
         raise ValueError(
