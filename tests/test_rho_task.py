@@ -6,6 +6,7 @@ import pytest
 from test_launch import launch, only_run_dir
 
 from driftbench.launcher import ConfigError, run
+from driftbench.rho.probes import load_probes
 
 TINY_RHO = [
     "task=rho_sft",
@@ -48,6 +49,14 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
     assert curve[0].startswith("step,lr,sft_loss,contrastive_loss,active_hinge_fraction")
     stress = json.loads((d / "stress_before.json").read_text())
     assert stress["harmful"]["n"] == 2 and 0.0 <= stress["harmful"]["refusal_rate"] <= 1.0
+    # the model is asked the harmful request alone, not shown the compliant answer that follows
+    # it in the probe's harmful_version; results are grouped by the probes' domain
+    refusal = {p["id"]: p for p in load_probes("refusal")}
+    for r in stress["harmful"]["replies"]:
+        request, answer = refusal[r["id"]]["harmful_version"].split("\n\n", 1)
+        assert r["prompt"] == request.strip() and answer[:40] not in r["prompt"]
+    domains = {refusal[r["id"]]["domain"] for r in stress["harmful"]["replies"]}
+    assert set(stress["harmful"]["by_category"]) == domains
 
 
 def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
