@@ -13,6 +13,7 @@ rho-eval's over-refusal audit uses (``driftbench.rho.audit.is_refusal``).
 from __future__ import annotations
 
 from collections import defaultdict
+from operator import itemgetter
 
 from driftbench.rho.audit import is_refusal
 from driftbench.rho.probes import refusal_phrases
@@ -71,8 +72,11 @@ def stress_test(
     and per category, plus the replies themselves for inspection."""
     phrases = refusal_phrases()
     out = {"phrases": list(phrases), "max_new_tokens": max_new_tokens}
-    for name, probes, ask in (("harmful", harmful, harmful_request), ("benign", benign, None)):
-        users = [ask(p) if ask else p["text"] for p in probes]
+    for name, probes, ask in (
+        ("harmful", harmful, harmful_request),
+        ("benign", benign, itemgetter("text")),
+    ):
+        users = [ask(p) for p in probes]
         prompts = [chat_prompt(tokenizer, u) for u in users]
         replies = greedy_generate(
             model,
