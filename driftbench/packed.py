@@ -80,6 +80,24 @@ def _attention(q, k, v, groups, out) -> None:
         out[start:end].view(n, length, heads, hd).copy_(o.transpose(1, 2))
 
 
+def _last_query_attention(q, k, v, groups, out) -> None:
+    """Attention of each text's last token alone, to all of that text's keys: ``out`` (texts,
+    H, hd). A single query at the last position sees every key, so no mask is needed (SDPA's
+    ``is_causal`` would align a one-row mask to the first key instead)."""
+    heads, kv_heads, hd = q.shape[1], k.shape[1], q.shape[2]
+    text = 0
+    for start, n, length in groups:
+        end = start + n * length
+        o = F.scaled_dot_product_attention(
+            q[start:end].view(n, length, heads, hd)[:, -1:].transpose(1, 2),
+            k[start:end].view(n, length, kv_heads, hd).transpose(1, 2),
+            v[start:end].view(n, length, kv_heads, hd).transpose(1, 2),
+            enable_gqa=kv_heads != heads,
+        )
+        out[text : text + n].copy_(o[:, :, 0])
+        text += n
+
+
 class PackedLlama:
     """The packed forward of one frozen Llama-architecture base model (see the module docstring).
 
@@ -116,12 +134,16 @@ class PackedLlama:
             for b in model.layers
         ]
 
-    def hidden(self, rows: list[list[int]], layer: int = -1):
+    def hidden(self, rows: list[list[int]], layer: int = -1, last_only: bool = False):
         """``hidden_states[layer]`` of every token of ``rows`` (token id lists, sorted longest
         first), packed: a (sum of lengths, d) tensor, text i's tokens following text i-1's.
+        ``last_only``: the (len(rows), d) states of each text's last token alone.
 
         Entry k of hidden_states is the residual stream after k blocks (only k blocks run); the
-        last entry (``-1``) has the final norm applied, as in Hugging Face's forward."""
+        last entry (``-1``) has the final norm applied, as in Hugging Face's forward. With
+        ``last_only`` the last block that runs needs the keys and values of every token but the
+        query, output projection and MLP of the last tokens only: at 2048-token chunks of tweets
+        that skips ~95% of that block's work (~3% of a 30-block forward) for the same vectors."""
         model, n_layers = self.model, self.model.config.num_hidden_layers
         if not -(n_layers + 1) <= layer <= n_layers:
             raise ValueError(
@@ -148,7 +170,9 @@ class PackedLlama:
         qkv = torch.empty(n_tokens, self.qkv[0].shape[0], **new)
         gate = torch.empty(n_tokens, model.config.intermediate_size, **new)
         up = torch.empty_like(gate)
-        for block, w_qkv in zip(model.layers[: layer % (n_layers + 1)], self.qkv, strict=False):
+        n_run = layer % (n_layers + 1)
+        ends = torch.tensor(lengths, device=device).cumsum(0) - 1
+        for i, (block, w_qkv) in enumerate(zip(model.layers[:n_run], self.qkv, strict=False)):
             a, mlp = block.self_attn, block.mlp
             _rms_norm(x, block.input_layernorm.weight, eps, out=h)
             torch.mm(h, w_qkv.t(), out=qkv)
@@ -157,25 +181,32 @@ class PackedLlama:
             q = qkv[:, : heads * hd].view(n_tokens, heads, hd)
             k = qkv[:, heads * hd : n_qk].view(n_tokens, kv_heads, hd)
             v = qkv[:, n_qk:].view(n_tokens, kv_heads, hd)
-            _attention(q, k, v, groups, att)
-            x.addmm_(att.view(n_tokens, heads * hd), a.o_proj.weight.t())
+            if last_only and i == n_run - 1:
+                m = len(rows)  # from here on only the last token of each text
+                x, att, h, gate, up = x[ends], att[:m], h[:m], gate[:m], up[:m]
+                _last_query_attention(q, k, v, groups, att)
+            else:
+                _attention(q, k, v, groups, att)
+            x.addmm_(att.view(x.shape[0], heads * hd), a.o_proj.weight.t())
             _rms_norm(x, block.post_attention_layernorm.weight, eps, out=h)
             F.silu(torch.mm(h, mlp.gate_proj.weight.t(), out=gate), inplace=True)
             gate.mul_(torch.mm(h, mlp.up_proj.weight.t(), out=up))
             x.addmm_(gate, mlp.down_proj.weight.t())
-        if layer % (n_layers + 1) == n_layers:
-            return _rms_norm(x, model.norm.weight, eps, out=h)
+        if last_only and n_run == 0:
+            x = x[ends]
+        if n_run == n_layers:
+            return _rms_norm(x, model.norm.weight, eps, out=h[: x.shape[0]])
         return x
 
     def pooled(self, rows: list[list[int]], pooling: str, layer: int = -1):
         """Pooled (len(rows), d) hidden states: the last token of each text (eq. 2) or the mean
         over its tokens (eq. 3)."""
-        hidden = self.hidden(rows, layer)
-        device = hidden.device
-        lengths = torch.tensor([len(r) for r in rows], device=device)
         if pooling == "last_token":
-            return hidden[lengths.cumsum(0) - 1]
+            return self.hidden(rows, layer, last_only=True)
         if pooling == "mean":
+            hidden = self.hidden(rows, layer)
+            device = hidden.device
+            lengths = torch.tensor([len(r) for r in rows], device=device)
             text_of_token = torch.repeat_interleave(torch.arange(len(rows), device=device), lengths)
             sums = torch.zeros(len(rows), hidden.shape[1], dtype=hidden.dtype, device=device)
             return sums.index_add_(0, text_of_token, hidden) / lengths[:, None].to(hidden.dtype)

@@ -69,6 +69,9 @@ def test_every_layer_equals_the_hf_forward_of_each_text_alone(tiny_model, overri
         for layer in range(-(n + 1), n + 1):
             got = packed.hidden(ids, layer)
             assert got.shape == (starts[-1], model.config.hidden_size)
+            # last_only runs the last block for each text's last token alone: the same rows
+            last = packed.hidden(ids, layer, last_only=True)
+            torch.testing.assert_close(last, got[starts[1:] - 1], rtol=0, atol=2e-5)
             for i, row in enumerate(ids):
                 want = hf_states(model, row)[layer][0]
                 torch.testing.assert_close(got[starts[i] : starts[i + 1]], want, rtol=0, atol=2e-5)
