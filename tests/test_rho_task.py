@@ -38,7 +38,7 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
     assert (d / "adapter" / "adapter_model.safetensors").stat().st_size > 0
     before = json.loads((d / "audit_before.json").read_text())
     after = json.loads((d / "audit_after.json").read_text())
-    assert set(before) == set(after) == {"factual", "toxicity", "sycophancy", "bias"}
+    assert set(before) == set(after) == {"factual", "toxicity", "sycophancy", "bias", "refusal"}
     for b, row in metrics["behaviors"].items():
         assert row["rho_before"] == before[b]["rho"] and row["rho_after"] == after[b]["rho"]
         assert row["delta_rho"] == pytest.approx(after[b]["rho"] - before[b]["rho"])
@@ -74,6 +74,11 @@ def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
         (["task.audit_behaviors=[factual,honesty]"], "unknown rho behaviour 'honesty'"),
         (["sft.condition.name=magic"], "sft/condition='magic'; accepted: baseline, sft_only"),
         (["sft.pair_behaviors=[reasoning]"], "sft.pair_behaviors has 'reasoning'"),
+        (["sft.data.trap_behaviors=[overrefusal]"], "sft.data.trap_behaviors has 'overrefusal'"),
+        (
+            ["sft.data.trap_behaviors=[]"],
+            "sft.data.trap_behaviors is empty but sft.data.trap_ratio",
+        ),
         (["sft.data.alpaca_path=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
         (["task.gen_max_batch=0"], "task.gen_max_batch=0: must be an integer >= 1"),
     ],
@@ -84,6 +89,34 @@ def test_bad_rho_input_is_refused_before_any_model_is_loaded(
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("(", r"\(")):
         run(make_cfg(*TINY_RHO, *overrides))
     assert not list((tmp_path / "outputs").glob("**/meta.json"))
+
+
+def test_training_data_follows_the_data_seed_not_the_run_seed_and_traps_cover_six_behaviours(
+    make_cfg,
+):
+    """As in rho-eval: SFT texts and traps are fixed by their own seed (42), traps are the
+    positive texts of all six contrast behaviours, and the run's seed leaves the data alone."""
+    from driftbench.data import format_instruction
+    from driftbench.rho.pairs import PAIR_BEHAVIORS, TRAP_INSTRUCTION, contrast_pairs
+    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors
+
+    def data(*overrides):
+        cfg = make_cfg(*TINY_RHO, "sft.data.n_examples=200", "sft.data.trap_ratio=0.5", *overrides)
+        probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg)}
+        return build_training_set(cfg, probes)
+
+    texts, pairs, _ = data("seed=1")
+    assert data("seed=2")[0] == texts  # another run seed: the same texts, in the same order
+    assert data("sft.data.seed=7")[0] != texts
+    assert set(pairs) == {"factual", "toxicity", "sycophancy", "bias"}  # pairs: pair_behaviors
+    positives = {
+        b: {p["positive"] for p in contrast_pairs(b, load_probes(b, 6, 42))} for b in PAIR_BEHAVIORS
+    }
+    prefix = format_instruction(TRAP_INSTRUCTION, "")
+    traps = [t[len(prefix) :] for t in texts if t.startswith(prefix)]
+    assert len(traps) == sum(len(v) for v in positives.values())  # fewer than 100: all are used
+    for b in PAIR_BEHAVIORS:  # refusal and deception give traps too
+        assert any(t in positives[b] for t in traps), b
 
 
 def test_empty_sft_file_is_refused(make_cfg, tmp_path):

@@ -61,9 +61,13 @@ def validate(cfg: DictConfig) -> None:
         )
     for b in cfg.task.audit_behaviors:
         check_behavior(b)
-    for b in cfg.sft.pair_behaviors:
-        if b not in PAIR_BEHAVIORS:
-            raise ValueError(f"sft.pair_behaviors has {b!r}; accepted: {', '.join(PAIR_BEHAVIORS)}")
+    for key, names in (
+        ("sft.pair_behaviors", cfg.sft.pair_behaviors),
+        ("sft.data.trap_behaviors", cfg.sft.data.trap_behaviors),
+    ):
+        for b in names:
+            if b not in PAIR_BEHAVIORS:
+                raise ValueError(f"{key} has {b!r}; accepted: {', '.join(PAIR_BEHAVIORS)}")
     if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
         raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
     train_config(cfg).validate()
@@ -72,6 +76,11 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"task.{key}={cfg.task[key]}: must be an integer >= 1")
     if not 0.0 <= float(cfg.sft.data.trap_ratio) <= 1.0:
         raise ValueError(f"sft.data.trap_ratio={cfg.sft.data.trap_ratio}: must be in [0, 1]")
+    if float(cfg.sft.data.trap_ratio) > 0 and not cfg.sft.data.trap_behaviors:
+        raise ValueError(
+            f"sft.data.trap_behaviors is empty but sft.data.trap_ratio={cfg.sft.data.trap_ratio}; "
+            "name behaviours for the traps or set the ratio to 0"
+        )
     if int(cfg.sft.data.n_examples) < 1:
         raise ValueError(f"sft.data.n_examples={cfg.sft.data.n_examples}: must be >= 1")
     if not 0.0 <= float(cfg.sft.holdout_fraction) < 1.0:
@@ -82,20 +91,38 @@ def validate(cfg: DictConfig) -> None:
     check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
 
 
-def build_training_set(cfg: DictConfig, pair_probes: dict[str, list[dict]], seed: int):
-    """(SFT texts, pairs by behaviour, held-out probes by behaviour)."""
+def pair_and_trap_behaviors(cfg: DictConfig) -> list[str]:
+    """Every behaviour whose probes training reads, pair behaviours first, each once."""
+    return list(dict.fromkeys([*cfg.sft.pair_behaviors, *cfg.sft.data.trap_behaviors]))
+
+
+def build_training_set(cfg: DictConfig, probes: dict[str, list[dict]]):
+    """(SFT texts, pairs by behaviour, held-out probes by behaviour).
+
+    Everything here is drawn with ``sft.data.seed``, not the run's seed: rho-eval fixes its SFT
+    texts and traps at 42, so runs that differ only in seed train on the same data and differ in
+    LoRA init and pair sampling, and the spread over seeds means what it means there. Traps are
+    the positive side of each pair of ``sft.data.trap_behaviors`` (rho-eval: all six contrast
+    behaviours, refusal and deception included); a pair behaviour's held-out probes give none."""
+    import random
+
+    seed = int(cfg.sft.data.seed)
     held: dict[str, list[dict]] = {}
     pairs: dict[str, list[dict]] = {}
-    for b, probes in pair_probes.items():
-        kept, held[b] = split_holdout(probes, float(cfg.sft.holdout_fraction), seed)
+    for b in cfg.sft.pair_behaviors:
+        kept, held[b] = split_holdout(probes[b], float(cfg.sft.holdout_fraction), seed)
         pairs[b] = contrast_pairs(b, kept)
         if not pairs[b]:
             raise ValueError(f"behaviour {b!r} has no contrast pairs left for training")
     n = int(cfg.sft.data.n_examples)
     n_traps = int(n * float(cfg.sft.data.trap_ratio))
-    import random
-
-    traps = trap_texts([p for b in sorted(pairs) for p in pairs[b]])
+    traps = trap_texts(
+        [
+            p
+            for b in cfg.sft.data.trap_behaviors
+            for p in (pairs[b] if b in pairs else contrast_pairs(b, probes[b]))
+        ]
+    )
     random.Random(seed).shuffle(traps)
     traps = traps[:n_traps]
     alpaca = load_alpaca(
@@ -155,8 +182,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     behaviors = list(cfg.task.audit_behaviors)
     n_probes = None if cfg.task.n_probes is None else int(cfg.task.n_probes)
     probe_seed = int(cfg.task.probe_seed)
-    pair_probes = {b: load_probes(b, n_probes, probe_seed) for b in cfg.sft.pair_behaviors}
-    sft_texts, pairs, held = build_training_set(cfg, pair_probes, seed)
+    probes = {b: load_probes(b, n_probes, probe_seed) for b in pair_and_trap_behaviors(cfg)}
+    sft_texts, pairs, held = build_training_set(cfg, probes)
     st = cfg.task.stress_test
     stress_probes = None
     if st.enabled:
