@@ -1,18 +1,24 @@
 """Benchmark the embedding extractor against a naive loop and the machine's matmul roofline.
 
 All are measured in one run on the same machine and texts:
-  * fp32 matmul GFLOP/s (best of 5, 2048 x 2048): the roofline;
+  * fp32 matmul GFLOP/s (best of 5, 2048 x 2048): the roofline, the higher of one matmul on
+    all of torch's threads and one matmul per single-threaded worker at once (the layout the
+    packed forward runs in, see driftbench.workers);
   * a sustained fp32 matmul: 2048 x 2048 matmuls back to back for as long as one extraction
     takes, next to each round: the average rate a pure-matmul job of that length gets here;
   * naive: one text at a time through the causal-LM head (what a first script does);
   * driftbench: driftbench.embed as a run uses it (Llama models: the padding-free forward of
-    driftbench.packed), in ``--rounds`` rounds. This shared machine's matmul rate drifts by tens
-    of percent within a minute, so each round's roofline is measured right before and right
-    after it and the higher of the two is used (the harder bar); the median round is the result;
+    driftbench.packed on one single-threaded worker per CPU thread), in ``--rounds`` rounds.
+    This shared machine's matmul rate drifts by tens of percent within a minute, so each
+    round's roofline is measured right before and right after it and the higher of the two is
+    used (the harder bar); the median round is the result;
+  * driftbench_one_worker: the same packed forward as one loop whose ops use all of torch's
+    threads (``workers=1``), one round: what the workers gain;
   * driftbench_hf: the same extractor through the model's own Hugging Face forward
     (length-bucketed padded batches), what every other architecture takes, one round;
-  * gemm_share: one more call of each under torch.profiler: the share of the time spent in the
-    linear layers' GEMMs and their own GFLOP/s, which the machine's drift barely moves;
+  * gemm_share: one more call of each under torch.profiler (all threads): the share of the op
+    time spent in the linear layers' GEMMs, and their GFLOP/s (GEMM seconds summed over the
+    workers, divided by the number of workers), which the machine's drift barely moves;
   * cache: the same call again, served from the embedding cache.
 Achieved GFLOP/s = 2 x non-embedding params x real tokens / s (the issue's definition). With
 last-token pooling the packed forward runs its last block's query, output projection and MLP for
@@ -45,6 +51,7 @@ from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
 from driftbench.models import ModelSpec, load_model  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.workers import cpu_workers  # noqa: E402
 
 
 def non_embedding_params(model) -> int:
@@ -76,9 +83,12 @@ GEMMS = ("aten::mm", "aten::addmm", "aten::addmm_")
 
 def gemm_profile(fn) -> dict:
     """Share of self CPU time in the linear layers' GEMMs during ``fn()``, and their seconds."""
+    from torch._C._profiler import _ExperimentalConfig
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    # the workers' threads too (torch.profiler records the calling thread's ops by default)
+    every_thread = _ExperimentalConfig(profile_all_threads=True)
+    with profile(activities=[ProfilerActivity.CPU], experimental_config=every_thread) as prof:
         fn()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
@@ -86,20 +96,30 @@ def gemm_profile(fn) -> dict:
     return {"gemm_share": gemm / total, "gemm_s": gemm / 1e6, "profiled_s": total / 1e6}
 
 
-def timed_round(extract, packed: bool, sustained_s: float, sustained_first: bool) -> dict:
+def roofline() -> tuple[float, dict]:
+    """The higher of the two matmul layouts (see the module docstring), and both readings."""
+    layouts = {"one_matmul": matmul_gflops()}
+    workers = cpu_workers("cpu")
+    if workers > 1:
+        layouts[f"{workers}_workers"] = matmul_gflops(workers=workers)
+    return max(layouts.values()), layouts
+
+
+def timed_round(extract, sustained_s: float, sustained_first: bool) -> dict:
     """One extraction between two roofline measurements (the higher one is its roofline), and
     ``sustained_s`` of back-to-back matmuls right before or after it (alternated across rounds,
     so a drift of the machine's rate during a round favours neither)."""
     sustained = sustained_matmul_gflops(sustained_s) if sustained_first else None
-    before = matmul_gflops()
-    stats = extract(packed)
-    after = matmul_gflops()
+    before, before_layouts = roofline()
+    stats = extract()
+    after, after_layouts = roofline()
     if sustained is None:
         sustained = sustained_matmul_gflops(sustained_s)
     return {
         "stats": stats,
         "roofline": max(before, after),
         "roofline_before_after": [before, after],
+        "roofline_layouts": [before_layouts, after_layouts],
         "sustained": sustained,
     }
 
@@ -135,7 +155,7 @@ def main() -> None:
     skipped = skipped_params_per_token(base.model) * (real_tokens - len(texts)) if trims else 0
     executed = (params * real_tokens - skipped) / (params * real_tokens)
 
-    def extract(packed: bool):
+    def extract(packed: bool = True, workers: int | None = None):
         return extract_embeddings(
             base.model,
             base.tokenizer,
@@ -145,17 +165,20 @@ def main() -> None:
             batch_tokens=args.batch_tokens,
             progress=False,
             packed=packed,
+            workers=workers,
         )[1]
 
     def summary(r: dict) -> dict:
         st = r["stats"]
         return {
             "forward": st.forward,
+            "workers": st.workers,
             "wall_s": st.wall_s,
             "texts_per_s": len(texts) / st.wall_s,
             "gflops": gflops(st.wall_s),
             "matmul_fp32_gflops": r["roofline"],
             "roofline_before_after": r["roofline_before_after"],
+            "roofline_layouts": r["roofline_layouts"],
             "fraction_of_matmul_roofline": gflops(st.wall_s) / r["roofline"],
             "executed_gflops": gflops(st.wall_s) * (executed if st.forward == "packed" else 1),
             "sustained_matmul_gflops": r["sustained"],
@@ -166,20 +189,22 @@ def main() -> None:
 
     naive_s = naive(causal.model, causal.tokenizer, texts, max_length)
     t = time.perf_counter()
-    extract(True)  # warm-up; its time sets the length of the sustained matmul readings
+    extract()  # warm-up; its time sets the length of the sustained matmul readings
     warm_s = time.perf_counter() - t
     extract(False)
     rounds = [
-        summary(timed_round(extract, True, warm_s, sustained_first=i % 2 == 1))
+        summary(timed_round(extract, warm_s, sustained_first=i % 2 == 1))
         for i in range(args.rounds)
     ]
     median = sorted(rounds, key=lambda r: r["fraction_of_matmul_roofline"])[len(rounds) // 2]
     of_sustained = sorted(r["fraction_of_sustained_matmul"] for r in rounds)
-    hf = summary(timed_round(extract, False, warm_s, sustained_first=False))
-    for r in (median, hf):
-        prof = gemm_profile(lambda r=r: extract(r["forward"] == "packed"))
+    one_worker = summary(timed_round(lambda: extract(workers=1), warm_s, sustained_first=True))
+    hf = summary(timed_round(lambda: extract(False), warm_s, sustained_first=False))
+    for r in (median, one_worker, hf):
+        prof = gemm_profile(lambda r=r: extract(r["forward"] == "packed", r["workers"]))
         ran = executed if r["forward"] == "packed" else 1  # the FLOPs the GEMMs did run
-        r["gemm_share"], r["gemm_gflops"] = prof["gemm_share"], gflops(prof["gemm_s"]) * ran
+        gemm_wall_s = prof["gemm_s"] / r["workers"]
+        r["gemm_share"], r["gemm_gflops"] = prof["gemm_share"], gflops(gemm_wall_s) * ran
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "models").symlink_to(cache_dir / "models", target_is_directory=True)
@@ -218,8 +243,10 @@ def main() -> None:
             "median_fraction_of_sustained_matmul": of_sustained[len(of_sustained) // 2],
             "rounds": rounds,
         },
+        "driftbench_one_worker": one_worker,
         "driftbench_hf": hf,
         "speedup_vs_naive": naive_s / median["wall_s"],
+        "speedup_vs_one_worker": one_worker["wall_s"] / median["wall_s"],
         "speedup_vs_hf_forward": hf["wall_s"] / median["wall_s"],
         "cache": {
             "first_call_s": first_s,
@@ -232,13 +259,16 @@ def main() -> None:
     print(
         f"matmul {d['matmul_fp32_gflops']:.0f} GFLOP/s | "
         f"naive {result['naive']['texts_per_s']:.1f} texts/s | "
-        f"driftbench {d['texts_per_s']:.1f} texts/s = {d['gflops']:.0f} GFLOP/s "
+        f"driftbench ({d['workers']} workers) {d['texts_per_s']:.1f} texts/s = "
+        f"{d['gflops']:.0f} GFLOP/s "
         f"({100 * d['fraction_of_matmul_roofline']:.0f}% of matmul, median of {len(rounds)}; "
         f"executed {d['executed_gflops']:.0f} GFLOP/s; "
         f"{100 * d['median_fraction_of_sustained_matmul']:.0f}% of a sustained matmul; "
         f"GEMMs {100 * d['gemm_share']:.0f}% of the time at {d['gemm_gflops']:.0f} GFLOP/s) | "
         f"HF forward {100 * hf['fraction_of_matmul_roofline']:.0f}% of matmul, GEMMs "
         f"{100 * hf['gemm_share']:.0f}% | x{result['speedup_vs_naive']:.1f} vs naive | "
+        f"x{result['speedup_vs_one_worker']:.2f} vs one worker of {torch.get_num_threads()} "
+        f"threads | "
         f"x{result['speedup_vs_hf_forward']:.2f} vs the HF forward | "
         f"cache {100 * cached_s / first_s:.2f}% of first"
     )

@@ -2,7 +2,8 @@
 
 Texts are tokenised once and sorted by length. Llama-architecture decoders take the padding-free
 forward of ``driftbench.packed`` (chunks of at most ``batch_tokens`` real tokens, no padding at
-all). Every other model goes through its Hugging Face forward in batches of at most
+all), run on one single-threaded worker per CPU thread (``driftbench.workers``). Every other
+model goes through its Hugging Face forward in batches of at most
 ``batch_tokens`` padded tokens, bucketed by length so nearly every FLOP is spent on real tokens;
 padding is on the right and pooling reads the attention mask, so a padded text gives the same
 vector as its unpadded forward.
@@ -110,6 +111,7 @@ class EmbedStats:
     wall_s: float = 0.0
     cache_hit: bool = False
     forward: str = ""  # "packed" (driftbench.packed), "hf" (the model's own) or "mlx"
+    workers: int = 1  # forwards run side by side (driftbench.workers)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -195,21 +197,24 @@ def extract_embeddings(
     progress: bool = True,
     max_pad_fraction: float = 0.15,
     packed: bool = True,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
     (no LM head), torch or mlx (``driftbench.backends``). ``layer=-1`` is the final hidden
     state; other values index hidden_states (torch only). ``packed=False`` forces the model's
-    own forward where the packed one would apply."""
-    import torch
+    own forward where the packed one would apply. ``workers``: packed forwards run side by side
+    (default: one per CPU thread, 1 on a GPU); the other forwards always run one at a time."""
     from tqdm.auto import tqdm
 
     from driftbench.packed import PackedLlama, unsupported
+    from driftbench.workers import balanced_limit, cpu_workers, map_on_workers
 
     if pooling not in POOLERS:
         raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
     t0 = time.perf_counter()
     ids = tokenize(tokenizer, texts, max_length)
     lengths = [len(x) for x in ids]
+    n_workers = 1
     if is_mlx(model):
         from driftbench.backends import mlx_model
 
@@ -221,23 +226,35 @@ def extract_embeddings(
         def forward(model, rows, pad_id, pooling, layer):
             return packed_model.pooled(rows, pooling, layer).float().cpu().numpy()
 
-        kind, batches = "packed", token_chunks(lengths, batch_tokens)
+        if workers is None:
+            workers = cpu_workers(model.embed_tokens.weight.device)
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
+        if workers < 1:
+            raise ValueError(f"workers={workers}; accepted: an integer >= 1")
+        limit = balanced_limit(sum(lengths), batch_tokens, workers)
+        kind, batches = "packed", token_chunks(lengths, limit)
+        n_workers = min(workers, len(batches))
     else:
         forward, kind = pooled_batch, "hf"
         batches = bucket_batches(lengths, batch_tokens, max_pad_fraction)
     out: np.ndarray | None = None
-    stats = EmbedStats(n_texts=len(texts), real_tokens=int(sum(lengths)), forward=kind)
+    stats = EmbedStats(
+        n_texts=len(texts), real_tokens=int(sum(lengths)), forward=kind, workers=n_workers
+    )
     bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
-    with torch.inference_mode():
-        for batch in batches:
-            pooled = forward(model, [ids[i] for i in batch], tokenizer.pad_token_id, pooling, layer)
-            if out is None:
-                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[batch] = pooled
-            stats.n_forward_batches += 1
-            widths = [lengths[i] for i in batch]
-            stats.padded_tokens += sum(widths) if kind == "packed" else len(batch) * max(widths)
-            bar.update(len(batch))
+
+    def run(batch):
+        return forward(model, [ids[i] for i in batch], tokenizer.pad_token_id, pooling, layer)
+
+    for batch, pooled in zip(batches, map_on_workers(run, batches, n_workers), strict=True):
+        if out is None:
+            out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+        out[batch] = pooled
+        stats.n_forward_batches += 1
+        widths = [lengths[i] for i in batch]
+        stats.padded_tokens += sum(widths) if kind == "packed" else len(batch) * max(widths)
+        bar.update(len(batch))
     bar.close()
     stats.wall_s = time.perf_counter() - t0
     return out, stats
