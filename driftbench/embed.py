@@ -3,10 +3,10 @@
 Texts are tokenised once and sorted by length. Llama-architecture decoders take the padding-free
 forward of ``driftbench.packed`` (chunks of at most ``batch_tokens`` real tokens, no padding at
 all), run on one single-threaded worker per CPU thread (``driftbench.workers``). Every other
-model goes through its Hugging Face forward in batches of at most
-``batch_tokens`` padded tokens, bucketed by length so nearly every FLOP is spent on real tokens;
-padding is on the right and pooling reads the attention mask, so a padded text gives the same
-vector as its unpadded forward.
+model goes through its Hugging Face forward in batches of at most ``batch_tokens`` padded
+tokens, bucketed by length so nearly every FLOP is spent on real tokens; padding is on the right
+and pooling reads the attention mask, so a padded text gives the same vector as its unpadded
+forward.
 """
 
 from __future__ import annotations
