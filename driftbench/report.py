@@ -127,7 +127,10 @@ def table(runs: list[dict], axes: list[str]) -> list[dict]:
             row.update(
                 condition=m["condition"], lambda_rho=m["lambda_rho"], margin_gamma=m["margin_gamma"]
             )
-            row.update({f"delta_rho_{b}": d["delta_rho"] for b, d in m["behaviors"].items()})
+            for b, d in m["behaviors"].items():
+                row[f"delta_rho_{b}"] = d["delta_rho"]
+                if (gap := rho_measure(d, "delta_mean_ce_gap")) is not None:
+                    row[f"delta_gap_{b}"] = gap
             row.update(
                 final_sft_loss=m["training"]["final_sft_loss"],
                 final_contrastive_loss=m["training"]["final_contrastive_loss"],
@@ -255,6 +258,48 @@ def _rho_runs(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r["meta"].get("task") == "rho_sft"]
 
 
+# What a rho_sft sweep is summarised by: rho-eval's audit rho, and the confidence gap that
+# rho-eval's own SFT experiments report by default (experiments/rho_guided_sft_mlx.py:
+# mlx_quick_rho = mean log-prob of the positive minus the negative text over a behaviour's
+# contrast pairs; its "--full-audit" switches to the audit). The seed's tables are in the gap's
+# units (e.g. a toxicity delta of +1.061, beyond any AUC's range), so the report gives both.
+RHO_MEASURES = {
+    "delta_rho": ("Δρ", "rho-eval's audit rho, after − before"),
+    "delta_mean_ce_gap": (
+        "Δgap",
+        "confidence gap (mean log-prob positive − negative over contrast pairs, rho-eval's "
+        "mlx_quick_rho, the unit of the seed's tables), after − before",
+    ),
+}
+_RHO_FIGURE_PREFIX = {"delta_rho": "report_rho", "delta_mean_ce_gap": "report_gap"}
+
+
+def rho_measure(behavior: dict, measure: str) -> float | None:
+    """One behaviour's change in ``measure``; None where the run has no such number (the gap
+    exists only for behaviours with contrast pairs). Metrics written before the gap's delta was
+    stored give it from their before/after gaps."""
+    if measure == "delta_mean_ce_gap" and measure not in behavior:
+        before, after = behavior.get("mean_ce_gap_before"), behavior.get("mean_ce_gap_after")
+        return None if before is None or after is None else after - before
+    return behavior.get(measure)
+
+
+def _values(ms: list[dict], b: str, measure: str) -> np.ndarray:
+    v = [rho_measure(m["behaviors"][b], measure) for m in ms if b in m["behaviors"]]
+    return np.array([x for x in v if x is not None], dtype=float)
+
+
+def _measured_behaviors(runs: list[dict], measure: str) -> list[str]:
+    return sorted(
+        {
+            b
+            for r in runs
+            for b, d in r["metrics"]["behaviors"].items()
+            if rho_measure(d, measure) is not None
+        }
+    )
+
+
 def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     """Mean difference over the pooled standard deviation (NaN with fewer than 2 per group)."""
     if len(a) < 2 or len(b) < 2:
@@ -265,22 +310,26 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
 
 
-def rho_tables(runs: list[dict]) -> str:
-    """The seed's tables: delta rho per behaviour per condition (mean +- std over seeds), and
-    each condition against sft_only: Cohen's d and Welch's t-test p-value (scipy)."""
+def rho_tables(runs: list[dict], measure: str = "delta_rho") -> str:
+    """The seed's tables for one of RHO_MEASURES: its change per behaviour per condition (mean
+    +- std over seeds), and each condition against sft_only: Cohen's d and Welch's t-test
+    p-value (scipy)."""
     from scipy.stats import ttest_ind
 
+    symbol, definition = RHO_MEASURES[measure]
     runs = _rho_runs(runs)
-    if not runs:
+    behaviors = _measured_behaviors(runs, measure)
+    if not behaviors:
         return ""
-    behaviors = sorted({b for r in runs for b in r["metrics"]["behaviors"]})
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         m = r["metrics"]
         groups[(m["condition"], m["lambda_rho"], m["margin_gamma"])].append(m)
-    head = "| condition | λρ | γ | n | " + " | ".join(f"Δρ {b}" for b in behaviors) + " |"
+    head = "| condition | λρ | γ | n | " + " | ".join(f"{symbol} {b}" for b in behaviors) + " |"
     lines = [
-        "### Δρ per condition (mean ± std over seeds)",
+        f"### {symbol} per condition (mean ± std over seeds)",
+        "",
+        f"{symbol}: {definition}.",
         "",
         head,
         "|" + "---|" * (4 + len(behaviors)),
@@ -288,14 +337,16 @@ def rho_tables(runs: list[dict]) -> str:
     for (cond, lam, gam), ms in sorted(groups.items(), key=lambda kv: str(kv[0])):
         cells = []
         for b in behaviors:
-            v = np.array([m["behaviors"][b]["delta_rho"] for m in ms if b in m["behaviors"]])
-            cells.append(f"{v.mean():+.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
+            v = _values(ms, b, measure)
+            cells.append(
+                f"{v.mean():+.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}" if len(v) else "–"
+            )
         lines.append(f"| {cond} | {lam:g} | {gam:g} | {len(ms)} | " + " | ".join(cells) + " |")
     ref = [k for k in groups if k[0] == "sft_only"]
     if ref:
         lines += [
             "",
-            "### Against sft_only (Cohen's d, Welch t-test p)",
+            f"### {symbol} against sft_only (Cohen's d, Welch t-test p)",
             "",
             "| condition | λρ | γ | " + " | ".join(behaviors) + " |",
             "|" + "---|" * (3 + len(behaviors)),
@@ -306,8 +357,7 @@ def rho_tables(runs: list[dict]) -> str:
                 continue
             cells = []
             for b in behaviors:
-                a = np.array([m["behaviors"][b]["delta_rho"] for m in ms])
-                c = np.array([m["behaviors"][b]["delta_rho"] for m in base])
+                a, c = _values(ms, b, measure), _values(base, b, measure)
                 p = (
                     ttest_ind(a, c, equal_var=False).pvalue
                     if len(a) > 1 and len(c) > 1
@@ -319,8 +369,8 @@ def rho_tables(runs: list[dict]) -> str:
 
 
 def rho_figures(runs: list[dict], out: Path) -> list[str]:
-    """Delta rho per behaviour against lambda_rho (dose-response, with the fitted slope) and
-    against gamma (margin sweep): mean +- std over seeds, where those axes vary."""
+    """Each of RHO_MEASURES per behaviour against lambda_rho (dose-response, with the fitted
+    slope) and against gamma (margin sweep): mean +- std over seeds, where those axes vary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,39 +378,40 @@ def rho_figures(runs: list[dict], out: Path) -> list[str]:
 
     runs = _rho_runs(runs)
     written = []
-    for axis, fname, label in (
-        ("lambda_rho", "report_rho_dose_response.png", "λρ"),
-        ("margin_gamma", "report_rho_margin.png", "margin γ"),
-    ):
-        xs = sorted({r["metrics"][axis] for r in runs})
-        if len(xs) < 2:
-            continue
-        behaviors = sorted({b for r in runs for b in r["metrics"]["behaviors"]})
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, b in enumerate(behaviors):
-            per_x = [
-                np.array(
-                    [
-                        r["metrics"]["behaviors"][b]["delta_rho"]
-                        for r in runs
-                        if r["metrics"][axis] == x
-                    ]
-                )
-                for x in xs
-            ]
-            mean = np.array([v.mean() for v in per_x])
-            std = np.array([v.std() for v in per_x])
-            allx = np.concatenate([[x] * len(v) for x, v in zip(xs, per_x, strict=True)])
-            slope = np.polyfit(allx, np.concatenate(per_x), 1)[0]
-            ax.plot(xs, mean, "o-", color=f"C{i}", label=f"{b} (slope {slope:+.3f})")
-            ax.fill_between(xs, mean - std, mean + std, color=f"C{i}", alpha=0.2)
-        ax.axhline(0, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel(label)
-        ax.set_ylabel("Δρ (after − before)")
-        ax.legend(fontsize=7)
-        save_figure(fig, out / fname)
-        plt.close(fig)
-        written.append(fname)
+    for measure, (symbol, _) in RHO_MEASURES.items():
+        behaviors = _measured_behaviors(runs, measure)
+        for axis, suffix, label in (
+            ("lambda_rho", "dose_response", "λρ"),
+            ("margin_gamma", "margin", "margin γ"),
+        ):
+            xs = sorted({r["metrics"][axis] for r in runs})
+            if len(xs) < 2 or not behaviors:
+                continue
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for i, b in enumerate(behaviors):
+                per_x = [
+                    _values([r["metrics"] for r in runs if r["metrics"][axis] == x], b, measure)
+                    for x in xs
+                ]
+                keep = [(x, v) for x, v in zip(xs, per_x, strict=True) if len(v)]
+                if not keep:
+                    continue
+                kx = [x for x, _ in keep]
+                mean = np.array([v.mean() for _, v in keep])
+                std = np.array([v.std() for _, v in keep])
+                allx = np.concatenate([[x] * len(v) for x, v in keep])
+                ally = np.concatenate([v for _, v in keep])
+                slope = np.polyfit(allx, ally, 1)[0] if len(kx) > 1 else float("nan")
+                ax.plot(kx, mean, "o-", color=f"C{i}", label=f"{b} (slope {slope:+.3g})")
+                ax.fill_between(kx, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+            ax.axhline(0, color="grey", lw=0.8, ls=":")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{symbol} (after − before)")
+            ax.legend(fontsize=7)
+            fname = f"{_RHO_FIGURE_PREFIX[measure]}_{suffix}.png"
+            save_figure(fig, out / fname)
+            plt.close(fig)
+            written.append(fname)
     return written
 
 
@@ -393,7 +444,7 @@ def report(paths: list[Path], out: Path | None = None) -> dict:
     rows = table(runs, axes)
     atomic_write_csv(out / "report.csv", rows) if rows else None
     md = markdown(rows, skipped)
-    extra = [t for t in (cliff_table(runs), rho_tables(runs)) if t]
+    extra = [t for t in (cliff_table(runs), *(rho_tables(runs, m) for m in RHO_MEASURES)) if t]
     atomic_write_text(out / "report.md", "\n".join([md, *extra]))
     figures = drift_figures(runs, axes, out) + rho_figures(runs, out)
     for d, why in skipped:

@@ -83,3 +83,45 @@ def test_rho_tables_compare_conditions_with_welch_t_test():
     assert "| rho_guided | 0.2 | 0.1 | 3 | +0.1000 ± 0.0200 |" in md
     p = ttest_ind(rho, sft, equal_var=False).pvalue
     assert f"p={p:.3g}" in md and "d=" in md
+
+
+def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
+    """The seed's tables are in rho-eval's mlx_quick_rho units (mean log-prob positive minus
+    negative over contrast pairs); a run's gap delta is after - before of the audit's paired
+    mean CE gap, read from older metrics that stored only the two gaps too."""
+    from scipy.stats import ttest_ind
+
+    from driftbench.report import rho_measure, rho_tables
+
+    def fake(condition, gap_before, gap_after, stored):
+        tox = {"delta_rho": 0.0, "mean_ce_gap_before": gap_before, "mean_ce_gap_after": gap_after}
+        if stored:
+            tox["delta_mean_ce_gap"] = gap_after - gap_before
+        return {
+            "meta": {"task": "rho_sft"},
+            "metrics": {
+                "condition": condition,
+                "lambda_rho": 0.2,
+                "margin_gamma": 0.1,
+                # bias here is a generation behaviour without pairs: no gap
+                "behaviors": {"toxicity": tox, "bias": {"delta_rho": gap_after}},
+            },
+        }
+
+    assert rho_measure(
+        fake("x", 0.5, 1.25, False)["metrics"]["behaviors"]["toxicity"], "delta_mean_ce_gap"
+    ) == pytest.approx(0.75)
+    assert rho_measure({"delta_rho": 0.1}, "delta_mean_ce_gap") is None
+    sft = [(0.5, 0.5625), (0.5, 0.4375), (0.5, 0.5)]  # deltas +1/16, -1/16, 0 (exact)
+    rho = [(0.5, 1.5), (0.5, 1.75), (0.5, 1.25)]  # deltas 1, 1.25, 0.75
+    runs = [fake("sft_only", b, a, i % 2 == 0) for i, (b, a) in enumerate(sft)]
+    runs += [fake("rho_guided", b, a, i % 2 == 1) for i, (b, a) in enumerate(rho)]
+    md = rho_tables(runs, "delta_mean_ce_gap")
+    assert "### Δgap per condition" in md and "mlx_quick_rho" in md
+    assert "| rho_guided | 0.2 | 0.1 | 3 | +1.0000 ± 0.2500 |" in md
+    assert "| sft_only | 0.2 | 0.1 | 3 | +0.0000 ± 0.0625 |" in md
+    assert "Δgap bias" not in md and "Δgap toxicity" in md
+    p = ttest_ind([1.0, 1.25, 0.75], [0.0625, -0.0625, 0.0], equal_var=False).pvalue
+    assert f"p={p:.3g}" in md
+    # the audit's table keeps every behaviour
+    assert "Δρ bias" in rho_tables(runs) and "Δρ toxicity" in rho_tables(runs)

@@ -43,6 +43,12 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
         assert row["rho_before"] == before[b]["rho"] and row["rho_after"] == after[b]["rho"]
         assert row["delta_rho"] == pytest.approx(after[b]["rho"] - before[b]["rho"])
         assert 0.0 <= row["frac_positive_lower_ce_before"] <= 1.0
+        # rho-eval's mlx_quick_rho (the seed's tables' unit): the paired mean CE gap's change
+        gap_before, gap_after = (
+            before[b]["paired"]["mean_ce_gap"],
+            after[b]["paired"]["mean_ce_gap"],
+        )
+        assert row["delta_mean_ce_gap"] == pytest.approx(gap_after - gap_before)
     t = metrics["training"]
     assert t["steps"] == 1 and t["real_tokens"] > 0 and t["final_contrastive_loss"] is not None
     curve = (d / "loss_curve.csv").read_text().splitlines()
@@ -160,5 +166,6 @@ def test_dose_response_preset_runs_unchanged_on_the_tiny_model(tmp_path):
     assert len(metas) == 8 and all(m["status"] == "completed" for m in metas)
     sweep = next((tmp_path / "outputs" / "multirun").iterdir())
     md = (sweep / "report.md").read_text()
-    assert "Δρ per condition" in md
+    assert "Δρ per condition" in md and "Δgap per condition" in md
     assert (sweep / "report_rho_dose_response.png").exists()
+    assert (sweep / "report_gap_dose_response.png").exists()

@@ -297,12 +297,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if before[b].get("paired") and k in before[b]["paired"]:
                 out[f"{k}_before"] = before[b]["paired"][k]
                 out[f"{k}_after"] = after[b]["paired"][k]
+        if out.get("mean_ce_gap_before") is not None and out.get("mean_ce_gap_after") is not None:
+            # rho-eval's mlx_quick_rho, the unit of the seed's tables (see report.RHO_MEASURES)
+            out["delta_mean_ce_gap"] = out["mean_ce_gap_after"] - out["mean_ce_gap_before"]
         return out
 
     summary = {b: delta(b) for b in behaviors}
     for b, d in summary.items():
+        gap = d.get("delta_mean_ce_gap")
         log.info(
-            "%s: rho %.4f -> %.4f (delta %+.4f)", b, d["rho_before"], d["rho_after"], d["delta_rho"]
+            "%s: rho %.4f -> %.4f (delta %+.4f)%s",
+            b,
+            d["rho_before"],
+            d["rho_after"],
+            d["delta_rho"],
+            "" if gap is None else f"; confidence gap delta {gap:+.4f}",
         )
     tokens = sum(h["real_tokens"] for h in history)
     return {
