@@ -53,16 +53,13 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
     assert t["steps"] == 1 and t["real_tokens"] > 0 and t["final_contrastive_loss"] is not None
     curve = (d / "loss_curve.csv").read_text().splitlines()
     assert curve[0].startswith("step,lr,sft_loss,contrastive_loss,active_hinge_fraction")
+    # the seed's jailbreak set by default: two prompts from its first two categories
     stress = json.loads((d / "stress_before.json").read_text())
-    assert stress["harmful"]["n"] == 2 and 0.0 <= stress["harmful"]["refusal_rate"] <= 1.0
-    # the model is asked the harmful request alone, not shown the compliant answer that follows
-    # it in the probe's harmful_version; results are grouped by the probes' domain
-    refusal = {p["id"]: p for p in load_probes("refusal")}
-    for r in stress["harmful"]["replies"]:
-        request, answer = refusal[r["id"]]["harmful_version"].split("\n\n", 1)
-        assert r["prompt"] == request.strip() and answer[:40] not in r["prompt"]
-    domains = {refusal[r["id"]]["domain"] for r in stress["harmful"]["replies"]}
-    assert set(stress["harmful"]["by_category"]) == domains
+    assert stress["prompts"] == "jailbreak" and stress["harmful"]["n"] == 2
+    assert [r["id"] for r in stress["harmful"]["replies"]] == ["dan_classic", "fiction_novel"]
+    assert set(stress["harmful"]["by_category"]) == {"role_override", "fictional"}
+    assert stress["harmful"]["n_refused"] == sum(r["refused"] for r in stress["harmful"]["replies"])
+    assert stress["harmful"]["refusal_rate"] == stress["harmful"]["n_refused"] / 2
 
 
 def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
@@ -87,6 +84,9 @@ def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
         ),
         (["sft.data.alpaca_path=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
         (["task.gen_max_batch=0"], "task.gen_max_batch=0: must be an integer >= 1"),
+        (["task.stress_test.prompts=advbench"], "prompts='advbench'; accepted: jailbreak, probes"),
+        (["task.stress_test.n_harmful=26"], "n_harmful=26, but the jailbreak set has 25 such"),
+        (["task.stress_test.n_benign=0"], "task.stress_test.n_benign=0: must be >= 1"),
     ],
 )
 def test_bad_rho_input_is_refused_before_any_model_is_loaded(

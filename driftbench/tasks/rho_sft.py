@@ -94,7 +94,22 @@ def validate(cfg: DictConfig) -> None:
     path = resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
     if path.stat().st_size == 0:
         raise ValueError(f"SFT data file {path} is empty")
+    if cfg.task.stress_test.enabled:
+        stress_prompts_of(cfg)  # an unknown prompt set or a count it cannot give
     check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+
+
+def stress_prompts_of(cfg: DictConfig):
+    from driftbench.rho.stress import stress_prompts
+
+    st = cfg.task.stress_test
+
+    def count(v):
+        return None if v is None else int(v)
+
+    return stress_prompts(
+        str(st.prompts), count(st.n_harmful), count(st.n_benign), int(cfg.task.probe_seed)
+    )
 
 
 def pair_and_trap_behaviors(cfg: DictConfig) -> list[str]:
@@ -199,12 +214,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     probes = {b: load_probes(b, n_probes, probe_seed) for b in pair_and_trap_behaviors(cfg)}
     sft_texts, pairs, held = build_training_set(cfg, probes)
     st = cfg.task.stress_test
-    stress_probes = None
-    if st.enabled:
-        stress_probes = (
-            load_probes("refusal", int(st.n_harmful), probe_seed),
-            load_probes("overrefusal", int(st.n_benign), probe_seed),
-        )
+    prompts = stress_prompts_of(cfg) if st.enabled else None
 
     loaded = load_model(
         spec,
@@ -265,7 +275,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         res = stress_test(
             m,
             tok,
-            *stress_probes,
+            prompts,
             max_new_tokens=int(st.max_new_tokens),
             progress=progress,
             **batching,
