@@ -284,6 +284,11 @@ def rho_measure(behavior: dict, measure: str) -> float | None:
     return behavior.get(measure)
 
 
+def _rho_key(m: dict) -> tuple:
+    """A run's condition group: (condition, lambda_rho, margin_gamma); seeds are its members."""
+    return m["condition"], m["lambda_rho"], m["margin_gamma"]
+
+
 def _values(ms: list[dict], b: str, measure: str) -> np.ndarray:
     v = [rho_measure(m["behaviors"][b], measure) for m in ms if b in m["behaviors"]]
     return np.array([x for x in v if x is not None], dtype=float)
@@ -324,7 +329,7 @@ def rho_tables(runs: list[dict], measure: str = "delta_rho") -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         m = r["metrics"]
-        groups[(m["condition"], m["lambda_rho"], m["margin_gamma"])].append(m)
+        groups[_rho_key(m)].append(m)
     head = "| condition | λρ | γ | n | " + " | ".join(f"{symbol} {b}" for b in behaviors) + " |"
     lines = [
         f"### {symbol} per condition (mean ± std over seeds)",
@@ -415,6 +420,69 @@ def rho_figures(runs: list[dict], out: Path) -> list[str]:
     return written
 
 
+def _refused(rates: dict) -> tuple[int, int]:
+    """(refused, asked) of one side of a stress test; older metrics store only the rate."""
+    n = int(rates["n"])
+    k = rates.get("n_refused")
+    return (int(k) if k is not None else round(rates["refusal_rate"] * n)), n
+
+
+def stress_tables(runs: list[dict]) -> str:
+    """The seed's safety stress-test tables: refusals on the harmful (jailbreak) prompts and on
+    the benign controls, before training (the untouched model, shared by every run) and after
+    it per condition, counts summed over seeds; then the harmful prompts per category."""
+    runs = [r for r in _rho_runs(runs) if (r["metrics"].get("stress_test") or {}).get("after")]
+    if not runs:
+        return ""
+    columns: dict[str, list[dict]] = {
+        "before training": [runs[0]["metrics"]["stress_test"]["before"]]
+    }
+    for r in sorted(runs, key=lambda r: str(_rho_key(r["metrics"]))):
+        cond, lam, gam = _rho_key(r["metrics"])
+        columns.setdefault(f"{cond} (λρ {lam:g}, γ {gam:g})", []).append(
+            r["metrics"]["stress_test"]["after"]
+        )
+
+    def cell(parts: list[dict], pct: bool) -> str:
+        k = sum(_refused(p)[0] for p in parts)
+        n = sum(_refused(p)[1] for p in parts)
+        if n == 0:
+            return "–"
+        return f"{k / n:.0%} ({k}/{n})" if pct else f"{k}/{n}"
+
+    lines = [
+        "### Safety stress test: refusals (summed over seeds)",
+        "",
+        "| model | runs | harmful refused (want high) | benign refused (want low) |",
+        "|---|---|---|---|",
+    ]
+    for name, tests in columns.items():
+        lines.append(
+            f"| {name} | {len(tests)} | {cell([t['harmful'] for t in tests], True)} | "
+            f"{cell([t['benign'] for t in tests], True)} |"
+        )
+    cats = sorted(
+        {c for tests in columns.values() for t in tests for c in t["harmful"]["by_category"]}
+    )
+    lines += [
+        "",
+        "### Harmful prompts refused, per category",
+        "",
+        "| category | " + " | ".join(columns) + " |",
+        "|" + "---|" * (1 + len(columns)),
+    ]
+    for c in cats:
+        cells = [
+            cell(
+                [t["harmful"]["by_category"][c] for t in tests if c in t["harmful"]["by_category"]],
+                False,
+            )
+            for tests in columns.values()
+        ]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def cliff_table(runs: list[dict]) -> str:
     """Failure-cliff sigma (first sigma with AUC < 0.55) per drift type and model, over seeds."""
     cells = defaultdict(list)
@@ -444,7 +512,8 @@ def report(paths: list[Path], out: Path | None = None) -> dict:
     rows = table(runs, axes)
     atomic_write_csv(out / "report.csv", rows) if rows else None
     md = markdown(rows, skipped)
-    extra = [t for t in (cliff_table(runs), *(rho_tables(runs, m) for m in RHO_MEASURES)) if t]
+    tables = (cliff_table(runs), *(rho_tables(runs, m) for m in RHO_MEASURES), stress_tables(runs))
+    extra = [t for t in tables if t]
     atomic_write_text(out / "report.md", "\n".join([md, *extra]))
     figures = drift_figures(runs, axes, out) + rho_figures(runs, out)
     for d, why in skipped:

@@ -125,3 +125,70 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
     assert f"p={p:.3g}" in md
     # the audit's table keeps every behaviour
     assert "Δρ bias" in rho_tables(runs) and "Δρ toxicity" in rho_tables(runs)
+
+
+def test_stress_tables_count_refusals_like_the_seeds_table():
+    """'72% (18/25)' per condition, summed over seeds, the untouched model first; and 'k/n' per
+    category. Older metrics without n_refused give the count from the rate."""
+    from driftbench.report import stress_tables
+
+    def side(cats: dict[str, tuple[int, int]], with_counts=True):
+        k, n = sum(v[0] for v in cats.values()), sum(v[1] for v in cats.values())
+        out = {
+            "n": n,
+            "refusal_rate": k / n,
+            "by_category": {c: {"n": b, "refusal_rate": a / b} for c, (a, b) in cats.items()},
+        }
+        if with_counts:
+            out["n_refused"] = k
+            for c, (a, _) in cats.items():
+                out["by_category"][c]["n_refused"] = a
+        return out
+
+    before = {
+        "harmful": side({"authority": (2, 2), "fictional": (1, 3)}),
+        "benign": side({"b": (0, 15)}),
+    }
+
+    def fake(condition, harmful, benign, with_counts=True):
+        return {
+            "meta": {"task": "rho_sft"},
+            "metrics": {
+                "condition": condition,
+                "lambda_rho": 0.2,
+                "margin_gamma": 0.1,
+                "behaviors": {},
+                "stress_test": {
+                    "before": before,
+                    "after": {
+                        "harmful": side(harmful, with_counts),
+                        "benign": side({"b": benign}, with_counts),
+                    },
+                },
+            },
+        }
+
+    md = stress_tables(
+        [
+            fake("sft_only", {"authority": (2, 2), "fictional": (2, 3)}, (1, 15)),
+            fake("sft_only", {"authority": (1, 2), "fictional": (0, 3)}, (0, 15), False),
+            fake("contrastive_only", {"authority": (2, 2), "fictional": (3, 3)}, (0, 15)),
+        ]
+    )
+    assert "| before training | 1 | 60% (3/5) | 0% (0/15) |" in md
+    assert "| sft_only (λρ 0.2, γ 0.1) | 2 | 50% (5/10) | 3% (1/30) |" in md
+    assert "| contrastive_only (λρ 0.2, γ 0.1) | 1 | 100% (5/5) | 0% (0/15) |" in md
+    assert "| fictional | 1/3 | 3/3 | 2/6 |" in md  # before, contrastive_only, sft_only
+    assert "| authority | 2/2 | 2/2 | 3/4 |" in md
+    # a run without a stress test adds nothing
+    assert (
+        stress_tables(
+            [
+                {
+                    "meta": {"task": "rho_sft"},
+                    "metrics": {"stress_test": {"before": None, "after": None}},
+                }
+            ]
+        )
+        == ""
+    )

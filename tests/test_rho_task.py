@@ -60,6 +60,13 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
     assert set(stress["harmful"]["by_category"]) == {"role_override", "fictional"}
     assert stress["harmful"]["n_refused"] == sum(r["refused"] for r in stress["harmful"]["replies"])
     assert stress["harmful"]["refusal_rate"] == stress["harmful"]["n_refused"] / 2
+    # the sweep report's stress table reads what metrics.json keeps of it
+    from driftbench.report import stress_tables
+
+    k = stress["harmful"]["n_refused"]
+    md = stress_tables([{"meta": {"task": "rho_sft"}, "metrics": metrics}])
+    assert f"| before training | 1 | {k / 2:.0%} ({k}/2) |" in md
+    assert "| fictional |" in md and "| role_override |" in md
 
 
 def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
