@@ -3,7 +3,7 @@
 Why: torch splits every op of a forward over its intra-op threads, and the small ops of the packed
 forward (attention of short texts, norms, SiLU) and the GEMMs' own thread handoffs do not split
 well. On the 2-core machines here two workers of one thread each, taking chunks of texts in turn,
-embed the same texts 1.14-1.21x as fast as one forward with two threads (bench/embed.py measures
+embed the same texts 1.06-1.21x as fast as one forward with two threads (bench/embed.py measures
 both in one run), mostly because each GEMM runs on one core with no thread handoffs. torch
 releases the GIL inside its ops, so Python threads are enough: the workers share the model's
 weights and nothing is copied.
