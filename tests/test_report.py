@@ -61,21 +61,27 @@ def test_cohens_d_is_mean_difference_over_pooled_sd():
     assert cohens_d(a, b) == pytest.approx((2.0 - 3.5) / pooled)
 
 
+def rho_run(condition: str, behaviors: dict, **metrics) -> dict:
+    """A rho_sft run as the report reads it (meta + metrics), at lambda_rho 0.2, gamma 0.1."""
+    return {
+        "meta": {"task": "rho_sft"},
+        "metrics": {
+            "condition": condition,
+            "lambda_rho": 0.2,
+            "margin_gamma": 0.1,
+            "behaviors": behaviors,
+            **metrics,
+        },
+    }
+
+
 def test_rho_tables_compare_conditions_with_welch_t_test():
     from scipy.stats import ttest_ind
 
     from driftbench.report import rho_tables
 
     def fake(condition, delta):
-        return {
-            "meta": {"task": "rho_sft"},
-            "metrics": {
-                "condition": condition,
-                "lambda_rho": 0.2,
-                "margin_gamma": 0.1,
-                "behaviors": {"factual": {"delta_rho": delta}},
-            },
-        }
+        return rho_run(condition, {"factual": {"delta_rho": delta}})
 
     sft = [0.01, 0.02, 0.00]
     rho = [0.10, 0.12, 0.08]
@@ -97,16 +103,8 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
         tox = {"delta_rho": 0.0, "mean_ce_gap_before": gap_before, "mean_ce_gap_after": gap_after}
         if stored:
             tox["delta_mean_ce_gap"] = gap_after - gap_before
-        return {
-            "meta": {"task": "rho_sft"},
-            "metrics": {
-                "condition": condition,
-                "lambda_rho": 0.2,
-                "margin_gamma": 0.1,
-                # bias here is a generation behaviour without pairs: no gap
-                "behaviors": {"toxicity": tox, "bias": {"delta_rho": gap_after}},
-            },
-        }
+        # bias here is a generation behaviour without pairs: no gap
+        return rho_run(condition, {"toxicity": tox, "bias": {"delta_rho": gap_after}})
 
     assert rho_measure(
         fake("x", 0.5, 1.25, False)["metrics"]["behaviors"]["toxicity"], "delta_mean_ce_gap"
@@ -151,22 +149,8 @@ def test_stress_tables_count_refusals_like_the_seeds_table():
     }
 
     def fake(condition, harmful, benign, with_counts=True):
-        return {
-            "meta": {"task": "rho_sft"},
-            "metrics": {
-                "condition": condition,
-                "lambda_rho": 0.2,
-                "margin_gamma": 0.1,
-                "behaviors": {},
-                "stress_test": {
-                    "before": before,
-                    "after": {
-                        "harmful": side(harmful, with_counts),
-                        "benign": side({"b": benign}, with_counts),
-                    },
-                },
-            },
-        }
+        after = {"harmful": side(harmful, with_counts), "benign": side({"b": benign}, with_counts)}
+        return rho_run(condition, {}, stress_test={"before": before, "after": after})
 
     md = stress_tables(
         [
