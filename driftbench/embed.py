@@ -301,11 +301,12 @@ class EmbeddingCache:
 
     def save(self, key: str, z: np.ndarray, parts: dict, stats: EmbedStats) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        from driftbench.runs import atomic_write_json, publish
+
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
         with os.fdopen(fd, "wb") as f:
             np.save(f, z)
-        os.replace(tmp, self.path(key))
-        from driftbench.runs import atomic_write_json
+        publish(tmp, self.path(key))
 
         atomic_write_json(self.root / f"{key}.json", {"parts": parts, "stats": asdict(stats)})
 

@@ -149,7 +149,9 @@ def build_folder_once(
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
     try:
         build(tmp)
-        os.replace(tmp, out)
+        from driftbench.runs import publish
+
+        publish(tmp, out)
     except OSError:
         if not (out / marker).exists():
             raise

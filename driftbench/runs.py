@@ -50,6 +50,16 @@ def _jsonable(x):
     return x
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temp file or folder into place, with the mode a plain ``open`` or
+    ``mkdir`` would have given it. tempfile creates 0600 files and 0700 folders, which would keep
+    results and caches from the rest of a group on a shared cluster."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if Path(tmp).is_dir() else 0o666) & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +69,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -88,7 +98,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

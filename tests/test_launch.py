@@ -74,6 +74,31 @@ def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
     assert d.name.endswith(meta["config_hash"][:8])
 
 
+def test_run_files_and_caches_get_the_mode_a_plain_write_would(make_cfg, tmp_path):
+    """Atomic writes go through tempfile (0600 files, 0700 folders); what is published must have
+    the umask's mode instead, or a run's results are private to whoever ran it."""
+    import os
+    import stat
+
+    from driftbench.models import build_folder_once
+
+    old = os.umask(0o022)
+    try:
+        run(make_cfg(*TINY, cache_dir=tmp_path / "cache"))
+        # a converted model folder (tiny_random is built in memory, so build one here)
+        folder = build_folder_once(
+            tmp_path / "model", lambda t: (t / "config.json").write_text("{}")
+        )
+    finally:
+        os.umask(old)
+    d = only_run_dir(tmp_path / "outputs")
+    published = [*d.iterdir(), *(tmp_path / "cache" / "embeddings").iterdir(), folder]
+    assert any(p.suffix == ".npy" for p in published) and any(p.suffix == ".png" for p in published)
+    for p in published:
+        want = 0o755 if p.is_dir() else 0o644
+        assert stat.S_IMODE(p.stat().st_mode) == want, p
+
+
 def test_identical_config_is_skipped_unless_forced(make_cfg, tmp_path):
     run(make_cfg(*TINY))
     run(make_cfg(*TINY))

@@ -8,7 +8,6 @@ Each audit behaviour's result is written to the run dir as soon as it is done.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ from driftbench.rho import audit as rho_audit
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
 from driftbench.rho.probes import check_behavior, load_probes
 from driftbench.rho.train import TrainConfig, check_lora_targets, train
-from driftbench.runs import atomic_write_csv, atomic_write_json, save_figure
+from driftbench.runs import atomic_write_csv, atomic_write_json, publish, save_figure
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("baseline", "sft_only", "rho_guided", "contrastive_only", "shuffled_pairs")
@@ -167,7 +166,7 @@ def save_adapter(model, run_dir: Path) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=run_dir))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        os.replace(tmp, run_dir / "adapter")
+        publish(tmp, run_dir / "adapter")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return "adapter"
