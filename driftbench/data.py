@@ -1,14 +1,18 @@
 """Data: toxicity corpora (CSV/parquet), the balanced sample and the stratified split.
 
 Relative data paths are looked up in the current directory first, then in the data directory,
-which defaults to ``<project root>/../shared/data`` and never depends on the working directory
-(Hydra may change it).
+which defaults to the project's own ``data/`` folder (the shipped corpora, see data/README.md)
+and never depends on the working directory (Hydra may change it). Text files may be
+gzip-compressed (``.csv.gz``, ``.jsonl.gz``); a path ``X`` that is not found is served by
+``X.gz`` where that exists.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +29,54 @@ class DataError(ValueError):
     model is loaded."""
 
 
+ACCEPTED_TEXT_FILES = "a UTF-8 CSV/TSV or JSONL file, optionally gzip-compressed (.gz)"
+# what a file that cannot be read as text raises: bad bytes, a broken or truncated gzip stream
+_UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error)
+
+
 def default_data_dir() -> Path:
-    return PROJECT_ROOT.parent / "shared" / "data"
+    """The corpora shipped with the project (``<project root>/data``)."""
+    return PROJECT_ROOT / "data"
+
+
+def unreadable_file_error(path: Path, e: Exception) -> DataError:
+    """One sentence for a data file that is binary, not UTF-8, or a broken gzip stream."""
+    reason = (
+        f"byte 0x{e.object[e.start]:02x} is not valid UTF-8"
+        if isinstance(e, UnicodeDecodeError)
+        else f"{type(e).__name__}: {e}"
+    )
+    return DataError(
+        f"data file {path} cannot be read as text ({reason}); accepted: {ACCEPTED_TEXT_FILES}"
+    )
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether the file starts with gzip's magic bytes (whatever its name says)."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def open_text(path: Path):
+    """A text stream over ``path`` in UTF-8, decompressed on the fly when it is gzip."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def data_suffix(path: Path) -> str:
+    """The format suffix, under a ``.gz``: ``x.csv.gz`` -> ``.csv``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        return suffixes[-2] if len(suffixes) > 1 else ""
+    return suffixes[-1] if suffixes else ""
 
 
 def resolve_data_path(path: str | os.PathLike | None, data_dir: str | None = None) -> Path:
     """Absolute paths as given; relative ones from the cwd if they exist there, else from the
-    data directory. Raises with both places named when the file is nowhere."""
+    data directory. In each place ``X.gz`` serves for ``X`` when ``X`` itself is missing (the
+    shipped corpora are gzip-compressed). Raises with every place named when the file is
+    nowhere."""
     if path is None or str(path) == "":
         raise ValueError(
             "data.path is not set: give your CSV or parquet file, e.g. "
@@ -43,6 +88,8 @@ def resolve_data_path(path: str | os.PathLike | None, data_dir: str | None = Non
     else:
         base = Path(os.path.expanduser(data_dir)) if data_dir else default_data_dir()
         candidates = [Path.cwd() / p, base / p]
+    if p.suffix.lower() != ".gz":
+        candidates = [x for c in candidates for x in (c, c.with_name(c.name + ".gz"))]
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -60,6 +107,26 @@ def file_sha256(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - process-w
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
+        _cache[key] = h.hexdigest()
+    return _cache[key]
+
+
+def content_sha256(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - process-wide memo
+    """sha256 of a data file's content, decompressed when it is gzip: ``X`` and ``X.gz`` hold the
+    same data and get the same digest (the one data/README.md lists), so runs and cached
+    embeddings do not depend on how the file is stored."""
+    if not is_gzip(path):
+        return file_sha256(path)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _cache:
+        h = hashlib.sha256()
+        try:
+            with gzip.open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise unreadable_file_error(path, e) from e
         _cache[key] = h.hexdigest()
     return _cache[key]
 
@@ -93,10 +160,13 @@ def _pick_column(columns: list[str], wanted: str | None, options: tuple[str, ...
 
 
 def read_table(path: Path):
+    """A data frame from CSV, TSV (either optionally gzip-compressed) or parquet. A file that is
+    binary, not UTF-8 or a broken gzip stream raises DataError naming it, not a decoder's
+    traceback."""
     import pandas as pd
 
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    suffix = data_suffix(path)
+    if suffix in (".parquet", ".pq") and path.suffix.lower() != ".gz":
         try:
             return pd.read_parquet(path)
         except ImportError as e:
@@ -105,10 +175,27 @@ def read_table(path: Path):
             ) from e
     if suffix in (".csv", ".tsv", ".txt"):
         try:
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+            return pd.read_csv(
+                path,
+                sep="\t" if suffix == ".tsv" else ",",
+                keep_default_na=False,
+                encoding="utf-8",
+                compression="gzip" if is_gzip(path) else None,
+            )
         except pd.errors.EmptyDataError as e:
             raise DataError(f"data file {path} is empty (no header, no rows)") from e
-    raise DataError(f"data file {path} has suffix {suffix!r}; accepted: .csv, .tsv, .parquet")
+        except _UNREADABLE as e:
+            raise unreadable_file_error(path, e) from e
+        except pd.errors.ParserError as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(
+                f"data file {path} is not a well-formed CSV ({reason}); "
+                f"accepted: {ACCEPTED_TEXT_FILES}"
+            ) from e
+    raise DataError(
+        f"data file {path} has suffix {''.join(path.suffixes[-2:])!r}; accepted: .csv, .tsv "
+        "(each optionally .gz), .parquet"
+    )
 
 
 def load_toxicity(
@@ -160,7 +247,7 @@ def load_toxicity(
     labels = (score[chosen] >= threshold).astype(int)
     return ToxicityData(
         path=path,
-        file_sha256=file_sha256(path),
+        file_sha256=content_sha256(path),
         texts=[str(t) for t in text[chosen]],
         labels=labels,
         rows=chosen,
@@ -226,28 +313,32 @@ def format_instruction(instruction: str, response: str, context: str = "") -> st
 
 def load_alpaca(path: Path, n: int, seed: int = 42) -> list[str]:
     """``n`` formatted examples drawn (seeded, without replacement) from an Alpaca JSONL file
-    with ``instruction``, ``input`` and ``output`` fields."""
+    (optionally gzip-compressed) with ``instruction``, ``input`` and ``output`` fields. A file
+    that is binary, not UTF-8 or a broken gzip stream raises DataError naming it."""
     import json
 
     if n < 0:
         raise ValueError(f"number of Alpaca examples must be >= 0, got {n}")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ex = json.loads(line)
-                rows.append(
-                    format_instruction(ex["instruction"], ex["output"], ex.get("input", ""))
-                )
-            except (ValueError, KeyError) as e:
-                raise ValueError(
-                    f"{path}:{lineno} is not an Alpaca record with instruction/output ({e})"
-                ) from e
+    try:
+        with open_text(path) as f:
+            lines = list(f)
+    except _UNREADABLE as e:
+        raise unreadable_file_error(path, e) from e
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ex = json.loads(line)
+            rows.append(format_instruction(ex["instruction"], ex["output"], ex.get("input", "")))
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(
+                f"{path}:{lineno} is not an Alpaca record with instruction/output ({e}); "
+                f"accepted: {ACCEPTED_TEXT_FILES}, one JSON object per line"
+            ) from e
     if not rows:
-        raise ValueError(f"SFT data file {path} holds no examples")
+        raise DataError(f"SFT data file {path} holds no examples")
     if n > len(rows):
-        raise ValueError(f"asked for {n} Alpaca examples but {path.name} holds only {len(rows)}")
+        raise DataError(f"asked for {n} Alpaca examples but {path.name} holds only {len(rows)}")
     rng = np.random.default_rng(seed)
     return [rows[i] for i in rng.choice(len(rows), n, replace=False)]

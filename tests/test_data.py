@@ -14,7 +14,7 @@ from driftbench.data import (
     stratified_split,
 )
 
-DAVIDSON = "davidson2017_hate_offensive_tweets.csv"
+DAVIDSON = "davidson2017_hate_offensive_tweets.csv.gz"
 
 
 def test_data_dir_is_found_from_the_project_root_not_the_cwd(tmp_path, monkeypatch):
