@@ -54,7 +54,7 @@ def test_report_cli_refuses_a_missing_path(tmp_path, capsys):
 def test_cohens_d_is_mean_difference_over_pooled_sd():
     import numpy as np
 
-    from driftbench.report import cohens_d
+    from driftbench.tasks.rho_sft_summary import cohens_d
 
     a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0, 5.0])
     pooled = np.sqrt((2 * 1.0 + 3 * np.var(b, ddof=1)) / 5)
@@ -78,7 +78,7 @@ def rho_run(condition: str, behaviors: dict, **metrics) -> dict:
 def test_rho_tables_compare_conditions_with_welch_t_test():
     from scipy.stats import ttest_ind
 
-    from driftbench.report import rho_tables
+    from driftbench.tasks.rho_sft_summary import rho_tables
 
     def fake(condition, delta):
         return rho_run(condition, {"factual": {"delta_rho": delta}})
@@ -97,7 +97,7 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
     mean CE gap, read from older metrics that stored only the two gaps too."""
     from scipy.stats import ttest_ind
 
-    from driftbench.report import rho_measure, rho_tables
+    from driftbench.tasks.rho_sft_summary import rho_measure, rho_tables
 
     def fake(condition, gap_before, gap_after, stored):
         tox = {"delta_rho": 0.0, "mean_ce_gap_before": gap_before, "mean_ce_gap_after": gap_after}
@@ -128,7 +128,7 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
 def test_stress_tables_count_refusals_like_the_seeds_table():
     """'72% (18/25)' per condition, summed over seeds, the untouched model first; and 'k/n' per
     category. Older metrics without n_refused give the count from the rate."""
-    from driftbench.report import stress_tables
+    from driftbench.tasks.rho_sft_summary import stress_tables
 
     def side(cats: dict[str, tuple[int, int]], with_counts=True):
         k, n = sum(v[0] for v in cats.values()), sum(v[1] for v in cats.values())

