@@ -128,7 +128,7 @@ def _fmt(v) -> str:
 def markdown(rows: list[dict], skipped: list[tuple[str, str]]) -> str:
     if not rows:
         return "No complete runs.\n"
-    cols = [c for c in rows[0] if c != "run_dir"]
+    cols = [c for c in dict.fromkeys(c for r in rows for c in r) if c != "run_dir"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     if skipped:

@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from driftbench.launcher import run
 from driftbench.report import main, report
@@ -61,18 +62,101 @@ def test_cohens_d_is_mean_difference_over_pooled_sd():
     assert cohens_d(a, b) == pytest.approx((2.0 - 3.5) / pooled)
 
 
-def rho_run(condition: str, behaviors: dict, **metrics) -> dict:
-    """A rho_sft run as the report reads it (meta + metrics), at lambda_rho 0.2, gamma 0.1."""
+def config(task: str = "drift_eval", seed: int = 0, **overrides) -> dict:
+    """A run's resolved config.yaml as the report reads it; ``overrides``: dotted key -> value
+    with ``__`` for the dot (``sft__lambda_rho=0.5``)."""
+    cfg = {
+        "task": {"name": task},
+        "model": {"name": "tiny_random", "pooling": "last_token"},
+        "data": {"name": "davidson", "n_samples": 200},
+        "drift": {"name": "gaussian"},
+        "schedule": {"name": "list", "sigmas": [0.0, 0.05, 0.2]},
+        "classifier": {"name": "logreg", "degenerate_dims": "drop"},
+        "sft": {"condition": {"name": "rho_guided"}, "lambda_rho": 0.2, "margin": 0.1},
+        "seed": seed,
+        "runtime": {"output_root": f"/tmp/outputs-{seed}"},
+    }
+    for key, value in overrides.items():
+        *parents, leaf = key.split("__")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return cfg
+
+
+def rho_run(condition: str, behaviors: dict, seed: int = 0, cfg: dict | None = None, **metrics):
+    """A rho_sft run as the report reads it (meta, config, metrics), at lambda_rho 0.2, gamma
+    0.1 unless ``cfg`` (from config()) says otherwise."""
+    cfg = cfg or config("rho_sft", seed, sft__condition={"name": condition})
     return {
-        "meta": {"task": "rho_sft"},
+        "meta": {"task": "rho_sft", "status": "completed"},
+        "config": cfg,
         "metrics": {
             "condition": condition,
-            "lambda_rho": 0.2,
-            "margin_gamma": 0.1,
+            "lambda_rho": cfg["sft"]["lambda_rho"],
+            "margin_gamma": cfg["sft"]["margin"],
             "behaviors": behaviors,
+            "training": {"final_sft_loss": 1.0, "final_contrastive_loss": 0.5},
             **metrics,
         },
     }
+
+
+def drift_run(cfg: dict, aucs: list[float]) -> dict:
+    """A drift_eval run as the report reads it: ROC-AUC ``aucs`` at the config's sigmas."""
+    sigmas = cfg["schedule"]["sigmas"]
+    checkpoints = [
+        {
+            "sigma": s,
+            "roc_auc": a,
+            "silent_failure_rate_pct": 10.0,
+            "ece": 0.1,
+            "mean_confidence": 0.9,
+        }
+        for s, a in zip(sigmas, aucs, strict=True)
+    ]
+    cliff = next((s for s, a in zip(sigmas, aucs, strict=True) if a < 0.55), None)
+    return {
+        "meta": {"task": "drift_eval", "status": "completed"},
+        "config": cfg,
+        "metrics": {
+            "model": {"name": cfg["model"]["name"], "variant": "instruct"},
+            "sigmas": sigmas,
+            "checkpoints": checkpoints,
+            "summary": {
+                "roc_auc_at_0": aucs[0],
+                "roc_auc_at_max": aucs[-1],
+                "failure_cliff_sigma": cliff,
+            },
+            "classifier": {"c": 1.0},
+            "separability": {"silhouette": 0.1, "fisher_ratio_per_dim": 0.2, "class_overlap": 0.3},
+        },
+    }
+
+
+def write_runs(root, runs: list[dict]):
+    """Each run as a run dir under ``root`` (meta.json, config.yaml, metrics.json), in order."""
+    for i, r in enumerate(runs):
+        d = root / f"{i:03d}-run"
+        d.mkdir(parents=True)
+        (d / "meta.json").write_text(json.dumps(r["meta"]))
+        (d / "config.yaml").write_text(yaml.safe_dump(r["config"]))
+        (d / "metrics.json").write_text(json.dumps(r["metrics"]))
+    return root
+
+
+def test_report_md_has_every_runs_columns_not_just_the_first_runs(tmp_path):
+    runs = [
+        drift_run(config(), [0.9, 0.8, 0.5]),
+        rho_run("rho_guided", {"factual": {"delta_rho": 0.1}}),
+    ]
+    report([write_runs(tmp_path / "sweep", runs)], tmp_path / "rep")
+    head = (tmp_path / "rep" / "report.md").read_text().splitlines()[0]
+    assert "| roc_auc_at_max |" in head and "| delta_rho_factual |" in head
+    assert "| final_sft_loss |" in head
+    csv_head = next(csv.reader(open(tmp_path / "rep" / "report.csv")))
+    assert [c for c in csv_head if c != "run_dir"] == head.strip("| ").split(" | ")
 
 
 def test_rho_tables_compare_conditions_with_welch_t_test():
