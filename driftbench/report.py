@@ -4,7 +4,14 @@
 
 One row per complete run: the config values that vary across the runs as columns, then the
 headline metrics. Works on partial sweeps: running, failed or half-written runs are listed as
-skipped, with the reason. Curves are averaged over seeds (mean +- std band).
+skipped, with the reason.
+
+Runs are averaged only where they differ in ``seed`` alone: every other config value that varies
+(model, data, drift, sigmas, classifier, condition, lambda_rho, ...) keeps runs apart, as a
+column of a table or a line, facet or legend entry of a figure. ``group_runs`` forms those groups
+once, here; each task's summary (``tasks.SUMMARIES``: ``headline(run)``, ``tables(groups)``,
+``figures(groups, out)``, beside the task) tabulates and draws them, so a new task never edits
+this module.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ import argparse
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -22,6 +31,8 @@ from driftbench.runs import atomic_write_csv, atomic_write_text, read_json
 from driftbench.tasks import SUMMARIES, get_summary
 
 log = logging.getLogger(__name__)
+
+NOT_AXES = ("runtime", "hydra")  # where and how a run executed: never an axis of the sweep
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -68,8 +79,10 @@ def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
 
 
 def varying_keys(runs: list[dict]) -> list[str]:
-    """Config leaves (runtime excluded) whose value differs between runs: the sweep's axes."""
-    flat = [_flatten({k: v for k, v in r["config"].items() if k != "runtime"}) for r in runs]
+    """Config leaves (runtime and hydra excluded) whose value differs between runs: the sweep's
+    axes. A leaf that follows from a varying ``*.name`` (model.pooling from model.name) is left
+    out: the name already tells the runs apart."""
+    flat = [_flatten({k: v for k, v in r["config"].items() if k not in NOT_AXES}) for r in runs]
     keys = sorted({k for f in flat for k in f})
     axes = [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
     names = [k for k in axes if k.endswith(".name")]
@@ -85,6 +98,81 @@ def varying_keys(runs: list[dict]) -> list[str]:
         return False
 
     return [k for k in axes if k in names or not determined(k)]
+
+
+def readable_names(keys: list[str]) -> dict[str, str]:
+    """Short names for dotted config keys: ``model.name`` -> ``model``, ``schedule.sigmas`` ->
+    ``sigmas``; the shortest dotted suffix that no other key shares."""
+    bases = {k: k.removesuffix(".name") for k in keys}
+    out = {}
+    for k, base in bases.items():
+        parts, others = base.split("."), [b for o, b in bases.items() if o != k]
+        out[k] = base
+        for n in range(1, len(parts) + 1):
+            cand = ".".join(parts[-n:])
+            if not any(b == cand or b.endswith("." + cand) for b in others):
+                out[k] = cand
+                break
+    return out
+
+
+def fmt_value(v) -> str:
+    """A config value as a label shows it."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "none" if v is None else str(v)
+
+
+def _skipped(key: str, skip: tuple[str, ...]) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in skip)
+
+
+@dataclass
+class RunGroup:
+    """Runs of one task that differ in ``seed`` alone: the only runs the report averages.
+    ``values``: the group's value of every config key that varies across the task's runs (the
+    sweep's axes, dotted, seed excluded); ``names``: their readable names. ``skip`` arguments
+    take keys or key prefixes (``"sft"`` skips every ``sft.*``)."""
+
+    values: dict[str, Any]
+    names: dict[str, str]
+    runs: list[dict] = field(default_factory=list)
+
+    def key(self, skip: tuple[str, ...] = ()) -> tuple:
+        """The group's axis values, less ``skip``: equal keys mean runs alike but for those."""
+        return tuple((k, v) for k, v in self.values.items() if not _skipped(k, skip))
+
+    def columns(self, skip: tuple[str, ...] = ()) -> dict[str, str]:
+        """Readable axis name -> formatted value, for a table row."""
+        return {self.names[k]: fmt_value(v) for k, v in self.key(skip)}
+
+    def label(self, skip: tuple[str, ...] = ()) -> str:
+        """``model=minilm_l6, sigmas=[0.0, 0.1]``, for a legend; "all" where nothing varies."""
+        return ", ".join(f"{n}={v}" for n, v in self.columns(skip).items()) or "all"
+
+    @property
+    def seeds(self) -> list:
+        return [r["config"].get("seed") for r in self.runs]
+
+
+def _natural(values) -> tuple:
+    return tuple(
+        (0, v, "") if isinstance(v, int | float) and not isinstance(v, bool) else (1, 0, str(v))
+        for v in values
+    )
+
+
+def group_runs(runs: list[dict]) -> list[RunGroup]:
+    """The runs (of one task) in groups that differ in seed alone, keyed by every other config
+    value that varies across them; in the natural order of those values."""
+    axes = [k for k in varying_keys(runs) if k != "seed"]
+    names = readable_names(axes)
+    groups: dict[tuple, RunGroup] = {}
+    for r in runs:
+        flat = _flatten(r["config"])
+        values = {a: flat.get(a) for a in axes}
+        groups.setdefault(tuple(values.values()), RunGroup(values, names)).runs.append(r)
+    return [groups[k] for k in sorted(groups, key=_natural)]
 
 
 def run_status(run_dir: Path, meta: dict) -> str:
@@ -148,8 +236,9 @@ def report(paths: list[Path], out: Path | None = None) -> dict:
     tables, figures = [], []
     for task, task_runs in by_task(runs).items():
         if (summary := summary_of(task)) is not None:
-            tables += summary.tables(task_runs, axes)
-            figures += summary.figures(task_runs, axes, out)
+            groups = group_runs(task_runs)
+            tables += summary.tables(groups)
+            figures += summary.figures(groups, out)
     atomic_write_text(out / "report.md", "\n".join([md, *(t for t in tables if t)]))
     for d, why in skipped:
         log.warning("skipped %s: %s", d, why)

@@ -260,3 +260,53 @@ def test_stress_tables_count_refusals_like_the_seeds_table():
         )
         == ""
     )
+
+
+# One axis at a time away from config()'s defaults; each pair of seeds is one group.
+DRIFT_VARIANTS = {
+    "base": {},
+    "model": {"model__name": "minilm_l6"},
+    "data": {"data__name": "sbic"},
+    "sigmas": {"schedule__sigmas": [0.0, 0.1, 0.3]},  # as many sigmas as the default
+    "drift": {"drift__name": "subspace"},
+    "classifier": {"classifier__name": "paper_c1"},
+}
+
+
+def test_drift_runs_are_averaged_over_seeds_alone(tmp_path):
+    """Runs that differ in anything but the seed (model, data, sigmas of equal count, drift,
+    classifier) stay apart: one table row and one curve each, at their own sigmas, each the mean
+    of exactly its own two seeds."""
+    runs, final_auc = [], {}
+    for i, (name, overrides) in enumerate(DRIFT_VARIANTS.items()):
+        for seed in (0, 1):
+            auc = 0.7 - 0.2 * seed - 0.01 * i  # seed 1 falls under the cliff at the last sigma
+            runs.append(drift_run(config(seed=seed, **overrides), [0.9, 0.8, auc]))
+        final_auc[name] = 0.6 - 0.01 * i
+    sweep = write_runs(tmp_path / "sweep", runs)
+    res = report([sweep], tmp_path / "rep")
+    assert {"model.name", "data.name", "schedule.sigmas", "drift.name", "classifier.name"} <= set(
+        res["axes"]
+    )
+    md = (tmp_path / "rep" / "report.md").read_text()
+    cliff_rows = [line for line in md.splitlines() if line.endswith("| none, 0.2 |")]
+    cliff_rows += [line for line in md.splitlines() if line.endswith("| none, 0.3 |")]
+    assert len(cliff_rows) == len(DRIFT_VARIANTS)  # one row per variant, two seeds in each
+    assert all("| 2 |" in line for line in cliff_rows)
+    assert sum("[0.0, 0.1, 0.3]" in line for line in cliff_rows) == 1
+
+    from driftbench.report import collect, group_runs
+    from driftbench.tasks.drift_eval_summary import curves
+
+    groups = group_runs(collect([sweep])[0])
+    assert len(groups) == len(DRIFT_VARIANTS) and all(sorted(g.seeds) == [0, 1] for g in groups)
+    lines = curves(groups)
+    assert len({c["label"] for c in lines}) == len(DRIFT_VARIANTS)
+    by_sigmas = {tuple(c["sigmas"]) for c in lines}
+    assert by_sigmas == {(0.0, 0.05, 0.2), (0.0, 0.1, 0.3)}
+    assert sorted(c["mean"]["roc_auc"][-1] for c in lines) == pytest.approx(
+        sorted(final_auc.values())
+    )
+    assert all(c["n"] == 2 for c in lines)
+    assert any("sigmas=[0.0, 0.1, 0.3]" in c["label"] for c in lines)
+    assert (tmp_path / "rep" / "report_drift_curves.png").stat().st_size > 1000

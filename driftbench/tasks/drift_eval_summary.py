@@ -4,8 +4,6 @@ run dirs are."""
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -43,135 +41,191 @@ def headline(run: dict) -> dict:
     return {name: _get(run["metrics"], path) for name, path in DRIFT_HEADLINE}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
+FACET = "classifier.degenerate_dims"  # one row of panels per value, where it varies
+PANELS = [
+    ("roc_auc", "ROC-AUC"),
+    ("silent_failure_rate_pct", "silent-failure rate (%)"),
+    ("ece", "ECE"),
+    ("mean_confidence", "mean confidence"),
+]
+# Separability is measured on the training embeddings, before any drift, schedule or classifier:
+# runs that differ only in those share it.
+NOT_SEPARABILITY = ("drift", "schedule", "classifier")
+
+
+def curves(groups: list) -> list[dict]:
+    """Per group of runs (report.RunGroup: runs that differ in seed alone), each of PANELS
+    against sigma at the group's own sigmas: mean and std over its seeds. ``facet``: the group's
+    FACET value (None where it does not vary); ``label``: its other axis values."""
+    out = []
+    for g in groups:
+        sigmas = g.runs[0]["metrics"]["sigmas"]
+        members = [r for r in g.runs if len(r["metrics"]["checkpoints"]) == len(sigmas)]
+        mean, std = {}, {}
+        for metric, _ in PANELS:
+            ys = np.array(
+                [
+                    [
+                        np.nan if c[metric] is None else c[metric]
+                        for c in r["metrics"]["checkpoints"]
+                    ]
+                    for r in members
+                ],
+                dtype=float,
+            )
+            mean[metric], std[metric] = np.nanmean(ys, 0), np.nanstd(ys, 0)
+        out.append(
+            {
+                "facet": g.values.get(FACET),
+                "label": g.label(skip=(FACET,)),
+                "sigmas": np.array(sigmas, dtype=float),
+                "n": len(members),
+                "mean": mean,
+                "std": std,
+            }
+        )
     return out
 
 
-def _group(runs: list[dict], axes: list[str], drop: tuple[str, ...]) -> dict[tuple, list[dict]]:
-    keys = [a for a in axes if a not in drop]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        flat = _flatten(r["config"])
-        groups[tuple((k, flat.get(k)) for k in keys)].append(r)
-    return groups
-
-
-def _label(key: tuple) -> str:
-    return (
-        ", ".join(f"{k.split('.')[0] if k.endswith('.name') else k}={v}" for k, v in key) or "all"
-    )
-
-
-def drift_figures(runs: list[dict], axes: list[str], out: Path) -> list[str]:
+def drift_figures(groups: list, out: Path) -> list[str]:
     """AUC, SFR, ECE and mean confidence vs sigma: one line per group of runs that differ only
-    in seed (mean +- std band); one row of panels per facet (classifier.degenerate_dims, if it
-    varies)."""
+    in seed (mean +- std band), each at its own sigmas; one row of panels per facet
+    (classifier.degenerate_dims, if it varies). Then separability per embedding setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not runs:
+    if not groups:
         return []
-    facet = "classifier.degenerate_dims" if "classifier.degenerate_dims" in axes else None
-    facet_values = sorted({_flatten(r["config"]).get(facet) for r in runs}) if facet else [None]
-    panels = [
-        ("roc_auc", "ROC-AUC"),
-        ("silent_failure_rate_pct", "silent-failure rate (%)"),
-        ("ece", "ECE"),
-        ("mean_confidence", "mean confidence"),
-    ]
+    lines = curves(groups)
+    facet = FACET if FACET in groups[0].values else None
+    facet_values = sorted({c["facet"] for c in lines}, key=str)
     fig, axs = plt.subplots(
         len(facet_values),
-        len(panels),
-        figsize=(4.2 * len(panels), 3.4 * len(facet_values)),
+        len(PANELS),
+        figsize=(4.2 * len(PANELS), 3.4 * len(facet_values)),
         squeeze=False,
     )
     for row, fv in enumerate(facet_values):
-        sub = [r for r in runs if not facet or _flatten(r["config"]).get(facet) == fv]
-        groups = _group(sub, axes, drop=("seed", "schedule.sigmas") + ((facet,) if facet else ()))
-        for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
-            sig = np.array(members[0]["metrics"]["sigmas"])
-            for col, (metric, title) in enumerate(panels):
-                ys = np.array(
-                    [
-                        [
-                            np.nan if c[metric] is None else c[metric]
-                            for c in m["metrics"]["checkpoints"]
-                        ]
-                        for m in members
-                        if len(m["metrics"]["checkpoints"]) == len(sig)
-                    ],
-                    dtype=float,
-                )
-                mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
+        for i, c in enumerate(x for x in lines if x["facet"] == fv):
+            for col, (metric, title) in enumerate(PANELS):
+                mean, std = c["mean"][metric], c["std"][metric]
                 ax = axs[row, col]
-                ax.plot(
-                    sig, mean, "o-", ms=3, color=f"C{i % 10}", label=f"{_label(key)} (n={len(ys)})"
-                )
-                if len(ys) > 1:
-                    ax.fill_between(sig, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
+                color = f"C{i % 10}"
+                label = f"{c['label']} (n={c['n']})"
+                ax.plot(c["sigmas"], mean, "o-", ms=3, color=color, label=label)
+                if c["n"] > 1:
+                    ax.fill_between(c["sigmas"], mean - std, mean + std, color=color, alpha=0.2)
                 ax.set_title(
-                    title + (f"  [{facet.split('.')[-1]}={fv}]" if facet else ""), fontsize=9
+                    title + (f"  [{groups[0].names[facet]}={fv}]" if facet else ""), fontsize=9
                 )
                 ax.set_xlabel("σ")
         axs[row, 0].axhline(0.5, color="grey", ls=":", lw=0.8)
-    axs[0, 0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
+    legend = {}  # one entry per group, below the panels: the labels name every varying axis
+    for ax in axs[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(
+        legend.values(),
+        legend.keys(),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=2 if len(legend) > 4 else 1,
+        fontsize=7,
+    )
     save_figure(fig, out / "report_drift_curves.png")
     plt.close(fig)
-    written = ["report_drift_curves.png"]
-
-    by_model = defaultdict(list)
-    for r in runs:
-        key = (r["metrics"]["model"]["name"], r["metrics"]["model"].get("variant"))
-        by_model[key].append(r["metrics"]["separability"])
-    if by_model:
-        names = ["silhouette", "fisher_ratio_per_dim", "class_overlap"]
-        fig, axs = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2))
-        labels = [f"{m}\n({v})" for m, v in by_model]
-        for ax, name in zip(axs, names, strict=True):
-            vals = [np.mean([s[name] for s in seps]) for seps in by_model.values()]
-            ax.bar(labels, vals, color=["C0" if v == "base" else "C3" for _, v in by_model])
-            ax.set_title(name, fontsize=9)
-            ax.tick_params(axis="x", labelsize=7)
-        fig.suptitle("separability on training embeddings (base blue, instruct red)", fontsize=9)
-        fig.tight_layout()
-        save_figure(fig, out / "report_separability.png")
-        plt.close(fig)
-        written.append("report_separability.png")
-    return written
+    return ["report_drift_curves.png", *separability_figure(groups, out)]
 
 
-def cliff_table(runs: list[dict]) -> str:
-    """Failure-cliff sigma (first sigma with AUC < 0.55) per drift type and model, over seeds."""
-    cells = defaultdict(list)
-    for r in runs:
-        cfg = r["config"]
-        key = (cfg["model"]["name"], cfg["drift"]["name"], cfg["classifier"].get("degenerate_dims"))
-        cells[key].append(r["metrics"]["summary"]["failure_cliff_sigma"])
-    if not cells:
+def separability(groups: list) -> list[dict]:
+    """Separability per embedding setting (the groups' axes less NOT_SEPARABILITY), each seed
+    counted once: ``label``, ``variant`` (base or instruct) and the mean of each measure."""
+    merged: dict[tuple, dict] = {}
+    for g in groups:
+        key = g.key(skip=NOT_SEPARABILITY)
+        entry = merged.setdefault(key, {"group": g, "by_seed": {}})
+        for r in g.runs:
+            entry["by_seed"].setdefault(r["config"].get("seed"), r["metrics"])
+    out = []
+    for entry in merged.values():
+        g, ms = entry["group"], list(entry["by_seed"].values())
+        model = ms[0]["model"]
+        other = g.label(skip=(*NOT_SEPARABILITY, "model.name"))
+        label = f"{model['name']}\n({model.get('variant')})" + (
+            "" if other == "all" else f"\n{other}"
+        )
+        seps = [m["separability"] for m in ms]
+        out.append(
+            {
+                "label": label,
+                "variant": model.get("variant"),
+                "n": len(ms),
+                **{k: float(np.mean([s[k] for s in seps])) for k in SEPARABILITY},
+            }
+        )
+    return out
+
+
+SEPARABILITY = ["silhouette", "fisher_ratio_per_dim", "class_overlap"]
+
+
+def separability_figure(groups: list, out: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    bars = separability(groups)
+    fig, axs = plt.subplots(1, len(SEPARABILITY), figsize=(4 * len(SEPARABILITY), 3.2))
+    for ax, name in zip(axs, SEPARABILITY, strict=True):
+        ax.bar(
+            [b["label"] for b in bars],
+            [b[name] for b in bars],
+            color=["C0" if b["variant"] == "base" else "C3" for b in bars],
+        )
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle("separability on training embeddings (base blue, instruct red)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out / "report_separability.png")
+    plt.close(fig)
+    return ["report_separability.png"]
+
+
+def cliff_table(groups: list) -> str:
+    """Failure-cliff sigma (first sigma with AUC < 0.55) per group of runs that differ in seed
+    alone: model, drift type, degenerate_dims and every other axis that varies as columns."""
+    if not groups:
         return ""
+    fixed = ("model.name", "drift.name", FACET)
+    extra = list(groups[0].columns(skip=fixed))
     lines = [
-        "| model | drift | degenerate_dims | failure-cliff σ (AUC < 0.55), per seed |",
-        "|---|---|---|---|",
+        "| model | drift | degenerate_dims | "
+        + "".join(f"{c} | " for c in extra)
+        + "n | ROC-AUC at σ max (mean ± std) | failure-cliff σ (AUC < 0.55), per seed |",
+        "|" + "---|" * (6 + len(extra)),
     ]
-    for (model, drift, dd), vals in sorted(cells.items()):
-        shown = ", ".join("none" if v is None else f"{v:.3g}" for v in vals)
-        lines.append(f"| {model} | {drift} | {dd} | {shown} |")
+    for g in groups:
+        cfg = g.runs[0]["config"]
+        auc = np.array([r["metrics"]["summary"]["roc_auc_at_max"] for r in g.runs], dtype=float)
+        cliffs = [r["metrics"]["summary"]["failure_cliff_sigma"] for r in g.runs]
+        shown = ", ".join("none" if v is None else f"{v:.3g}" for v in cliffs)
+        cells = [
+            cfg["model"]["name"],
+            cfg["drift"]["name"],
+            str(cfg["classifier"].get("degenerate_dims")),
+            *g.columns(skip=fixed).values(),
+            str(len(g.runs)),
+            f"{np.nanmean(auc):.3f} ± {np.nanstd(auc):.3f}",
+            shown,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def tables(runs: list[dict], axes: list[str]) -> list[str]:
-    return [cliff_table(runs)]
+def tables(groups: list) -> list[str]:
+    return [cliff_table(groups)]
 
 
-def figures(runs: list[dict], axes: list[str], out: Path) -> list[str]:
-    return drift_figures(runs, axes, out)
+def figures(groups: list, out: Path) -> list[str]:
+    return drift_figures(groups, out)

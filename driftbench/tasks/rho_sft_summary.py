@@ -255,9 +255,10 @@ def stress_tables(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tables(runs: list[dict], axes: list[str]) -> list[str]:
+def tables(groups: list) -> list[str]:
+    runs = [r for g in groups for r in g.runs]
     return [*(rho_tables(runs, m) for m in RHO_MEASURES), stress_tables(runs)]
 
 
-def figures(runs: list[dict], axes: list[str], out: Path) -> list[str]:
-    return rho_figures(runs, out)
+def figures(groups: list, out: Path) -> list[str]:
+    return rho_figures([r for g in groups for r in g.runs], out)
