@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ from driftbench.backends import is_mlx
 
 POOLINGS = ("last_token", "mean")
 CACHE_VERSION = 2
+
+log = logging.getLogger(__name__)
 
 
 def last_token_pool(hidden, mask):
@@ -293,21 +295,32 @@ class EmbeddingCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npy"
 
-    def load(self, key: str) -> np.ndarray | None:
+    def load(self, key: str, n_rows: int) -> np.ndarray | None:
+        """The entry, or None when there is none or it cannot be trusted: a file that does not
+        load (truncated, overwritten), a shape other than (n_rows, d), or NaN/inf. A bad entry
+        is logged in one line and removed, and the caller recomputes it."""
         p = self.path(key)
         if not p.exists():
             return None
-        return np.load(p)
+        try:
+            z = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            problem = f"unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        else:
+            if z.ndim != 2 or z.shape[0] != n_rows or z.shape[1] < 1:
+                problem = f"shape {z.shape}, expected ({n_rows}, d)"
+            elif not np.isfinite(z).all():
+                problem = "non-finite values"
+            else:
+                return z
+        log.warning("embedding cache entry %s is bad (%s): removed, recomputing", p, problem)
+        p.unlink(missing_ok=True)
+        return None
 
     def save(self, key: str, z: np.ndarray, parts: dict, stats: EmbedStats) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        from driftbench.runs import atomic_write_json, publish
+        from driftbench.runs import atomic_write_bytes, atomic_write_json
 
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, z)
-        publish(tmp, self.path(key))
-
+        atomic_write_bytes(self.path(key), lambda f: np.save(f, z))
         atomic_write_json(self.root / f"{key}.json", {"parts": parts, "stats": asdict(stats)})
 
 
@@ -348,7 +361,7 @@ def cached_embeddings(
     }
     key = cache_key(parts)
     cache = EmbeddingCache(cache_dir)
-    z = cache.load(key)
+    z = cache.load(key, len(texts))
     if z is not None:
         stats = EmbedStats(n_texts=len(texts), cache_hit=True)
     else:
@@ -366,5 +379,4 @@ def cached_embeddings(
         )
         check_finite(z, f"model {spec.name!r}")
         cache.save(key, z, parts, stats)
-    check_finite(z, f"cached embeddings {cache.path(key)}")
     return z, {"identity": identity, "cache_key": key, "stats": asdict(stats)}

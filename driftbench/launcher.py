@@ -1,18 +1,30 @@
-"""One job: validate the config, skip it if an identical run is complete, else run its task
-inside a fresh run dir. Called by ``launch.py`` for every job of a run or multirun."""
+"""One job: validate the config, skip it if a run with the same result key is complete, else
+run its task inside a fresh run dir. Called by ``launch.py`` for every job of a run or multirun;
+``SweepPlan`` checks every job of a multirun before the first one starts."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import check_backend
-from driftbench.models import ModelSpec
-from driftbench.runs import Run, config_hash, find_complete_runs, new_run_dir, read_json
+from driftbench.models import ModelSpec, check_device
+from driftbench.runs import (
+    Run,
+    find_complete_runs,
+    git_commit,
+    new_run_dir,
+    read_json,
+    result_key,
+)
 from driftbench.tasks import get_task
 
 log = logging.getLogger("driftbench")
@@ -20,6 +32,51 @@ log = logging.getLogger("driftbench")
 
 class ConfigError(ValueError):
     """Bad input found before any heavy work: the message names the value and what is accepted."""
+
+
+@dataclass
+class Job:
+    """A validated job: its task, the config the task is handed (the groups it reads, ``seed``
+    and ``runtime``), and its result key with what went into it."""
+
+    task: ModuleType
+    cfg: DictConfig
+    key: dict
+
+    @property
+    def result_key(self) -> str:
+        return self.key["result_key"]
+
+
+def check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r}; accepted: an integer >= 0")
+
+
+def prepare(cfg: DictConfig) -> Job:
+    """Every check that needs no model (raises ValueError/FileNotFoundError naming the bad
+    value), then the result key. The task is handed its own config groups only, so the key
+    covers exactly what it reads: a change to a group it ignores never reruns it."""
+    task = get_task(cfg.task.name)
+    check_seed(cfg.seed)
+    check_device(cfg.runtime.device)
+    task.validate(cfg)
+    check_backend(
+        cfg.backend.name,
+        ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)),
+        cfg.runtime.cache_dir,
+    )
+    full = OmegaConf.to_container(cfg, resolve=True)
+    read = {k: full[k] for k in ("seed", *task.CONFIG_GROUPS)}
+    inputs = task.inputs(cfg)
+    key = {
+        "result_key": result_key(read, inputs, task.RESULTS_VERSION),
+        "inputs": inputs,
+        "results_version": task.RESULTS_VERSION,
+    }
+    handed = OmegaConf.create({**read, "runtime": full["runtime"]})
+    OmegaConf.set_struct(handed, True)
+    return Job(task, handed, key)
 
 
 def _hydra_job() -> dict:
@@ -41,13 +98,32 @@ def _hydra_job() -> dict:
     }
 
 
-def link_into_sweep(run_dir: Path, sweep_dir: Path, job_num: int, cfg_hash: str) -> None:
+def link_into_sweep(run_dir: Path, sweep_dir: Path, job_num: int, key: str) -> None:
     """A resumed sweep's dir lists every job: a skipped job appears as a relative symlink to the
     complete run it reuses (nothing is copied, nothing is written into the old run)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    link = sweep_dir / f"{int(job_num):03d}-{cfg_hash[:8]}"
+    link = sweep_dir / f"{int(job_num):03d}-{key[:8]}"
     if not link.exists() and not link.is_symlink():
         link.symlink_to(os.path.relpath(run_dir.resolve(), sweep_dir.resolve()))
+
+
+def reuse(done: Path) -> dict | None:
+    """The metrics of a complete run with this job's key, saying where they come from and, in
+    one warning, when they were made at another git commit than this checkout's."""
+    log.info(
+        "skipping: a complete run with the same result key is in %s (runtime.force=true reruns)",
+        done,
+    )
+    made_at = (read_json(done / "meta.json") or {}).get("git_commit")
+    here = git_commit()
+    if made_at and here and made_at != here:
+        log.warning(
+            "reused run %s was made at git commit %s; this checkout is at %s",
+            done,
+            made_at[:12],
+            here[:12],
+        )
+    return read_json(done / "metrics.json")
 
 
 def _sigterm_to_exception(signum, frame):
@@ -57,59 +133,54 @@ def _sigterm_to_exception(signum, frame):
 def run(cfg: DictConfig) -> dict | None:
     """Run one job. In a multirun a failing job is recorded as failed (meta.json) and returns
     None, so the other jobs of the sweep still run; a single run raises."""
-    job = _hydra_job()
-    container = OmegaConf.to_container(cfg, resolve=True)
-    cfg_hash = config_hash(container)
+    job_info = _hydra_job()
     output_root = Path(cfg.runtime.output_root)
-
     try:
-        task = get_task(cfg.task.name)
-        task.validate(cfg)
-        check_backend(
-            cfg.backend.name,
-            ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)),
-            cfg.runtime.cache_dir,
-        )
+        job = prepare(cfg)
     except (ValueError, FileNotFoundError) as e:
-        if not job["multirun"]:
+        if not job_info["multirun"]:
             raise ConfigError(str(e)) from e
-        task, error = None, e
-    else:
-        error = None
+        # SweepPlan refused bad jobs before the sweep started; this is a launcher without it
+        log.error("job %d: %s", job_info["job_num"], e)
+        return None
 
-    if error is None and not cfg.runtime.force:
-        done = find_complete_runs(output_root, cfg_hash)
+    if not cfg.runtime.force:
+        done = find_complete_runs(output_root, job.result_key)
         if done:
-            log.info(
-                "skipping: identical config already complete in %s (runtime.force=true reruns)",
-                done[-1],
-            )
-            if job["multirun"]:
-                link_into_sweep(done[-1], Path(job["sweep_dir"]), job["job_num"], cfg_hash)
-            return read_json(done[-1] / "metrics.json")
+            if job_info["multirun"]:
+                link_into_sweep(
+                    done[-1], Path(job_info["sweep_dir"]), job_info["job_num"], job.result_key
+                )
+            return reuse(done[-1])
 
-    run_dir = new_run_dir(output_root, cfg_hash, job["sweep_dir"], job["job_num"])
+    run_dir = new_run_dir(output_root, job.result_key, job_info["sweep_dir"], job_info["job_num"])
     if hasattr(signal, "SIGTERM"):
         try:
             signal.signal(signal.SIGTERM, _sigterm_to_exception)  # Slurm cancel -> meta "failed"
         except ValueError:
             pass  # not the main thread
-    job_meta = {k: job[k] for k in ("multirun", "sweep_dir", "job_num", "job_id", "overrides")}
+    job_meta = {k: job_info[k] for k in ("multirun", "sweep_dir", "job_num", "job_id", "overrides")}
+    saved = OmegaConf.to_container(job.cfg)
     try:
-        with Run(run_dir, container, OmegaConf.to_yaml(cfg, resolve=True), job_meta) as r:
-            if error is not None:
-                raise ConfigError(str(error))
-            metrics = task.run(cfg, run_dir)
+        with Run(
+            run_dir,
+            saved,
+            OmegaConf.to_yaml(job.cfg),
+            job_meta,
+            key=job.key,
+            stale_after_s=float(cfg.runtime.stale_after_s),
+        ) as r:
+            metrics = job.task.run(job.cfg, run_dir)
             r.write_metrics(metrics)
     except Exception:
-        if not job["multirun"]:
+        if not job_info["multirun"]:
             raise
-        log.error("job %d failed; its run dir says why: %s", job["job_num"], run_dir)
+        log.error("job %d failed; its run dir says why: %s", job_info["job_num"], run_dir)
         return None
     summary = metrics.get("summary", {})
     log.info(
         "job %d done: %s | %s",
-        job["job_num"],
+        job_info["job_num"],
         run_dir,
         "  ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
@@ -117,3 +188,50 @@ def run(cfg: DictConfig) -> dict | None:
         ),
     )
     return metrics
+
+
+def sweep_jobs(config) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper will expand the command line."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(args)
+    return [list(j) for batch in BasicSweeper.split_arguments(parsed, None) for j in batch]
+
+
+def plan_sweep(config) -> tuple[int, int, list[str]]:
+    """(jobs already complete under the output root, jobs to run, one line per bad job),
+    composing each job's config as the sweeper will."""
+    from hydra import compose
+
+    root = Path(str(config.runtime.output_root))
+    done, todo, bad = 0, 0, []
+    for num, overrides in enumerate(sweep_jobs(config)):
+        cfg = compose(config.hydra.job.config_name, overrides=overrides)
+        try:
+            job = prepare(cfg)
+        except (ValueError, FileNotFoundError) as e:
+            bad.append(f"job {num} ({' '.join(overrides)}): {e}")
+            continue
+        if not cfg.runtime.force and find_complete_runs(root, job.result_key):
+            done += 1
+        else:
+            todo += 1
+    return done, todo, bad
+
+
+class SweepPlan(Callback):
+    """Hydra callback (see conf/config.yaml): before a multirun's first job, every job's config
+    is checked, so a bad value stops the sweep at once (one line per bad job, exit code 2) with
+    no run dir made; then how many jobs are already complete (resume)."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        done, todo, bad = plan_sweep(config)
+        if bad:
+            for line in bad:
+                log.error("error: %s", line)
+            sys.exit(2)
+        force = " (runtime.force=true: all rerun)" if config.runtime.force else ""
+        log.info("resume: %d done, %d to run%s", done, todo, force)

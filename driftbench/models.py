@@ -42,10 +42,7 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> ModelSpec:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "tiny"}
         tiny = {k: v for k, v in d.items() if k not in cls.__dataclass_fields__}
-        spec = cls(**known, tiny=tiny)
-        if spec.name_or_path and spec.source == "gguf" and not spec.name_or_path.startswith("pkg:"):
-            spec.source = "hf"  # model.name_or_path=... on any choice loads that model instead
-        return spec
+        return cls(**known, tiny=tiny)
 
 
 def package_dir(package: str) -> Path:
@@ -85,6 +82,12 @@ def check_spec(spec: ModelSpec) -> None:
     if spec.pooling not in ("last_token", "mean"):
         raise ValueError(f"model.pooling={spec.pooling!r}; accepted: last_token, mean")
     if spec.source == "gguf":
+        if spec.name_or_path:
+            raise ValueError(
+                f"model.name_or_path={spec.name_or_path!r} with model={spec.name} (a GGUF package "
+                "preset, which names its own weights); for another model use model=hf "
+                f"model.name_or_path={spec.name_or_path}"
+            )
         if not spec.gguf_package or not spec.gguf_file:
             raise ValueError(f"model {spec.name!r}: source gguf needs gguf_package and gguf_file")
         package_dir(spec.gguf_package)
@@ -94,10 +97,65 @@ def check_spec(spec: ModelSpec) -> None:
                 "model.name_or_path is not set: give a Hugging Face id or a local folder, "
                 "e.g. model=hf model.name_or_path=Qwen/Qwen3-0.6B"
             )
-        resolve_local_path(spec.name_or_path)
+        local = resolve_local_path(spec.name_or_path)
+        if local is not None:
+            check_model_folder(local, spec.name_or_path)
 
 
-def _hash_files(paths: list[Path]) -> str:
+def check_model_folder(folder: Path, given: str) -> None:
+    """A local model folder holds a config.json whose ``model_type`` transformers knows."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(
+            f"model.name_or_path={given!r} has no config.json; accepted: a Hugging Face model "
+            "folder (config.json, weights, tokenizer files), as save_pretrained writes it"
+        )
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"model.name_or_path={given!r}: config.json is not a JSON object") from e
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ValueError(
+            f"model.name_or_path={given!r}: config.json's model_type {model_type!r} is not an "
+            f"architecture this transformers ({_transformers_version()}) knows; accepted: one of "
+            "transformers' model types (e.g. llama, qwen3, gemma3_text, bert)"
+        )
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import version
+
+    return version("transformers")
+
+
+def num_hidden_layers(spec: ModelSpec, cache_dir: Path) -> int | None:
+    """The model's number of transformer blocks, read from its config (a GGUF file's metadata
+    before conversion), without loading weights; None for a hub id not cached locally."""
+    if spec.source == "tiny_random":
+        return int(spec.tiny["num_hidden_layers"])
+    if spec.source == "gguf":
+        import gguf
+
+        reader = gguf.GGUFReader(_gguf_path(spec, cache_dir))
+
+        def field(name):
+            f = reader.fields[name]
+            return f.parts[f.data[0]]
+
+        arch = bytes(field("general.architecture")).decode()
+        return int(field(f"{arch}.block_count")[0])
+    local = resolve_local_path(spec.name_or_path)
+    if local is None:
+        return None
+    config = json.loads((local / "config.json").read_text(encoding="utf-8"))
+    n = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+    return None if n is None else int(n)
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One digest over several files' names and bytes (order-free)."""
     from driftbench.data import file_sha256
 
     h = hashlib.sha256()
@@ -129,31 +187,55 @@ def model_identity(spec: ModelSpec, cache_dir: Path) -> dict:
         return {"source": "tiny_random", **{k: spec.tiny[k] for k in sorted(spec.tiny)}}
     if spec.source == "gguf":
         path = _gguf_path(spec, cache_dir)
-        return {"source": "gguf", "file": spec.gguf_file, "sha256": _hash_files([path])}
+        return {"source": "gguf", "file": spec.gguf_file, "sha256": files_sha256([path])}
     local = resolve_local_path(spec.name_or_path)
     if local is None:
         return {"source": "hf", "id": spec.name_or_path}
     weights = [p for p in local.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
-    return {"source": "hf", "path": str(local), "weights_sha256": _hash_files(weights)}
+    return {"source": "hf", "path": str(local), "weights_sha256": files_sha256(weights)}
 
 
-def build_folder_once(
-    out: Path, build: Callable[[Path], None], marker: str = "config.json"
-) -> Path:
+MANIFEST = ".driftbench-manifest.json"  # every file of a built folder with its size
+
+
+def folder_complete(out: Path) -> bool:
+    """A built folder is complete when its manifest exists and every file it lists is there
+    with the size it was written with (a deleted or truncated weight file fails this)."""
+    try:
+        sizes = json.loads((out / MANIFEST).read_text())
+        return all((out / name).stat().st_size == size for name, size in sizes.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def build_folder_once(out: Path, build: Callable[[Path], None]) -> Path:
     """``out``, built by ``build(tmp)`` on first use. The folder appears atomically (built in a
-    temp dir beside it, then renamed), so concurrent jobs of a sweep never see half a model;
-    a job that loses the race drops its copy."""
-    if (out / marker).exists():
+    temp dir beside it, every file flushed to disk, then renamed), so concurrent jobs of a sweep
+    never see half a model; a job that loses the race drops its copy. A folder that is not
+    complete (a file missing or cut short) is logged, removed and built again."""
+    from driftbench.runs import disk_errors, publish
+
+    if folder_complete(out):
         return out
+    if out.exists():
+        log.warning("cached folder %s is incomplete: removed, building it again", out)
+        aside = out.with_name(f"{out.name}.broken{os.getpid()}")
+        os.replace(out, aside)
+        shutil.rmtree(aside, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp", dir=out.parent))
     try:
-        build(tmp)
-        from driftbench.runs import publish
-
-        publish(tmp, out)
+        with disk_errors(out):
+            build(tmp)
+            sizes = {}
+            for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+                sizes[str(f.relative_to(tmp))] = f.stat().st_size
+            (tmp / MANIFEST).write_text(json.dumps(sizes, indent=1))
+            publish(tmp, out)
     except OSError:
-        if not (out / marker).exists():
+        if not folder_complete(out):
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -166,7 +248,7 @@ def converted_gguf_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     from driftbench.data import file_sha256
 
     out = cache_dir / "models" / f"{Path(spec.gguf_file).stem}-{file_sha256(path)[:12]}"
-    if (out / "config.json").exists():
+    if folder_complete(out):
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -197,7 +279,7 @@ def tiny_tokenizer(cache_dir: Path):
         pkg, fname = TOKENIZER_SOURCE
         AutoTokenizer.from_pretrained(package_dir(pkg), gguf_file=fname).save_pretrained(tmp)
 
-    return AutoTokenizer.from_pretrained(build_folder_once(out, build, "tokenizer_config.json"))
+    return AutoTokenizer.from_pretrained(build_folder_once(out, build))
 
 
 def build_tiny_random(spec: ModelSpec, tokenizer):
@@ -226,13 +308,17 @@ def build_tiny_random(spec: ModelSpec, tokenizer):
     return model
 
 
+def check_device(device: str) -> None:
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"runtime.device={device!r}; accepted: auto, cpu, cuda, cuda:<index>")
+
+
 def resolve_device(device: str = "auto") -> str:
     import torch
 
+    check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"runtime.device={device!r}; accepted: auto, cpu, cuda")
     return device
 
 

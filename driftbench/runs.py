@@ -9,6 +9,7 @@ a run that dies leaves either the previous complete file or none, never half of 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -19,8 +20,10 @@ import platform
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,8 +33,27 @@ from driftbench.data import PROJECT_ROOT
 
 SCHEMA_VERSION = 1
 NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a result
+HEARTBEAT_S = 30.0  # a running job rewrites meta.json's heartbeat this often
 
 log = logging.getLogger(__name__)
+
+
+class DiskFullError(OSError):
+    """The disk filled while a run wrote a file: one line, no half-written file left behind."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def disk_errors(path: str | Path):
+    """Turn ENOSPC/EDQUOT while writing ``path`` into one ``DiskFullError`` sentence."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, DiskFullError) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(e.errno, f"no space left on device while writing {path}") from None
 
 
 def _jsonable(x):
@@ -60,19 +82,27 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """``write(f)`` into a temp file beside ``path``, flushed to disk, then renamed into place: a
+    reader sees the old file or the whole new one, and a full disk leaves neither a partial file
+    nor a temp file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            publish(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -93,15 +123,7 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     """Matplotlib figure -> PNG, atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def hashed_part(cfg: dict) -> dict:
@@ -109,8 +131,25 @@ def hashed_part(cfg: dict) -> dict:
 
 
 def config_hash(cfg: dict) -> str:
-    """sha256 of the resolved config minus ``runtime``/``hydra``: equal hashes, equal results."""
+    """sha256 of a resolved config minus ``runtime``/``hydra``."""
     blob = json.dumps(_jsonable(hashed_part(cfg)), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def result_key(cfg_read: dict, inputs: dict, results_version: int) -> str:
+    """What decides a run's result, hashed: the config the task reads (not the groups it
+    ignores), the digests of the input files it reads, and the task's results version (bumped
+    whenever a computation changes). Equal keys, equal results; resume reuses on this key."""
+    blob = json.dumps(
+        _jsonable(
+            {
+                "config": hashed_part(cfg_read),
+                "inputs": inputs,
+                "results_version": results_version,
+            }
+        ),
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -124,6 +163,11 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_commit() -> str | None:
+    """The checkout's HEAD commit, or None outside a git checkout."""
+    return _git("rev-parse", "HEAD")
+
+
 def environment() -> dict:
     import sklearn
     import torch
@@ -131,7 +175,7 @@ def environment() -> dict:
 
     from driftbench import __version__
 
-    commit = _git("rev-parse", "HEAD")
+    commit = git_commit()
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "driftbench": __version__,
@@ -177,51 +221,124 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _age_s(stamp: str | None) -> float | None:
+    try:
+        return time.time() - datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def effective_status(meta: dict) -> str:
+    """A run's status as it stands now: ``running`` only while its process is alive.
+
+    meta.json says ``running`` until the job writes its end; a job killed with SIGKILL (or its
+    node lost) never does. On its own host the job is ``died`` once its pid is gone; anywhere,
+    once its heartbeat is older than the ``stale_after_s`` it was started with."""
+    status = meta.get("status")
+    if status != "running":
+        return status
+    if meta.get("host") == socket.gethostname() and meta.get("pid"):
+        if not _pid_alive(int(meta["pid"])):
+            return "died"
+    age = _age_s(meta.get("heartbeat"))
+    stale = meta.get("stale_after_s")
+    if age is not None and stale is not None and age > float(stale):
+        return "died"
+    return status
+
+
 def is_complete(run_dir: Path) -> bool:
     meta = read_json(run_dir / "meta.json")
     return bool(meta) and meta.get("status") == "completed" and (run_dir / "metrics.json").exists()
 
 
-def find_complete_runs(output_root: str | Path, cfg_hash: str) -> list[Path]:
-    """Complete run dirs anywhere under ``output_root`` whose config hash equals ``cfg_hash``."""
+def find_complete_runs(output_root: str | Path, key: str) -> list[Path]:
+    """Complete run dirs anywhere under ``output_root`` whose result key equals ``key``."""
     root = Path(output_root)
     found = []
-    for meta_path in root.glob(f"**/*-{cfg_hash[:8]}*/meta.json"):
+    for meta_path in root.glob(f"**/*-{key[:8]}*/meta.json"):
         meta = read_json(meta_path)
-        if meta and meta.get("config_hash") == cfg_hash and is_complete(meta_path.parent):
+        if meta and meta.get("result_key") == key and is_complete(meta_path.parent):
             found.append(meta_path.parent)
     return sorted(found)
+
+
+class RunLogHandler(logging.FileHandler):
+    """``run.log``. If the disk fills, the first failed write turns the handler off instead of
+    printing Python's logging traceback for every later record; the error itself reaches the
+    user once, from the write that raised it."""
+
+    def handleError(self, record) -> None:  # noqa: N802 - logging's name
+        logging.getLogger().removeHandler(self)
 
 
 class Run:
     """Context manager around one job: writes config.yaml and meta.json (running -> completed
     or failed, with the error), and sends the log to ``run.log`` in the run dir."""
 
-    def __init__(self, run_dir: Path, cfg: dict, cfg_yaml: str, job: dict):
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: dict,
+        cfg_yaml: str,
+        job: dict,
+        key: dict | None = None,
+        stale_after_s: float = 600.0,
+    ):
         self.dir = run_dir
         self.cfg = cfg
+        key = key or {"result_key": config_hash(cfg), "inputs": {}, "results_version": None}
+        now = _now()
         self.meta = {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
+            **key,
             "config_hash": config_hash(cfg),
             "task": cfg.get("task", {}).get("name"),
             "seed": cfg.get("seed"),
             **job,
             **environment(),
-            "start_time": _now(),
+            "pid": os.getpid(),
+            "start_time": now,
+            "heartbeat": now,
+            "stale_after_s": float(stale_after_s),
             "end_time": None,
             "wall_s": None,
             "error": None,
         }
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         atomic_write_text(run_dir / "config.yaml", cfg_yaml)
         self._write_meta()
 
     def _write_meta(self) -> None:
-        atomic_write_json(self.dir / "meta.json", self.meta)
+        with self._lock:
+            atomic_write_json(self.dir / "meta.json", self.meta)
+
+    def _beat(self) -> None:
+        interval = min(HEARTBEAT_S, self.meta["stale_after_s"] / 4)
+        while not self._stop.wait(interval):
+            self.meta["heartbeat"] = _now()
+            try:
+                self._write_meta()
+            except OSError:
+                pass  # a full disk: the job's own next write reports it
 
     def __enter__(self) -> Run:
         self._t0 = time.perf_counter()
-        self._handler = logging.FileHandler(self.dir / "run.log", encoding="utf-8")
+        self._beater = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._beater.start()
+        self._handler = RunLogHandler(self.dir / "run.log", encoding="utf-8")
         self._handler.setFormatter(
             logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         )
@@ -233,6 +350,8 @@ class Run:
         atomic_write_json(self.dir / "metrics.json", {"schema_version": SCHEMA_VERSION, **metrics})
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        self._stop.set()
+        self._beater.join()
         self.meta["end_time"] = _now()
         self.meta["wall_s"] = round(time.perf_counter() - self._t0, 3)
         if exc is None:
@@ -243,7 +362,10 @@ class Run:
             self.meta["error"] = f"{exc_type.__name__}: {exc}"
             self.meta["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb))
             log.error("run failed: %s (%s)", self.meta["error"], self.dir)
-        self._write_meta()
-        logging.getLogger().removeHandler(self._handler)
-        self._handler.close()
+            exc.reported = True  # said once here; the entry point need not repeat it
+        try:
+            self._write_meta()
+        finally:
+            logging.getLogger().removeHandler(self._handler)
+            self._handler.close()
         return False

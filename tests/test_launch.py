@@ -71,7 +71,8 @@ def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
     saved = yaml.safe_load((d / "config.yaml").read_text())
     assert saved["model"]["name"] == "tiny_random" and saved["seed"] == 42
     assert meta["config_hash"] == config_hash(saved)
-    assert d.name.endswith(meta["config_hash"][:8])
+    assert d.name.endswith(meta["result_key"][:8])
+    assert "sft" not in saved and "runtime" in saved  # the groups drift_eval reads, and where
 
 
 def test_run_files_and_caches_get_the_mode_a_plain_write_would(make_cfg, tmp_path):
@@ -143,6 +144,17 @@ def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp
         (["task.name=unknown"], "task='unknown'; accepted: drift_eval, rho_sft"),
         (["data.n_samples=10"], "data.n_samples=10 with data.split=[0.7, 0.1, 0.2] leaves a split"),
         (["schedule=list", "schedule.sigmas=[0,0.1,0.05]"], "schedule.sigmas must not decrease"),
+        (["classifier.c_grid=[]"], "classifier.c_grid=[]; accepted: a non-empty list of positive"),
+        (["classifier.c_grid=[0.1,-1]"], "classifier.c_grid=[0.1, -1]; accepted: a non-empty"),
+        (["embed.layer=3"], "embed.layer=3; accepted for tiny_random (2 blocks): -3..2"),
+        (["embed.layer=-4"], "embed.layer=-4; accepted for tiny_random (2 blocks): -3..2"),
+        (["seed=-1"], "seed=-1; accepted: an integer >= 0"),
+        (["runtime.device=tpu"], "runtime.device='tpu'; accepted: auto, cpu, cuda"),
+        (["data.threshold=2"], "data.threshold=2; accepted: a score in (0, 1]"),
+        (
+            ["model=smollm2_135m_instruct", "model.name_or_path=/some/model"],
+            "with model=smollm2_135m_instruct (a GGUF package preset",
+        ),
     ],
 )
 def test_bad_input_stops_before_any_work_with_one_clear_message(
@@ -178,8 +190,38 @@ def launch(tmp_path, *args, check=True):
 
 def test_unknown_group_option_lists_the_choices(tmp_path):
     out = launch(tmp_path, "drift=sideways", check=False)
-    assert out.returncode != 0
-    assert "sideways" in out.stderr and "gaussian" in out.stderr and "subspace" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "error: drift=sideways: no such option; accepted: directional, gaussian, subspace"
+    )
+
+
+def test_a_misspelt_preset_stops_at_once_listing_the_presets(tmp_path):
+    out = launch(tmp_path, "experiment=rho_dose_respons", check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "experiment=rho_dose_respons: no such option; accepted: " in out.stderr
+    assert "rho_dose_response" in out.stderr and "paper_drift" in out.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        (None, "has no config.json; accepted: a Hugging Face model folder"),
+        ('{"model_type": "florp"}', "model_type 'florp' is not an architecture"),
+    ],
+    ids=["empty folder", "unknown model_type"],
+)
+def test_a_model_folder_that_cannot_load_stops_before_any_run_dir(
+    make_cfg, tmp_path, config, fragment
+):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if config:
+        (folder / "config.json").write_text(config)
+    with pytest.raises(ConfigError, match=fragment):
+        run(make_cfg("model=hf", f"model.name_or_path={folder}"))
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_cli_bad_sigma_prints_one_line_and_exits_2(tmp_path):
@@ -219,13 +261,30 @@ def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
-    launch(tmp_path, "-m", *TINY[:2], "schedule=list", "schedule.sigmas=[0,0.05],[0,-0.05],[0,0.1]")
+    # data.n_samples=9000 passes every check and fails while reading the data
+    launch(tmp_path, "-m", "model=tiny_random", "data.n_samples=200,9000,300")
     metas = [
         json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("multirun/*/*/meta.json")
     ]
     assert sorted(m["status"] for m in metas) == ["completed", "completed", "failed"]
     failed = next(m for m in metas if m["status"] == "failed")
-    assert "must be finite and >= 0" in failed["error"]
+    assert "balanced rows available" in failed["error"]
+
+
+def test_a_bad_job_stops_the_sweep_before_any_job_runs(tmp_path):
+    out = launch(
+        tmp_path,
+        "-m",
+        *TINY[:2],
+        "schedule=list",
+        "schedule.sigmas=[0,0.05],[0,-0.05]",
+        check=False,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 2 and "Traceback" not in text
+    bad = [ln for ln in text.splitlines() if "error:" in ln]
+    assert len(bad) == 1 and "job 1" in bad[0] and "schedule.sigmas must be finite" in bad[0]
+    assert not list((tmp_path / "outputs").glob("**/meta.json"))  # no job started
 
 
 def test_rerunning_a_sweep_skips_complete_jobs_and_reruns_missing_or_failed_ones(tmp_path):
@@ -258,3 +317,22 @@ def test_calibration_figure_defaults_to_the_papers_checkpoints(k, expected):
 
     cfg = OmegaConf.create({"task": {"calibration_checkpoints": None}})
     assert calibration_checkpoints(cfg, k) == expected  # figure 3: checkpoints 0, 2, 4, 7 of 8
+
+
+@pytest.mark.parametrize(
+    "smoke, task, files",
+    [
+        ("smoke", "drift_eval", RUN_FILES),
+        ("smoke_rho_sft", "rho_sft", {"audit_after.json", "stress_after.json", "loss_curve.csv"}),
+    ],
+)
+def test_debug_smoke_runs_its_task_end_to_end_from_the_cli(tmp_path, smoke, task, files):
+    """`python launch.py debug=smoke` (README's first result) on the tiny model, as typed."""
+    launch(tmp_path, f"debug={smoke}")
+    d = only_run_dir(tmp_path / "outputs" / "runs")
+    assert files | {"metrics.json", "meta.json", "config.yaml"} <= {p.name for p in d.iterdir()}
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["error"] is None
+    assert json.loads((d / "metrics.json").read_text())["schema_version"] == 1
+    saved = yaml.safe_load((d / "config.yaml").read_text())
+    assert saved["task"]["name"] == task and saved["model"]["name"] == "tiny_random"

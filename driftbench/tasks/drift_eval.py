@@ -16,13 +16,28 @@ from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench import plots
 from driftbench.classifier import DEGENERATE_DIMS, SELECT_BY, fit_classifier
-from driftbench.data import check_sample_size, load_toxicity, resolve_data_path
+from driftbench.data import check_sample_size, content_sha256, load_toxicity, resolve_data_path
 from driftbench.embed import POOLINGS, cached_embeddings
-from driftbench.models import ModelSpec, check_spec
+from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
 from driftbench.runs import atomic_write_csv
 
 log = logging.getLogger(__name__)
 AUC_CHANCE_BAND = 0.55  # the failure-cliff sigma is the first sigma with AUC below this
+
+# What decides a result (driftbench.runs.result_key): the config groups this task reads (it is
+# handed these alone), the input files of ``inputs``, and this version, bumped with any change
+# to the code that alters a number the task writes.
+CONFIG_GROUPS = ("task", "model", "data", "embed", "drift", "schedule", "classifier", "backend")
+RESULTS_VERSION = 1
+
+
+def inputs(cfg: DictConfig) -> dict:
+    """Digests of what the run reads besides its config: the data file and the model's weights."""
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    return {
+        "data": content_sha256(resolve_data_path(cfg.data.path, cfg.runtime.data_dir)),
+        "model": model_identity(spec, Path(cfg.runtime.cache_dir).expanduser()),
+    }
 
 
 def schedule_of(cfg: DictConfig) -> np.ndarray:
@@ -57,8 +72,29 @@ def validate(cfg: DictConfig) -> None:
         )
     if not 0.5 <= float(cfg.task.tau) <= 1.0:
         raise ValueError(f"task.tau={cfg.task.tau}: a confidence threshold in [0.5, 1]")
+    c_grid = list(cfg.classifier.c_grid)
+    if not c_grid or not all(isinstance(c, (int, float)) and 0 < c < float("inf") for c in c_grid):
+        raise ValueError(
+            f"classifier.c_grid={c_grid}; accepted: a non-empty list of positive numbers"
+        )
+    if int(cfg.classifier.max_iter) < 1:
+        raise ValueError(
+            f"classifier.max_iter={cfg.classifier.max_iter}; accepted: an integer >= 1"
+        )
+    if not 0.0 < float(cfg.data.threshold) <= 1.0:
+        raise ValueError(
+            f"data.threshold={cfg.data.threshold}; accepted: a score in (0, 1] (toxic: >= it)"
+        )
     check_sample_size(int(cfg.data.n_samples), tuple(cfg.data.split))
-    check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    check_spec(spec)
+    layer = int(cfg.embed.layer)
+    if layer != -1:
+        n = num_hidden_layers(spec, Path(cfg.runtime.cache_dir).expanduser())
+        if n is not None and not -(n + 1) <= layer <= n:
+            raise ValueError(
+                f"embed.layer={layer}; accepted for {spec.name} ({n} blocks): -{n + 1}..{n}"
+            )
     resolve_data_path(cfg.data.path, cfg.runtime.data_dir)
 
 
