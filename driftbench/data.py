@@ -64,6 +64,17 @@ def open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
+def check_text_file(path: Path) -> None:
+    """Decode the whole file once, so a binary or non-UTF-8 file is refused before a run dir is
+    made (a few ms per MB), not halfway through a run."""
+    try:
+        with open_text(path) as f:
+            while f.read(1 << 20):
+                pass
+    except _UNREADABLE as e:
+        raise unreadable_file_error(path, e) from e
+
+
 def data_suffix(path: Path) -> str:
     """The format suffix, under a ``.gz``: ``x.csv.gz`` -> ``.csv``."""
     suffixes = [s.lower() for s in path.suffixes]

@@ -302,3 +302,4 @@ def test_cli_data_file_that_is_not_utf8_exits_2_with_one_line(tmp_path, override
     lines = [line for line in text.splitlines() if "cannot be read as text" in line]
     assert len(lines) == 1, text[-3000:]
     assert str(tmp_path) in lines[0] and "accepted: a UTF-8 CSV/TSV or JSONL file" in lines[0]
+    assert not list(tmp_path.glob("**/meta.json"))  # refused before a run dir was made

@@ -16,7 +16,13 @@ from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench import plots
 from driftbench.classifier import DEGENERATE_DIMS, SELECT_BY, fit_classifier
-from driftbench.data import check_sample_size, content_sha256, load_toxicity, resolve_data_path
+from driftbench.data import (
+    check_sample_size,
+    check_text_file,
+    content_sha256,
+    load_toxicity,
+    resolve_data_path,
+)
 from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
 from driftbench.runs import atomic_write_csv
@@ -95,7 +101,7 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(
                 f"embed.layer={layer}; accepted for {spec.name} ({n} blocks): -{n + 1}..{n}"
             )
-    resolve_data_path(cfg.data.path, cfg.runtime.data_dir)
+    check_text_file(resolve_data_path(cfg.data.path, cfg.runtime.data_dir))
 
 
 def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:

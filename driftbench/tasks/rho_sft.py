@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import is_mlx
-from driftbench.data import content_sha256, load_alpaca, resolve_data_path
+from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
 from driftbench.models import ModelSpec, check_spec, files_sha256, load_model, model_identity
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
@@ -119,6 +119,7 @@ def validate(cfg: DictConfig) -> None:
     path = resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
     if path.stat().st_size == 0:
         raise ValueError(f"SFT data file {path} is empty")
+    check_text_file(path)
     if cfg.task.stress_test.enabled:
         stress_prompts_of(cfg)  # an unknown prompt set or a count it cannot give
     check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
