@@ -162,14 +162,16 @@ def test_report_md_has_every_runs_columns_not_just_the_first_runs(tmp_path):
 def test_rho_tables_compare_conditions_with_welch_t_test():
     from scipy.stats import ttest_ind
 
+    from driftbench.report import group_runs
     from driftbench.tasks.rho_sft_summary import rho_tables
 
-    def fake(condition, delta):
-        return rho_run(condition, {"factual": {"delta_rho": delta}})
+    def fake(condition, delta, seed):
+        return rho_run(condition, {"factual": {"delta_rho": delta}}, seed)
 
     sft = [0.01, 0.02, 0.00]
     rho = [0.10, 0.12, 0.08]
-    md = rho_tables([fake("sft_only", v) for v in sft] + [fake("rho_guided", v) for v in rho])
+    runs = [fake("sft_only", v, s) for s, v in enumerate(sft)]
+    md = rho_tables(group_runs(runs + [fake("rho_guided", v, s) for s, v in enumerate(rho)]))
     assert "| rho_guided | 0.2 | 0.1 | 3 | +0.1000 ± 0.0200 |" in md
     p = ttest_ind(rho, sft, equal_var=False).pvalue
     assert f"p={p:.3g}" in md and "d=" in md
@@ -181,14 +183,15 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
     mean CE gap, read from older metrics that stored only the two gaps too."""
     from scipy.stats import ttest_ind
 
+    from driftbench.report import group_runs
     from driftbench.tasks.rho_sft_summary import rho_measure, rho_tables
 
-    def fake(condition, gap_before, gap_after, stored):
+    def fake(condition, gap_before, gap_after, stored, seed=0):
         tox = {"delta_rho": 0.0, "mean_ce_gap_before": gap_before, "mean_ce_gap_after": gap_after}
         if stored:
             tox["delta_mean_ce_gap"] = gap_after - gap_before
         # bias here is a generation behaviour without pairs: no gap
-        return rho_run(condition, {"toxicity": tox, "bias": {"delta_rho": gap_after}})
+        return rho_run(condition, {"toxicity": tox, "bias": {"delta_rho": gap_after}}, seed)
 
     assert rho_measure(
         fake("x", 0.5, 1.25, False)["metrics"]["behaviors"]["toxicity"], "delta_mean_ce_gap"
@@ -196,9 +199,10 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
     assert rho_measure({"delta_rho": 0.1}, "delta_mean_ce_gap") is None
     sft = [(0.5, 0.5625), (0.5, 0.4375), (0.5, 0.5)]  # deltas +1/16, -1/16, 0 (exact)
     rho = [(0.5, 1.5), (0.5, 1.75), (0.5, 1.25)]  # deltas 1, 1.25, 0.75
-    runs = [fake("sft_only", b, a, i % 2 == 0) for i, (b, a) in enumerate(sft)]
-    runs += [fake("rho_guided", b, a, i % 2 == 1) for i, (b, a) in enumerate(rho)]
-    md = rho_tables(runs, "delta_mean_ce_gap")
+    runs = [fake("sft_only", b, a, i % 2 == 0, i) for i, (b, a) in enumerate(sft)]
+    runs += [fake("rho_guided", b, a, i % 2 == 1, i) for i, (b, a) in enumerate(rho)]
+    groups = group_runs(runs)
+    md = rho_tables(groups, "delta_mean_ce_gap")
     assert "### Δgap per condition" in md and "mlx_quick_rho" in md
     assert "| rho_guided | 0.2 | 0.1 | 3 | +1.0000 ± 0.2500 |" in md
     assert "| sft_only | 0.2 | 0.1 | 3 | +0.0000 ± 0.0625 |" in md
@@ -206,12 +210,13 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
     p = ttest_ind([1.0, 1.25, 0.75], [0.0625, -0.0625, 0.0], equal_var=False).pvalue
     assert f"p={p:.3g}" in md
     # the audit's table keeps every behaviour
-    assert "Δρ bias" in rho_tables(runs) and "Δρ toxicity" in rho_tables(runs)
+    assert "Δρ bias" in rho_tables(groups) and "Δρ toxicity" in rho_tables(groups)
 
 
 def test_stress_tables_count_refusals_like_the_seeds_table():
     """'72% (18/25)' per condition, summed over seeds, the untouched model first; and 'k/n' per
     category. Older metrics without n_refused give the count from the rate."""
+    from driftbench.report import group_runs
     from driftbench.tasks.rho_sft_summary import stress_tables
 
     def side(cats: dict[str, tuple[int, int]], with_counts=True):
@@ -232,16 +237,18 @@ def test_stress_tables_count_refusals_like_the_seeds_table():
         "benign": side({"b": (0, 15)}),
     }
 
-    def fake(condition, harmful, benign, with_counts=True):
+    def fake(condition, harmful, benign, with_counts=True, seed=0):
         after = {"harmful": side(harmful, with_counts), "benign": side({"b": benign}, with_counts)}
-        return rho_run(condition, {}, stress_test={"before": before, "after": after})
+        return rho_run(condition, {}, seed, stress_test={"before": before, "after": after})
 
     md = stress_tables(
-        [
-            fake("sft_only", {"authority": (2, 2), "fictional": (2, 3)}, (1, 15)),
-            fake("sft_only", {"authority": (1, 2), "fictional": (0, 3)}, (0, 15), False),
-            fake("contrastive_only", {"authority": (2, 2), "fictional": (3, 3)}, (0, 15)),
-        ]
+        group_runs(
+            [
+                fake("sft_only", {"authority": (2, 2), "fictional": (2, 3)}, (1, 15)),
+                fake("sft_only", {"authority": (1, 2), "fictional": (0, 3)}, (0, 15), False, 1),
+                fake("contrastive_only", {"authority": (2, 2), "fictional": (3, 3)}, (0, 15)),
+            ]
+        )
     )
     assert "| before training | 1 | 60% (3/5) | 0% (0/15) |" in md
     assert "| sft_only (λρ 0.2, γ 0.1) | 2 | 50% (5/10) | 3% (1/30) |" in md
@@ -249,17 +256,8 @@ def test_stress_tables_count_refusals_like_the_seeds_table():
     assert "| fictional | 1/3 | 3/3 | 2/6 |" in md  # before, contrastive_only, sft_only
     assert "| authority | 2/2 | 2/2 | 3/4 |" in md
     # a run without a stress test adds nothing
-    assert (
-        stress_tables(
-            [
-                {
-                    "meta": {"task": "rho_sft"},
-                    "metrics": {"stress_test": {"before": None, "after": None}},
-                }
-            ]
-        )
-        == ""
-    )
+    no_test = rho_run("sft_only", {}, stress_test={"before": None, "after": None})
+    assert stress_tables(group_runs([no_test])) == ""
 
 
 # One axis at a time away from config()'s defaults; each pair of seeds is one group.
@@ -310,3 +308,60 @@ def test_drift_runs_are_averaged_over_seeds_alone(tmp_path):
     assert all(c["n"] == 2 for c in lines)
     assert any("sigmas=[0.0, 0.1, 0.3]" in c["label"] for c in lines)
     assert (tmp_path / "rep" / "report_drift_curves.png").stat().st_size > 1000
+
+
+RHO_VARIANTS = {  # one axis at a time away from rho_run()'s config
+    "base": {},
+    "condition": {"sft__condition": {"name": "sft_only"}},
+    "lambda_rho": {"sft__lambda_rho": 0.5},
+    "gamma": {"sft__margin": 0.05},
+    "model": {"model__name": "minilm_l6"},
+}
+
+
+def test_rho_runs_are_averaged_and_compared_over_seeds_alone(tmp_path):
+    """A sweep over model, condition, λρ and γ keeps every setting apart: its own row, mean and
+    t-test over its two seeds, and the stress test's "before" of its own model."""
+    from scipy.stats import ttest_ind
+
+    def stress(refused: int) -> dict:
+        side = {"n": 2, "n_refused": refused, "refusal_rate": refused / 2}
+        side["by_category"] = {"fictional": dict(side)}
+        return {"harmful": side, "benign": {"n": 2, "n_refused": 0, "refusal_rate": 0.0}}
+
+    runs, deltas = [], {}
+    for i, (name, overrides) in enumerate(RHO_VARIANTS.items()):
+        deltas[name] = [0.1 * i, 0.1 * i + 0.01]
+        for seed, delta in enumerate(deltas[name]):
+            cfg = config("rho_sft", seed, **overrides)
+            before = stress(2 if name == "model" else 1)
+            test = {"before": before, "after": stress(seed)}
+            runs.append(
+                rho_run(cfg["sft"]["condition"]["name"], {"factual": {"delta_rho": delta}}, cfg=cfg)
+            )
+            runs[-1]["metrics"]["stress_test"] = test
+    res = report([write_runs(tmp_path / "sweep", runs)], tmp_path / "rep")
+    assert res["n_runs"] == 10
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("\n| rho_sft |") == 10  # one row per run
+    assert "| condition | λρ | γ | model | n | Δρ factual |" in md
+    for name, row in {
+        "base": "| rho_guided | 0.2 | 0.1 | tiny_random | 2 |",
+        "condition": "| sft_only | 0.2 | 0.1 | tiny_random | 2 |",
+        "lambda_rho": "| rho_guided | 0.5 | 0.1 | tiny_random | 2 |",
+        "gamma": "| rho_guided | 0.2 | 0.05 | tiny_random | 2 |",
+        "model": "| rho_guided | 0.2 | 0.1 | minilm_l6 | 2 |",
+    }.items():
+        mean = sum(deltas[name]) / 2
+        assert f"{row} {mean:+.4f} ± 0.0071 |" in md, name
+    # rho_guided on tiny_random against sft_only on tiny_random: their own two seeds each
+    p = ttest_ind(deltas["base"], deltas["condition"], equal_var=False).pvalue
+    assert f"| rho_guided | 0.2 | 0.1 | tiny_random | d=-14.14, p={p:.3g} |" in md
+    # no sft_only run on minilm_l6: nothing to compare it with
+    assert "| rho_guided | 0.2 | 0.1 | minilm_l6 | d=" not in md
+    # each model's untouched stress test, then its runs
+    assert "| before training (model=minilm_l6) | 1 | 100% (2/2) |" in md
+    assert "| before training (model=tiny_random) | 1 | 50% (1/2) |" in md
+    assert "| rho_guided (λρ 0.2, γ 0.1, model=minilm_l6) | 2 | 25% (1/4) |" in md
+    assert "| rho_guided (λρ 0.5, γ 0.1, model=tiny_random) | 2 | 25% (1/4) |" in md
+    assert {"report_rho_dose_response.png", "report_rho_margin.png"} <= set(res["figures"])

@@ -61,10 +61,11 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
     assert stress["harmful"]["n_refused"] == sum(r["refused"] for r in stress["harmful"]["replies"])
     assert stress["harmful"]["refusal_rate"] == stress["harmful"]["n_refused"] / 2
     # the sweep report's stress table reads what metrics.json keeps of it
+    from driftbench.report import collect, group_runs
     from driftbench.tasks.rho_sft_summary import stress_tables
 
     k = stress["harmful"]["n_refused"]
-    md = stress_tables([{"meta": {"task": "rho_sft"}, "metrics": metrics}])
+    md = stress_tables(group_runs(collect([d])[0]))
     assert f"| before training | 1 | {k / 2:.0%} ({k}/2) |" in md
     assert "| fictional |" in md and "| role_override |" in md
 

@@ -5,7 +5,6 @@ numpy, scipy and matplotlib only (no torch), so a report runs anywhere the run d
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +57,44 @@ def rho_measure(behavior: dict, measure: str) -> float | None:
     return behavior.get(measure)
 
 
+# Config axes a table shows as its own columns (condition | λρ | γ, from metrics.json): every
+# other varying axis (model, data, ...) gets a column after them.
+CONDITION_AXES = ("sft.condition", "sft.lambda_rho", "sft.margin")
+# The untouched model's stress test depends on none of the training config.
+TRAINING_AXES = ("sft",)
+
+
 def _rho_key(m: dict) -> tuple:
-    """A run's condition group: (condition, lambda_rho, margin_gamma); seeds are its members."""
+    """What a run trained with: (condition, lambda_rho, margin_gamma); sft_only's lambda is 0."""
     return m["condition"], m["lambda_rho"], m["margin_gamma"]
 
 
-def _values(ms: list[dict], b: str, measure: str) -> np.ndarray:
+def _ordered(groups: list) -> list:
+    """Groups (report.RunGroup: runs that differ in seed alone) by condition, λρ, γ, then by
+    their other axis values."""
+    return sorted(
+        groups,
+        key=lambda g: (str(_rho_key(g.runs[0]["metrics"])), str(g.key(skip=CONDITION_AXES))),
+    )
+
+
+def _condition_cells(g) -> list[str]:
+    cond, lam, gam = _rho_key(g.runs[0]["metrics"])
+    return [cond, f"{lam:g}", f"{gam:g}", *g.columns(skip=CONDITION_AXES).values()]
+
+
+def _values(runs: list[dict], b: str, measure: str) -> np.ndarray:
+    ms = [r["metrics"] for r in runs]
     v = [rho_measure(m["behaviors"][b], measure) for m in ms if b in m["behaviors"]]
     return np.array([x for x in v if x is not None], dtype=float)
 
 
-def _measured_behaviors(runs: list[dict], measure: str) -> list[str]:
+def _measured_behaviors(groups: list, measure: str) -> list[str]:
     return sorted(
         {
             b
-            for r in runs
+            for g in groups
+            for r in g.runs
             for b, d in r["metrics"]["behaviors"].items()
             if rho_measure(d, measure) is not None
         }
@@ -89,66 +111,77 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
 
 
-def rho_tables(runs: list[dict], measure: str = "delta_rho") -> str:
-    """The seed's tables for one of RHO_MEASURES: its change per behaviour per condition (mean
-    +- std over seeds), and each condition against sft_only: Cohen's d and Welch's t-test
-    p-value (scipy)."""
+def reference(g, groups: list):
+    """The sft_only group ``g`` is compared with: the one alike in every axis but the condition
+    (and λρ, which sft_only forces to 0), the same λρ in the config first; None if there is none."""
+    alike = [
+        o
+        for o in groups
+        if o.runs[0]["metrics"]["condition"] == "sft_only"
+        and o.key(skip=("sft.condition", "sft.lambda_rho"))
+        == g.key(skip=("sft.condition", "sft.lambda_rho"))
+    ]
+    same = [o for o in alike if o.key(skip=("sft.condition",)) == g.key(skip=("sft.condition",))]
+    return (same or alike or [None])[0]
+
+
+def rho_tables(groups: list, measure: str = "delta_rho") -> str:
+    """The seed's tables for one of RHO_MEASURES: its change per behaviour per group of runs
+    that differ in seed alone (mean +- std over seeds), and each group against its sft_only
+    group (``reference``): Cohen's d and Welch's t-test p-value (scipy)."""
     from scipy.stats import ttest_ind
 
     symbol, definition = RHO_MEASURES[measure]
-    behaviors = _measured_behaviors(runs, measure)
+    behaviors = _measured_behaviors(groups, measure)
     if not behaviors:
         return ""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        m = r["metrics"]
-        groups[_rho_key(m)].append(m)
-    head = "| condition | λρ | γ | n | " + " | ".join(f"{symbol} {b}" for b in behaviors) + " |"
+    groups = _ordered(groups)
+    axes = ["condition", "λρ", "γ", *groups[0].columns(skip=CONDITION_AXES)]
+    head = "| " + " | ".join(axes) + " | n | " + " | ".join(f"{symbol} {b}" for b in behaviors)
     lines = [
         f"### {symbol} per condition (mean ± std over seeds)",
         "",
         f"{symbol}: {definition}.",
         "",
-        head,
-        "|" + "---|" * (4 + len(behaviors)),
+        head + " |",
+        "|" + "---|" * (len(axes) + 1 + len(behaviors)),
     ]
-    for (cond, lam, gam), ms in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for g in groups:
         cells = []
         for b in behaviors:
-            v = _values(ms, b, measure)
+            v = _values(g.runs, b, measure)
             cells.append(
                 f"{v.mean():+.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}" if len(v) else "–"
             )
-        lines.append(f"| {cond} | {lam:g} | {gam:g} | {len(ms)} | " + " | ".join(cells) + " |")
-    ref = [k for k in groups if k[0] == "sft_only"]
-    if ref:
+        lines.append("| " + " | ".join([*_condition_cells(g), str(len(g.runs)), *cells]) + " |")
+    compared = [(g, ref) for g in groups if (ref := reference(g, groups)) not in (None, g)]
+    if compared:
         lines += [
             "",
             f"### {symbol} against sft_only (Cohen's d, Welch t-test p)",
             "",
-            "| condition | λρ | γ | " + " | ".join(behaviors) + " |",
-            "|" + "---|" * (3 + len(behaviors)),
+            "| " + " | ".join(axes + behaviors) + " |",
+            "|" + "---|" * (len(axes) + len(behaviors)),
         ]
-        base = groups[ref[0]]
-        for key, ms in sorted(groups.items(), key=lambda kv: str(kv[0])):
-            if key == ref[0]:
-                continue
+        for g, ref in compared:
             cells = []
             for b in behaviors:
-                a, c = _values(ms, b, measure), _values(base, b, measure)
+                a, c = _values(g.runs, b, measure), _values(ref.runs, b, measure)
                 p = (
                     ttest_ind(a, c, equal_var=False).pvalue
                     if len(a) > 1 and len(c) > 1
                     else float("nan")
                 )
                 cells.append(f"d={cohens_d(a, c):.2f}, p={p:.3g}")
-            lines.append(f"| {key[0]} | {key[1]:g} | {key[2]:g} | " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join([*_condition_cells(g), *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def rho_figures(runs: list[dict], out: Path) -> list[str]:
+def rho_figures(groups: list, out: Path) -> list[str]:
     """Each of RHO_MEASURES per behaviour against lambda_rho (dose-response, with the fitted
-    slope) and against gamma (margin sweep): mean +- std over seeds, where those axes vary."""
+    slope) and against gamma (margin sweep): mean +- std over seeds. One line per behaviour and
+    series (groups alike in every axis but the one drawn: model, condition, ... apart), where
+    some series has two values of that axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,31 +189,47 @@ def rho_figures(runs: list[dict], out: Path) -> list[str]:
 
     written = []
     for measure, (symbol, _) in RHO_MEASURES.items():
-        behaviors = _measured_behaviors(runs, measure)
-        for axis, suffix, label in (
-            ("lambda_rho", "dose_response", "λρ"),
-            ("margin_gamma", "margin", "margin γ"),
+        behaviors = _measured_behaviors(groups, measure)
+        for axis, config_key, suffix, label in (
+            ("lambda_rho", "sft.lambda_rho", "dose_response", "λρ"),
+            ("margin_gamma", "sft.margin", "margin", "margin γ"),
         ):
-            xs = sorted({r["metrics"][axis] for r in runs})
-            if len(xs) < 2 or not behaviors:
+            series: dict[tuple, list] = {}
+            for g in groups:
+                series.setdefault(g.key(skip=(config_key,)), []).append(g)
+            series = {
+                k: sorted(members, key=lambda g: g.runs[0]["metrics"][axis])
+                for k, members in series.items()
+                if len({g.runs[0]["metrics"][axis] for g in members}) > 1
+            }
+            if not series or not behaviors:
                 continue
             fig, ax = plt.subplots(figsize=(6, 4))
-            for i, b in enumerate(behaviors):
-                per_x = [
-                    _values([r["metrics"] for r in runs if r["metrics"][axis] == x], b, measure)
-                    for x in xs
-                ]
-                keep = [(x, v) for x, v in zip(xs, per_x, strict=True) if len(v)]
-                if not keep:
-                    continue
-                kx = [x for x, _ in keep]
-                mean = np.array([v.mean() for _, v in keep])
-                std = np.array([v.std() for _, v in keep])
-                allx = np.concatenate([[x] * len(v) for x, v in keep])
-                ally = np.concatenate([v for _, v in keep])
-                slope = np.polyfit(allx, ally, 1)[0] if len(kx) > 1 else float("nan")
-                ax.plot(kx, mean, "o-", color=f"C{i}", label=f"{b} (slope {slope:+.3g})")
-                ax.fill_between(kx, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+            for s, members in enumerate(series.values()):
+                name = "" if len(series) == 1 else f", {members[0].label(skip=(config_key,))}"
+                for i, b in enumerate(behaviors):
+                    keep = [
+                        (g.runs[0]["metrics"][axis], v)
+                        for g in members
+                        if len(v := _values(g.runs, b, measure))
+                    ]
+                    if not keep:
+                        continue
+                    kx = [x for x, _ in keep]
+                    mean = np.array([v.mean() for _, v in keep])
+                    std = np.array([v.std() for _, v in keep])
+                    allx = np.concatenate([[x] * len(v) for x, v in keep])
+                    ally = np.concatenate([v for _, v in keep])
+                    slope = np.polyfit(allx, ally, 1)[0] if len(set(kx)) > 1 else float("nan")
+                    style = ("-", "--", ":", "-.")[s % 4]
+                    ax.plot(
+                        kx,
+                        mean,
+                        "o" + style,
+                        color=f"C{i % 10}",
+                        label=f"{b}{name} (slope {slope:+.3g})",
+                    )
+                    ax.fill_between(kx, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
             ax.axhline(0, color="grey", lw=0.8, ls=":")
             ax.set_xlabel(label)
             ax.set_ylabel(f"{symbol} (after − before)")
@@ -199,21 +248,32 @@ def _refused(rates: dict) -> tuple[int, int]:
     return (int(k) if k is not None else round(rates["refusal_rate"] * n)), n
 
 
-def stress_tables(runs: list[dict]) -> str:
+def stress_tables(groups: list) -> str:
     """The seed's safety stress-test tables: refusals on the harmful (jailbreak) prompts and on
-    the benign controls, before training (the untouched model, shared by every run) and after
-    it per condition, counts summed over seeds; then the harmful prompts per category."""
-    runs = [r for r in runs if (r["metrics"].get("stress_test") or {}).get("after")]
-    if not runs:
+    the benign controls, before training (the untouched model: one column per setting of the
+    non-training axes, e.g. per model) and after it per group of runs that differ in seed alone,
+    counts summed over seeds; then the harmful prompts per category."""
+    stressed = [
+        (g, [r for r in g.runs if (r["metrics"].get("stress_test") or {}).get("after")])
+        for g in _ordered(groups)
+    ]
+    stressed = [(g, runs) for g, runs in stressed if runs]
+    if not stressed:
         return ""
-    columns: dict[str, list[dict]] = {
-        "before training": [runs[0]["metrics"]["stress_test"]["before"]]
-    }
-    for r in sorted(runs, key=lambda r: str(_rho_key(r["metrics"]))):
-        cond, lam, gam = _rho_key(r["metrics"])
-        columns.setdefault(f"{cond} (λρ {lam:g}, γ {gam:g})", []).append(
-            r["metrics"]["stress_test"]["after"]
+    untouched = sorted({g.key(skip=TRAINING_AXES) for g, _ in stressed}, key=str)
+    columns: list[tuple[str, list[dict]]] = []
+    for key in untouched:
+        members = [(g, runs) for g, runs in stressed if g.key(skip=TRAINING_AXES) == key]
+        other = members[0][0].label(skip=TRAINING_AXES)
+        before = members[0][1][0]["metrics"]["stress_test"]["before"]
+        columns.append(
+            ("before training" + (f" ({other})" if len(untouched) > 1 else ""), [before])
         )
+        for g, runs in members:
+            cond, lam, gam = _condition_cells(g)[:3]
+            extra = "".join(f", {n}={v}" for n, v in g.columns(skip=CONDITION_AXES).items())
+            name = f"{cond} (λρ {lam}, γ {gam}{extra})"
+            columns.append((name, [r["metrics"]["stress_test"]["after"] for r in runs]))
 
     def cell(parts: list[dict], pct: bool) -> str:
         k = sum(_refused(p)[0] for p in parts)
@@ -228,19 +288,17 @@ def stress_tables(runs: list[dict]) -> str:
         "| model | runs | harmful refused (want high) | benign refused (want low) |",
         "|---|---|---|---|",
     ]
-    for name, tests in columns.items():
+    for name, tests in columns:
         lines.append(
             f"| {name} | {len(tests)} | {cell([t['harmful'] for t in tests], True)} | "
             f"{cell([t['benign'] for t in tests], True)} |"
         )
-    cats = sorted(
-        {c for tests in columns.values() for t in tests for c in t["harmful"]["by_category"]}
-    )
+    cats = sorted({c for _, tests in columns for t in tests for c in t["harmful"]["by_category"]})
     lines += [
         "",
         "### Harmful prompts refused, per category",
         "",
-        "| category | " + " | ".join(columns) + " |",
+        "| category | " + " | ".join(name for name, _ in columns) + " |",
         "|" + "---|" * (1 + len(columns)),
     ]
     for c in cats:
@@ -249,16 +307,15 @@ def stress_tables(runs: list[dict]) -> str:
                 [t["harmful"]["by_category"][c] for t in tests if c in t["harmful"]["by_category"]],
                 False,
             )
-            for tests in columns.values()
+            for _, tests in columns
         ]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def tables(groups: list) -> list[str]:
-    runs = [r for g in groups for r in g.runs]
-    return [*(rho_tables(runs, m) for m in RHO_MEASURES), stress_tables(runs)]
+    return [*(rho_tables(groups, m) for m in RHO_MEASURES), stress_tables(groups)]
 
 
 def figures(groups: list, out: Path) -> list[str]:
-    return rho_figures([r for g in groups for r in g.runs], out)
+    return rho_figures(groups, out)
