@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
-from driftbench.runs import atomic_write_csv, atomic_write_text, read_json
+from driftbench.runs import atomic_write_csv, atomic_write_text, effective_status, read_json
 from driftbench.tasks import SUMMARIES, get_summary
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,9 @@ def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
         if meta is None:
             skipped.append((str(d), "meta.json unreadable"))
             continue
-        if (status := run_status(d, meta)) != "completed":
-            skipped.append((str(d), f"status {status}: {meta.get('error') or ''}".strip()))
+        if (status := run_status(meta)) != "completed":
+            error = f": {meta['error']}" if meta.get("error") else ""
+            skipped.append((str(d), f"status {status}{error}"))
             continue
         metrics = read_json(d / "metrics.json")
         if metrics is None:
@@ -175,9 +176,10 @@ def group_runs(runs: list[dict]) -> list[RunGroup]:
     return [groups[k] for k in sorted(groups, key=_natural)]
 
 
-def run_status(run_dir: Path, meta: dict) -> str:
-    """A run's status (completed, failed, running, ...): the one place the report reads it."""
-    return str(meta.get("status"))
+def run_status(meta: dict) -> str:
+    """A run's status as it stands now (completed, failed, running, or died: a ``running`` run
+    whose process is gone): the one place the report reads it."""
+    return str(effective_status(meta))
 
 
 def summary_of(task: str | None):

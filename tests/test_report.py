@@ -365,3 +365,23 @@ def test_rho_runs_are_averaged_and_compared_over_seeds_alone(tmp_path):
     assert "| rho_guided (λρ 0.2, γ 0.1, model=minilm_l6) | 2 | 25% (1/4) |" in md
     assert "| rho_guided (λρ 0.5, γ 0.1, model=tiny_random) | 2 | 25% (1/4) |" in md
     assert {"report_rho_dose_response.png", "report_rho_margin.png"} <= set(res["figures"])
+
+
+def test_report_lists_a_running_run_whose_process_is_gone_as_died(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    pid = int(  # a process that has ended
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    runs = [drift_run(config(), [0.9, 0.8, 0.5]), drift_run(config(seed=1), [0.9, 0.8, 0.5])]
+    runs[1]["meta"].update(status="running", host=socket.gethostname(), pid=pid)
+    res = report([write_runs(tmp_path / "sweep", runs)], tmp_path / "rep")
+    assert res["n_runs"] == 1 and [why for _, why in res["skipped"]] == ["status died"]
+    assert "status died" in (tmp_path / "rep" / "report.md").read_text()
