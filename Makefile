@@ -1,4 +1,5 @@
-# Two commands do everything: `make run` (set up, then the default drift study) and `make test`.
+# Two commands do everything: `make run` (set up, then the default drift study) and `make test`
+# (ruff format --check, ruff check, then the whole test suite).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -22,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) launch.py $(ARGS)
 
-test: setup
+# Lint first (seconds): the style habits are checked, not hoped for.
+test: setup lint
 	$(PY) -m pytest $(ARGS)
 
 lint: setup
