@@ -41,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 import driftbench  # noqa: E402,F401
-from driftbench.models import ModelSpec, load_model  # noqa: E402
+from driftbench.backends import load_model  # noqa: E402
+from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.audit import GENERATION_BEHAVIORS, audit, resolve_behaviors  # noqa: E402
+from driftbench.rho.encoding import encode  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
-from driftbench.rho.scoring import encode  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
 
 TEXT_KEYS = {

@@ -29,13 +29,14 @@ sys.path.insert(0, str(ROOT))
 from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 import driftbench  # noqa: E402,F401
-from driftbench.backends import MLX_INSTALL, mlx_available  # noqa: E402
+from driftbench.backends import load_model  # noqa: E402
+from driftbench.backends.mlx_model import MLX_INSTALL, mlx_available  # noqa: E402
 from driftbench.data import load_alpaca, load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import extract_embeddings  # noqa: E402
-from driftbench.models import ModelSpec, load_model  # noqa: E402
+from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs  # noqa: E402
+from driftbench.rho.plan import TrainConfig  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
-from driftbench.rho.train import TrainConfig  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
 
 
@@ -84,9 +85,6 @@ def main() -> None:
     args = ap.parse_args()
     if not mlx_available():
         sys.exit(f"bench/backends.py needs mlx: {MLX_INSTALL}")
-    from driftbench.backends import mlx_train
-    from driftbench.rho import train as torch_train
-
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={args.model}"])
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
@@ -111,8 +109,7 @@ def main() -> None:
         base = load_model(spec, cache_dir, head="base", backend=backend)
         result["embed"][backend] = embed_throughput(base, texts.texts, spec.pooling)
         lm = load_model(spec, cache_dir, head="causal_lm", backend=backend)
-        trainer = mlx_train.train if backend == "mlx" else torch_train.train
-        result["train"][backend] = train_throughput(trainer, lm, sft, pairs, tcfg)
+        result["train"][backend] = train_throughput(lm.backend.train, lm, sft, pairs, tcfg)
     for part in ("embed", "train"):
         t, m = result[part]["torch"], result[part]["mlx"]
         result[part]["mlx_over_torch_tokens_per_s"] = (

@@ -49,9 +49,10 @@ sys.path.insert(0, str(ROOT))
 from roofline import matmul_gflops, sustained_matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 import driftbench  # noqa: E402,F401
+from driftbench.backends import load_model  # noqa: E402
 from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
-from driftbench.models import ModelSpec, load_model  # noqa: E402
+from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
 from driftbench.workers import cpu_workers  # noqa: E402
 

@@ -49,9 +49,11 @@ sys.path.insert(0, str(ROOT))
 from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 import driftbench  # noqa: E402,F401
+import driftbench.rho.plan as db_plan  # noqa: E402
 import driftbench.rho.train as db_train  # noqa: E402
+from driftbench.backends import load_model  # noqa: E402
 from driftbench.data import load_alpaca, resolve_data_path  # noqa: E402
-from driftbench.models import ModelSpec, load_model  # noqa: E402
+from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.loss import contrastive_loss  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs, trap_texts  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
@@ -136,7 +138,7 @@ class StratifiedPairs:
             raise ValueError(f"contrast_pairs_per_step={k}; this bench needs one per behaviour")
         out = [
             {"positive": p["positive"], "negative": p["negative"]}
-            for p in db_train.sample_pairs(self.pairs, rng, False)
+            for p in db_plan.sample_pairs(self.pairs, rng, False)
         ]
         texts = [p["positive"] for p in out] + [p["negative"] for p in out]
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -185,7 +187,7 @@ def loss_check(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
     from transformers import DataCollatorForLanguageModeling
 
     sft = texts[: args.batch_size]
-    batch_pairs = db_train.sample_pairs(pairs, random.Random(args.seed), False)
+    batch_pairs = db_plan.sample_pairs(pairs, random.Random(args.seed), False)
     model.eval()
     with torch.no_grad():
         collate = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
@@ -276,8 +278,8 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
     }
 
 
-def driftbench_config(args, targets: list[str]) -> db_train.TrainConfig:
-    return db_train.TrainConfig(
+def driftbench_config(args, targets: list[str]) -> db_plan.TrainConfig:
+    return db_plan.TrainConfig(
         lambda_rho=args.lambda_rho,
         margin=args.margin,
         lr=args.lr,

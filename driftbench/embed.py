@@ -1,12 +1,12 @@
 """Embedding extraction (eq. 1-4 of the drift paper) and its on-disk cache.
 
-Texts are tokenised once and sorted by length. Llama-architecture decoders take the padding-free
-forward of ``driftbench.packed`` (chunks of at most ``batch_tokens`` real tokens, no padding at
-all), run on one single-threaded worker per CPU thread (``driftbench.workers``). Every other
-model goes through its Hugging Face forward in batches of at most ``batch_tokens`` padded
-tokens, bucketed by length so nearly every FLOP is spent on real tokens; padding is on the right
-and pooling reads the attention mask, so a padded text gives the same vector as its unpadded
-forward.
+Texts are tokenised once and sorted by length; the model's backend (``driftbench.backends``)
+computes each batch. Llama-architecture decoders on torch take the padding-free forward of
+``driftbench.packed`` (chunks of at most ``batch_tokens`` real tokens, no padding at all), run
+on one single-threaded worker per CPU thread (``driftbench.workers``). Every other forward takes
+batches of at most ``batch_tokens`` padded tokens, bucketed by length so nearly every FLOP is
+spent on real tokens; padding is on the right and pooling reads the attention mask, so a padded
+text gives the same vector as its unpadded forward.
 """
 
 from __future__ import annotations
@@ -21,87 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from driftbench.backends import is_mlx
+from driftbench.backends import backend_of
+from driftbench.batching import bucket_batches, token_chunks
 
 POOLINGS = ("last_token", "mean")
 CACHE_VERSION = 2
 
 log = logging.getLogger(__name__)
-
-
-def last_token_pool(hidden, mask):
-    """eq. (2) under right padding: the hidden state of the last non-pad token of each row."""
-    import torch
-
-    last = mask.sum(dim=1) - 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-def mean_pool(hidden, mask):
-    """eq. (3): mean of hidden states over the attention mask."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-
-
-POOLERS = {"last_token": last_token_pool, "mean": mean_pool}
-
-
-def bucket_batches(
-    lengths: list[int], batch_tokens: int, max_pad_fraction: float = 0.15
-) -> list[list[int]]:
-    """Indices grouped longest first; a batch closes when one more row would exceed
-    ``batch_tokens`` padded tokens or be shorter than ``(1 - max_pad_fraction)`` of the batch's
-    longest row. Short texts in one wide batch would spend most FLOPs on padding; tight buckets
-    keep padding small while still giving the GEMMs many rows."""
-    if batch_tokens < 1:
-        raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
-    if not 0.0 <= max_pad_fraction < 1.0:
-        raise ValueError(f"max_pad_fraction={max_pad_fraction}; accepted: 0 <= value < 1")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current:
-            width = lengths[current[0]]
-            full = width * (len(current) + 1) > batch_tokens
-            if full or lengths[i] < (1.0 - max_pad_fraction) * width:
-                batches.append(current)
-                current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def token_chunks(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices longest first, cut into chunks of at most ``batch_tokens`` real tokens (a text
-    longer than that is a chunk of its own): the packed forward's batches."""
-    if batch_tokens < 1:
-        raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
-    chunks: list[list[int]] = []
-    current, tokens = [], 0
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if current and tokens + lengths[i] > batch_tokens:
-            chunks.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += lengths[i]
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def pad_batch(ids: list[list[int]], pad_id: int):
-    """Right-pad token id lists into (input_ids, attention_mask) tensors."""
-    import torch
-
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, x in enumerate(ids):
-        input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[r, : len(x)] = 1
-    return input_ids, mask
 
 
 @dataclass
@@ -125,69 +51,6 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return ids
 
 
-class _EarlyExit(Exception):
-    def __init__(self, hidden):
-        self.hidden = hidden
-
-
-def layer_stack(model):
-    """The model's list of transformer blocks (decoders: ``layers``; BERT: ``encoder.layer``),
-    or None where it has neither."""
-    import torch
-
-    for path in ("layers", "encoder.layer"):
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, torch.nn.ModuleList) and len(obj) == model.config.num_hidden_layers:
-            return obj
-    return None
-
-
-def hidden_at(model, input_ids, mask, layer: int):
-    """``hidden_states[layer]`` of the model's forward (``-1``: ``last_hidden_state``), without
-    running the blocks after that layer: entry k > 0 is block k-1's output (entry 0 the block
-    stack's input), so a forward hook there ends the forward. Probing layer 15 of 30 costs half
-    a forward. The final entry (after the final norm) needs the whole forward."""
-    if layer == -1:
-        return model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    n = model.config.num_hidden_layers
-    if not -(n + 1) <= layer <= n:
-        raise ValueError(f"embed.layer={layer}; accepted for this {n}-layer model: -{n + 1}..{n}")
-    index, blocks = layer % (n + 1), layer_stack(model)
-    if blocks is None or index == n:
-        res = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-        return res.hidden_states[layer]
-
-    def before_first(module, args, kwargs):
-        raise _EarlyExit(args[0] if args else kwargs["hidden_states"])
-
-    def after(module, args, output):
-        raise _EarlyExit(output[0] if isinstance(output, tuple) else output)
-
-    hook = (
-        blocks[0].register_forward_pre_hook(before_first, with_kwargs=True)
-        if index == 0
-        else blocks[index - 1].register_forward_hook(after)
-    )
-    try:
-        model(input_ids=input_ids, attention_mask=mask)
-    except _EarlyExit as stop:
-        return stop.hidden
-    finally:
-        hook.remove()
-    raise RuntimeError(f"embed.layer={layer}: the forward never reached block {index}")
-
-
-def pooled_batch(model, rows: list[list[int]], pad_id: int, pooling: str, layer: int):
-    """One right-padded forward of token id lists -> pooled (len(rows), d) float32 array."""
-    input_ids, mask = pad_batch(rows, pad_id)
-    device = next(model.parameters()).device
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    hidden = hidden_at(model, input_ids, mask, layer)
-    return POOLERS[pooling](hidden, mask).float().cpu().numpy()
-
-
 def extract_embeddings(
     model,
     tokenizer,
@@ -202,52 +65,36 @@ def extract_embeddings(
     workers: int | None = None,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
-    (no LM head), torch or mlx (``driftbench.backends``). ``layer=-1`` is the final hidden
+    (no LM head) of any backend (``driftbench.backends``). ``layer=-1`` is the final hidden
     state; other values index hidden_states (torch only). ``packed=False`` forces the model's
     own forward where the packed one would apply. ``workers``: packed forwards run side by side
     (default: one per CPU thread, 1 on a GPU); the other forwards always run one at a time."""
     from tqdm.auto import tqdm
 
-    from driftbench.packed import PackedLlama, unsupported
-    from driftbench.workers import balanced_limit, cpu_workers, map_on_workers
+    from driftbench.workers import balanced_limit, map_on_workers
 
-    if pooling not in POOLERS:
-        raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLERS)}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLINGS)}")
     t0 = time.perf_counter()
     ids = tokenize(tokenizer, texts, max_length)
     lengths = [len(x) for x in ids]
-    n_workers = 1
-    if is_mlx(model):
-        from driftbench.backends import mlx_model
-
-        forward, kind = mlx_model.pooled_batch, "mlx"
-        batches = bucket_batches(lengths, batch_tokens, max_pad_fraction)
-    elif packed and unsupported(model) is None:
-        packed_model = PackedLlama(model)
-
-        def forward(model, rows, pad_id, pooling, layer):
-            return packed_model.pooled(rows, pooling, layer).float().cpu().numpy()
-
-        if workers is None:
-            workers = cpu_workers(model.embed_tokens.weight.device)
+    forward = backend_of(model).embed_forward(model, pooling, layer, packed, workers)
+    if forward.padding_free:
         if batch_tokens < 1:
             raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
-        if workers < 1:
-            raise ValueError(f"workers={workers}; accepted: an integer >= 1")
-        limit = balanced_limit(sum(lengths), batch_tokens, workers)
-        kind, batches = "packed", token_chunks(lengths, limit)
-        n_workers = min(workers, len(batches))
+        batches = token_chunks(lengths, balanced_limit(sum(lengths), batch_tokens, forward.workers))
+        n_workers = min(forward.workers, len(batches))
     else:
-        forward, kind = pooled_batch, "hf"
         batches = bucket_batches(lengths, batch_tokens, max_pad_fraction)
+        n_workers = 1
     out: np.ndarray | None = None
     stats = EmbedStats(
-        n_texts=len(texts), real_tokens=int(sum(lengths)), forward=kind, workers=n_workers
+        n_texts=len(texts), real_tokens=int(sum(lengths)), forward=forward.kind, workers=n_workers
     )
     bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
 
     def run(batch):
-        return forward(model, [ids[i] for i in batch], tokenizer.pad_token_id, pooling, layer)
+        return forward.run([ids[i] for i in batch], tokenizer.pad_token_id)
 
     for batch, pooled in zip(batches, map_on_workers(run, batches, n_workers), strict=True):
         if out is None:
@@ -255,7 +102,7 @@ def extract_embeddings(
         out[batch] = pooled
         stats.n_forward_batches += 1
         widths = [lengths[i] for i in batch]
-        stats.padded_tokens += sum(widths) if kind == "packed" else len(batch) * max(widths)
+        stats.padded_tokens += sum(widths) if forward.padding_free else len(batch) * max(widths)
         bar.update(len(batch))
     bar.close()
     stats.wall_s = time.perf_counter() - t0
@@ -343,7 +190,8 @@ def cached_embeddings(
     The key covers the model's identity (file hashes or tiny config), the texts themselves,
     pooling, max_length, layer and the forward asked for (``packed``; the backend, when not
     torch): a sweep over drift, sigma, seed or classifier computes the embeddings once."""
-    from driftbench.models import load_model, model_identity
+    from driftbench.backends import get_backend, load_model
+    from driftbench.models import model_identity
 
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
     identity = model_identity(spec, cache_dir)
@@ -357,7 +205,7 @@ def cached_embeddings(
         "layer": layer,
         "packed": packed,
         **(extra_key or {}),
-        **({"backend": backend} if backend != "torch" else {}),
+        **get_backend(backend).cache_key,
     }
     key = cache_key(parts)
     cache = EmbeddingCache(cache_dir)

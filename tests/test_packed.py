@@ -6,7 +6,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from driftbench.embed import extract_embeddings, mean_pool, token_chunks
+from driftbench.backends.torch_backend import mean_pool
+from driftbench.batching import token_chunks
+from driftbench.embed import extract_embeddings
 from driftbench.packed import PackedLlama, equal_length_groups, unsupported
 
 TEXTS = [

@@ -19,7 +19,7 @@ import pytest
 import scipy.stats as st
 import torch
 
-from driftbench.embed import bucket_batches
+from driftbench.batching import bucket_batches
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.audit import (
     audit,
@@ -31,18 +31,11 @@ from driftbench.rho.audit import (
     spearman_rho,
     sycophancy_choice,
 )
+from driftbench.rho.encoding import completion_text
+from driftbench.rho.generate import decode_groups, left_pad, merge_prefilled, mergeable, prefill
 from driftbench.rho.loss import per_text_ce
 from driftbench.rho.pairs import contrast_pairs
-from driftbench.rho.scoring import (
-    completion_text,
-    decode_groups,
-    greedy_generate,
-    left_pad,
-    merge_prefilled,
-    mergeable,
-    prefill,
-    score_texts,
-)
+from driftbench.rho.scoring import greedy_generate, score_texts
 
 try:
     import rho_eval.behaviors as rho_behaviors
@@ -209,11 +202,11 @@ def test_batched_mean_ce_equals_hf_loss_of_each_text(tiny_model, packed):
 
 
 def test_per_text_ce_is_differentiable_and_padding_free(tiny_model):
-    from driftbench.embed import pad_batch
+    from driftbench.batching import pad_batch
 
     model, tok = tiny_model.model, tiny_model.tokenizer
     ids = tok(TEXTS[:2])["input_ids"]
-    input_ids, mask = pad_batch(ids, tok.pad_token_id)
+    input_ids, mask = map(torch.from_numpy, pad_batch(ids, tok.pad_token_id))
     ce = per_text_ce(model(input_ids=input_ids, attention_mask=mask).logits, input_ids, mask)
     ce.sum().backward()
     assert model.model.embed_tokens.weight.grad is not None
@@ -450,7 +443,8 @@ def test_sycophancy_pairs_probe_set_is_confidence_scored_as_rho_eval(tiny_model)
 
 @pytest.fixture(scope="module")
 def smollm2(shared_cache):
-    from driftbench.models import ModelSpec, load_model
+    from driftbench.backends import load_model
+    from driftbench.models import ModelSpec
 
     spec = ModelSpec.from_dict(
         {

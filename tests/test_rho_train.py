@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import driftbench.rho.train as rho_train
-from driftbench.embed import pad_batch
+from driftbench.batching import pad_batch
 from driftbench.rho.loss import (
     common_prefix_len,
     contrastive_loss,
@@ -17,14 +17,8 @@ from driftbench.rho.loss import (
     padded_text_ce,
     per_text_ce,
 )
-from driftbench.rho.train import (
-    TrainConfig,
-    answer_mask,
-    apply_lora,
-    check_lora_targets,
-    lr_lambda,
-    train,
-)
+from driftbench.rho.plan import TrainConfig, answer_mask, lr_lambda
+from driftbench.rho.train import apply_lora, check_lora_targets, train
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -36,7 +30,7 @@ TEXTS = [
 
 def test_batched_per_text_ce_equals_hugging_face_loss_of_each_unpadded_text(tiny_model):
     model, tok = tiny_model.model, tiny_model.tokenizer
-    ids, mask = pad_batch(tok(TEXTS)["input_ids"], tok.pad_token_id)
+    ids, mask = map(torch.from_numpy, pad_batch(tok(TEXTS)["input_ids"], tok.pad_token_id))
     with torch.no_grad():
         batched = per_text_ce(model(input_ids=ids, attention_mask=mask).logits, ids, mask)
         for i, t in enumerate(TEXTS):
@@ -84,7 +78,8 @@ def test_bad_training_settings_are_named(kwargs, fragment):
 
 
 def pair_gap(model, tok, pair):
-    ids, mask = pad_batch(tok([pair["positive"], pair["negative"]])["input_ids"], tok.pad_token_id)
+    texts = [pair["positive"], pair["negative"]]
+    ids, mask = map(torch.from_numpy, pad_batch(tok(texts)["input_ids"], tok.pad_token_id))
     with torch.no_grad():
         ce = per_text_ce(model(input_ids=ids, attention_mask=mask).logits, ids, mask)
     return (ce[0] - ce[1]).item()

@@ -1,12 +1,12 @@
-"""``backend=mlx``: load a model with mlx-lm and compute what the tasks need from it.
+"""``backend=mlx``: an mlx-lm model, how it is loaded, and its batch forwards.
 
 The model comes from the same local safetensors folder the torch backend reads (GGUF packages
 are converted once to that folder; ``tiny_random`` is saved to one), and texts are tokenised by
-the same Hugging Face tokenizer, so both backends see identical token ids. Each function here
-is the mlx twin of a torch one, called by the shared code when the model is an :class:`MlxModel`:
-:func:`pooled_batch` (``driftbench.embed``), :func:`batch_token_ce` and :func:`greedy_generate`
-(``driftbench.rho.scoring``); batching, tokenising and decoding stay in the shared code. The
-tests check that the numbers agree (embeddings cosine >= 0.9999, per-token CE within 1e-3).
+the same Hugging Face tokenizer, so both backends see identical token ids. Each forward here is
+the mlx twin of a torch one (``backends/torch_backend.py``): :func:`pooled_batch`,
+:func:`batch_token_ce` and :func:`greedy_generate`; batching, tokenising and decoding stay in the
+shared code. The tests check that the numbers agree (embeddings cosine >= 0.9999, per-token CE
+within 1e-3, the same generations).
 
 mlx-lm models take no attention mask: under right padding and a causal mask a real token never
 sees the pads that follow it, so pooling and CE read only real positions, as with torch.
@@ -14,6 +14,7 @@ sees the pads that follow it, so pooling and CE read only real positions, as wit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -21,9 +22,46 @@ from pathlib import Path
 
 import numpy as np
 
-from driftbench.models import LoadedModel, ModelSpec, model_identity
+from driftbench.batching import pad_batch
+from driftbench.models import (
+    ModelSpec,
+    build_folder_once,
+    build_tiny_random,
+    converted_gguf_dir,
+    identity_key,
+    model_identity,
+    resolve_local_path,
+    tiny_tokenizer,
+)
+from driftbench.rho.encoding import (
+    GENERATE_MAX_PROMPT,
+    completion_text,
+    encode,
+)
 
 log = logging.getLogger(__name__)
+MLX_INSTALL = (
+    'pip install -e ".[mlx]"  (i.e. pip install mlx-lm plus mlx on macOS, "mlx[cpu]" on Linux: '
+    "plain mlx on Linux fails with libmlx.so missing)"
+)
+
+
+def mlx_available() -> bool:
+    """mlx and mlx-lm import (on Linux ``mlx.core`` needs the ``mlx[cpu]`` extra's library)."""
+    if importlib.util.find_spec("mlx") is None or importlib.util.find_spec("mlx_lm") is None:
+        return False
+    try:
+        import mlx.core  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def require_mlx() -> None:
+    if not mlx_available():
+        raise ImportError(
+            f"backend=mlx needs mlx and mlx-lm, which are not installed: {MLX_INSTALL}"
+        )
 
 
 def mlx_config_overrides(config: dict) -> dict:
@@ -70,21 +108,18 @@ def check_architecture(config: dict, model_name: str) -> None:
         ) from e
 
 
-def check_model(spec: ModelSpec, cache_dir) -> None:
-    """Before heavy work: the architecture, where the model's config is already on disk (a
-    local folder, or a GGUF already converted); otherwise :func:`load` checks it."""
-    from driftbench.models import resolve_local_path
-
-    folder = None
+def local_folder(spec: ModelSpec) -> Path | None:
+    """The model's folder where its config is already on disk before any heavy work (a local
+    Hugging Face folder), else None: :func:`load` checks it then."""
     if spec.source == "hf" and spec.name_or_path:
         folder = resolve_local_path(spec.name_or_path)
-    if folder is not None and (folder / "config.json").exists():
-        check_architecture(read_config(folder), spec.name)
+        if folder is not None and (folder / "config.json").exists():
+            return folder
+    return None
 
 
 def tiny_random_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     """``tiny_random`` saved once as a safetensors folder (mlx-lm loads from folders)."""
-    from driftbench.models import build_folder_once, build_tiny_random, identity_key, tiny_tokenizer
 
     def build(tmp: Path) -> None:
         tok = tiny_tokenizer(cache_dir)
@@ -97,8 +132,6 @@ def tiny_random_dir(spec: ModelSpec, cache_dir: Path) -> Path:
 
 def model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
     """The local safetensors folder both backends load."""
-    from driftbench.models import converted_gguf_dir, resolve_local_path
-
     if spec.source == "tiny_random":
         return tiny_random_dir(spec, cache_dir)
     if spec.source == "gguf":
@@ -113,13 +146,15 @@ def model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
 
 @dataclass
 class MlxModel:
-    """An mlx-lm model behind the few methods the tasks call on a torch model (``eval``,
-    ``train``, ``training``, ``save_pretrained``), so audit and stress test code is shared."""
+    """An mlx-lm model behind the few methods and attributes the shared code uses on a torch
+    model (``eval``, ``train``, ``training``, ``save_pretrained``), so
+    audit and stress test code is shared; ``backend_name`` tells ``backends.backend_of`` whose
+    it is."""
 
     model: object
     config: dict
     folder: Path
-    backend: str = "mlx"
+    backend_name: str = "mlx"
     lora: dict | None = None  # set by mlx_train.apply_lora: rank, scale, dropout, module paths
 
     def eval(self) -> MlxModel:
@@ -147,26 +182,39 @@ class MlxModel:
     def save_pretrained(self, path, safe_serialization: bool = True) -> None:
         """The LoRA adapter in mlx-lm's format (``adapters.safetensors`` +
         ``adapter_config.json``), loadable with ``mlx_lm.generate --adapter-path``."""
-        from driftbench.backends.mlx_train import save_adapter
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
 
-        save_adapter(self, Path(path))
+        if self.lora is None:
+            raise ValueError("the model has no LoRA adapter to save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = dict(tree_flatten(self.model.trainable_parameters()))
+        mx.save_safetensors(str(path / "adapters.safetensors"), weights)
+        keys = sorted({p.split(".layers.", 1)[1].split(".", 1)[1] for p in self.lora["paths"]})
+        config = {
+            "fine_tune_type": "lora",
+            "num_layers": len(self.model.layers),
+            "lora_parameters": {
+                "rank": self.lora["rank"],
+                "scale": self.lora["scale"],
+                "dropout": self.lora["dropout"],
+                "keys": keys,
+            },
+        }
+        (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
-def load(spec: ModelSpec, cache_dir) -> LoadedModel:
-    """mlx-lm model + the Hugging Face tokenizer of the same folder, float32 weights. One
-    model serves both heads: embeddings read its backbone (``hidden_states``)."""
-    import os
-
+def load(spec: ModelSpec, cache_dir: Path):
+    """(mlx-lm model, the Hugging Face tokenizer of the same folder, identity, folder), float32
+    weights. One model serves both heads: embeddings read its backbone (``hidden_states``)."""
     from transformers import AutoTokenizer
-
-    from driftbench.backends import require_mlx
 
     require_mlx()
     import mlx.core as mx
     from mlx.utils import tree_map
     from mlx_lm.utils import load_model as mlx_load_model
 
-    cache_dir = Path(os.path.expanduser(str(cache_dir)))
     identity = model_identity(spec, cache_dir)
     folder = model_folder(spec, cache_dir)
     config = read_config(folder)
@@ -186,17 +234,15 @@ def load(spec: ModelSpec, cache_dir) -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     wrapped = MlxModel(model, config, folder)
     wrapped.eval()
-    return LoadedModel(wrapped, tokenizer, identity, is_encoder=False, folder=folder)
+    return wrapped, tokenizer, identity, folder
 
 
 def _batch(ids: list[list[int]], pad_id: int):
-    """``driftbench.embed.pad_batch`` as (mlx input_ids, numpy float mask)."""
+    """``batching.pad_batch`` as (mlx input_ids, numpy float mask)."""
     import mlx.core as mx
 
-    from driftbench.embed import pad_batch
-
     input_ids, mask = pad_batch(ids, pad_id)
-    return mx.array(input_ids.numpy().astype(np.int32)), mask.numpy().astype(np.float32)
+    return mx.array(input_ids.astype(np.int32)), mask.astype(np.float32)
 
 
 def hidden_states(model: MlxModel, input_ids):
@@ -210,12 +256,11 @@ def hidden_states(model: MlxModel, input_ids):
     return inner(input_ids)
 
 
-def pooled_batch(model: MlxModel, rows: list[list[int]], pad_id: int, pooling: str, layer: int):
-    """``driftbench.embed.pooled_batch`` on mlx: one right-padded forward -> (n, d) float32."""
+def pooled_batch(model: MlxModel, rows: list[list[int]], pad_id: int, pooling: str):
+    """One right-padded forward of the final hidden states -> pooled (n, d) float32 (eq. 2
+    or 3, as the torch backend's ``pooled_batch``)."""
     import mlx.core as mx
 
-    if layer != -1:
-        raise ValueError(f"embed.layer={layer} with backend=mlx; accepted: -1 (the final layer)")
     input_ids, mask = _batch(rows, pad_id)
     hidden = hidden_states(model, input_ids).astype(mx.float32)
     if pooling == "last_token":
@@ -229,7 +274,7 @@ def pooled_batch(model: MlxModel, rows: list[list[int]], pad_id: int, pooling: s
 
 def token_ce(logits, input_ids, mask):
     """(B, T) CE of each next token (position t scores token t+1; 0 where the target is a pad
-    or past the end): ``driftbench.rho.scoring.token_ce`` in mlx. Differentiable."""
+    or past the end): ``driftbench.rho.loss.token_ce`` in mlx. Differentiable."""
     import mlx.core as mx
 
     logits = logits[:, :-1].astype(mx.float32)
@@ -241,7 +286,8 @@ def token_ce(logits, input_ids, mask):
 
 
 def batch_token_ce(model: MlxModel, rows: list[list[int]], pad_id: int) -> np.ndarray:
-    """``driftbench.rho.scoring.batch_token_ce`` on mlx: (n, T) next-token CE."""
+    """One right-padded forward -> (n, T) next-token CE (the torch backend's
+    ``batch_token_ce`` on mlx)."""
     input_ids, mask = _batch(rows, pad_id)
     return np.array(token_ce(model.model(input_ids), input_ids, mask))
 
@@ -255,12 +301,10 @@ def greedy_generate(
     desc: str = "generating",
 ) -> list[str]:
     """Greedy completions (argmax, stop at eos, KV cache), one prompt at a time, decoded as
-    :func:`driftbench.rho.scoring.greedy_generate` decodes them."""
+    the torch backend decodes them."""
     import mlx.core as mx
     from mlx_lm.models.cache import make_prompt_cache
     from tqdm.auto import tqdm
-
-    from driftbench.rho.scoring import GENERATE_MAX_PROMPT, completion_text, encode
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}; accepted: an integer >= 1")

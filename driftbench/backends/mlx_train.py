@@ -1,4 +1,4 @@
-"""The rho-guided LoRA training loop of ``driftbench.rho.train`` on mlx.
+"""The rho-guided LoRA training loop of ``driftbench.rho.train`` on mlx (``backend=mlx``).
 
 Same loss (``L_SFT + lambda_rho * mean hinge(CE(x+) - CE(x-) + gamma)``, CE the per-text mean
 next-token CE), same data order and pair sampling (the same ``random.Random(seed)`` calls), same
@@ -11,14 +11,11 @@ mlx and check one optimizer step gives the same loss within 1e-3.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from driftbench.backends.mlx_model import MlxModel, _batch, token_ce
-from driftbench.embed import pad_batch
-from driftbench.rho.train import TrainConfig, TrainingPlan
+from driftbench.batching import pad_batch
+from driftbench.rho.plan import TrainConfig, TrainingPlan
 
 
 def linear_paths(model: MlxModel) -> dict[str, object]:
@@ -62,30 +59,6 @@ def apply_lora(model: MlxModel, cfg: TrainConfig, seed: int) -> MlxModel:
         "paths": [p for p, _ in wrapped],
     }
     return model
-
-
-def save_adapter(model: MlxModel, path: Path) -> None:
-    """mlx-lm's adapter format, so ``mlx_lm.generate --adapter-path`` loads it."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    if model.lora is None:
-        raise ValueError("the model has no LoRA adapter to save")
-    path.mkdir(parents=True, exist_ok=True)
-    weights = dict(tree_flatten(model.model.trainable_parameters()))
-    mx.save_safetensors(str(path / "adapters.safetensors"), weights)
-    keys = sorted({p.split(".layers.", 1)[1].split(".", 1)[1] for p in model.lora["paths"]})
-    config = {
-        "fine_tune_type": "lora",
-        "num_layers": len(model.model.layers),
-        "lora_parameters": {
-            "rank": model.lora["rank"],
-            "scale": model.lora["scale"],
-            "dropout": model.lora["dropout"],
-            "keys": keys,
-        },
-    }
-    (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
 def per_text_ce(logits, input_ids, mask: np.ndarray, loss_mask: np.ndarray | None = None):
@@ -149,7 +122,7 @@ def train(
             ids, mask = _batch(mb.pos_ids + mb.neg_ids, pad)
             loss_mask = None  # ce_on=answer: 0/1 per token, right-padded with 0
             if mb.loss_masks is not None:
-                loss_mask = pad_batch(mb.loss_masks, 0)[0].numpy().astype(np.float32)
+                loss_mask = pad_batch(mb.loss_masks, 0)[0].astype(np.float32)
             pair = (ids, mask, loss_mask, len(mb.pos_ids))
         (_, sft_loss, c_loss, active), grads = loss_and_grad(sft, pair)
         grads_sum = grads if grads_sum is None else tree_map(mx.add, grads_sum, grads)

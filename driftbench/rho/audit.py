@@ -34,6 +34,7 @@ import numpy as np
 
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, pair_texts
 from driftbench.rho.probes import BEHAVIORS, check_behavior, load_probes, refusal_phrases
+from driftbench.rho.scoring import greedy_generate, score_texts
 
 CONFIDENCE_BEHAVIORS = ("deception", "factual", "refusal", "toxicity")
 GENERATION_BEHAVIORS = ("bias", "overrefusal", "reasoning", "sycophancy")
@@ -191,16 +192,12 @@ class Runner:
     n_texts: int = 0
 
     def score(self, texts: list[str], max_length: int | None, desc: str):
-        from driftbench.rho.scoring import score_texts
-
         self.n_texts += len(texts)
         return score_texts(
             self.model, self.tokenizer, texts, max_length, self.batch_tokens, self.progress, desc
         )
 
     def generate(self, prompts: list[str], max_new_tokens: int, desc: str) -> list[str]:
-        from driftbench.rho.scoring import greedy_generate
-
         self.n_texts += len(prompts)
         return greedy_generate(
             self.model,

@@ -23,8 +23,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from driftbench.embed import pad_batch
-from driftbench.rho.scoring import token_ce
+from driftbench.batching import pad_batch
+
+
+def token_ce(logits, input_ids, attention_mask):
+    """(B, T) CE of each next token, computed as HF's causal-LM loss does it (fp32 logits,
+    labels shifted left); position t scores token t+1, and positions whose target is padding
+    (or past the end) are 0. Differentiable: the audit's batched scoring on torch and the rho
+    loss read the same numbers."""
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+    ce = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    )
+    return ce.view(labels.shape) * (labels != -100).to(torch.float32)
 
 
 def per_text_ce(
@@ -68,8 +83,10 @@ def padded_text_ce(
     """Per-text mean CE from one right-padded forward: the reference path, and the fallback for
     models whose attention cannot take the block-diagonal mask of ``packed_text_ce``."""
     device = next(model.parameters()).device
-    input_ids, mask = (t.to(device) for t in pad_batch(id_lists, pad_id))
-    loss_mask = pad_batch(loss_masks, 0)[0].to(device) if loss_masks is not None else None
+    input_ids, mask = (torch.from_numpy(a).to(device) for a in pad_batch(id_lists, pad_id))
+    loss_mask = None
+    if loss_masks is not None:
+        loss_mask = torch.from_numpy(pad_batch(loss_masks, 0)[0]).to(device)
     logits = model(input_ids=input_ids, attention_mask=mask).logits
     return per_text_ce(logits, input_ids, mask, loss_mask)
 

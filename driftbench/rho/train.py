@@ -1,4 +1,6 @@
-"""LoRA SFT with the contrastive hinge of 003_c2ae76f2d78a8631.txt, one screen of training loop.
+"""LoRA SFT with the contrastive hinge of 003_c2ae76f2d78a8631.txt, one screen of training loop:
+the torch backend's. The data order, pair sampling, schedule and history come from
+:class:`driftbench.rho.plan.TrainingPlan`, which the mlx loop (``backends/mlx_train.py``) shares.
 
 Each micro-step runs one forward for its SFT texts and one for both texts of every sampled probe
 pair: the SFT loss is the token-mean CE over the SFT texts (as Hugging Face's ``labels=`` loss), the
@@ -16,11 +18,7 @@ of a row.)
 from __future__ import annotations
 
 import logging
-import math
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
@@ -30,47 +28,9 @@ from driftbench.rho.loss import (
     packing_unsupported,
     padded_text_ce,
 )
+from driftbench.rho.plan import TrainConfig, TrainingPlan
 
 log = logging.getLogger(__name__)
-CE_ON = ("full_text", "answer")
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of the loop; ``conf/sft/`` holds the same names."""
-
-    lambda_rho: float = 0.2
-    margin: float = 0.1
-    use_sft: bool = True
-    use_contrastive: bool = True
-    shuffle_pairs: bool = False
-    ce_on: str = "full_text"
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 4
-    batch_size: int = 2
-    epochs: int = 1
-    max_steps: int | None = None
-    max_length: int = 256
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "o_proj"])
-
-    def validate(self) -> None:
-        if self.lambda_rho < 0:
-            raise ValueError(
-                f"sft.lambda_rho={self.lambda_rho}: the contrastive weight must be >= 0"
-            )
-        if self.margin < 0:
-            raise ValueError(f"sft.margin={self.margin}: the hinge margin gamma must be >= 0")
-        if self.ce_on not in CE_ON:
-            raise ValueError(f"sft.ce_on={self.ce_on!r}; accepted: {', '.join(CE_ON)}")
-        for name in ("grad_accum", "batch_size", "epochs", "max_length", "lora_rank"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"sft.{name}={getattr(self, name)}: must be >= 1")
 
 
 def linear_modules(model) -> list[str]:
@@ -107,40 +67,6 @@ def apply_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lora)
 
 
-def answer_mask(pos: list[int], neg: list[int]) -> tuple[list[int], list[int]]:
-    """Per-token 1/0 masks marking the tokens after the pair's common token prefix: for bias and
-    sycophancy pairs (same question, different answer) that is the answer, which the whole-text
-    mean would dilute."""
-    k = 0
-    while k < min(len(pos), len(neg)) - 1 and pos[k] == neg[k]:
-        k += 1
-    return [0] * k + [1] * (len(pos) - k), [0] * k + [1] * (len(neg) - k)
-
-
-def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    """10% linear warmup, then linear decay to 0 (as rho-eval's trainer)."""
-    warmup = int(total_steps * warmup_ratio)
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return step / max(warmup, 1)
-        return max(0.0, 1.0 - (step - warmup) / max(total_steps - warmup, 1))
-
-    return f
-
-
-def sample_pairs(pairs: dict[str, list[dict]], rng: random.Random, shuffle: bool) -> list[dict]:
-    """One pair per behaviour (uniform over behaviours); ``shuffle`` swaps positive and negative
-    at random: the negative control whose loss carries no behavioural signal."""
-    out = []
-    for behavior in sorted(pairs):
-        p = rng.choice(pairs[behavior])
-        if shuffle and rng.random() < 0.5:
-            p = {**p, "positive": p["negative"], "negative": p["positive"]}
-        out.append(p)
-    return out
-
-
 def select_text_ce(model, pad_id: int) -> Callable[..., torch.Tensor]:
     """``text_ce(id_lists, loss_masks=None, pairs=0)`` -> per-text mean CE: packed where the
     model's attention takes the packed mask, else padded rows (the same values, more work)."""
@@ -149,114 +75,6 @@ def select_text_ce(model, pad_id: int) -> Callable[..., torch.Tensor]:
         return lambda ids, masks=None, pairs=0: packed_text_ce(model, ids, masks, pairs)
     log.warning("training on padded rows, not packed: %s", reason)
     return lambda ids, masks=None, pairs=0: padded_text_ce(model, ids, masks, pad_id)
-
-
-@dataclass
-class MicroBatch:
-    """The token ids of one micro-step: SFT texts, then the sampled pairs' positive and negative
-    texts (and, for ``ce_on=answer``, their loss masks, positives first)."""
-
-    rows: list[list[int]]
-    pos_ids: list[list[int]]
-    neg_ids: list[list[int]]
-    loss_masks: list[list[int]] | None
-
-    @property
-    def n_tokens(self) -> int:
-        return int(sum(len(x) for x in self.rows + self.pos_ids + self.neg_ids))
-
-
-class TrainingPlan:
-    """What both backends' loops share: checks, tokenisation, the step count, the data order
-    and pair sampling (one ``random.Random(seed)``, the same calls in the same order), and the
-    per-step history with its progress bar."""
-
-    def __init__(self, tokenizer, sft_texts, pairs, cfg: TrainConfig, seed: int, progress: bool):
-        cfg.validate()
-        self.cfg, self.tokenizer, self.pairs = cfg, tokenizer, pairs
-        self.rng = random.Random(seed)
-        self.contrastive_on = cfg.use_contrastive and cfg.lambda_rho > 0 and any(pairs.values())
-        if not cfg.use_sft and not self.contrastive_on:
-            raise ValueError(
-                "nothing to train: no SFT term and no contrastive term (lambda_rho = 0)"
-            )
-        if not sft_texts:
-            raise ValueError("the SFT set is empty: check sft.data (n, alpaca_path)")
-        self.sft_ids = self.encode(sft_texts)  # also sets contrastive_only's step count
-        n_micro = math.ceil(len(self.sft_ids) / cfg.batch_size) * cfg.epochs
-        self.total = cfg.max_steps or math.ceil(n_micro / cfg.grad_accum)
-        self.schedule = lr_lambda(self.total, cfg.warmup_ratio)
-        self.history: list[dict] = []
-        self.progress = progress
-        self._reset()
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]
-
-    def micro_batches(self):
-        """Micro-batches until ``total`` steps; max_steps may ask for more than one pass."""
-        cfg = self.cfg
-        while True:
-            order = list(range(len(self.sft_ids)))
-            self.rng.shuffle(order)
-            for i in range(0, len(order), cfg.batch_size):
-                rows = [self.sft_ids[j] for j in order[i : i + cfg.batch_size]]
-                batch_pairs = (
-                    sample_pairs(self.pairs, self.rng, cfg.shuffle_pairs)
-                    if self.contrastive_on
-                    else []
-                )
-                pos = self.encode([p["positive"] for p in batch_pairs]) if batch_pairs else []
-                neg = self.encode([p["negative"] for p in batch_pairs]) if batch_pairs else []
-                masks = None
-                if batch_pairs and cfg.ce_on == "answer":
-                    both = [answer_mask(p, q) for p, q in zip(pos, neg, strict=True)]
-                    masks = [m[0] for m in both] + [m[1] for m in both]
-                yield MicroBatch(rows if cfg.use_sft else [], pos, neg, masks)
-
-    def _reset(self) -> None:
-        self.acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
-
-    def start(self, desc: str = "train") -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, desc=desc, unit="step", disable=not self.progress)
-        self.t0 = time.perf_counter()
-
-    def add(self, mb: MicroBatch, sft: float, contrastive: float, active: float) -> None:
-        self.acc["sft"] += sft
-        self.acc["contrastive"] += contrastive
-        self.acc["active"] += active
-        self.acc["tokens"] += mb.n_tokens
-        self.acc["n"] += 1
-
-    def lr(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` (0-based), as torch's LambdaLR."""
-        return self.cfg.lr * self.schedule(step)
-
-    def step_done(self) -> bool:
-        """Record one optimizer step (averages over its micro-steps); True when training is
-        over."""
-        n, on = self.acc["n"], self.contrastive_on
-        self.history.append(
-            {
-                "step": len(self.history) + 1,
-                "lr": self.lr(len(self.history) + 1),
-                "sft_loss": self.acc["sft"] / n if self.cfg.use_sft else None,
-                "contrastive_loss": self.acc["contrastive"] / n if on else None,
-                "active_hinge_fraction": self.acc["active"] / n if on else None,
-                "real_tokens": self.acc["tokens"],
-                "wall_s": time.perf_counter() - self.t0,
-            }
-        )
-        self._reset()
-        h = self.history[-1]
-        self.bar.update(1)
-        self.bar.set_postfix(sft=h["sft_loss"], hinge=h["contrastive_loss"], refresh=False)
-        if len(self.history) >= self.total:
-            self.bar.close()
-            return True
-        return False
 
 
 def train(

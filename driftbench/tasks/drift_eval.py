@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench import plots
+from driftbench.backends import get_backend
 from driftbench.classifier import DEGENERATE_DIMS, SELECT_BY, fit_classifier
 from driftbench.data import (
     check_sample_size,
@@ -59,8 +60,7 @@ def validate(cfg: DictConfig) -> None:
     schedule_of(cfg)
     if cfg.embed.pooling not in POOLINGS:
         raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
-    if cfg.backend.name == "mlx" and int(cfg.embed.layer) != -1:
-        raise ValueError(f"embed.layer={cfg.embed.layer} with backend=mlx; accepted: -1")
+    get_backend(cfg.backend.name).check_embed_layer(int(cfg.embed.layer))
     if int(cfg.embed.max_length) < 1:
         raise ValueError(f"embed.max_length={cfg.embed.max_length}: must be >= 1")
     if int(cfg.embed.batch_tokens) < 1:

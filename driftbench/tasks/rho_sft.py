@@ -14,13 +14,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from driftbench.backends import is_mlx
+from driftbench.backends import load_model
 from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
-from driftbench.models import ModelSpec, check_spec, files_sha256, load_model, model_identity
+from driftbench.models import ModelSpec, check_spec, files_sha256, model_identity
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
+from driftbench.rho.plan import TrainConfig
 from driftbench.rho.probes import check_behavior, load_probes
-from driftbench.rho.train import TrainConfig, check_lora_targets, train
 from driftbench.runs import atomic_write_csv, atomic_write_json, publish, save_figure
 
 log = logging.getLogger(__name__)
@@ -249,18 +249,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         head="causal_lm",
         backend=cfg.backend.name,
     )
-    model, tok = loaded.model, loaded.tokenizer
-    trainer, check_targets = train, check_lora_targets
-    if is_mlx(model):
-        from driftbench.backends import mlx_train
-
-        trainer, check_targets = mlx_train.train, mlx_train.check_lora_targets
+    model, tok, backend = loaded.model, loaded.tokenizer, loaded.backend
     if st.enabled:
         from driftbench.rho.stress import check_chat_template
 
         check_chat_template(tok, spec.name)
     if cfg.sft.condition.train:
-        check_targets(model, tcfg.target_modules)
+        backend.check_lora_targets(model, tcfg.target_modules)
     progress = bool(cfg.runtime.progress)
     batching = {
         "batch_tokens": int(cfg.task.batch_tokens),
@@ -328,7 +323,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             tcfg.lambda_rho,
             tcfg.margin,
         )
-        model, history = trainer(model, tok, sft_texts, pairs, tcfg, seed=seed, progress=progress)
+        model, history = backend.train(model, tok, sft_texts, pairs, tcfg, seed, progress)
         adapter = save_adapter(model, run_dir)
         atomic_write_csv(run_dir / "loss_curve.csv", history)
         loss_figure(history, run_dir / "loss_curve.png", f"{spec.name}, {condition}")
