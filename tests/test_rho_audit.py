@@ -20,22 +20,15 @@ import scipy.stats as st
 import torch
 
 from driftbench.batching import bucket_batches
-from driftbench.rho import audit as rho_audit
-from driftbench.rho.audit import (
-    audit,
-    is_refusal,
-    mann_whitney_auc,
-    numeric_match,
-    paired_discrimination,
-    parse_bias_answer,
-    spearman_rho,
-    sycophancy_choice,
-)
+from driftbench.rho import evaluators
+from driftbench.rho.answers import is_refusal, numeric_match, parse_bias_answer, sycophancy_choice
+from driftbench.rho.audit import audit
 from driftbench.rho.encoding import completion_text
 from driftbench.rho.generate import decode_groups, left_pad, merge_prefilled, mergeable, prefill
 from driftbench.rho.loss import per_text_ce
 from driftbench.rho.pairs import contrast_pairs
 from driftbench.rho.scoring import greedy_generate, score_texts
+from driftbench.rho.stats import mann_whitney_auc, paired_discrimination, spearman_rho
 
 try:
     import rho_eval.behaviors as rho_behaviors
@@ -491,4 +484,4 @@ def test_smollm2_audit_equals_rho_eval(smollm2, one_thread):
 
 
 def test_rho_definitions_cover_every_behaviour():
-    assert set(rho_audit.RHO_DEFINITIONS) == set(rho_audit.EVALUATORS) == set(ALL)
+    assert set(evaluators.RHO_DEFINITIONS) == set(evaluators.EVALUATORS) == set(ALL)

@@ -3,7 +3,7 @@
 
 import pytest
 
-from driftbench.rho.audit import is_refusal
+from driftbench.rho.answers import is_refusal
 from driftbench.rho.probes import load_probes, refusal_phrases
 from driftbench.rho.stress import jailbreak_set, spread_over_categories, stress_prompts
 
