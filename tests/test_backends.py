@@ -86,6 +86,56 @@ def test_mlx_greedy_generation_equals_torch(both):
     )
 
 
+def test_mlx_generation_applies_the_repetition_penalty_as_torch_does(both):
+    lm, _, mlx, _ = both
+    prompts = ["The capital of France is", "List the colours: red, green, blue, red, green,"]
+    plain = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16)
+    try:
+        for m in (lm.model, mlx.model):
+            m.generation_config.repetition_penalty = 1.5
+        got = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16)
+        want = greedy_generate(lm.model, lm.tokenizer, prompts, 16)
+    finally:
+        for m in (lm.model, mlx.model):
+            m.generation_config.repetition_penalty = 1.0
+    assert got == want
+    assert got != plain  # the penalty changed what both backends generate
+
+
+def tiny_folder(folder, shared_cache, **generation):
+    """tiny_random saved as a local Hugging Face folder, its generation config set to
+    ``generation``: a model as a user would bring it with model=hf."""
+    lm = load_model(spec_of("tiny_random"), shared_cache, head="causal_lm")
+    for key, value in generation.items():
+        setattr(lm.model.generation_config, key, value)
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_mlx_refuses_generation_settings_it_lacks_before_any_model_loads(
+    make_cfg, tmp_path, shared_cache
+):
+    folder = tiny_folder(tmp_path / "model", shared_cache, no_repeat_ngram_size=3)
+    hf = ["model=hf", f"model.name_or_path={folder}", "backend=mlx"]
+    rho = [o for o in TINY_RHO if not o.startswith("model=")]
+    with pytest.raises(ConfigError) as e:
+        run(make_cfg(*rho, *hf))
+    assert "\n" not in str(e.value)
+    assert str(e.value) == (
+        "model 'hf': its generation config sets no_repeat_ngram_size=3, which greedy decoding "
+        "on backend=mlx does not implement (of such settings it honours repetition_penalty "
+        "only); use backend=torch"
+    )
+    assert not list(tmp_path.rglob("meta.json"))  # refused before any run dir
+    spec = ModelSpec(name="hf", source="hf", name_or_path=str(folder))
+    with pytest.raises(ValueError, match="sets no_repeat_ngram_size=3"):  # refused at load too
+        load_model(spec, shared_cache, head="causal_lm", backend="mlx")
+    # embeddings do not generate: the model loads for them
+    base = load_model(spec, shared_cache, head="base", backend="mlx")
+    assert base.model.generation_config.no_repeat_ngram_size == 3
+
+
 def copy_lora_a(peft_model, mlx_model) -> int:
     """peft's initial LoRA A (r, in) into mlx-lm's lora_a (in, r); both B start at zero."""
     import mlx.core as mx

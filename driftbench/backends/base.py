@@ -59,6 +59,10 @@ class Backend(ABC):
         may be None: the packages only)."""
 
     @abstractmethod
+    def check_generation(self, spec, cache_dir) -> None:
+        """Cheap checks for a run that generates: generation settings it cannot honour."""
+
+    @abstractmethod
     def check_embed_layer(self, layer: int) -> None:
         """Refuse an ``embed.layer`` the backend cannot read."""
 

@@ -13,6 +13,8 @@ from driftbench.backends.mlx_model import (
     MLX_INSTALL,
     batch_token_ce,
     check_architecture,
+    check_generation_config,
+    generation_config_of,
     greedy_generate,
     load,
     local_folder,
@@ -38,13 +40,18 @@ class MlxBackend(Backend):
         if folder is not None:
             check_architecture(read_config(folder), spec.name)
 
+    def check_generation(self, spec: ModelSpec | None, cache_dir) -> None:
+        folder = local_folder(spec) if spec is not None else None
+        if folder is not None:
+            check_generation_config(generation_config_of(folder), spec.name)
+
     def check_embed_layer(self, layer: int) -> None:
         if layer != -1:
             raise ValueError(f"embed.layer={layer} with backend=mlx; accepted: -1")
 
     def load(self, spec: ModelSpec, cache_dir: Path, device: str, head: str) -> LoadedModel:
         """``device`` is not used: mlx runs on Metal on Apple silicon, on the CPU elsewhere."""
-        model, tokenizer, identity, folder = load(spec, cache_dir)
+        model, tokenizer, identity, folder = load(spec, cache_dir, head)
         return LoadedModel(model, tokenizer, identity, False, folder, self)
 
     def embed_forward(self, model, pooling: str, layer: int, packed: bool, workers: int | None):

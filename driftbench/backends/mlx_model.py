@@ -37,6 +37,8 @@ from driftbench.rho.encoding import (
     GENERATE_MAX_PROMPT,
     completion_text,
     encode,
+    non_neutral_fields,
+    repetition_penalty,
 )
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,29 @@ def check_architecture(config: dict, model_name: str) -> None:
         ) from e
 
 
+def generation_config_of(folder: Path):
+    """The generation config transformers gives a model of ``folder`` (its
+    ``generation_config.json``, else the one derived from ``config.json``)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    if (folder / "generation_config.json").exists():
+        return GenerationConfig.from_pretrained(folder)
+    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(folder))
+
+
+def check_generation_config(generation_config, model_name: str) -> None:
+    """Greedy decoding here honours a repetition penalty, as torch does; any other setting that
+    changes greedy decoding (torch hands those to ``model.generate``) is refused, naming it."""
+    fields = non_neutral_fields(generation_config)
+    if fields:
+        settings = ", ".join(f"{k}={getattr(generation_config, k)!r}" for k in fields)
+        raise ValueError(
+            f"model {model_name!r}: its generation config sets {settings}, which greedy decoding "
+            "on backend=mlx does not implement (of such settings it honours repetition_penalty "
+            "only); use backend=torch"
+        )
+
+
 def local_folder(spec: ModelSpec) -> Path | None:
     """The model's folder where its config is already on disk before any heavy work (a local
     Hugging Face folder), else None: :func:`load` checks it then."""
@@ -147,13 +172,14 @@ def model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
 @dataclass
 class MlxModel:
     """An mlx-lm model behind the few methods and attributes the shared code uses on a torch
-    model (``eval``, ``train``, ``training``, ``save_pretrained``), so
+    model (``eval``, ``train``, ``training``, ``generation_config``, ``save_pretrained``), so
     audit and stress test code is shared; ``backend_name`` tells ``backends.backend_of`` whose
     it is."""
 
     model: object
     config: dict
     folder: Path
+    generation_config: object  # transformers.GenerationConfig, as a torch model's
     backend_name: str = "mlx"
     lora: dict | None = None  # set by mlx_train.apply_lora: rank, scale, dropout, module paths
 
@@ -205,9 +231,11 @@ class MlxModel:
         (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
-def load(spec: ModelSpec, cache_dir: Path):
+def load(spec: ModelSpec, cache_dir: Path, head: str):
     """(mlx-lm model, the Hugging Face tokenizer of the same folder, identity, folder), float32
-    weights. One model serves both heads: embeddings read its backbone (``hidden_states``)."""
+    weights. One model serves both heads: embeddings read its backbone (``hidden_states``).
+    A model for generation (``head='causal_lm'``) whose generation config sets what greedy
+    decoding here does not implement is refused before its weights load."""
     from transformers import AutoTokenizer
 
     require_mlx()
@@ -219,6 +247,9 @@ def load(spec: ModelSpec, cache_dir: Path):
     folder = model_folder(spec, cache_dir)
     config = read_config(folder)
     check_architecture(config, spec.name)
+    generation_config = generation_config_of(folder)
+    if head == "causal_lm":
+        check_generation_config(generation_config, spec.name)
     try:
         model, config = mlx_load_model(folder, model_config=mlx_config_overrides(config))
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -232,7 +263,7 @@ def load(spec: ModelSpec, cache_dir: Path):
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    wrapped = MlxModel(model, config, folder)
+    wrapped = MlxModel(model, config, folder, generation_config)
     wrapped.eval()
     return wrapped, tokenizer, identity, folder
 
@@ -301,13 +332,18 @@ def greedy_generate(
     desc: str = "generating",
 ) -> list[str]:
     """Greedy completions (argmax, stop at eos, KV cache), one prompt at a time, decoded as
-    the torch backend decodes them."""
+    the torch backend decodes them. A repetition penalty in the model's generation config is
+    applied as torch's ``generate`` applies it: to every token of the prompt and of the reply
+    so far, on fp32 logits (mlx-lm's processor, its context widened to the whole sequence)."""
     import mlx.core as mx
     from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.sample_utils import make_logits_processors
     from tqdm.auto import tqdm
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}; accepted: an integer >= 1")
+    check_generation_config(model.generation_config, model.folder.name)
+    penalty = repetition_penalty(model.generation_config)
     stop = model.eos_ids()
     out = []
     for prompt_ids in tqdm(
@@ -315,11 +351,17 @@ def greedy_generate(
     ):
         if not prompt_ids:
             raise ValueError("a prompt tokenises to nothing; generation needs a prompt")
+        processors = make_logits_processors(
+            repetition_penalty=penalty, repetition_context_size=len(prompt_ids) + max_new_tokens
+        )
         cache = make_prompt_cache(model.model)
         logits = model.model(mx.array([prompt_ids]), cache=cache)
         new: list[int] = []
         for _ in range(max_new_tokens):
-            nxt = int(mx.argmax(logits[0, -1].astype(mx.float32)).item())
+            scores = logits[:, -1].astype(mx.float32)
+            for process in processors:
+                scores = process(mx.array(prompt_ids + new), scores)
+            nxt = int(mx.argmax(scores[0]).item())
             new.append(nxt)
             if nxt in stop:
                 break

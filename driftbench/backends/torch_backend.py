@@ -185,6 +185,9 @@ class TorchBackend(Backend):
         """Nothing beyond ``models.check_spec``: torch and transformers are core dependencies
         and run every architecture transformers has."""
 
+    def check_generation(self, spec: ModelSpec | None, cache_dir) -> None:
+        """Nothing: every generation setting is honoured (``driftbench.rho.generate``)."""
+
     def check_embed_layer(self, layer: int) -> None:
         """Nothing yet: the layer is checked against the model's depth when it is known."""
 

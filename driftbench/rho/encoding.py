@@ -36,7 +36,7 @@ def completion_text(tokenizer, prompt_ids: list[int], new_ids: list[int], stop: 
 
 # Generation-config fields that change greedy decoding (neutral values listed), besides
 # ``repetition_penalty``. The torch backend hands a model with any of them active to
-# ``model.generate``, one prompt at a time.
+# ``model.generate``, one prompt at a time; the mlx backend refuses such a model.
 GREEDY_NEUTRAL: dict[str, tuple] = {
     "num_beams": (None, 1),
     "penalty_alpha": (None,),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from driftbench.backends import load_model
+from driftbench.backends import get_backend, load_model
 from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
 from driftbench.models import ModelSpec, check_spec, files_sha256, model_identity
 from driftbench.rho import audit as rho_audit
@@ -122,7 +122,9 @@ def validate(cfg: DictConfig) -> None:
     check_text_file(path)
     if cfg.task.stress_test.enabled:
         stress_prompts_of(cfg)  # an unknown prompt set or a count it cannot give
-    check_spec(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    check_spec(spec)
+    get_backend(cfg.backend.name).check_generation(spec, cfg.runtime.cache_dir)
 
 
 def stress_prompts_of(cfg: DictConfig):
