@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from driftbench import schema
+
 __version__ = "0.1.0"
 
 # One short random id per launching process, cached by OmegaConf with the config, so that two
@@ -13,6 +15,8 @@ __version__ = "0.1.0"
 _UID = secrets.token_hex(3)
 if not OmegaConf.has_resolver("driftbench_uid"):
     OmegaConf.register_new_resolver("driftbench_uid", lambda: _UID, use_cache=True)
+
+schema.register()  # the config groups' schemas, before Hydra composes (conf/config.yaml)
 
 # driftbench's Slurm launcher lives in driftbench/hydra_plugins/ and is imported as
 # hydra_plugins.driftbench_slurm: Hydra takes launchers only from that namespace package.

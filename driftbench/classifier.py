@@ -88,15 +88,17 @@ def fit_classifier(
     y_train: np.ndarray,
     z_val: np.ndarray,
     y_val: np.ndarray,
-    c_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0),
-    max_iter: int = 2000,
-    degenerate_dims: str = "keep",
-    degenerate_rel_std: float = 1e-4,
-    seed: int = 0,
-    select_by: str = "auc",
+    *,
+    c_grid: Sequence[float],
+    max_iter: int,
+    degenerate_dims: str,
+    degenerate_rel_std: float,
+    select_by: str,
+    seed: int,
 ) -> SafetyClassifier:
     """Fit on train, choose C on validation (B.3): the highest ROC-AUC (``select_by='auc'``)
-    or the lowest log-loss (``'log_loss'``); ties go to the smaller C.
+    or the lowest log-loss (``'log_loss'``); ties go to the smaller C. The settings are the
+    ``classifier/`` group's (conf/classifier/logreg.yaml holds the paper's), given by name.
 
     ``degenerate_dims``: ``keep`` is the paper's recipe (sklearn's StandardScaler as is),
     ``drop`` removes degenerate dimensions, ``floor`` raises their std to the median std."""

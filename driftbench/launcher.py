@@ -15,6 +15,7 @@ from types import ModuleType
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from driftbench import schema
 from driftbench.backends import check_backend
 from driftbench.models import ModelSpec, check_device
 from driftbench.runs import (
@@ -48,17 +49,12 @@ class Job:
         return self.key["result_key"]
 
 
-def check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r}; accepted: an integer >= 0")
-
-
 def prepare(cfg: DictConfig) -> Job:
     """Every check that needs no model (raises ValueError/FileNotFoundError naming the bad
     value), then the result key. The task is handed its own config groups only, so the key
     covers exactly what it reads: a change to a group it ignores never reruns it."""
     task = get_task(cfg.task.name)
-    check_seed(cfg.seed)
+    schema.check(cfg)
     check_device(cfg.runtime.device)
     task.validate(cfg)
     check_backend(

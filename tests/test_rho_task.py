@@ -80,8 +80,8 @@ def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        (["sft.lambda_rho=-0.2"], "sft.lambda_rho=-0.2: the contrastive weight must be >= 0"),
-        (["sft.margin=-0.1"], "sft.margin=-0.1: the hinge margin gamma must be >= 0"),
+        (["sft.lambda_rho=-0.2"], "sft.lambda_rho=-0.2; accepted: a number >= 0"),
+        (["sft.margin=-0.1"], "sft.margin=-0.1; accepted: a number >= 0"),
         (["task.audit_behaviors=[factual,honesty]"], "unknown rho behaviour 'honesty'"),
         (["sft.condition.name=magic"], "sft/condition='magic'; accepted: baseline, sft_only"),
         (["sft.pair_behaviors=[reasoning]"], "sft.pair_behaviors has 'reasoning'"),
@@ -91,10 +91,10 @@ def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
             "sft.data.trap_behaviors is empty but sft.data.trap_ratio",
         ),
         (["sft.data.alpaca_path=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
-        (["task.gen_max_batch=0"], "task.gen_max_batch=0: must be an integer >= 1"),
+        (["task.gen_max_batch=0"], "task.gen_max_batch=0; accepted: an integer >= 1"),
         (["task.stress_test.prompts=advbench"], "prompts='advbench'; accepted: jailbreak, probes"),
         (["task.stress_test.n_harmful=26"], "n_harmful=26, but the jailbreak set has 25 such"),
-        (["task.stress_test.n_benign=0"], "task.stress_test.n_benign=0: must be >= 1"),
+        (["task.stress_test.n_benign=0"], "task.stress_test.n_benign=0; accepted: an integer >= 1"),
     ],
 )
 def test_bad_rho_input_is_refused_before_any_model_is_loaded(

@@ -1,0 +1,332 @@
+"""One schema per config group: the type of every key, and the range a value must lie in.
+
+The values (defaults included) live once, in the YAML files under ``conf/``; these dataclasses
+say what shape they have. They are registered in Hydra's ConfigStore, so Hydra refuses an
+unknown key (``model.hidden_sizee=64``) and a value of the wrong type (``data.n_samples=abc``)
+while composing, before any code runs. ``conf/config.yaml`` starts from ``base_config``; the
+groups whose choices differ in shape (``task``, ``model``) name their schema in each YAML's
+defaults list. A range is declared beside its field (``metadata=at_least(1)``) and checked by
+``check`` before any heavy work, with one sentence naming the key, the value and what is
+accepted. Choices among names (a drift type, a pooling) are checked by the registries that
+define them, in each task's ``validate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+# --- ranges, declared next to the field they check ---------------------------------------------
+
+
+def _rule(accepted: str, ok: Callable[[Any], bool]) -> dict:
+    return {"accepted": accepted, "ok": ok}
+
+
+def at_least(lo: float, what: str = "an integer") -> dict:
+    return _rule(f"{what} >= {lo}", lambda v: v >= lo)
+
+
+def positive(what: str = "a number") -> dict:
+    return _rule(f"{what} > 0", lambda v: math.isfinite(v) and v > 0)
+
+
+def within(lo: float, hi: float, closed_hi: bool = True) -> dict:
+    bracket = "]" if closed_hi else ")"
+    return _rule(
+        f"a number in [{lo}, {hi}{bracket}",
+        lambda v: lo <= v <= hi if closed_hi else lo <= v < hi,
+    )
+
+
+def score() -> dict:
+    return _rule("a score in (0, 1] (toxic: >= it)", lambda v: 0 < v <= 1)
+
+
+def positive_list() -> dict:
+    return _rule(
+        "a non-empty list of positive numbers",
+        lambda v: len(v) > 0 and all(math.isfinite(x) and x > 0 for x in v),
+    )
+
+
+def _req(**metadata) -> Any:
+    """A field whose value comes from the YAML (no second default here)."""
+    return field(default=MISSING, metadata=metadata)
+
+
+def _opt(**metadata) -> Any:
+    """An optional field: null is allowed (and means what the YAML's comment says)."""
+    return field(default=None, metadata=metadata)
+
+
+# --- the groups ----------------------------------------------------------------------------------
+
+
+@dataclass
+class DriftEvalTask:
+    name: str = _req()
+    tau: float = _req(**within(0.5, 1.0))
+    ece_bins: int = _req(**at_least(1))
+    calibration_checkpoints: list[int] | None = _opt()
+
+
+@dataclass
+class StressTest:
+    enabled: bool = _req()
+    prompts: str = _req()
+    n_harmful: int | None = _opt(**at_least(1))
+    n_benign: int | None = _opt(**at_least(1))
+    max_new_tokens: int = _req(**at_least(1))
+
+
+@dataclass
+class RhoSftTask:
+    name: str = _req()
+    audit_behaviors: list[str] = _req()
+    n_probes: int | None = _opt(**at_least(1))
+    probe_seed: int = _req(**at_least(0))
+    batch_tokens: int = _req(**at_least(1))
+    gen_max_batch: int = _req(**at_least(1))
+    stress_test: StressTest = field(default_factory=StressTest)
+
+
+@dataclass
+class Model:
+    name: str = _req()
+    source: str = _req()
+    name_or_path: str | None = _opt()
+    gguf_package: str | None = _opt()
+    gguf_file: str | None = _opt()
+    variant: str = _req()
+    pooling: str = _req()
+
+
+@dataclass
+class TinyRandomModel(Model):
+    init_seed: int = _req(**at_least(0))
+    hidden_size: int = _req(**at_least(1))
+    num_hidden_layers: int = _req(**at_least(1))
+    num_attention_heads: int = _req(**at_least(1))
+    intermediate_size: int = _req(**at_least(1))
+
+
+@dataclass
+class Data:
+    name: str = _req()
+    path: str | None = _opt()
+    text_column: str | None = _opt()
+    label_column: str | None = _opt()
+    threshold: float = _req(**score())
+    n_samples: int = _req(**at_least(1))
+    split: list[float] = _req()
+    sample_seed: int = _req(**at_least(0))
+
+
+@dataclass
+class Drift:
+    name: str = _req()
+
+
+@dataclass
+class Schedule:
+    name: str = _req()
+    sigma_min: float | None = _opt()
+    sigma_max: float | None = _opt()
+    k: int | None = _opt()
+    sigmas: list[float] | None = _opt()
+
+
+@dataclass
+class Classifier:
+    name: str = _req()
+    c_grid: list[float] = _req(**positive_list())
+    select_by: str = _req()
+    max_iter: int = _req(**at_least(1))
+    degenerate_dims: str = _req()
+    degenerate_rel_std: float = _req(**positive())
+
+
+@dataclass
+class Condition:
+    name: str = _req()
+    train: bool = _req()
+    use_sft: bool = _req()
+    sft_texts: str = _req()
+    use_contrastive: bool = _req()
+    shuffle_pairs: bool = _req()
+
+
+@dataclass
+class SftData:
+    alpaca_path: str = _req()
+    n_examples: int = _req(**at_least(1))
+    trap_ratio: float = _req(**within(0.0, 1.0))
+    trap_behaviors: list[str] = _req()
+    seed: int = _req(**at_least(0))
+
+
+@dataclass
+class Lora:
+    rank: int = _req(**at_least(1))
+    alpha: int = _req(**at_least(1))
+    dropout: float = _req(**within(0.0, 1.0, closed_hi=False))
+    target_modules: list[str] = _req()
+
+
+@dataclass
+class Optim:
+    lr: float = _req(**positive())
+    weight_decay: float = _req(**at_least(0, "a number"))
+    warmup_ratio: float = _req(**within(0.0, 1.0))
+    grad_clip: float = _req(**at_least(0, "a number"))
+    grad_accum: int = _req(**at_least(1))
+    batch_size: int = _req(**at_least(1))
+    epochs: int = _req(**at_least(1))
+    max_steps: int | None = _opt(**at_least(1))
+
+
+@dataclass
+class Sft:
+    condition: Condition = field(default_factory=Condition)
+    lambda_rho: float = _req(**at_least(0, "a number"))
+    margin: float = _req(**at_least(0, "a number"))
+    pair_behaviors: list[str] = _req()
+    ce_on: str = _req()
+    holdout_fraction: float = _req(**within(0.0, 1.0, closed_hi=False))
+    max_length: int = _req(**at_least(1))
+    data: SftData = field(default_factory=SftData)
+    lora: Lora = field(default_factory=Lora)
+    optim: Optim = field(default_factory=Optim)
+
+
+@dataclass
+class Embed:
+    pooling: str = _req()
+    max_length: int = _req(**at_least(1))
+    layer: int = _req()
+    batch_tokens: int = _req(**at_least(1))
+    packed: bool = _req()
+
+
+@dataclass
+class Backend:
+    name: str = _req()
+
+
+@dataclass
+class Runtime:
+    output_root: str = _req()
+    cache_dir: str = _req()
+    data_dir: str | None = _opt()
+    device: str = _req()
+    progress: bool = _req()
+    stale_after_s: float = _req(**positive())
+    force: bool = _req()
+
+
+@dataclass
+class Config:
+    """The whole run config. ``task`` and ``model`` are typed by the schema their YAML names."""
+
+    task: Any = MISSING
+    model: Any = MISSING
+    data: Data = field(default_factory=Data)
+    drift: Drift = field(default_factory=Drift)
+    schedule: Schedule = field(default_factory=Schedule)
+    classifier: Classifier = field(default_factory=Classifier)
+    sft: Sft = field(default_factory=Sft)
+    backend: Backend = field(default_factory=Backend)
+    runtime: Runtime = field(default_factory=Runtime)
+    embed: Embed = field(default_factory=Embed)
+    seed: int = field(default=MISSING, metadata=at_least(0))
+
+
+def register() -> None:
+    """Put the schemas where the YAML files find them (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="task", name="schema_drift_eval", node=DriftEvalTask)
+    cs.store(group="task", name="schema_rho_sft", node=RhoSftTask)
+    cs.store(group="model", name="schema_model", node=Model)
+    cs.store(group="model", name="schema_tiny_random", node=TinyRandomModel)
+
+
+# --- range checks --------------------------------------------------------------------------------
+
+
+def _keys(schema: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(schema))
+
+
+def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
+    names = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in names:  # only a "+key=value" append gets past Hydra
+            raise ValueError(f"{prefix}{key}: no such key; accepted: {_keys(schema)}")
+    for f in dataclasses.fields(schema):
+        if f.name not in node:
+            continue
+        value = node[f.name]
+        key = f"{prefix}{f.name}"
+        if isinstance(value, DictConfig):
+            sub = OmegaConf.get_type(value)
+            if dataclasses.is_dataclass(sub):
+                _check_node(value, sub, f"{key}.")
+            continue
+        rule = f.metadata.get("ok")
+        if rule is None or value is None:
+            continue
+        plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        if not rule(plain):
+            raise ValueError(f"{key}={plain}; accepted: {f.metadata['accepted']}")
+
+
+def check(cfg: DictConfig) -> None:
+    """Every range declared in the schema, on a composed config (types were checked by Hydra)."""
+    _check_node(cfg, Config, "")
+
+
+# --- Hydra's composition errors, in one line ------------------------------------------------------
+
+_TYPES = {
+    "Integer": "an integer",
+    "Float": "a number",
+    "Boolean": "true or false",
+    "String": "a string",
+}
+
+
+def composition_error(e: Exception) -> str:
+    """What was asked and what is accepted, in one line, for an error Hydra raises while
+    composing (an unknown option or key, a value of the wrong type), without the config search
+    path and the hints that follow."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    cause = str(e.__cause__ or "").strip()
+    text = " ".join([*lines, cause])
+    if m := re.search(r"Could not find '(.+)/([^/']+)'", text):
+        options = []
+        if "Available options" in text:
+            i = next(i for i, ln in enumerate(lines) if ln.startswith("Available options"))
+            options = [
+                ln for ln in lines[i + 1 :] if not ln.startswith(("Config search", "provider="))
+            ]
+        return f"{m[1]}={m[2]}: no such option; accepted: {', '.join(options) or '(none)'}"
+    if m := re.search(r"Could not override '([^']+)'.*Key '[^']+' not in '(\w+)'", text):
+        schema = globals().get(m[2])
+        accepted = _keys(schema) if dataclasses.is_dataclass(schema) else "see conf/"
+        return f"{m[1]}: no such key; accepted: {accepted}"
+    if m := re.search(r"Error merging override (\S+)", text):
+        kind = re.search(r"could not be converted to (\w+)", text)
+        kind = kind[1] if kind else ("Boolean" if "not a valid bool" in text else None)
+        if "is not Optional" in text:
+            return f"{m[1]}; accepted: a value (this key cannot be null)"
+        return f"{m[1]}; accepted: {_TYPES.get(kind, kind or 'another value')}"
+    return lines[0] if lines else type(e).__name__
