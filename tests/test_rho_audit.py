@@ -233,6 +233,22 @@ def test_batched_greedy_generation_equals_generate_one_prompt_at_a_time(tiny_mod
             setattr(model.generation_config, k, v)
 
 
+def test_greedy_generation_passes_no_deprecated_argument_to_transformers(tiny_model):
+    """transformers 5 renamed the KV cache ``cache`` (``past_key_values`` warns, and goes in
+    5.40): the decode loop uses the new name, on the model and on a peft model around it."""
+    import copy
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny_model.model, tiny_model.tokenizer
+    peft = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"]))
+    for m in (model, peft):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            assert len(greedy_generate(m, tok, ["Hi", "The sky is"], max_new_tokens=3)) == 2
+
+
 def test_only_full_attention_caches_are_merged_across_prompt_batches(tiny_model):
     from transformers import DynamicCache, Gemma3TextConfig
 

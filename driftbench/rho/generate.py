@@ -53,11 +53,30 @@ def left_pad(ids: list[list[int]], pad_id: int):
     return tuple(torch.from_numpy(a) for a in pad_batch(ids, pad_id, left=True))
 
 
-def accepts_logits_to_keep(model) -> bool:
-    """``generate`` computes only the last position's logits in the prefill when it can."""
+def forward_parameters(model):
+    """The parameters of the model's own forward (a peft wrapper's forward takes ``**kwargs``
+    and passes them on to it)."""
     import inspect
 
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(inner.forward).parameters
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """``generate`` computes only the last position's logits in the prefill when it can."""
+    return "logits_to_keep" in forward_parameters(model)
+
+
+def cache_keyword(model) -> str:
+    """The keyword a forward takes its KV cache by: ``cache`` in transformers 5 (which deprecates
+    ``past_key_values`` and drops it in 5.40), ``past_key_values`` in 4.x."""
+    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward returned: ``out.cache`` in transformers 5, ``past_key_values``
+    in 4.x (reading that name in 5 warns that it is deprecated)."""
+    return out["cache"] if "cache" in out else out.past_key_values
 
 
 @dataclass
@@ -84,7 +103,7 @@ def prefill(model, rows: list[int], input_ids, mask) -> Prefilled:
         use_cache=True,
         **keep_last,
     )
-    return Prefilled(rows, out.logits[:, -1], out.past_key_values, input_ids, mask)
+    return Prefilled(rows, out.logits[:, -1], returned_cache(out), input_ids, mask)
 
 
 def mergeable(cache) -> bool:
@@ -139,6 +158,7 @@ def greedy_decode(model, batch: Prefilled, max_new_tokens: int, stop: set[int]) 
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
     penalty = repetition_penalty(model.generation_config)
+    cache_kw = cache_keyword(model)
     cache, seqs, mask, logits = batch.cache, batch.input_ids, batch.mask, batch.logits
     pad_len = (mask == 0).sum(dim=1)
     rows = torch.arange(seqs.shape[0])
@@ -169,8 +189,8 @@ def greedy_decode(model, batch: Prefilled, max_new_tokens: int, stop: set[int]) 
             input_ids=nxt[:, None],
             attention_mask=mask,
             position_ids=mask.sum(dim=1, keepdim=True) - 1,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         ).logits[:, -1]
     return new
 
