@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +27,7 @@ from driftbench.runs import (
     result_key,
 )
 from driftbench.tasks import get_task
+from driftbench.trackers import Tracker, log_run, resolve_trackers
 
 log = logging.getLogger("driftbench")
 
@@ -38,11 +39,13 @@ class ConfigError(ValueError):
 @dataclass
 class Job:
     """A validated job: its task, the config the task is handed (the groups it reads, ``seed``
-    and ``runtime``), and its result key with what went into it."""
+    and ``runtime``), its result key with what went into it, and the trackers that mirror its
+    run dir (``logger=``, never part of the key)."""
 
     task: ModuleType
     cfg: DictConfig
     key: dict
+    trackers: list[Tracker] = field(default_factory=list)
 
     @property
     def result_key(self) -> str:
@@ -62,6 +65,7 @@ def prepare(cfg: DictConfig) -> Job:
         ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)),
         cfg.runtime.cache_dir,
     )
+    trackers = resolve_trackers(cfg.get("logger"))
     full = OmegaConf.to_container(cfg, resolve=True)
     read = {k: full[k] for k in ("seed", *task.CONFIG_GROUPS)}
     inputs = task.inputs(cfg)
@@ -72,7 +76,7 @@ def prepare(cfg: DictConfig) -> Job:
     }
     handed = OmegaConf.create({**read, "runtime": full["runtime"]})
     OmegaConf.set_struct(handed, True)
-    return Job(task, handed, key)
+    return Job(task, handed, key, trackers)
 
 
 def _hydra_job() -> dict:
@@ -173,6 +177,8 @@ def run(cfg: DictConfig) -> dict | None:
             raise
         log.error("job %d failed; its run dir says why: %s", job_info["job_num"], run_dir)
         return None
+    finally:
+        log_run(job.trackers, run_dir)  # the run dir is complete (or failed) by now
     summary = metrics.get("summary", {})
     log.info(
         "job %d done: %s | %s",

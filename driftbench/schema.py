@@ -233,6 +233,36 @@ class Runtime:
 
 
 @dataclass
+class MlflowLogger:
+    tracking_uri: str = _req()
+    experiment: str = _req()
+    artifact_location: str | None = _opt()
+
+
+@dataclass
+class TensorboardLogger:
+    subdir: str = _req()
+
+
+@dataclass
+class WandbLogger:
+    project: str = _req()
+    entity: str | None = _opt()
+    mode: str = _req()
+    dir: str = _req()
+
+
+@dataclass
+class Logger:
+    """The experiment trackers a run is mirrored to (driftbench/trackers/): one key per
+    tracker, null where it is off. Like ``runtime``, never part of a result key."""
+
+    mlflow: MlflowLogger | None = None
+    tensorboard: TensorboardLogger | None = None
+    wandb: WandbLogger | None = None
+
+
+@dataclass
 class Config:
     """The whole run config. ``task`` and ``model`` are typed by the schema their YAML names."""
 
@@ -246,6 +276,7 @@ class Config:
     backend: Backend = field(default_factory=Backend)
     runtime: Runtime = field(default_factory=Runtime)
     embed: Embed = field(default_factory=Embed)
+    logger: Logger = field(default_factory=Logger)
     seed: int = field(default=MISSING, metadata=at_least(0))
 
 
