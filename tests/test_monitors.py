@@ -1,0 +1,302 @@
+"""Label-free monitors against hand computations, under the null and on a strong shift; their
+scoring; and the drift_eval wiring (monitors.csv, metrics.json, figure, report table)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import expit
+from scipy.stats import binom
+from threadpoolctl import threadpool_limits
+
+from driftbench import monitors as MON
+
+D = 6
+MU = 2.0 * np.eye(D)[0]  # embeddings sit around a common direction, as LLM embeddings do
+W = 6.0 * np.eye(D)[1] - 0.5 * np.eye(D)[2]  # the classifier's weights
+SETTINGS = MON.Settings(mmd_permutations=99, c2st_holdout=0.5, c2st_c=1.0)
+ALPHA = 0.05
+TRIALS = 200
+
+
+def sample(rng, n: int, spread: float = 1.0, shift: float = 0.0):
+    """Unit embeddings, the classifier's probabilities, and labels drawn from them (so the
+    classifier is calibrated where there is no shift)."""
+    z = MU + shift * np.eye(D)[2] + spread * rng.standard_normal((n, D))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    p = expit(z @ W)
+    return z, p, (rng.random(n) < p).astype(int)
+
+
+def reference(rng, n: int = 40, n_components: int = 3) -> MON.Reference:
+    z, p, y = sample(rng, n)
+    return MON.Reference(MON.View(z, p), y, sample(rng, 200)[0], n_components)
+
+
+def window(rng, n: int = 40, **shift) -> MON.View:
+    z, p, _ = sample(rng, n, **shift)
+    return MON.View(z, p)
+
+
+def binomial_band(n: int, level: float = ALPHA) -> tuple[float, float]:
+    """The central 99% range of the alarm share of n independent trials at rate ``level``."""
+    return binom.ppf(0.005, n, level) / n, binom.ppf(0.995, n, level) / n
+
+
+# --- hand computations ---------------------------------------------------------------------------
+
+
+def test_mmd2_unbiased_matches_hand_computation_on_four_points():
+    # X = {0, 1}, Y = {2, 4}; pairwise distances 1, 2, 4, 1, 3, 2 -> median 2 -> k = exp(-d^2/8)
+    x, y = np.array([[0.0], [1.0]]), np.array([[2.0], [4.0]])
+    sq = MON.pairwise_sq_dists(np.concatenate([x, y]))
+    h = MON.median_bandwidth(sq)
+    assert h == pytest.approx(2.0)
+
+    def k(a, b):
+        return math.exp(-((a - b) ** 2) / 8)
+
+    # within X: k(0,1) twice over 2 x 1 ordered pairs; within Y: k(2,4) likewise; cross: 4 pairs
+    expected = k(0, 1) + k(2, 4) - 2 / 4 * (k(0, 2) + k(0, 4) + k(1, 2) + k(1, 4))
+    assert MON.mmd2_unbiased(MON.rbf_kernel(sq, h), 2) == pytest.approx(expected)
+
+
+def test_mmd_permutations_from_one_kernel_equal_recomputing_each():
+    rng = np.random.default_rng(0)
+    pooled = rng.standard_normal((12, 3))
+    sq = MON.pairwise_sq_dists(pooled)
+    kernel = MON.rbf_kernel(sq, MON.median_bandwidth(sq))
+    a = MON.random_assignments(12, 5, 20, rng)
+    assert (a.sum(axis=1) == 5).all()
+    direct = []
+    for row in a:
+        order = np.r_[np.flatnonzero(row), np.flatnonzero(~row)]
+        direct.append(MON.mmd2_unbiased(kernel[np.ix_(order, order)], 5))
+    assert MON.mmd2_permuted(kernel, 5, a) == pytest.approx(direct)
+
+
+def test_permutation_p_value_is_never_zero():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((30, 4)), rng.standard_normal((30, 4)) + 10.0
+    stat, p = MON.mmd_test(x, y, 99, rng)
+    assert stat > 0 and p == pytest.approx(1 / 100)
+    assert MON.permutation_p_value(5.0, np.zeros(9)) == pytest.approx(0.1)
+    assert MON.permutation_p_value(5.0, np.full(9, 5.0)) == 1.0  # ties count against
+
+
+def test_atc_is_exact_where_its_threshold_is_known():
+    # 2 errors among 5 reference predictions: t is the 3rd smallest score (the paper's text)
+    conf = np.array([0.95, 0.6, 0.8, 0.7, 0.9])
+    correct = np.array([True, False, False, True, True])
+    t = MON.atc_threshold(conf, correct)
+    assert t == 0.8
+    assert MON.atc_estimate(t, conf) == pytest.approx(correct.mean())  # exact on the reference
+    assert MON.atc_estimate(t, np.array([0.55, 0.8, 0.85, 0.99])) == pytest.approx(3 / 4)
+    assert MON.atc_threshold(conf, np.zeros(5, bool)) == math.inf
+    assert MON.atc_threshold(conf, np.ones(5, bool)) == 0.6
+
+
+def test_doc_matches_hand_computation():
+    # accuracy 0.80 at mean confidence 0.90; the window's confidence is 0.85 -> 0.80 - 0.05
+    assert MON.doc_estimate(0.80, 0.90, 0.85) == pytest.approx(0.75)
+    ref = MON.Reference(
+        MON.View(np.eye(4), np.array([0.9, 0.8, 0.3, 0.6])),
+        np.array([1, 0, 0, 1]),  # correct, wrong, correct, correct: accuracy 0.75
+        np.eye(4),
+        1,
+    )
+    win = MON.View(np.eye(4)[:2], np.array([0.5, 0.5]))  # confidence 0.5
+    out = MON.MONITORS["doc"].test(ref, win, SETTINGS, None)
+    # reference confidence (0.9 + 0.8 + 0.7 + 0.6) / 4 = 0.75 -> 0.75 - (0.75 - 0.5)
+    assert out.accuracy == pytest.approx(0.5) and out.statistic == pytest.approx(0.25)
+
+
+def test_cbpe_matches_hand_computation():
+    # isotonic calibration on the reference: p = 0.2 -> 1/2 toxic, p = 0.8 -> all toxic
+    ref = MON.Reference(
+        MON.View(np.eye(4), np.array([0.2, 0.2, 0.8, 0.8])), np.array([0, 1, 1, 1]), np.eye(4), 1
+    )
+    assert ref.calibrator.predict(np.array([0.2, 0.8])) == pytest.approx([0.5, 1.0])
+    # window: predicted 0 with q = 0.5 (P correct 0.5), predicted 1 with q = 1, and p = 0.9
+    # beyond the reference (clipped to q = 1): (0.5 + 1 + 1) / 3
+    assert MON.cbpe_estimate(ref.calibrator, np.array([0.2, 0.8, 0.9])) == pytest.approx(2.5 / 3)
+
+
+def test_centroid_and_norm_statistics_match_hand_computation():
+    ref = MON.Reference(
+        MON.View(np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([0.9, 0.1])),
+        np.array([1, 0]),
+        np.eye(2),
+        1,
+    )
+    win = MON.View(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0.9, 0.1]))  # mean (.5, .5)
+    out = MON.MONITORS["centroid_shift"].test(ref, win, SETTINGS, None)
+    assert out.statistic == pytest.approx(1 - 1 / math.sqrt(2))
+    out = MON.MONITORS["mean_norm_shift"].test(ref, win, SETTINGS, None)
+    assert out.statistic == pytest.approx(1 - math.sqrt(0.5))
+
+
+def test_ks_bonferroni_multiplies_the_smallest_p_value_by_k():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((50, 3)), rng.standard_normal((50, 3))
+    b[:, 1] += 0.6
+    from scipy.stats import ks_2samp
+
+    ps = [ks_2samp(a[:, j], b[:, j]).pvalue for j in range(3)]
+    assert MON.ks_bonferroni(a, b)[1] == pytest.approx(min(1.0, 3 * min(ps)))
+
+
+# --- under the null, and on a strong shift ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def null_trials():
+    """Every monitor on 2 x 200 null trials (reference and window from one distribution): the
+    first 200 set the thresholds of the monitors without a p-value, the next 200 are scored."""
+    rng = np.random.default_rng(20)
+    runs = []
+    for _ in range(2 * TRIALS):
+        ref = reference(rng)
+        runs.append(MON.run_windows(ref, [window(rng)], list(MON.MONITORS), SETTINGS, rng))
+    calib = {n: [r[n][0] for r in runs[:TRIALS]] for n in MON.MONITORS}
+    scored = {n: [r[n][0] for r in runs[TRIALS:]] for n in MON.MONITORS}
+    return calib, scored
+
+
+@pytest.mark.parametrize("name", list(MON.MONITORS))
+def test_false_alarm_rate_under_the_null_is_within_the_binomial_band(null_trials, name):
+    calib, scored = null_trials
+    threshold = (
+        None
+        if MON.MONITORS[name].has_p_value
+        else MON.null_threshold([o.statistic for o in calib[name]], ALPHA)
+    )
+    rate = MON.alarms(scored[name], ALPHA, threshold).mean()
+    lo, hi = binomial_band(TRIALS)
+    assert lo <= rate <= hi, f"{name}: {rate:.3f} outside [{lo:.3f}, {hi:.3f}]"
+
+
+def test_c2st_auc_is_about_one_half_under_the_null(null_trials):
+    aucs = np.array([o.statistic for o in null_trials[1]["c2st"]])
+    assert abs(aucs.mean() - 0.5) < 0.02
+
+
+def test_every_monitor_alarms_on_a_strong_shift(null_trials):
+    """Windows squeezed towards a moved mean: logits near -0.3 (confidence and the estimated
+    accuracies fall, all predicted non-toxic), the centroid turns, the mean's norm grows."""
+    calib, _ = null_trials
+    rng = np.random.default_rng(21)
+    ref = reference(rng)
+    shifted = [window(rng, spread=0.03, shift=1.5) for _ in range(20)]
+    out = MON.run_windows(ref, shifted, list(MON.MONITORS), SETTINGS, rng)
+    for name, outcomes in out.items():
+        threshold = (
+            None
+            if MON.MONITORS[name].has_p_value
+            else MON.null_threshold([o.statistic for o in calib[name]], ALPHA)
+        )
+        assert MON.alarms(outcomes, ALPHA, threshold).mean() == 1.0, name
+
+
+def test_components_fitted_on_the_reference_itself_alarm_far_above_the_level():
+    """Why the KS test's components come from the training embeddings: fitted on the reference,
+    they pick the directions where its own variance is high, and undrifted windows alarm where
+    the spectrum is flat (isotropic, d > n). SmolLM2's top components are strong enough that a
+    reference of 200 finds them (docs/monitors.md), but the training set is the safe choice."""
+    rng = np.random.default_rng(22)
+    d, n, k = 200, 100, 5
+    own, train = [], []
+    with threadpool_limits(1):  # small SVDs: one thread is faster on a shared machine
+        for _ in range(100):
+            ref, win, fit = (rng.standard_normal((n, d)) for _ in range(3))
+            _, _, vt = np.linalg.svd(ref - ref.mean(0), full_matrices=False)
+            own.append(MON.ks_bonferroni(ref @ vt[:k].T, win @ vt[:k].T)[1] <= ALPHA)
+            _, _, vt = np.linalg.svd(fit - fit.mean(0), full_matrices=False)
+            train.append(MON.ks_bonferroni(ref @ vt[:k].T, win @ vt[:k].T)[1] <= ALPHA)
+    assert np.mean(own) > 0.5
+    assert np.mean(train) <= binomial_band(100)[1]
+
+
+# --- scoring a run ------------------------------------------------------------------------------
+
+
+def outcomes(stats, p=None, acc=None):
+    return [
+        MON.Outcome(s, None if p is None else p[i], None if acc is None else acc[i])
+        for i, s in enumerate(stats)
+    ]
+
+
+def test_scorecard_reads_false_alarms_power_alarm_and_collapse_sigma_and_errors():
+    names = ["mmd", "confidence_drop", "doc"]
+    calib = {
+        "mmd": outcomes([0.0] * 4, p=[0.5] * 4),
+        "confidence_drop": outcomes([0.0, 0.01, 0.02, 0.03]),
+        "doc": outcomes([0.0, 0.0, 0.0, 0.1], acc=[0.8] * 4),
+    }
+    undrifted = {
+        "mmd": outcomes([0.0] * 4, p=[0.5, 0.5, 0.5, 0.01]),  # one false alarm of four
+        "confidence_drop": outcomes([0.0, 0.0, 0.0, 0.0]),
+        "doc": outcomes([0.0] * 4, acc=[0.8] * 4),
+    }
+    ckpts = [
+        {  # checkpoint 0: nothing fires
+            "mmd": outcomes([0.0] * 4, p=[0.5] * 4),
+            "confidence_drop": outcomes([0.0] * 4),
+            "doc": outcomes([0.0] * 4, acc=[0.8] * 4),
+        },
+        {  # checkpoint 1: mmd fires in 3 of 4 (< 80%), confidence in all
+            "mmd": outcomes([1.0] * 4, p=[0.01, 0.01, 0.01, 0.5]),
+            "confidence_drop": outcomes([0.5] * 4),
+            "doc": outcomes([0.0] * 4, acc=[0.8] * 4),
+        },
+        {  # checkpoint 2: mmd fires in all
+            "mmd": outcomes([1.0] * 4, p=[0.01] * 4),
+            "confidence_drop": outcomes([0.5] * 4),
+            "doc": outcomes([0.0] * 4, acc=[0.8] * 4),
+        },
+    ]
+    true_acc = [np.full(4, 0.8), np.full(4, 0.7), np.full(4, 0.5)]
+    scores, rows = MON.scorecard(
+        names,
+        calib,
+        undrifted,
+        ckpts,
+        [0.0, 0.01, 0.02],
+        [0.9, 0.86, 0.84],  # AUC down by >= 0.05 first at sigma 0.02
+        0.9,
+        true_acc,
+        alpha=ALPHA,
+        power_level=0.8,
+        auc_drop=0.05,
+    )
+    assert scores["collapse"]["sigma"] == 0.02 and scores["collapse"]["checkpoint"] == 2
+    mmd, conf, doc = (scores["by_monitor"][n] for n in names)
+    assert mmd["false_alarm_rate"] == 0.25 and mmd["threshold"] is None
+    assert mmd["power"] == [0.0, 0.75, 1.0]
+    assert mmd["sigma_at_alarm"] == 0.02 and mmd["lead_checkpoints"] == 0
+    assert conf["threshold"] == pytest.approx(np.quantile([0.0, 0.01, 0.02, 0.03], 0.95))
+    assert conf["sigma_at_alarm"] == 0.01 and conf["lead_checkpoints"] == 1
+    assert conf["false_alarm_rate"] == 0.0 and "abs_error" not in conf
+    assert doc["sigma_at_alarm"] is None and doc["lead_checkpoints"] is None
+    assert doc["abs_error"] == pytest.approx([0.0, 0.1, 0.3])
+    assert doc["abs_error_mean"] == pytest.approx(0.4 / 3)
+    assert doc["abs_error_at_max"] == pytest.approx(0.3)
+    assert len(rows) == 3 * (1 + 3)
+    assert {r["windows"] for r in rows} == {"undrifted", "drifted"}
+
+
+def test_monitor_names_are_checked_against_the_registry():
+    assert MON.check_names(None) == list(MON.MONITORS)
+    assert MON.check_names(["mmd"]) == ["mmd"]
+    with pytest.raises(ValueError, match=r"monitor.monitors=\['mmd', 'nope'\]; accepted: "):
+        MON.check_names(["mmd", "nope"])
+
+
+def test_windows_are_distinct_texts_of_the_pool():
+    idx = MON.draw_windows(10, 4, 3, np.random.default_rng(0))
+    assert idx.shape == (3, 4) and all(len(set(r)) == 4 for r in idx) and idx.max() < 10
+    with pytest.raises(ValueError, match="a window of 11 texts"):
+        MON.draw_windows(10, 11, 3, np.random.default_rng(0))
