@@ -12,7 +12,8 @@ completed or failed and reads what the run wrote there (``config.yaml``, ``meta.
 - series: every CSV of the run dir that has a ``step`` or ``checkpoint`` column, each other
   numeric column at that step (``checkpoints/roc_auc`` at checkpoint k, ``loss_curve/sft_loss``
   at SFT step k);
-- files: config, meta, metrics, log, CSV tables and PNG figures.
+- files: every YAML, JSON, CSV, log and PNG file of the run dir (config, meta, metrics, audits,
+  tables, figures; not a folder such as a LoRA adapter).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import yaml
 from driftbench.runs import read_json
 
 STEP_COLUMNS = ("step", "checkpoint")  # the first one a CSV has is its x axis
-RUN_FILES = ("config.yaml", "meta.json", "metrics.json", "run.log")
+FILE_TYPES = (".yaml", ".json", ".csv", ".log", ".png")  # what a tracker attaches
 REPORT_FILES = ("report.md", "report.csv")
 
 
@@ -143,7 +144,7 @@ def read_run(run_dir: Path) -> RunRecord:
     for path in tables:
         series.update(csv_series(path))
     figures = sorted(run_dir.glob("*.png"))
-    files = [run_dir / f for f in RUN_FILES if (run_dir / f).is_file()] + tables + figures
+    files = [p for p in sorted(run_dir.iterdir()) if p.is_file() and p.suffix in FILE_TYPES]
     status = str(meta.get("status") or "failed")
     sweep = meta.get("sweep_dir")
     tags = {
