@@ -406,10 +406,11 @@ def check_names(names: Sequence[str]) -> list[str]:
 
 def draw_windows(n_pool: int, window: int, n_windows: int, rng) -> np.ndarray:
     """(n_windows, window) row indices into a pool of n_pool texts, each row without
-    replacement (a window is w distinct texts)."""
+    replacement (a window is w distinct texts) and sorted (two draws of one set of texts then
+    give bit-identical statistics)."""
     if not 2 <= window <= n_pool:
         raise ValueError(f"a window of {window} texts needs a pool of at least that, got {n_pool}")
-    return np.stack([rng.choice(n_pool, window, replace=False) for _ in range(n_windows)])
+    return np.stack([np.sort(rng.choice(n_pool, window, replace=False)) for _ in range(n_windows)])
 
 
 def run_windows(
@@ -433,10 +434,12 @@ def null_threshold(statistics: Sequence[float], alpha: float) -> float:
 
 
 def alarms(outcomes: Sequence[Outcome], alpha: float, threshold: float | None) -> np.ndarray:
-    """Which windows alarm: p <= alpha where there is a p-value, else statistic > threshold."""
+    """Which windows alarm: p <= alpha where there is a p-value, else statistic > threshold
+    (a statistic equal to it up to rounding, as on an undrifted checkpoint, does not)."""
     if threshold is None:
         return np.array([o.p_value <= alpha for o in outcomes])
-    return np.array([o.statistic > threshold for o in outcomes])
+    stat = np.array([o.statistic for o in outcomes])
+    return (stat > threshold) & ~np.isclose(stat, threshold, rtol=1e-9, atol=1e-12)
 
 
 def first_index(flags: Sequence[bool]) -> int | None:

@@ -117,3 +117,56 @@ def drift_figures(
     plt.close(fig)
     written.append("amplification.png")
     return written
+
+
+def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) -> list[str]:
+    """Left: each monitor's detection power (share of windows that alarm) per checkpoint, over
+    the ROC-AUC curve, with the collapse (AUC down by auc_drop) marked. Right: the accuracy
+    estimators' estimates against the windows' true accuracy. x: checkpoints, labelled by sigma
+    (a schedule of uneven steps stays readable)."""
+    x = list(range(len(rows)))
+    by = scores["by_monitor"]
+    fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=(3, 2))
+    tab20 = plt.get_cmap("tab20").colors
+    colors = tab20[0::2] + tab20[1::2]  # ten distinct colours first, then their light twins
+    for i, (name, m) in enumerate(by.items()):
+        style = "-" if m["has_p_value"] else "--"
+        fa = m["false_alarm_rate"]
+        label = f"{name} (false alarms {fa:.0%})"
+        ax.plot(x, m["power"], style, marker="o", ms=3, color=colors[i % 20], label=label)
+    ax.axhline(scores["power_level"], color="grey", lw=0.8, ls=":")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("detection power (share of windows alarming)")
+    auc = ax.twinx()
+    auc.plot(x, [r["roc_auc"] for r in rows], color="black", lw=2.5, alpha=0.35, label="ROC-AUC")
+    auc.set_ylabel("ROC-AUC (thick grey)")
+    auc.set_ylim(0.4, 1.0)
+    collapse = scores["collapse"]["checkpoint"]
+    if collapse is not None:
+        ax.axvline(collapse, color="C3", lw=1, ls="-.")
+        ax.text(collapse, 1.0, " collapse", color="C3", fontsize=7, va="top")
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
+    estimators = [(i, n, m) for i, (n, m) in enumerate(by.items()) if "accuracy_estimate" in m]
+    if estimators:
+        true = estimators[0][2]["accuracy_true"]
+        ax_acc.plot(x, true, color="black", lw=2, label="true (mean over the windows)")
+    for i, name, m in estimators:
+        label = f"{name} (mean |error| {m['abs_error_mean']:.3f})"
+        est = m["accuracy_estimate"]
+        ax_acc.plot(x, est, "--", marker="o", ms=3, color=colors[i % 20], label=label)
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0.4, 1.0)
+    ax_acc.legend(fontsize=7, loc="lower left")
+    ax_acc.set_title("label-free accuracy estimates (mean over windows)", fontsize=9)
+    for a in (ax, ax_acc):
+        a.set_xticks(x)
+        a.set_xticklabels([f"{r['sigma']:.3g}" for r in rows], fontsize=7, rotation=45)
+        a.set_xlabel("drift magnitude σ (one tick per checkpoint)")
+    ax.set_title(
+        f"monitors on {scores['n_windows']} windows of {scores['window']} texts\n{title}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    save_figure(fig, run_dir / "monitors_vs_sigma.png")
+    plt.close(fig)
+    return ["monitors_vs_sigma.png"]

@@ -155,6 +155,26 @@ class Classifier:
 
 
 @dataclass
+class Monitor:
+    """The label-free monitors of a drift run (driftbench/monitors.py); ``monitors``: null for
+    every one, a list of names, or [] for none."""
+
+    name: str = _req()
+    monitors: list[str] | None = _opt()
+    reference: str = _req()
+    reference_share: float = _req(**_rule("a number in (0, 1)", lambda v: 0 < v < 1))
+    window: int = _req(**at_least(2))
+    n_windows: int = _req(**at_least(1))
+    alpha: float = _req(**_rule("a number in (0, 1)", lambda v: 0 < v < 1))
+    power_level: float = _req(**_rule("a number in (0, 1]", lambda v: 0 < v <= 1))
+    auc_drop: float = _req(**positive())
+    mmd_permutations: int = _req(**at_least(1))
+    pca_components: int = _req(**at_least(1))
+    c2st_holdout: float = _req(**_rule("a number in (0, 1)", lambda v: 0 < v < 1))
+    c2st_c: float = _req(**positive())
+
+
+@dataclass
 class Condition:
     name: str = _req()
     train: bool = _req()
@@ -272,6 +292,7 @@ class Config:
     drift: Drift = field(default_factory=Drift)
     schedule: Schedule = field(default_factory=Schedule)
     classifier: Classifier = field(default_factory=Classifier)
+    monitor: Monitor = field(default_factory=Monitor)
     sft: Sft = field(default_factory=Sft)
     backend: Backend = field(default_factory=Backend)
     runtime: Runtime = field(default_factory=Runtime)

@@ -3,6 +3,7 @@ scoring; and the drift_eval wiring (monitors.csv, metrics.json, figure, report t
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -300,3 +301,78 @@ def test_windows_are_distinct_texts_of_the_pool():
     assert idx.shape == (3, 4) and all(len(set(r)) == 4 for r in idx) and idx.max() < 10
     with pytest.raises(ValueError, match="a window of 11 texts"):
         MON.draw_windows(10, 11, 3, np.random.default_rng(0))
+
+
+# --- wired into drift_eval ------------------------------------------------------------------------
+
+TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.05,0.3]"]
+
+
+def test_a_drift_run_scores_every_monitor(make_cfg, tmp_path, caplog):
+    from driftbench.launcher import run
+
+    metrics = run(make_cfg(*TINY, "monitor.mmd_permutations=19"))
+    d = next((tmp_path / "outputs").glob("**/meta.json")).parent
+    assert {"monitors.csv", "monitors_vs_sigma.png"} <= {p.name for p in d.iterdir()}
+    on_disk = json.loads((d / "metrics.json").read_text())["monitors"]
+    assert on_disk == json.loads(json.dumps(metrics["monitors"]))
+    assert set(on_disk["by_monitor"]) == set(MON.MONITORS)
+    # 40 test texts: the default window of 200 is cut to the pool, one window, and the log says so
+    assert on_disk["window"] == 40 and on_disk["n_windows"] == 1
+    assert "monitor.window=200 is more than the 40 test texts" in caplog.text
+    for name, m in on_disk["by_monitor"].items():
+        assert len(m["power"]) == 3 and 0 <= m["false_alarm_rate"] <= 1, name
+    lines = (d / "monitors.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(MON.MONITORS) * (1 + 3)
+    assert on_disk["timing"]["classifier_fit_s"] > 0
+
+
+def test_a_bad_monitor_name_is_refused_before_any_run_dir(make_cfg, tmp_path):
+    from driftbench.launcher import ConfigError, run
+
+    with pytest.raises(ConfigError, match=r"monitor.monitors=\['mmd', 'psi'\]; accepted: "):
+        run(make_cfg(*TINY, "monitor.monitors=[mmd,psi]"))
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_monitor_none_skips_monitoring(make_cfg, tmp_path):
+    from driftbench.launcher import run
+
+    metrics = run(make_cfg(*TINY, "monitor=none"))
+    d = next((tmp_path / "outputs").glob("**/meta.json")).parent
+    assert "monitors" not in metrics and not (d / "monitors.csv").exists()
+
+
+def monitored_run(drift: str, seed: int, alarm: float | None, collapse: float | None) -> dict:
+    by = {
+        "mmd": {"false_alarm_rate": 0.05, "sigma_at_alarm": alarm},
+        "atc": {"false_alarm_rate": 0.0, "sigma_at_alarm": None, "abs_error_mean": 0.1},
+    }
+    monitors = {
+        "alpha": 0.05,
+        "power_level": 0.8,
+        "collapse": {"sigma": collapse, "auc_drop": 0.05},
+        "by_monitor": by,
+    }
+    return {
+        "config": {"drift": {"name": drift}, "seed": seed},
+        "metrics": {"monitors": monitors},
+    }
+
+
+def test_report_tabulates_monitor_by_drift_type():
+    from driftbench.report import group_runs
+    from driftbench.tasks.drift_eval_summary import monitor_table
+
+    runs = [
+        monitored_run("gaussian", 1, 0.01, 0.02),
+        monitored_run("gaussian", 2, 0.02, 0.02),
+        monitored_run("subspace", 1, None, None),
+        {"config": {"drift": {"name": "directional"}, "seed": 1}, "metrics": {}},  # monitor=none
+    ]
+    lines = monitor_table(group_runs(runs)).splitlines()
+    assert lines[0].startswith("| drift | monitor | n | false alarms (α = 0.05) | σ at alarm")
+    assert "| gaussian | mmd | 2 | 5% | 0.01, 0.02 | 0.02, 0.02 |  |" in lines
+    assert "| gaussian | atc | 2 | 0% | none, none | 0.02, 0.02 | 0.100 |" in lines
+    assert "| subspace | mmd | 1 | 5% | none | none |  |" in lines
+    assert len(lines) == 2 + 4 and not any("directional" in ln for ln in lines)

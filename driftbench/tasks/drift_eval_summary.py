@@ -223,8 +223,58 @@ def cliff_table(groups: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sigmas(values: list) -> str:
+    return ", ".join("none" if v is None else f"{v:.3g}" for v in values)
+
+
+def monitor_table(groups: list) -> str:
+    """Label-free monitors (driftbench/monitors.py) per group of runs that differ in seed alone
+    and per monitor: the false-alarm rate on undrifted windows (mean over seeds), the first
+    sigma where >= power_level of the windows alarm, the first sigma where ROC-AUC has fallen
+    by auc_drop (the collapse to catch), both per seed, and the accuracy estimators' mean
+    |estimate - true accuracy| over checkpoints. Runs without monitors are left out."""
+    rows = []
+    for g in groups:
+        runs = [r for r in g.runs if "monitors" in r["metrics"]]
+        if not runs:
+            continue
+        first = runs[0]["metrics"]["monitors"]
+        axes = g.columns()
+        for name in first["by_monitor"]:
+            per = [r["metrics"]["monitors"]["by_monitor"].get(name) for r in runs]
+            per = [m for m in per if m is not None]
+            errors = [m["abs_error_mean"] for m in per if "abs_error_mean" in m]
+            rows.append(
+                [
+                    *axes.values(),
+                    name,
+                    str(len(per)),
+                    f"{100 * np.mean([m['false_alarm_rate'] for m in per]):.0f}%",
+                    _sigmas([m["sigma_at_alarm"] for m in per]),
+                    _sigmas([r["metrics"]["monitors"]["collapse"]["sigma"] for r in runs]),
+                    f"{np.mean(errors):.3f}" if errors else "",
+                ]
+            )
+        header = list(axes)
+    if not rows:
+        return ""
+    level = f"{first['power_level']:.0%}"
+    drop = f"{first['collapse']['auc_drop']:g}"
+    cols = [
+        *header,
+        "monitor",
+        "n",
+        f"false alarms (α = {first['alpha']:g})",
+        f"σ at alarm (≥ {level} of windows), per seed",
+        f"σ at collapse (AUC − {drop}), per seed",
+        "accuracy estimate: mean abs error",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
 def tables(groups: list) -> list[str]:
-    return [cliff_table(groups)]
+    return [cliff_table(groups), monitor_table(groups)]
 
 
 def figures(groups: list, out: Path) -> list[str]:
