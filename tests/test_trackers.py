@@ -134,7 +134,7 @@ def wandb_runs(root: Path, group: str = "") -> dict:
         run = {
             "history": {},
             "summary": {},
-            "files": {p.name for p in (folder / "files").iterdir()},
+            "files": {p.name for p in (folder / "files" / "driftbench").iterdir()},
         }
         for record in wandb_records(next(folder.glob("run-*.wandb"))):
             kind = record.WhichOneof("record_type")

@@ -5,9 +5,9 @@ machine until ``wandb sync`` uploads them.
 Per run: the resolved config as the W&B config; the series row by row at their step (the
 figures as images at the last one); every scalar of ``metrics.json``, and the run's status,
 config hash, result key, git commit, run dir and sweep dir (``run/...``), in the summary; the
-task, status, config hash and git commit as tags; the run's files in the W&B run's files; exit
-code 0 for a completed run, 1 for a failed one. A multirun is a W&B group named after its sweep
-dir; the sweep report goes to one more run of the group, named ``report``.
+task, status, config hash and git commit as tags; the run's files in ``driftbench/`` of the W&B
+run's files; exit code 0 for a completed run, 1 for a failed one. A multirun is a W&B group
+named after its sweep dir; the sweep report goes to one more run of the group, named ``report``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from driftbench.trackers.base import RunRecord, SweepRecord, Tracker
 
 MODES = ("offline", "online")
+FILES_SUBDIR = "driftbench"
 
 
 class WandbTracker(Tracker):
@@ -50,10 +51,13 @@ class WandbTracker(Tracker):
 
     @staticmethod
     def _attach(wb_run, files: list[Path]) -> None:
-        """Copies in the W&B run's files folder: what ``wandb sync`` uploads."""
+        """Copies in ``driftbench/`` of the W&B run's files (what ``wandb sync`` uploads), apart
+        from the files W&B writes there itself (its own ``config.yaml``)."""
+        folder = Path(wb_run.dir) / FILES_SUBDIR
+        folder.mkdir(parents=True, exist_ok=True)
         for path in files:
-            shutil.copy2(path, Path(wb_run.dir) / path.name)
-            wb_run.save(str(Path(wb_run.dir) / path.name), base_path=wb_run.dir, policy="now")
+            shutil.copy2(path, folder / path.name)
+            wb_run.save(str(folder / path.name), base_path=wb_run.dir, policy="now")
 
     def log_run(self, run: RunRecord) -> None:
         import wandb
