@@ -313,6 +313,9 @@ def rho_like_run(run_dir: Path) -> Path:
     (run_dir / "loss_curve.csv").write_text(
         "step,sft_loss,contrastive_loss,active_hinge_fraction\n1,2.5,0.4,0.75\n2,2.25,0.3,0.5\n"
     )
+    (run_dir / "monitors.csv").write_text(  # long form: a row per monitor and checkpoint
+        "checkpoint,monitor,alarm_rate\n,ks,0.0\n0,ks,0.125\n0,mmd,0.25\n1,ks,0.5\n1,mmd,0.75\n"
+    )
     metrics = {
         "behaviors": {"refusal": {"rho_before": 0.5, "rho_after": 0.75}},
         "audit_after": {"refusal": {"metadata": {"confidence_gap": 0.125}, "details": [{"x": 1}]}},
@@ -332,6 +335,8 @@ def test_rho_runs_log_their_loss_curve_per_step_and_audit_and_stress_numbers(tmp
     hinge = {e.step: e.value for e in events.Scalars("loss_curve/active_hinge_fraction")}
     assert hinge == {1: 0.75, 2: 0.5}
     assert {e.step: e.value for e in events.Scalars("loss_curve/sft_loss")} == {1: 2.5, 2: 2.25}
+    ks = {e.step: e.value for e in events.Scalars("monitors/ks/alarm_rate")}
+    assert ks == {0: 0.125, 1: 0.5}  # one series per monitor; the row without a step left out
     scalars = set(events.Tags()["scalars"])
     assert {
         "behaviors/refusal/rho_before",

@@ -11,7 +11,7 @@ completed or failed and reads what the run wrote there (``config.yaml``, ``meta.
   (``summary/roc_auc_at_0``, ``behaviors/refusal/rho_after``);
 - series: every CSV of the run dir that has a ``step`` or ``checkpoint`` column, each other
   numeric column at that step (``checkpoints/roc_auc`` at checkpoint k, ``loss_curve/sft_loss``
-  at SFT step k);
+  at SFT step k); a row's text cells name its series (``monitors/drifted/ks_pca/alarm_rate``);
 - files: every YAML, JSON, CSV, log and PNG file of the run dir (config, meta, metrics, audits,
   tables, figures; not a folder such as a LoRA adapter).
 """
@@ -82,21 +82,29 @@ def _cell(text: str) -> float | None:
 
 
 def csv_series(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """``<stem>/<column>`` -> [(step, value)] for a CSV with a step column, else {}."""
+    """``<stem>/<column>`` -> [(step, value)] for a CSV with a step column, else {}. A table in
+    long form names each row by its text cells: ``monitors.csv`` (one row per monitor and
+    checkpoint) gives ``monitors/drifted/ks_pca/alarm_rate``; a row without a step is left out."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     columns = list(rows[0]) if rows else []
     step_col = next((c for c in STEP_COLUMNS if c in columns), None)
     if step_col is None:
         return {}
+    labels = [
+        c
+        for c in columns
+        if c != step_col and any((r[c] or "") and _cell(r[c]) is None for r in rows)
+    ]
     series: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        step = _cell(row[step_col])
+        step = _cell(row[step_col] or "")
         if step is None:
             continue
+        name = "/".join([path.stem, *(row[c] for c in labels if row[c])])
         for col in columns:
-            if col != step_col and (x := _cell(row[col] or "")) is not None:
-                series.setdefault(metric_name(f"{path.stem}/{col}"), []).append((int(step), x))
+            if col not in labels and col != step_col and (x := _cell(row[col] or "")) is not None:
+                series.setdefault(metric_name(f"{name}/{col}"), []).append((int(step), x))
     return series
 
 
