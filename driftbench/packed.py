@@ -1,15 +1,15 @@
 """A padding-free forward for Llama-architecture decoders (SmolLM2, TinyLlama, Llama 2/3).
 
-Used for embeddings (``driftbench.embed``) and the audit's teacher-forced scoring
-(``driftbench.rho.scoring``). Why: the Hugging Face forward pads a batch to its longest text,
-builds a 4-D mask and runs many small ops around each GEMM; on a CPU 16-20% of its time is spent
-outside the matmuls, and bucketed batches still pad ~8% of their rows. Here the texts of a chunk
-are concatenated into one (tokens, d) matrix, so every linear layer is one GEMM over real tokens
-only (no padding, no mask), attention runs once per group of equal-length texts (contiguous,
-because texts are sorted by length) with a plain causal mask, the rotary embedding is one
-in-place complex multiply, and the residual adds are folded into the GEMMs (``addmm_``): 10% of
-the time is left outside the matmuls. The result equals the Hugging Face forward up to float
-rounding; tests check this for every layer and both poolings.
+The torch backend's forward for embeddings and for the audit's teacher-forced scoring
+(``driftbench.backends.torch_backend``). Why: the Hugging Face forward pads a batch to its
+longest text, builds a 4-D mask and runs many small ops around each GEMM; on a CPU 16-20% of its
+time is spent outside the matmuls, and bucketed batches still pad ~8% of their rows. Here the
+texts of a chunk are concatenated into one (tokens, d) matrix, so every linear layer is one GEMM
+over real tokens only (no padding, no mask), attention runs once per group of equal-length texts
+(contiguous, because texts are sorted by length) with a plain causal mask, the rotary embedding
+is one in-place complex multiply, and the residual adds are folded into the GEMMs (``addmm_``):
+10% of the time is left outside the matmuls. The result equals the Hugging Face forward up to
+float rounding; tests check this for every layer and both poolings.
 
 Only the plain Llama block is covered (SiLU MLP, no biases, rotary positions from the model's
 own ``rotary_emb``, so rope scaling is honoured); :func:`unsupported` names why any other model
