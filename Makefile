@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/audit.py
 	$(PY) bench/sft.py
 	$(PY) bench/backends.py
+	$(PY) bench/monitors.py
 
 # make report ARGS=outputs/multirun/<sweep dir>
 report: setup

@@ -1,6 +1,6 @@
 """Label-free monitors of a frozen safety classifier, scored against a collapse the benchmark knows.
 
-The drift paper (000_b7270e02dd833497.txt, section 5) warns that a collapsed classifier stays
+The drift paper (000_b7270e02dd833497.txt, section 4) warns that a collapsed classifier stays
 confident, so "standard unsupervised monitoring based on average confidence" will not catch it.
 driftbench knows, at every checkpoint, what a team sees without labels and what really happened,
 so it can score each monitor: how often it alarms on undrifted data, at which sigma it alarms,
@@ -422,7 +422,7 @@ def run_windows(
 ) -> dict[str, list[Outcome]]:
     """Every named monitor on every window. On one BLAS/OpenMP thread: the matrices are a few
     hundred rows, and two threads spinning against each other on a shared 2-core machine made
-    the C2ST 3x and MMD 2x slower than one (measured on SmolLM2 windows of 200)."""
+    logistic-regression fits 3x and MMD 2x slower than one (SmolLM2 windows of 200)."""
     with threadpool_limits(1):
         return {n: [MONITORS[n].test(ref, w, settings, rng) for w in windows] for n in names}
 

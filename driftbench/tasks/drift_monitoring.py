@@ -126,8 +126,12 @@ class Monitoring:
 
 def monitor_digest(scores: dict) -> str:
     """One log line: each monitor's false-alarm rate and sigma at alarm, against the collapse."""
+
+    def at(sigma: float | None) -> str:
+        return "none" if sigma is None else f"{sigma:.3g}"
+
     parts = [
-        f"{n} FA {m['false_alarm_rate']:.2f} alarm@{m['sigma_at_alarm']}"
+        f"{n} false alarms {m['false_alarm_rate']:.0%}, alarm at σ={at(m['sigma_at_alarm'])}"
         for n, m in scores["by_monitor"].items()
     ]
-    return f"collapse@{scores['collapse']['sigma']}; " + ", ".join(parts)
+    return f"collapse at σ={at(scores['collapse']['sigma'])}; " + "; ".join(parts)
