@@ -14,10 +14,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 import driftbench  # noqa: F401  (registers the config resolvers)
+from driftbench.config_errors import composition_error
 from driftbench.data import DataError
 from driftbench.launcher import ConfigError, run
 from driftbench.runs import DiskFullError
-from driftbench.schema import composition_error
 
 log = logging.getLogger("driftbench")
 

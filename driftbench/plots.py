@@ -94,6 +94,8 @@ def drift_figures(
     plt.close(fig)
     written.append("calibration.png")
 
+    if "mean_abs_delta_logit" not in rows[0]:  # a classifier without a linear form
+        return written
     fig, ax = plt.subplots(figsize=(6, 4))
     pos = [r for r in rows if r["sigma"] > 0]
     if pos:
@@ -117,6 +119,28 @@ def drift_figures(
     plt.close(fig)
     written.append("amplification.png")
     return written
+
+
+def mitigation_figure(
+    run_dir: Path, rows: list[dict], unmitigated: list[dict], name: str, title: str
+) -> list[str]:
+    """ROC-AUC, silent-failure rate and ECE per checkpoint: the mitigation against the frozen
+    classifier on the same texts."""
+    sig = [r["sigma"] for r in rows]
+    panels = [("roc_auc", "ROC-AUC"), ("silent_failure_rate_pct", "SFR (%)"), ("ece", "ECE")]
+    fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for ax, (key, label) in zip(axs, panels, strict=True):
+        for series, style, who in ((unmitigated, "s--", "none"), (rows, "o-", name)):
+            ys = [float("nan") if r[key] is None else r[key] for r in series]
+            ax.plot(sig, ys, style, ms=3, label=who)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("drift magnitude σ")
+    axs[0].legend(fontsize=8)
+    fig.suptitle(f"mitigation {name} vs none\n{title}", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, run_dir / "mitigation.png")
+    plt.close(fig)
+    return ["mitigation.png"]
 
 
 def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) -> list[str]:

@@ -4,18 +4,18 @@ The values (defaults included) live once, in the YAML files under ``conf/``; the
 say what shape they have. They are registered in Hydra's ConfigStore, so Hydra refuses an
 unknown key (``model.hidden_sizee=64``) and a value of the wrong type (``data.n_samples=abc``)
 while composing, before any code runs. ``conf/config.yaml`` starts from ``base_config``; the
-groups whose choices differ in shape (``task``, ``model``) name their schema in each YAML's
-defaults list. A range is declared beside its field (``metadata=at_least(1)``) and checked by
-``check`` before any heavy work, with one sentence naming the key, the value and what is
-accepted. Choices among names (a drift type, a pooling) are checked by the registries that
-define them, in each task's ``validate``.
+groups whose choices differ in shape (task, model, classifier, mitigation) name their schema in
+each YAML's defaults list. A range is declared beside its field (``metadata=at_least(1)``) and
+checked by ``check`` before any heavy work, with one sentence naming the key, the value and
+what is accepted. Choices among names (a drift type, a pooling) are checked by the registries
+that define them, in each task's ``validate``; ``driftbench.config_errors`` puts Hydra's own
+errors in one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,13 +145,55 @@ class Schedule:
 
 
 @dataclass
-class Classifier:
+class Classifier:  # a classifier/ choice: each family's YAML names its schema
     name: str = _req()
+
+
+@dataclass
+class LinearClassifier(Classifier):  # C-regularised: logreg, logreg_raw, linear_svm
     c_grid: list[float] = _req(**positive_list())
     select_by: str = _req()
     max_iter: int = _req(**at_least(1))
     degenerate_dims: str = _req()
     degenerate_rel_std: float = _req(**positive())
+    standardize: bool = _req()
+
+
+@dataclass
+class MlpClassifier(Classifier):
+    alpha_grid: list[float] = _req(**positive_list())
+    select_by: str = _req()
+    hidden_layer_sizes: list[int] = _req(**positive_list())
+    max_iter: int = _req(**at_least(1))
+    validation_fraction: float = _req(**_rule("a number in (0, 1)", lambda v: 0 < v < 1))
+    degenerate_dims: str = _req()
+    degenerate_rel_std: float = _req(**positive())
+    standardize: bool = _req()
+
+
+@dataclass
+class KnnClassifier(Classifier):
+    k_grid: list[int] = _req(**positive_list())
+    select_by: str = _req()
+
+
+@dataclass
+class Mitigation:  # a mitigation/ choice: each YAML names its schema
+    name: str = _req()
+
+
+@dataclass
+class NoiseAugmentMitigation(Mitigation):
+    sigma_train: float | None = _opt(**at_least(0, "a number"))
+    sigma_grid: list[float] = _req(
+        **_rule("a non-empty list of numbers >= 0", lambda v: len(v) > 0 and min(v) >= 0)
+    )
+    val_auc_tolerance: float = _req(**at_least(0, "a number"))
+
+
+@dataclass
+class LabelledMitigation(Mitigation):
+    m: int = _req(**at_least(4))
 
 
 @dataclass
@@ -284,14 +326,16 @@ class Logger:
 
 @dataclass
 class Config:
-    """The whole run config. ``task`` and ``model`` are typed by the schema their YAML names."""
+    """The whole run config. ``task``, ``model``, ``classifier`` and ``mitigation`` are typed
+    by the schema their YAML names."""
 
     task: Any = MISSING
     model: Any = MISSING
     data: Data = field(default_factory=Data)
     drift: Drift = field(default_factory=Drift)
     schedule: Schedule = field(default_factory=Schedule)
-    classifier: Classifier = field(default_factory=Classifier)
+    classifier: Any = MISSING
+    mitigation: Any = MISSING
     monitor: Monitor = field(default_factory=Monitor)
     sft: Sft = field(default_factory=Sft)
     backend: Backend = field(default_factory=Backend)
@@ -309,12 +353,21 @@ def register() -> None:
     cs.store(group="task", name="schema_rho_sft", node=RhoSftTask)
     cs.store(group="model", name="schema_model", node=Model)
     cs.store(group="model", name="schema_tiny_random", node=TinyRandomModel)
+    for group, name, node in (
+        ("classifier", "schema_linear", LinearClassifier),
+        ("classifier", "schema_mlp", MlpClassifier),
+        ("classifier", "schema_knn", KnnClassifier),
+        ("mitigation", "schema_mitigation", Mitigation),
+        ("mitigation", "schema_noise_augment", NoiseAugmentMitigation),
+        ("mitigation", "schema_labelled", LabelledMitigation),
+    ):
+        cs.store(group=group, name=name, node=node)
 
 
 # --- range checks --------------------------------------------------------------------------------
 
 
-def _keys(schema: type) -> str:
+def keys_of(schema: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(schema))
 
 
@@ -322,7 +375,7 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
     names = {f.name for f in dataclasses.fields(schema)}
     for key in node:
         if key not in names:  # only a "+key=value" append gets past Hydra
-            raise ValueError(f"{prefix}{key}: no such key; accepted: {_keys(schema)}")
+            raise ValueError(f"{prefix}{key}: no such key; accepted: {keys_of(schema)}")
     for f in dataclasses.fields(schema):
         if f.name not in node:
             continue
@@ -344,41 +397,3 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
 def check(cfg: DictConfig) -> None:
     """Every range declared in the schema, on a composed config (types were checked by Hydra)."""
     _check_node(cfg, Config, "")
-
-
-# --- Hydra's composition errors, in one line ------------------------------------------------------
-
-_TYPES = {
-    "Integer": "an integer",
-    "Float": "a number",
-    "Boolean": "true or false",
-    "String": "a string",
-}
-
-
-def composition_error(e: Exception) -> str:
-    """What was asked and what is accepted, in one line, for an error Hydra raises while
-    composing (an unknown option or key, a value of the wrong type), without the config search
-    path and the hints that follow."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    cause = str(e.__cause__ or "").strip()
-    text = " ".join([*lines, cause])
-    if m := re.search(r"Could not find '(.+)/([^/']+)'", text):
-        options = []
-        if "Available options" in text:
-            i = next(i for i, ln in enumerate(lines) if ln.startswith("Available options"))
-            options = [
-                ln for ln in lines[i + 1 :] if not ln.startswith(("Config search", "provider="))
-            ]
-        return f"{m[1]}={m[2]}: no such option; accepted: {', '.join(options) or '(none)'}"
-    if m := re.search(r"Could not override '([^']+)'.*Key '[^']+' not in '(\w+)'", text):
-        schema = globals().get(m[2])
-        accepted = _keys(schema) if dataclasses.is_dataclass(schema) else "see conf/"
-        return f"{m[1]}: no such key; accepted: {accepted}"
-    if m := re.search(r"Error merging override (\S+)", text):
-        kind = re.search(r"could not be converted to (\w+)", text)
-        kind = kind[1] if kind else ("Boolean" if "not a valid bool" in text else None)
-        if "is not Optional" in text:
-            return f"{m[1]}; accepted: a value (this key cannot be null)"
-        return f"{m[1]}; accepted: {_TYPES.get(kind, kind or 'another value')}"
-    return lines[0] if lines else type(e).__name__

@@ -1,4 +1,5 @@
-"""Classifier of B.3: standardisation, C selection, and the degenerate-dimension artifact."""
+"""The paper's classifier (B.3, ``classifier=logreg``): standardisation, C selection, and the
+degenerate-dimension artifact. The other families: tests/test_classifiers.py."""
 
 from pathlib import Path
 
@@ -10,16 +11,16 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from driftbench import drift as D
-from driftbench.classifier import degenerate_dimensions
-from driftbench.classifier import fit_classifier as fit
+from driftbench.classifier import degenerate_dimensions, fit_classifier, make_classifier
 
 # The paper's settings, read from the config choice that holds them (no second copy here).
 LOGREG = yaml.safe_load((Path(__file__).parents[1] / "conf/classifier/logreg.yaml").read_text())
-PAPER = {k: v for k, v in LOGREG.items() if k not in ("name", "defaults")}
+PAPER = {k: v for k, v in LOGREG.items() if k != "defaults"}
 
 
-def fit_classifier(*data, **settings):
-    return fit(*data, **{**PAPER, "seed": 0, **settings})
+def fit(*data, **settings):
+    """classifier=logreg as a drift run builds it, with ``settings`` changed."""
+    return make_classifier({**PAPER, **settings}, seed=0).fit(*data)
 
 
 def toy(n=600, d=40, seed=0, shift=0.25):
@@ -33,15 +34,15 @@ def toy(n=600, d=40, seed=0, shift=0.25):
 
 def test_standardisation_uses_train_mean_and_population_std():
     z, y = toy()
-    clf = fit_classifier(z[:400], y[:400], z[400:], y[400:], c_grid=[1.0])
+    clf = fit(z[:400], y[:400], z[400:], y[400:], c_grid=[1.0])
     sc = StandardScaler().fit(z[:400])
     np.testing.assert_allclose(clf.standardize(z[400:]), sc.transform(z[400:]))
-    np.testing.assert_allclose(clf.scale, z[:400].std(axis=0))  # eq. (10): 1/N, not 1/(N-1)
+    np.testing.assert_allclose(clf.scaler.scale, z[:400].std(axis=0))  # eq. (10): 1/N, not N-1
 
 
 def test_probabilities_equal_sklearn_balanced_logreg():
     z, y = toy()
-    clf = fit_classifier(z[:400], y[:400], z[400:], y[400:], c_grid=[1.0])
+    clf = fit(z[:400], y[:400], z[400:], y[400:], c_grid=[1.0])
     sc = StandardScaler().fit(z[:400])
     ref = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(
         sc.transform(z[:400]), y[:400]
@@ -55,7 +56,7 @@ def test_c_is_chosen_by_validation_auc():
     z, y = toy(seed=3)
     tr, va = np.r_[0:200, 300:500], np.r_[200:300, 500:600]
     grid = [1e-4, 1e-2, 1.0, 100.0]
-    clf = fit_classifier(z[tr], y[tr], z[va], y[va], c_grid=grid)
+    clf = fit(z[tr], y[tr], z[va], y[va], c_grid=grid)
     aucs = {}
     sc = StandardScaler().fit(z[tr])
     for c in grid:
@@ -63,16 +64,17 @@ def test_c_is_chosen_by_validation_auc():
             sc.transform(z[tr]), y[tr]
         )
         aucs[c] = roc_auc_score(y[va], m.decision_function(sc.transform(z[va])))
-    assert clf.val_auc_by_c == pytest.approx(aucs)
-    assert aucs[clf.c] == max(aucs.values())
-    assert clf.c_at_grid_edge == (clf.c in (grid[0], grid[-1]))
+    chosen = clf.selection
+    assert chosen.val_auc == pytest.approx(aucs)
+    assert aucs[chosen.value] == max(aucs.values())
+    assert chosen.at_grid_edge == (chosen.value in (grid[0], grid[-1]))
 
 
 def test_c_can_be_chosen_by_validation_log_loss():
     z, y = toy(seed=3, shift=0.6)
     tr, va = np.r_[0:200, 300:500], np.r_[200:300, 500:600]
     grid = [1e-4, 1e-2, 1.0, 100.0]
-    clf = fit_classifier(z[tr], y[tr], z[va], y[va], c_grid=grid, select_by="log_loss")
+    clf = fit(z[tr], y[tr], z[va], y[va], c_grid=grid, select_by="log_loss")
     sc = StandardScaler().fit(z[tr])
     losses = {}
     for c in grid:
@@ -80,9 +82,9 @@ def test_c_can_be_chosen_by_validation_log_loss():
             sc.transform(z[tr]), y[tr]
         )
         losses[c] = log_loss(y[va], m.predict_proba(sc.transform(z[va]))[:, 1])
-    assert clf.val_log_loss_by_c == pytest.approx(losses)
-    assert clf.c == min(losses, key=losses.get)
-    assert clf.select_by == "log_loss"
+    assert clf.selection.val_log_loss == pytest.approx(losses)
+    assert clf.selection.value == min(losses, key=losses.get)
+    assert clf.selection.select_by == "log_loss"
 
 
 def test_degenerate_dimension_is_detected():
@@ -107,8 +109,8 @@ def test_constant_dimension_makes_drift_collapse_under_keep_but_not_under_drop()
     zc = op(z[te], 0.005)
     results = {}
     for mode in ("keep", "drop"):
-        clf = fit_classifier(z[tr], y[tr], z[te], y[te], c_grid=[1.0], degenerate_dims=mode)
-        assert clf.degenerate.tolist() == [7]
+        clf = fit(z[tr], y[tr], z[te], y[te], c_grid=[1.0], degenerate_dims=mode)
+        assert clf.scaler.degenerate.tolist() == [7]
         auc0 = roc_auc_score(y[te], clf.predict_proba(z[te]))
         p = clf.predict_proba(zc)
         results[mode] = (auc0, roc_auc_score(y[te], p), np.maximum(p, 1 - p).mean())
@@ -122,8 +124,8 @@ def test_floor_raises_degenerate_std_to_the_median():
     z, y = toy()
     z[:, 5] = 1e-33
     z[::2, 5] = 2e-33
-    clf = fit_classifier(z[:400], y[:400], z[400:], y[400:], c_grid=[1.0], degenerate_dims="floor")
-    assert clf.scale[5] == pytest.approx(
+    clf = fit(z[:400], y[:400], z[400:], y[400:], c_grid=[1.0], degenerate_dims="floor")
+    assert clf.scaler.scale[5] == pytest.approx(
         np.median(z[:400].std(axis=0)[np.arange(40) != 5]), rel=0.1
     )
 
@@ -139,4 +141,13 @@ def test_floor_raises_degenerate_std_to_the_median():
 def test_bad_classifier_settings_are_named(kwargs, fragment):
     z, y = toy()
     with pytest.raises(ValueError, match=fragment):
-        fit_classifier(z[:400], y[:400], z[400:], y[400:], **kwargs)
+        fit(z[:400], y[:400], z[400:], y[400:], **kwargs)
+
+
+def test_fit_classifier_is_the_standardised_logreg_choice():
+    z, y = toy()
+    paper = {k: v for k, v in PAPER.items() if k not in ("name", "standardize")}
+    clf = fit_classifier(z[:400], y[:400], z[400:], y[400:], **paper, seed=0)
+    np.testing.assert_array_equal(
+        clf.predict_proba(z[400:]), fit(z[:400], y[:400], z[400:], y[400:]).predict_proba(z[400:])
+    )

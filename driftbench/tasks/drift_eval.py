@@ -1,8 +1,10 @@
 """Task ``drift_eval``: the study of 000_b7270e02dd833497.txt, wired end to end.
 
-data -> embeddings (cached) -> classifier on checkpoint 0 (frozen) -> drifted test sets on the
-sigma schedule -> B.4 metrics, realized drift and amplification per checkpoint -> figures;
-label-free monitors on windows of every checkpoint, scored against the collapse (monitors.py).
+data -> embeddings (cached) -> classifier on checkpoint 0 (``classifier/``, frozen) -> drifted
+test sets on the sigma schedule -> B.4 metrics, realized drift and (for a linear classifier)
+amplification per checkpoint -> figures; a mitigation (``mitigation/``) scored against the
+frozen classifier on the same texts; label-free monitors on windows of every checkpoint, scored
+against the collapse (monitors.py).
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
+from driftbench import mitigations as MIT
 from driftbench import plots
 from driftbench.backends import get_backend
-from driftbench.classifier import DEGENERATE_DIMS, SELECT_BY, fit_classifier
+from driftbench.classifier import make_classifier
 from driftbench.data import (
     check_sample_size,
     check_text_file,
     content_sha256,
     load_toxicity,
     resolve_data_path,
+    stratified_split,
 )
 from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
@@ -50,10 +54,11 @@ CONFIG_GROUPS = (
     "drift",
     "schedule",
     "classifier",
+    "mitigation",
     "monitor",
     "backend",
 )
-RESULTS_VERSION = 2  # 2: the monitors (monitors.csv, metrics.json "monitors")
+RESULTS_VERSION = 3  # 2: the monitors; 3: classifier families, mitigations (metrics.json)
 
 
 def inputs(cfg: DictConfig) -> dict:
@@ -71,26 +76,38 @@ def schedule_of(cfg: DictConfig) -> np.ndarray:
     return drift_ops.sigma_schedule(s.get("sigma_min"), s.get("sigma_max"), s.get("k"), sigmas)
 
 
+def split_sizes(cfg: DictConfig) -> dict[str, int]:
+    """Texts per split of the balanced sample, as ``load_toxicity`` will cut it (nothing read)."""
+    n = int(cfg.data.n_samples)
+    parts = stratified_split(np.repeat([0, 1], n // 2), tuple(cfg.data.split))
+    return {k: len(v) for k, v in parts.items()}
+
+
+def classifier_of(cfg: DictConfig):
+    return make_classifier(OmegaConf.to_container(cfg.classifier, resolve=True), int(cfg.seed))
+
+
+def mitigation_of(cfg: DictConfig) -> MIT.Mitigation:
+    settings = OmegaConf.to_container(cfg.mitigation, resolve=True)
+    return MIT.make_mitigation(settings, int(cfg.seed))
+
+
 def validate(cfg: DictConfig) -> None:
     """The checks that need more than one field (driftbench/schema.py checks each field's type
-    and range before this): registry names, the schedule, the sample size, the model's files
-    and layer count, the data file. Runs before any heavy work."""
+    and range before this): registry names, the schedule, the sample size, the classifier's and
+    the mitigation's settings against the splits, the model's files and layer count, the data
+    file. Runs before any heavy work."""
     if cfg.drift.name not in drift_ops.DRIFTS:
         raise ValueError(f"drift={cfg.drift.name!r}; accepted: {', '.join(drift_ops.DRIFTS)}")
     schedule_of(cfg)
     if cfg.embed.pooling not in POOLINGS:
         raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
     get_backend(cfg.backend.name).check_embed_layer(int(cfg.embed.layer))
-    if cfg.classifier.degenerate_dims not in DEGENERATE_DIMS:
-        raise ValueError(
-            f"classifier.degenerate_dims={cfg.classifier.degenerate_dims!r}; "
-            f"accepted: {', '.join(DEGENERATE_DIMS)}"
-        )
-    if cfg.classifier.select_by not in SELECT_BY:
-        raise ValueError(
-            f"classifier.select_by={cfg.classifier.select_by!r}; accepted: {', '.join(SELECT_BY)}"
-        )
+    classifier, mitigation = classifier_of(cfg), mitigation_of(cfg)
     check_sample_size(int(cfg.data.n_samples), tuple(cfg.data.split))
+    sizes = split_sizes(cfg)
+    classifier.check_train_size(sizes["train"])
+    mitigation.check(sizes["test"])
     check_monitoring(cfg)
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     check_spec(spec)
@@ -157,69 +174,55 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tr, va, te = (data.split[s] for s in ("train", "val", "test"))
 
     t_fit = time.perf_counter()
-    clf = fit_classifier(
-        z[tr],
-        y[tr],
-        z[va],
-        y[va],
-        c_grid=list(cfg.classifier.c_grid),
-        max_iter=int(cfg.classifier.max_iter),
-        degenerate_dims=cfg.classifier.degenerate_dims,
-        degenerate_rel_std=float(cfg.classifier.degenerate_rel_std),
-        seed=seed,
-        select_by=cfg.classifier.select_by,
-    )
+    clf = classifier_of(cfg).fit(z[tr], y[tr], z[va], y[va])
     fit_s = time.perf_counter() - t_fit
     train_auc = M.roc_auc(y[tr], clf.predict_proba(z[tr]))
     val_auc = M.roc_auc(y[va], clf.predict_proba(z[va]))
-    log.info("classifier: C=%g, train AUC %.3f, val AUC %.3f", clf.c, train_auc, val_auc)
-    if clf.degenerate.size:
-        handled = {
-            "keep": "kept as the paper does, so a collapse under drift may be this artifact; "
-            "classifier.degenerate_dims=drop or floor removes it",
-            "drop": "dropped (classifier.degenerate_dims=drop)",
-            "floor": "their std floored at the median std (classifier.degenerate_dims=floor)",
-        }[clf.degenerate_dims]
-        log.warning(
-            "%d embedding dimension(s) are (nearly) constant on the training set: %s. "
-            "Standardising divides any drift there by their tiny std. They are %s.",
-            clf.degenerate.size,
-            clf.degenerate[:20].tolist(),
-            handled,
-        )
-    if clf.c_at_grid_edge:
-        log.warning(
-            "the selected C=%g is at the edge of classifier.c_grid %s: widen the grid",
-            clf.c,
-            clf.c_grid,
-        )
+    about = {"name": cfg.classifier.name, **clf.describe()}
+    log.info(
+        "classifier %s: %s, train AUC %.3f, val AUC %.3f (%.1f s)",
+        about["name"],
+        about["selected"],
+        train_auc,
+        val_auc,
+        fit_s,
+    )
+    for warning in clf.warnings():
+        log.warning(warning)
 
     z_test, y_test = z[te], y[te]
+    mitigation = mitigation_of(cfg)
+    t_fit = time.perf_counter()
+    mitigation.fit(clf, z[tr], y[tr], z[va], y[va])
+    mitigation_fit_s = time.perf_counter() - t_fit
+    for warning in mitigation.warnings:
+        log.warning(warning)
+    labelled = MIT.labelled_rows(y_test, mitigation.labels, np.random.default_rng([seed, 4]))
+    scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     operator = drift_ops.make_drift(cfg.drift.name, z.shape[1], np.random.default_rng([seed, 1]))
-    logits0 = clf.logits(z_test)
-    std0 = clf.standardize(z_test)
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
-    rows, reliability = [], []
+    rows, reliability, unmitigated, frozen_auc, apply_s = [], [], [], [], []
     for c, sigma in enumerate(sigmas):
         zc = operator(z_test, float(sigma))
-        p = clf.predict_proba(zc)
+        p_frozen = clf.predict_proba(zc)
+        t_apply = time.perf_counter()
+        p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled])(zc[scored])
+        apply_s.append(time.perf_counter() - t_apply)
         row = {
             "checkpoint": c,
             "sigma": float(sigma),
-            **M.checkpoint_metrics(y_test, p, tau, n_bins),
+            **M.checkpoint_metrics(y_test[scored], p, tau, n_bins),
         }
         angle = drift_ops.realized_angle_deg(z_test, zc)
         row.update(
             realized_angle_deg=float(angle.mean()),
             realized_angle_deg_max=float(angle.max()),
-            mean_abs_delta_std_feature=float(np.abs(clf.standardize(zc) - std0).mean()),
-            mean_abs_delta_logit=float(np.abs(clf.logits(zc) - logits0).mean()),
-            mean_abs_logit=float(np.abs(clf.logits(zc)).mean()),
-            snr_eq29=M.snr_eq29(logits0, float(np.linalg.norm(clf.w)), float(sigma)),
-            snr_effective=M.snr_eq29(logits0, clf.w_raw_norm, float(sigma)),
+            **clf.amplification(z_test, zc, float(sigma)),
         )
         rows.append(row)
-        reliability.append(M.reliability_table(y_test, p, n_bins))
+        reliability.append(M.reliability_table(y_test[scored], p, n_bins))
+        unmitigated.append(M.checkpoint_metrics(y_test[scored], p_frozen[scored], tau, n_bins))
+        frozen_auc.append({"roc_auc": M.roc_auc(y_test, p_frozen)})
         log.info(
             "checkpoint %d sigma=%.3f angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
             c,
@@ -230,13 +233,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             row["silent_failure_rate_pct"],
             row["ece"],
         )
-        if monitoring is not None:
+        if monitoring is not None:  # the monitors watch the frozen classifier
             log.info(
                 "checkpoint %d: %d monitors on %d windows in %.2f s (the classifier's fit: %.2f s)",
                 c,
                 len(monitoring.names),
                 len(monitoring.windows),
-                monitoring.checkpoint(zc, p),
+                monitoring.checkpoint(zc, p_frozen),
                 fit_s,
             )
     atomic_write_csv(run_dir / "checkpoints.csv", rows)
@@ -244,10 +247,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     cal = calibration_checkpoints(cfg, len(sigmas))
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} drift, {data.path.name}"
     plots.drift_figures(run_dir, rows, reliability, cal, title)
-    extra = {}
+    extra = {
+        "mitigation": {
+            "name": cfg.mitigation.name,
+            **mitigation.describe(),
+            "labels_per_checkpoint": mitigation.labels,
+            "n_scored": int(scored.size),
+            **MIT.compare(rows, unmitigated),
+            "timing": {"fit_s": mitigation_fit_s, "per_checkpoint_s": apply_s},
+        }
+    }
+    if not mitigation.identity:
+        plots.mitigation_figure(run_dir, rows, unmitigated, cfg.mitigation.name, title)
+        log.info("mitigation: %s", MIT.digest(extra["mitigation"]))
     if monitoring is not None:
         auc0 = M.roc_auc(y_test, clf.predict_proba(z_test))
-        extra["monitors"], monitor_rows = monitoring.score(sigmas, rows, auc0, fit_s)
+        extra["monitors"], monitor_rows = monitoring.score(sigmas, frozen_auc, auc0, fit_s)
         atomic_write_csv(run_dir / "monitors.csv", monitor_rows)
         plots.monitor_figure(run_dir, rows, extra["monitors"], title)
         log.info("monitors: %s", monitor_digest(extra["monitors"]))
@@ -273,24 +288,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         },
         "drift": cfg.drift.name,
         "sigmas": sigmas.tolist(),
-        "classifier": {
-            "c": clf.c,
-            "c_grid": clf.c_grid,
-            "c_at_grid_edge": clf.c_at_grid_edge,
-            "select_by": clf.select_by,
-            "val_auc_by_c": {str(k): v for k, v in clf.val_auc_by_c.items()},
-            "val_log_loss_by_c": {str(k): v for k, v in clf.val_log_loss_by_c.items()},
-            "train_auc": train_auc,
-            "val_auc": val_auc,
-            "w_norm": float(np.linalg.norm(clf.w)),
-            "w_raw_norm": clf.w_raw_norm,
-            "degenerate_dims": {
-                "mode": clf.degenerate_dims,
-                "count": int(clf.degenerate.size),
-                "indices": clf.degenerate.tolist(),
-                "rel_std": float(cfg.classifier.degenerate_rel_std),
-            },
-        },
+        "classifier": {**about, "train_auc": train_auc, "val_auc": val_auc, "fit_s": fit_s},
         "separability": sep,
         "embedding": emb["stats"],
         "checkpoints": rows,

@@ -1,0 +1,105 @@
+"""The safety classifier of 000_b7270e02dd833497.txt, B.3: standardise, then L2 logistic regression
+(``classifier=logreg``), and the same without standardisation (``logreg_raw``): the amplification
+of drift by 1/std that standardising brings is then gone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from driftbench import metrics as M
+
+from .base import Classifier
+
+
+class Logreg(Classifier):
+    """Standardiser (``standardize``) + logistic regression with balanced class weights, C chosen
+    on validation. Its linear form gives the drift terms of eq. 26-29 (``amplification``)."""
+
+    PARAM, LABEL = "c", "C"
+
+    def __init__(
+        self,
+        *,
+        c_grid: Sequence[float],
+        select_by: str,
+        max_iter: int,
+        degenerate_dims: str,
+        degenerate_rel_std: float,
+        standardize: bool,
+        seed: int,
+    ):
+        scaling = {"enabled": standardize, "mode": degenerate_dims, "rel_std": degenerate_rel_std}
+        super().__init__(grid=c_grid, select_by=select_by, seed=seed, scaling=scaling)
+        self.max_iter = max_iter
+
+    def _settings(self) -> dict:
+        return {
+            "select_by": self.select_by,
+            "max_iter": self.max_iter,
+            "degenerate_dims": self.scaling["mode"],
+            "degenerate_rel_std": self.scaling["rel_std"],
+            "standardize": self.scaling["enabled"],
+        }
+
+    def _estimator(self, c: float, n_train: int) -> LogisticRegression:
+        return LogisticRegression(
+            C=c,
+            class_weight="balanced",
+            max_iter=self.max_iter,
+            solver="lbfgs",
+            random_state=self.seed,
+        )
+
+    def _scores(self, model, x):
+        s = model.decision_function(x)
+        return s, expit(s)
+
+    def standardize(self, z: np.ndarray) -> np.ndarray:
+        """eq. (11) with the training mean and std (the identity under ``standardize=false``)."""
+        return self.scaler(z)
+
+    def logits(self, z: np.ndarray) -> np.ndarray:
+        """``f(z) = w . z~ + b`` (eq. 26) on standardised features."""
+        return self.standardize(z) @ self.w + self.b
+
+    def predict_proba(self, z: np.ndarray) -> np.ndarray:
+        return expit(self.logits(z))
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.model.coef_[0]
+
+    @property
+    def b(self) -> float:
+        return float(self.model.intercept_[0])
+
+    @property
+    def w_raw_norm(self) -> float:
+        """Norm of the weights seen by an unstandardised perturbation, ``||w / scale||``: the
+        noise std of w . (eps / scale) for eps ~ N(0, sigma^2 I) is this times sigma."""
+        return float(np.linalg.norm(self.w / self.scaler.scale))
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "w_norm": float(np.linalg.norm(self.w)),
+            "w_raw_norm": self.w_raw_norm,
+        }
+
+    def amplification(self, z0: np.ndarray, zc: np.ndarray, sigma: float) -> dict:
+        """Realized |change| of the standardised features and of the logit, the drifted |logit|,
+        and eq. (29)'s SNR with ``||w||`` (the paper's) and with ``||w / scale||``."""
+        logits0, logits = self.logits(z0), self.logits(zc)
+        return {
+            "mean_abs_delta_std_feature": float(
+                np.abs(self.standardize(zc) - self.standardize(z0)).mean()
+            ),
+            "mean_abs_delta_logit": float(np.abs(logits - logits0).mean()),
+            "mean_abs_logit": float(np.abs(logits).mean()),
+            "snr_eq29": M.snr_eq29(logits0, float(np.linalg.norm(self.w)), sigma),
+            "snr_effective": M.snr_eq29(logits0, self.w_raw_norm, sigma),
+        }
