@@ -1,0 +1,77 @@
+"""Label-free monitors of a frozen safety classifier, scored against a collapse the benchmark knows.
+
+The drift paper (000_b7270e02dd833497.txt, section 4) warns that a collapsed classifier stays
+confident, so "standard unsupervised monitoring based on average confidence" will not catch it.
+driftbench knows, at every checkpoint, what a team sees without labels and what really happened,
+so it can score each monitor: how often it alarms on undrifted data, at which sigma it alarms,
+and (for the accuracy estimators) how far its estimate is from the truth.
+
+Pure numpy / scipy / scikit-learn: no torch, no Hydra, no files. Vocabulary:
+
+* a ``View`` is what a team sees of some texts without labels: unit embeddings ``z`` (n, d) and
+  the classifier's toxic-class probabilities ``p`` (n,);
+* the ``Reference`` is an undrifted, held-out ``View`` with its labels (a team has labelled
+  validation data when it deploys), plus the principal components of the training embeddings;
+* a window is the ``View`` of the w texts a team sees in a day.
+
+Every monitor in ``MONITORS`` maps (reference, window) to an ``Outcome``: a statistic that grows
+with drift, its p-value where the statistic has a calibrated test, and an accuracy estimate for the
+estimators. A monitor without a p-value alarms above the (1 - alpha) quantile of its statistic
+over undrifted calibration windows (``null_threshold``).
+"""
+
+from driftbench.monitors.registry import MONITORS, Monitor, check_names
+from driftbench.monitors.scoring import (
+    alarms,
+    draw_windows,
+    null_threshold,
+    run_windows,
+    scorecard,
+)
+from driftbench.monitors.statistics import (
+    atc_estimate,
+    atc_threshold,
+    c2st,
+    cbpe_estimate,
+    doc_estimate,
+    ks_bonferroni,
+    median_bandwidth,
+    mmd2_permuted,
+    mmd2_unbiased,
+    mmd_test,
+    pairwise_sq_dists,
+    permutation_p_value,
+    random_assignments,
+    rbf_kernel,
+)
+from driftbench.monitors.views import REFERENCES, Outcome, Reference, Settings, View
+
+__all__ = [
+    "MONITORS",
+    "REFERENCES",
+    "Monitor",
+    "Outcome",
+    "Reference",
+    "Settings",
+    "View",
+    "alarms",
+    "atc_estimate",
+    "atc_threshold",
+    "c2st",
+    "cbpe_estimate",
+    "check_names",
+    "doc_estimate",
+    "draw_windows",
+    "ks_bonferroni",
+    "median_bandwidth",
+    "mmd2_permuted",
+    "mmd2_unbiased",
+    "mmd_test",
+    "null_threshold",
+    "pairwise_sq_dists",
+    "permutation_p_value",
+    "random_assignments",
+    "rbf_kernel",
+    "run_windows",
+    "scorecard",
+]
