@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+from composed import compose_config  # noqa: E402  (bench/ is on sys.path when run as a script)
+from roofline import matmul_gflops  # noqa: E402
 
 import driftbench  # noqa: E402,F401
 from driftbench.backends import load_model  # noqa: E402
@@ -35,9 +35,9 @@ from driftbench.data import load_alpaca, load_toxicity, resolve_data_path  # noq
 from driftbench.embed import extract_embeddings  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs  # noqa: E402
-from driftbench.rho.plan import TrainConfig  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.schema import Sft  # noqa: E402
 
 
 def mlx_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -53,9 +53,10 @@ def mlx_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def embed_throughput(loaded, texts: list[str], pooling: str) -> dict:
-    extract_embeddings(loaded.model, loaded.tokenizer, texts[:8], pooling, progress=False)
-    _, stats = extract_embeddings(loaded.model, loaded.tokenizer, texts, pooling, progress=False)
+def embed_throughput(loaded, texts: list[str], pooling: str, batch_tokens: int) -> dict:
+    kw = {"batch_tokens": batch_tokens, "progress": False}
+    extract_embeddings(loaded.model, loaded.tokenizer, texts[:8], pooling, **kw)
+    _, stats = extract_embeddings(loaded.model, loaded.tokenizer, texts, pooling, **kw)
     return {
         "wall_s": stats.wall_s,
         "texts_per_s": len(texts) / stats.wall_s,
@@ -63,7 +64,7 @@ def embed_throughput(loaded, texts: list[str], pooling: str) -> dict:
     }
 
 
-def train_throughput(trainer, loaded, sft: list[str], pairs: dict, cfg: TrainConfig) -> dict:
+def train_throughput(trainer, loaded, sft: list[str], pairs: dict, cfg: Sft) -> dict:
     _, history = trainer(loaded.model, loaded.tokenizer, sft, pairs, cfg, seed=0, progress=False)
     tokens = sum(h["real_tokens"] for h in history)
     wall = history[-1]["wall_s"]
@@ -85,13 +86,18 @@ def main() -> None:
     args = ap.parse_args()
     if not mlx_available():
         sys.exit(f"bench/backends.py needs mlx: {MLX_INSTALL}")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={args.model}"])
+    cfg = compose_config(
+        f"model={args.model}",
+        f"sft.optim.max_steps={args.train_steps}",
+        "sft.optim.grad_accum=1",
+        "sft.lora.dropout=0",
+        "sft.max_length=128",
+    )
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
     texts = load_toxicity(resolve_data_path(cfg.data.path), n_samples=args.n_texts, sample_seed=0)
-    tcfg = TrainConfig(max_steps=args.train_steps, grad_accum=1, lora_dropout=0.0, max_length=128)
-    n_sft = args.train_steps * tcfg.grad_accum * tcfg.batch_size
+    tcfg: Sft = OmegaConf.to_object(cfg.sft)
+    n_sft = args.train_steps * tcfg.optim.grad_accum * tcfg.optim.batch_size
     sft = load_alpaca(resolve_data_path("alpaca_sample.jsonl"), n_sft, 0)
     pairs = {b: contrast_pairs(b, load_probes(b, 20, 42)) for b in ("factual", "toxicity")}
 
@@ -107,7 +113,9 @@ def main() -> None:
     }
     for backend in ("torch", "mlx"):
         base = load_model(spec, cache_dir, head="base", backend=backend)
-        result["embed"][backend] = embed_throughput(base, texts.texts, spec.pooling)
+        result["embed"][backend] = embed_throughput(
+            base, texts.texts, spec.pooling, int(cfg.embed.batch_tokens)
+        )
         lm = load_model(spec, cache_dir, head="causal_lm", backend=backend)
         result["train"][backend] = train_throughput(lm.backend.train, lm, sft, pairs, tcfg)
     for part in ("embed", "train"):

@@ -21,7 +21,10 @@ truncated at max_length), the same work unit for both; a forward pre-hook on the
 counts what each actually computes (padding included) and cross-checks the non-pad count.
 Achieved GFLOP/s = 6 x non-embedding params x real tokens / s.
 
-    python bench/sft.py [--steps 2] [--threads 1]
+    python bench/sft.py [--steps 2] [--threads 1] [sft.optim.lr=1e-3 ...]
+
+The hyper-parameters of both trainers are the ``sft`` group's (conf/sft/default.yaml), changed
+with Hydra overrides; the LoRA targets are rho-eval's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import platform
 import random
@@ -46,7 +50,8 @@ from torch.optim.optimizer import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+from composed import sft_config  # noqa: E402  (bench/ is on sys.path when run as a script)
+from roofline import matmul_gflops  # noqa: E402
 
 import driftbench  # noqa: E402,F401
 import driftbench.rho.plan as db_plan  # noqa: E402
@@ -58,6 +63,7 @@ from driftbench.rho.loss import contrastive_loss  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs, trap_texts  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.schema import Sft  # noqa: E402
 
 SPEC = {
     "name": "smollm2_135m_instruct",
@@ -158,10 +164,10 @@ def no_mps_empty_cache():
         torch.mps.empty_cache = saved
 
 
-def build_data(tokenizer, args) -> tuple[list[str], dict[str, list[dict]], dict]:
+def build_data(tokenizer, args, sft_cfg: Sft) -> tuple[list[str], dict[str, list[dict]], dict]:
     """SFT texts (20% traps, rest Alpaca, shuffled) and pairs per behaviour."""
     pairs = {b: contrast_pairs(b, load_probes(b, args.n_probes, args.seed)) for b in BEHAVIORS}
-    n_texts = args.steps * args.grad_accum * args.batch_size
+    n_texts = sft_cfg.optim.max_steps * sft_cfg.optim.grad_accum * sft_cfg.optim.batch_size
     rng = random.Random(args.seed)
     traps = trap_texts([p for b in BEHAVIORS for p in pairs[b]])
     rng.shuffle(traps)
@@ -169,7 +175,7 @@ def build_data(tokenizer, args) -> tuple[list[str], dict[str, list[dict]], dict]
     alpaca = load_alpaca(resolve_data_path(args.alpaca), n_texts - len(traps), args.seed)
     texts = traps + alpaca
     rng.shuffle(texts)
-    enc = tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+    enc = tokenizer(texts, truncation=True, max_length=sft_cfg.max_length)["input_ids"]
     lengths = [len(x) for x in enc]
     info = {
         "n_sft_texts": len(texts),
@@ -180,30 +186,30 @@ def build_data(tokenizer, args) -> tuple[list[str], dict[str, list[dict]], dict]
     return texts, pairs, info
 
 
-def loss_check(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
+def loss_check(model, tokenizer, texts: list[str], pairs: dict, args, sft_cfg: Sft) -> dict:
     """The same losses both ways on the untrained model (eval mode, no dropout)."""
     from rho_eval.alignment.losses import differentiable_ce_loss, rho_auxiliary_loss
     from rho_eval.calibration import TextDataset
     from transformers import DataCollatorForLanguageModeling
 
-    sft = texts[: args.batch_size]
+    sft, max_length = texts[: sft_cfg.optim.batch_size], sft_cfg.max_length
     batch_pairs = db_plan.sample_pairs(pairs, random.Random(args.seed), False)
     model.eval()
     with torch.no_grad():
         collate = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
-        batch = collate([TextDataset(sft, tokenizer, args.max_length)[i] for i in range(len(sft))])
+        batch = collate([TextDataset(sft, tokenizer, max_length)[i] for i in range(len(sft))])
         rho_sft = float(model(**batch).loss)
-        rho_hinge = float(rho_auxiliary_loss(model, tokenizer, batch_pairs, margin=args.margin))
+        rho_hinge = float(rho_auxiliary_loss(model, tokenizer, batch_pairs, margin=sft_cfg.margin))
         side = [p["positive"] for p in batch_pairs] + [p["negative"] for p in batch_pairs]
         rho_ce = torch.tensor([float(differentiable_ce_loss(model, tokenizer, t)) for t in side])
 
         text_ce = db_train.select_text_ce(model, tokenizer.pad_token_id)  # as train() does
-        ids = tokenizer(sft + side, truncation=True, max_length=args.max_length)["input_ids"]
+        ids = tokenizer(sft + side, truncation=True, max_length=max_length)["input_ids"]
         n, k = len(sft), len(batch_pairs)
         ce = torch.cat([text_ce(ids[:n]), text_ce(ids[n:], pairs=k)])
         weights = torch.tensor([len(x) - 1 for x in ids[:n]], dtype=ce.dtype)
         db_sft = float((ce[:n] * weights).sum() / weights.sum())
-        db_hinge = float(contrastive_loss(ce[n : n + k], ce[n + k :], args.margin)[0])
+        db_hinge = float(contrastive_loss(ce[n : n + k], ce[n + k :], sft_cfg.margin)[0])
     out = {
         "rho_eval": {"sft_loss": rho_sft, "contrastive_loss": rho_hinge},
         "driftbench": {"sft_loss": db_sft, "contrastive_loss": db_hinge},
@@ -217,12 +223,13 @@ def loss_check(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
     return out
 
 
-def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
+def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args, sft_cfg: Sft) -> dict:
     from rho_eval.alignment.trainer import rho_guided_sft
     from rho_eval.calibration import TextDataset
 
-    dataset = TextDataset(texts, tokenizer, max_length=args.max_length)
-    contrast = StratifiedPairs(pairs, tokenizer, args.max_length)
+    optim, max_length = sft_cfg.optim, sft_cfg.max_length
+    dataset = TextDataset(texts, tokenizer, max_length=max_length)
+    contrast = StratifiedPairs(pairs, tokenizer, max_length)
     counter = TokenCounter(model.get_decoder())
     printed = io.StringIO()
     torch.manual_seed(args.seed)  # its DataLoader shuffles with the global generator
@@ -233,18 +240,18 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
             tokenizer,
             dataset,
             contrast,
-            rho_weight=args.lambda_rho,
-            margin=args.margin,
+            rho_weight=sft_cfg.lambda_rho,
+            margin=sft_cfg.margin,
             contrast_pairs_per_step=len(pairs),
-            lora_rank=args.lora_rank,
-            lora_alpha=args.lora_alpha,
-            batch_size=args.batch_size,
-            gradient_accumulation_steps=args.grad_accum,
-            max_steps=args.steps,
-            max_length=args.max_length,
-            lr=args.lr,
-            warmup_ratio=args.warmup_ratio,
-            weight_decay=args.weight_decay,
+            lora_rank=sft_cfg.lora.rank,
+            lora_alpha=sft_cfg.lora.alpha,
+            batch_size=optim.batch_size,
+            gradient_accumulation_steps=optim.grad_accum,
+            max_steps=optim.max_steps,
+            max_length=max_length,
+            lr=optim.lr,
+            warmup_ratio=optim.warmup_ratio,
+            weight_decay=optim.weight_decay,
             logging_steps=1,
             device="cpu",
             verbose=True,
@@ -252,7 +259,7 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
         call_s = time.perf_counter() - t
     tokens = counter.remove()
     sft_real = sum(
-        len(x) for x in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+        len(x) for x in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     )
     if tokens["non_pad_by_mask"] != sft_real + contrast.tokens:
         raise AssertionError(f"rho-eval's non-pad tokens {tokens} != SFT + sampled pair tokens")
@@ -260,14 +267,14 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
     steps = [
         {
             "step": int(s),
-            "sft_loss": float(ce) / args.grad_accum,
-            "contrastive_loss": float(rho) / args.grad_accum,
+            "sft_loss": float(ce) / optim.grad_accum,
+            "contrastive_loss": float(rho) / optim.grad_accum,
             "lr": float(lr),
         }
         for s, ce, rho, _, lr in STEP_LINE.findall(printed.getvalue())
     ]
-    if result["steps"] != args.steps or len(steps) != args.steps:
-        raise RuntimeError(f"rho-eval made {result['steps']} steps, asked {args.steps}")
+    if result["steps"] != optim.max_steps or len(steps) != optim.max_steps:
+        raise RuntimeError(f"rho-eval made {result['steps']} steps, asked {optim.max_steps}")
     return {
         "wall_s": result["time"],
         "call_s": call_s,
@@ -278,26 +285,7 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args) -> dict:
     }
 
 
-def driftbench_config(args, targets: list[str]) -> db_plan.TrainConfig:
-    return db_plan.TrainConfig(
-        lambda_rho=args.lambda_rho,
-        margin=args.margin,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
-        grad_clip=1.0,
-        grad_accum=args.grad_accum,
-        batch_size=args.batch_size,
-        max_steps=args.steps,
-        max_length=args.max_length,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=0.05,
-        target_modules=targets,
-    )
-
-
-def run_driftbench(model, tokenizer, texts: list[str], pairs: dict, cfg) -> dict:
+def run_driftbench(model, tokenizer, texts: list[str], pairs: dict, cfg: Sft) -> dict:
     counter = TokenCounter(model.get_decoder())
     t = time.perf_counter()
     _, history = db_train.train(model, tokenizer, texts, pairs, cfg, seed=0, progress=False)
@@ -318,14 +306,13 @@ def run_driftbench(model, tokenizer, texts: list[str], pairs: dict, cfg) -> dict
     }
 
 
-def profile_step(model, tokenizer, texts: list[str], pairs: dict, cfg) -> dict:
+def profile_step(model, tokenizer, texts: list[str], pairs: dict, cfg: Sft) -> dict:
     """One driftbench micro-step (train with grad_accum=1, max_steps=1: same batch shape, one
     optimizer step) under torch.profiler, its wall time split by hooks: forward (transformer,
     LM head), text_ce (train.py's per-text CE function less the model forwards inside it:
     log_softmax, gather, packing), backward, optimizer.step; the rest is LoRA wrap,
     tokenising, padding, clipping and bookkeeping."""
-    cfg = copy.copy(cfg)
-    cfg.max_steps, cfg.grad_accum = 1, 1
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, max_steps=1, grad_accum=1))
     split = dict.fromkeys(("transformer", "lm_head", "text_ce", "backward", "optimizer"), 0.0)
     starts: dict[str, float] = {}
 
@@ -403,23 +390,19 @@ def summarise(run: dict, params: int, sft_real: int, roofline: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps per trainer")
-    ap.add_argument("--grad-accum", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--n-probes", type=int, default=None, help="probes per behaviour (None: all)")
     ap.add_argument("--alpaca", default="alpaca_sample.jsonl")
-    ap.add_argument("--lambda-rho", type=float, default=0.2)
-    ap.add_argument("--margin", type=float, default=0.1)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--warmup-ratio", type=float, default=0.1)
-    ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--lora-alpha", type=int, default=16)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machine: 1)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sft.json"))
+    ap.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides of the sft group, e.g. sft.optim.lr=1e-3 (conf/sft/default.yaml)",
+    )
     args = ap.parse_args()
+    sft_cfg = sft_config(f"sft.optim.max_steps={args.steps}", *args.overrides)
     torch.set_num_threads(args.threads)
 
     from rho_eval.calibration import _get_target_modules_for_lora
@@ -430,18 +413,18 @@ def main() -> None:
     pristine, tokenizer = loaded.model, loaded.tokenizer
     params = non_embedding_params(pristine)
     targets = sorted(_get_target_modules_for_lora(pristine))
-    texts, pairs, data = build_data(tokenizer, args)
+    sft_cfg.lora.target_modules = targets  # both trainers wrap what rho-eval wraps
+    texts, pairs, data = build_data(tokenizer, args, sft_cfg)
     log(t_start, f"model and data ready; matmul {roofline:.0f} GFLOP/s; loss check")
-    check = loss_check(pristine, tokenizer, texts, pairs, args)
+    check = loss_check(pristine, tokenizer, texts, pairs, args, sft_cfg)
     log(t_start, f"rho-eval: {args.steps} steps")
-    rho = run_rho_eval(copy.deepcopy(pristine), tokenizer, texts, pairs, args)
+    rho = run_rho_eval(copy.deepcopy(pristine), tokenizer, texts, pairs, args, sft_cfg)
     log(t_start, f"driftbench: {args.steps} steps")
-    cfg = driftbench_config(args, targets)
-    ours = run_driftbench(copy.deepcopy(pristine), tokenizer, texts, pairs, cfg)
+    ours = run_driftbench(copy.deepcopy(pristine), tokenizer, texts, pairs, sft_cfg)
     prof = None
     if not args.no_profile:
         log(t_start, "profile: one driftbench micro-step")
-        prof = profile_step(copy.deepcopy(pristine), tokenizer, texts, pairs, cfg)
+        prof = profile_step(copy.deepcopy(pristine), tokenizer, texts, pairs, sft_cfg)
     log(t_start, "done")
 
     rho = summarise(rho, params, data["sft_real_tokens"], roofline)
@@ -451,20 +434,20 @@ def main() -> None:
         "model": SPEC["name"],
         "seed": args.seed,
         "steps": args.steps,
-        "micro_steps": args.steps * args.grad_accum,
+        "micro_steps": args.steps * sft_cfg.optim.grad_accum,
         "hyper_parameters": {
-            "grad_accum": args.grad_accum,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "lambda_rho": args.lambda_rho,
-            "margin": args.margin,
+            "grad_accum": sft_cfg.optim.grad_accum,
+            "batch_size": sft_cfg.optim.batch_size,
+            "max_length": sft_cfg.max_length,
+            "lambda_rho": sft_cfg.lambda_rho,
+            "margin": sft_cfg.margin,
             "contrast_pairs_per_micro_step": len(pairs),
-            "lr": args.lr,
-            "weight_decay": args.weight_decay,
-            "warmup_ratio": args.warmup_ratio,
-            "lora_rank": args.lora_rank,
-            "lora_alpha": args.lora_alpha,
-            "lora_dropout": 0.05,
+            "lr": sft_cfg.optim.lr,
+            "weight_decay": sft_cfg.optim.weight_decay,
+            "warmup_ratio": sft_cfg.optim.warmup_ratio,
+            "lora_rank": sft_cfg.lora.rank,
+            "lora_alpha": sft_cfg.lora.alpha,
+            "lora_dropout": sft_cfg.lora.dropout,
             "lora_target_modules": targets,
         },
         "data": {**data, "pair_sampling": "one pair per behaviour per micro-step, both trainers"},

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 import driftbench  # noqa: F401  (registers resolvers)
@@ -14,6 +15,33 @@ import driftbench  # noqa: F401  (registers resolvers)
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 SHARED_CACHE = Path(os.environ.get("DRIFTBENCH_CACHE", "~/.cache/driftbench")).expanduser()
+
+
+def conf_value(file: str, *keys: str):
+    """One value of a YAML file under conf/."""
+    node = yaml.safe_load((ROOT / "conf" / file).read_text())
+    for key in keys:
+        node = node[key]
+    return node
+
+
+# the batch sizes a run uses, for tests that call the library directly
+EMBED_BATCH_TOKENS = conf_value("config.yaml", "embed", "batch_tokens")
+RHO_BATCH_TOKENS = conf_value("task/rho_sft.yaml", "batch_tokens")
+
+
+def sft_config(*overrides: str):
+    """The ``sft`` group's schema object (``driftbench.schema.Sft``), composed from conf/ as a
+    run composes it and with its ranges checked, with ``overrides`` such as
+    ``sft.optim.lr=1e-3``: what the training loops take."""
+    from omegaconf import OmegaConf
+
+    from driftbench import schema
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    schema.check(cfg)
+    return OmegaConf.to_object(cfg.sft)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import EMBED_BATCH_TOKENS, RHO_BATCH_TOKENS, sft_config
 from test_launch import TINY, only_run_dir
 from test_rho_task import TINY_RHO
 
@@ -17,7 +18,6 @@ from driftbench.backends import load_model
 from driftbench.backends.mlx_model import MLX_INSTALL, mlx_available
 from driftbench.launcher import ConfigError, run
 from driftbench.models import ModelSpec
-from driftbench.rho.plan import TrainConfig
 from driftbench.rho.probes import load_probes
 from driftbench.rho.scoring import greedy_generate, score_texts
 from driftbench.rho.train import apply_lora as torch_apply_lora
@@ -61,8 +61,9 @@ def test_mlx_embeddings_equal_torch_embeddings(both, pooling):
 
     _, base, mlx, _ = both
     texts = TEXTS + [p["text"] for p in load_probes("toxicity", 4, 42)]
-    z_torch, _ = extract_embeddings(base.model, base.tokenizer, texts, pooling, progress=False)
-    z_mlx, stats = extract_embeddings(mlx.model, mlx.tokenizer, texts, pooling, progress=False)
+    kw = {"batch_tokens": EMBED_BATCH_TOKENS, "progress": False}
+    z_torch, _ = extract_embeddings(base.model, base.tokenizer, texts, pooling, **kw)
+    z_mlx, stats = extract_embeddings(mlx.model, mlx.tokenizer, texts, pooling, **kw)
     assert z_mlx.shape == z_torch.shape and stats.n_forward_batches >= 1
     assert cosine(z_torch, z_mlx).min() >= 0.9999
 
@@ -70,8 +71,8 @@ def test_mlx_embeddings_equal_torch_embeddings(both, pooling):
 def test_mlx_per_token_ce_equals_torch(both):
     lm, _, mlx, _ = both
     texts = TEXTS + [p["text"] for p in load_probes("factual", 4, 42)]
-    ref = score_texts(lm.model, lm.tokenizer, texts)
-    got = score_texts(mlx.model, mlx.tokenizer, texts)
+    ref = score_texts(lm.model, lm.tokenizer, texts, batch_tokens=RHO_BATCH_TOKENS)
+    got = score_texts(mlx.model, mlx.tokenizer, texts, batch_tokens=RHO_BATCH_TOKENS)
     assert [c.shape for c in got.token_ce] == [c.shape for c in ref.token_ce]
     for a, b in zip(ref.token_ce, got.token_ce, strict=True):
         np.testing.assert_allclose(b, a, atol=1e-3, rtol=0)
@@ -81,20 +82,20 @@ def test_mlx_per_token_ce_equals_torch(both):
 def test_mlx_greedy_generation_equals_torch(both):
     lm, _, mlx, _ = both
     prompts = ["The capital of France is", "Question: what is two plus two?\nAnswer:"]
-    assert greedy_generate(mlx.model, mlx.tokenizer, prompts, 12) == greedy_generate(
-        lm.model, lm.tokenizer, prompts, 12
-    )
+    assert greedy_generate(
+        mlx.model, mlx.tokenizer, prompts, 12, RHO_BATCH_TOKENS
+    ) == greedy_generate(lm.model, lm.tokenizer, prompts, 12, RHO_BATCH_TOKENS)
 
 
 def test_mlx_generation_applies_the_repetition_penalty_as_torch_does(both):
     lm, _, mlx, _ = both
     prompts = ["The capital of France is", "List the colours: red, green, blue, red, green,"]
-    plain = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16)
+    plain = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16, RHO_BATCH_TOKENS)
     try:
         for m in (lm.model, mlx.model):
             m.generation_config.repetition_penalty = 1.5
-        got = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16)
-        want = greedy_generate(lm.model, lm.tokenizer, prompts, 16)
+        got = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16, RHO_BATCH_TOKENS)
+        want = greedy_generate(lm.model, lm.tokenizer, prompts, 16, RHO_BATCH_TOKENS)
     finally:
         for m in (lm.model, mlx.model):
             m.generation_config.repetition_penalty = 1.0
@@ -165,8 +166,13 @@ def test_one_rho_guided_training_step_gives_the_same_loss_on_both_backends(both,
     lm, _, mlx, name = both
     torch_model = copy.deepcopy(lm.model)
     mlx_model = load_model(spec_of(name), shared_cache, backend="mlx").model  # a fresh copy
-    cfg = TrainConfig(
-        lambda_rho=0.5, margin=0.1, grad_accum=1, batch_size=2, max_steps=2, lora_dropout=0.0
+    cfg = sft_config(
+        "sft.lambda_rho=0.5",
+        "sft.margin=0.1",
+        "sft.optim.grad_accum=1",
+        "sft.optim.batch_size=2",
+        "sft.optim.max_steps=2",
+        "sft.lora.dropout=0",
     )
     sft = [t + " It is so." for t in TEXTS]
     pairs = {
@@ -174,8 +180,8 @@ def test_one_rho_guided_training_step_gives_the_same_loss_on_both_backends(both,
         for b in ("factual", "bias")
     }
     torch.manual_seed(0)
-    peft = torch_apply_lora(torch_model, cfg)
-    apply_lora(mlx_model, cfg, seed=0)
+    peft = torch_apply_lora(torch_model, cfg.lora)
+    apply_lora(mlx_model, cfg.lora, seed=0)
     assert copy_lora_a(peft, mlx_model) == len(mlx_model.lora["paths"]) > 0
     _, h_torch = torch_train(peft, lm.tokenizer, sft, pairs, cfg, seed=3, progress=False)
     _, h_mlx = mlx_train(mlx_model, mlx.tokenizer, sft, pairs, cfg, seed=3, progress=False)
@@ -184,10 +190,10 @@ def test_one_rho_guided_training_step_gives_the_same_loss_on_both_backends(both,
         assert b["sft_loss"] == pytest.approx(a["sft_loss"], abs=1e-3)
         assert b["contrastive_loss"] == pytest.approx(a["contrastive_loss"], abs=1e-3)
         assert b["real_tokens"] == a["real_tokens"] and b["lr"] == pytest.approx(a["lr"])
-    after_torch = score_texts(peft, lm.tokenizer, TEXTS).mean_ce
-    after_mlx = score_texts(mlx_model, mlx.tokenizer, TEXTS).mean_ce
+    after_torch = score_texts(peft, lm.tokenizer, TEXTS, batch_tokens=RHO_BATCH_TOKENS).mean_ce
+    after_mlx = score_texts(mlx_model, mlx.tokenizer, TEXTS, batch_tokens=RHO_BATCH_TOKENS).mean_ce
     np.testing.assert_allclose(after_mlx, after_torch, atol=1e-3)
-    before = score_texts(lm.model, lm.tokenizer, TEXTS).mean_ce
+    before = score_texts(lm.model, lm.tokenizer, TEXTS, batch_tokens=RHO_BATCH_TOKENS).mean_ce
     assert np.nanmax(np.abs(after_torch - before)) > 1e-4  # the steps changed the model
 
 

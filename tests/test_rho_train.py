@@ -4,9 +4,12 @@ import copy
 
 import pytest
 import torch
+from conftest import sft_config
+from test_rho_task import TINY_RHO
 
 import driftbench.rho.train as rho_train
 from driftbench.batching import pad_batch
+from driftbench.launcher import ConfigError, run
 from driftbench.rho.loss import (
     common_prefix_len,
     contrastive_loss,
@@ -17,7 +20,7 @@ from driftbench.rho.loss import (
     padded_text_ce,
     per_text_ce,
 )
-from driftbench.rho.plan import TrainConfig, answer_mask, lr_lambda
+from driftbench.rho.plan import answer_mask, lr_lambda
 from driftbench.rho.train import apply_lora, check_lora_targets, train
 
 TEXTS = [
@@ -65,16 +68,16 @@ def test_missing_lora_target_lists_the_models_modules(tiny_model):
 
 
 @pytest.mark.parametrize(
-    "kwargs, fragment",
+    "override, fragment",
     [
-        ({"lambda_rho": -0.1}, "lambda_rho=-0.1"),
-        ({"margin": -1.0}, "margin=-1.0"),
-        ({"ce_on": "prompt"}, "accepted: full_text, answer"),
+        ("sft.lambda_rho=-0.1", "lambda_rho=-0.1"),
+        ("sft.margin=-1.0", "margin=-1.0"),
+        ("sft.ce_on=prompt", "accepted: full_text, answer"),
     ],
 )
-def test_bad_training_settings_are_named(kwargs, fragment):
-    with pytest.raises(ValueError, match=fragment):
-        TrainConfig(**kwargs).validate()
+def test_bad_training_settings_are_named(make_cfg, override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        run(make_cfg(*TINY_RHO, override))
 
 
 def pair_gap(model, tok, pair):
@@ -93,15 +96,15 @@ def test_contrastive_training_moves_the_positive_text_below_the_negative(tiny_mo
         "negative": "The sky is green on a clear day.",
     }
     before = pair_gap(model, tok, pair)
-    cfg = TrainConfig(
-        use_sft=False,
-        lambda_rho=1.0,
-        margin=0.5,
-        lr=5e-3,
-        grad_accum=1,
-        max_steps=30,
-        warmup_ratio=0.0,
-        lora_dropout=0.0,
+    cfg = sft_config(
+        "sft.condition.use_sft=false",
+        "sft.lambda_rho=1.0",
+        "sft.margin=0.5",
+        "sft.optim.lr=5e-3",
+        "sft.optim.grad_accum=1",
+        "sft.optim.max_steps=30",
+        "sft.optim.warmup_ratio=0",
+        "sft.lora.dropout=0",
     )
     trained, history = train(model, tok, ["unused"], {"factual": [pair]}, cfg, progress=False)
     after = pair_gap(trained, tok, pair)
@@ -112,14 +115,14 @@ def test_contrastive_training_moves_the_positive_text_below_the_negative(tiny_mo
 
 def test_sft_only_lowers_the_sft_loss_and_trains_only_lora(tiny_model):
     model = copy.deepcopy(tiny_model.model)
-    cfg = TrainConfig(
-        lambda_rho=0.0,
-        lr=5e-3,
-        grad_accum=1,
-        batch_size=2,
-        epochs=10,
-        warmup_ratio=0.0,
-        lora_dropout=0.0,
+    cfg = sft_config(
+        "sft.lambda_rho=0",
+        "sft.optim.lr=5e-3",
+        "sft.optim.grad_accum=1",
+        "sft.optim.batch_size=2",
+        "sft.optim.epochs=10",
+        "sft.optim.warmup_ratio=0",
+        "sft.lora.dropout=0",
     )
     trained, history = train(model, tiny_model.tokenizer, TEXTS, {}, cfg, progress=False)
     assert len(history) == 20 and history[0]["contrastive_loss"] is None
@@ -218,9 +221,9 @@ def lora_grads(model, loss_fn) -> dict[str, torch.Tensor]:
 
 
 def test_packed_ce_gradients_match_the_padded_path(sharp_model, tiny_model):
-    cfg = TrainConfig(lora_dropout=0.0, margin=5.0)  # a margin that keeps every hinge active
+    cfg = sft_config("sft.lora.dropout=0", "sft.margin=5.0")  # every hinge stays active
     torch.manual_seed(0)
-    model = apply_lora(copy.deepcopy(sharp_model), cfg)
+    model = apply_lora(copy.deepcopy(sharp_model), cfg.lora)
     with torch.no_grad():  # LoRA's B starts at 0, which would leave A without a gradient
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -248,8 +251,13 @@ def test_training_packed_gives_the_padded_losses_and_weights(sharp_model, tiny_m
     """train() end to end, packed and with packing refused (the padded fallback): the same
     losses at every step and the same adapters after 3 steps."""
     pairs = {"a": [dict(zip(("positive", "negative"), p, strict=True)) for p in PAIRS]}
-    cfg = TrainConfig(
-        lora_dropout=0.0, grad_accum=2, batch_size=3, max_steps=3, warmup_ratio=0.0, ce_on=ce_on
+    cfg = sft_config(
+        "sft.lora.dropout=0",
+        "sft.optim.grad_accum=2",
+        "sft.optim.batch_size=3",
+        "sft.optim.max_steps=3",
+        "sft.optim.warmup_ratio=0",
+        f"sft.ce_on={ce_on}",
     )
     runs = {}
     for mode in ("packed", "padded"):

@@ -103,7 +103,8 @@ class Backend(ABC):
 
     @abstractmethod
     def train(
-        self, model, tokenizer, sft_texts: list[str], pairs: dict, cfg, seed: int, progress: bool
+        self, model, tokenizer, sft_texts: list[str], pairs: dict, sft, seed: int, progress: bool
     ) -> tuple[object, list[dict]]:
-        """The rho-guided LoRA training loop over one ``rho.plan.TrainingPlan``: (trained
-        model, one history record per optimizer step)."""
+        """The rho-guided LoRA training loop over one ``rho.plan.TrainingPlan``, its knobs the
+        ``sft`` config group (``schema.Sft``): (trained model, one history record per optimizer
+        step)."""

@@ -15,7 +15,8 @@ import numpy as np
 
 from driftbench.backends.mlx_model import MlxModel, _batch, token_ce
 from driftbench.batching import pad_batch
-from driftbench.rho.plan import TrainConfig, TrainingPlan
+from driftbench.rho.plan import TrainingPlan
+from driftbench.schema import Lora, Sft
 
 
 def linear_paths(model: MlxModel) -> dict[str, object]:
@@ -36,26 +37,27 @@ def check_lora_targets(model: MlxModel, targets: list[str]) -> None:
         )
 
 
-def apply_lora(model: MlxModel, cfg: TrainConfig, seed: int) -> MlxModel:
-    """Freeze the model and wrap every targeted linear layer in mlx-lm's LoRALinear."""
+def apply_lora(model: MlxModel, lora: Lora, seed: int) -> MlxModel:
+    """Freeze the model and wrap every linear layer ``sft.lora`` targets in mlx-lm's
+    LoRALinear."""
     import mlx.core as mx
     from mlx.utils import tree_unflatten
     from mlx_lm.tuner.lora import LoRALinear
 
-    check_lora_targets(model, list(cfg.target_modules))
+    check_lora_targets(model, list(lora.target_modules))
     mx.random.seed(seed)
     model.model.freeze()
-    scale = cfg.lora_alpha / cfg.lora_rank
+    scale = lora.alpha / lora.rank
     wrapped = [
-        (path, LoRALinear.from_base(m, r=cfg.lora_rank, dropout=cfg.lora_dropout, scale=scale))
+        (path, LoRALinear.from_base(m, r=lora.rank, dropout=lora.dropout, scale=scale))
         for path, m in sorted(linear_paths(model).items())
-        if path.rsplit(".", 1)[-1] in cfg.target_modules
+        if path.rsplit(".", 1)[-1] in lora.target_modules
     ]
     model.model.update_modules(tree_unflatten(wrapped))
     model.lora = {
-        "rank": cfg.lora_rank,
+        "rank": lora.rank,
         "scale": scale,
-        "dropout": cfg.lora_dropout,
+        "dropout": lora.dropout,
         "paths": [p for p, _ in wrapped],
     }
     return model
@@ -70,23 +72,24 @@ def per_text_ce(logits, input_ids, mask: np.ndarray, loss_mask: np.ndarray | Non
     return tok.sum(axis=1) / mx.maximum(mx.array(m.sum(axis=1)), 1.0)
 
 
-def micro_loss(net, sft, pairs, cfg: TrainConfig):
-    """One micro-step's loss; ``sft`` = (ids, mask) or None, ``pairs`` = (ids, mask,
-    loss_mask, k) or None. Returns (total, sft loss, hinge mean, active fraction)."""
+def micro_loss(net, rows, pairs, margin: float, lambda_rho: float):
+    """One micro-step's loss; ``rows`` = the SFT texts' (ids, mask) or None, ``pairs`` = (ids,
+    mask, loss_mask, k) or None; ``margin`` and ``lambda_rho`` as in the ``sft`` config group.
+    Returns (total, sft loss, hinge mean, active fraction)."""
     import mlx.core as mx
 
     zero = mx.array(0.0)
     total, sft_loss, c_loss, active = zero, zero, zero, zero
-    if sft is not None:  # token mean over the SFT rows, as Hugging Face's labels= loss
-        ids, mask = sft
+    if rows is not None:  # token mean over the SFT rows, as Hugging Face's labels= loss
+        ids, mask = rows
         sft_loss = token_ce(net(ids), ids, mask).sum() / float(mask[:, 1:].sum())
         total = total + sft_loss
     if pairs is not None:  # both texts of every pair in one padded forward
         ids, mask, loss_mask, k = pairs
         ce = per_text_ce(net(ids), ids, mask, loss_mask)
-        h = mx.maximum(ce[:k] - ce[k:] + cfg.margin, 0.0)
+        h = mx.maximum(ce[:k] - ce[k:] + margin, 0.0)
         c_loss, active = h.mean(), (h > 0).astype(mx.float32).mean()
-        total = total + cfg.lambda_rho * c_loss
+        total = total + lambda_rho * c_loss
     return total, sft_loss, c_loss, active
 
 
@@ -95,7 +98,7 @@ def train(
     tokenizer,
     sft_texts: list[str],
     pairs: dict[str, list[dict]],
-    cfg: TrainConfig,
+    sft: Sft,
     seed: int = 42,
     progress: bool = True,
 ) -> tuple[MlxModel, list[dict]]:
@@ -106,17 +109,23 @@ def train(
     import mlx.optimizers as optim
     from mlx.utils import tree_map
 
-    plan = TrainingPlan(tokenizer, sft_texts, pairs, cfg, seed, progress)
+    plan = TrainingPlan(tokenizer, sft_texts, pairs, sft, seed, progress)
+    knobs = sft.optim
     if model.lora is None:
-        apply_lora(model, cfg, seed)
-    opt = optim.AdamW(learning_rate=plan.lr(0), weight_decay=cfg.weight_decay, bias_correction=True)
-    loss_and_grad = nn.value_and_grad(model.model, lambda *a: micro_loss(model.model, *a, cfg))
+        apply_lora(model, sft.lora, seed)
+    opt = optim.AdamW(
+        learning_rate=plan.lr(0), weight_decay=knobs.weight_decay, bias_correction=True
+    )
+    margin, lambda_rho = sft.margin, sft.lambda_rho
+    loss_and_grad = nn.value_and_grad(
+        model.model, lambda *a: micro_loss(model.model, *a, margin, lambda_rho)
+    )
     pad = tokenizer.pad_token_id
     model.train()
     plan.start("train (mlx)")
     grads_sum = None
     for micro, mb in enumerate(plan.micro_batches()):
-        sft = _batch(mb.rows, pad) if mb.rows else None
+        rows = _batch(mb.rows, pad) if mb.rows else None
         pair = None
         if mb.pos_ids:
             ids, mask = _batch(mb.pos_ids + mb.neg_ids, pad)
@@ -124,13 +133,13 @@ def train(
             if mb.loss_masks is not None:
                 loss_mask = pad_batch(mb.loss_masks, 0)[0].astype(np.float32)
             pair = (ids, mask, loss_mask, len(mb.pos_ids))
-        (_, sft_loss, c_loss, active), grads = loss_and_grad(sft, pair)
+        (_, sft_loss, c_loss, active), grads = loss_and_grad(rows, pair)
         grads_sum = grads if grads_sum is None else tree_map(mx.add, grads_sum, grads)
         mx.eval(grads_sum, sft_loss, c_loss, active)
         plan.add(mb, float(sft_loss), float(c_loss), float(active))
-        if (micro + 1) % cfg.grad_accum == 0:
+        if (micro + 1) % knobs.grad_accum == 0:
             grads, _ = optim.clip_grad_norm(
-                tree_map(lambda g: g / cfg.grad_accum, grads_sum), cfg.grad_clip
+                tree_map(lambda g: g / knobs.grad_accum, grads_sum), knobs.grad_clip
             )
             opt.learning_rate = plan.lr(len(plan.history))
             opt.update(model.model, grads)

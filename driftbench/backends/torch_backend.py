@@ -268,7 +268,7 @@ class TorchBackend(Backend):
 
         check_lora_targets(model, targets)
 
-    def train(self, model, tokenizer, sft_texts, pairs, cfg, seed, progress):
+    def train(self, model, tokenizer, sft_texts, pairs, sft, seed, progress):
         from driftbench.rho.train import train
 
-        return train(model, tokenizer, sft_texts, pairs, cfg, seed=seed, progress=progress)
+        return train(model, tokenizer, sft_texts, pairs, sft, seed=seed, progress=progress)

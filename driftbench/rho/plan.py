@@ -1,5 +1,6 @@
-"""What both backends' training loops share, torch-free: the knobs, the data order and pair
-sampling, the learning-rate schedule and the per-step history.
+"""What both backends' training loops share, torch-free: the data order and pair sampling, the
+learning-rate schedule and the per-step history. The knobs are the ``sft`` config group itself
+(``driftbench.schema.Sft``, built with ``OmegaConf.to_object(cfg.sft)``), read by their YAML names.
 
 ``driftbench.rho.train`` (torch) and ``driftbench.backends.mlx_train`` (mlx) each run the loop of
 003_c2ae76f2d78a8631.txt over the micro-batches of one :class:`TrainingPlan`, so for one seed they
@@ -12,47 +13,24 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from driftbench.schema import Sft
 
 CE_ON = ("full_text", "answer")
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of the loop; ``conf/sft/`` holds the same names."""
+def check_ce_on(ce_on: str) -> None:
+    """``sft.ce_on``: which tokens of a pair text its CE averages (``MicroBatch.loss_masks``)."""
+    if ce_on not in CE_ON:
+        raise ValueError(f"sft.ce_on={ce_on!r}; accepted: {', '.join(CE_ON)}")
 
-    lambda_rho: float = 0.2
-    margin: float = 0.1
-    use_sft: bool = True
-    use_contrastive: bool = True
-    shuffle_pairs: bool = False
-    ce_on: str = "full_text"
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 4
-    batch_size: int = 2
-    epochs: int = 1
-    max_steps: int | None = None
-    max_length: int = 256
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "o_proj"])
 
-    def validate(self) -> None:
-        if self.lambda_rho < 0:
-            raise ValueError(
-                f"sft.lambda_rho={self.lambda_rho}: the contrastive weight must be >= 0"
-            )
-        if self.margin < 0:
-            raise ValueError(f"sft.margin={self.margin}: the hinge margin gamma must be >= 0")
-        if self.ce_on not in CE_ON:
-            raise ValueError(f"sft.ce_on={self.ce_on!r}; accepted: {', '.join(CE_ON)}")
-        for name in ("grad_accum", "batch_size", "epochs", "max_length", "lora_rank"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"sft.{name}={getattr(self, name)}: must be >= 1")
+def trained_lambda_rho(sft: Sft) -> float:
+    """The weight the hinge had in training, as a run records it: ``sft.lambda_rho``, or 0 where
+    the condition trains without the contrastive term (sft_only), whose λρ weighs nothing."""
+    c = sft.condition
+    return 0.0 if c.train and not c.use_contrastive else float(sft.lambda_rho)
 
 
 def answer_mask(pos: list[int], neg: list[int]) -> tuple[list[int], list[int]]:
@@ -109,48 +87,48 @@ class TrainingPlan:
     and pair sampling (one ``random.Random(seed)``, the same calls in the same order), and the
     per-step history with its progress bar."""
 
-    def __init__(self, tokenizer, sft_texts, pairs, cfg: TrainConfig, seed: int, progress: bool):
-        cfg.validate()
-        self.cfg, self.tokenizer, self.pairs = cfg, tokenizer, pairs
+    def __init__(self, tokenizer, sft_texts, pairs, sft: Sft, seed: int, progress: bool):
+        self.sft, self.tokenizer, self.pairs = sft, tokenizer, pairs
         self.rng = random.Random(seed)
-        self.contrastive_on = cfg.use_contrastive and cfg.lambda_rho > 0 and any(pairs.values())
-        if not cfg.use_sft and not self.contrastive_on:
+        c, optim = sft.condition, sft.optim
+        self.contrastive_on = c.use_contrastive and sft.lambda_rho > 0 and any(pairs.values())
+        if not c.use_sft and not self.contrastive_on:
             raise ValueError(
                 "nothing to train: no SFT term and no contrastive term (lambda_rho = 0)"
             )
         if not sft_texts:
             raise ValueError("the SFT set is empty: check sft.data (n, alpaca_path)")
         self.sft_ids = self.encode(sft_texts)  # also sets contrastive_only's step count
-        n_micro = math.ceil(len(self.sft_ids) / cfg.batch_size) * cfg.epochs
-        self.total = cfg.max_steps or math.ceil(n_micro / cfg.grad_accum)
-        self.schedule = lr_lambda(self.total, cfg.warmup_ratio)
+        n_micro = math.ceil(len(self.sft_ids) / optim.batch_size) * optim.epochs
+        self.total = optim.max_steps or math.ceil(n_micro / optim.grad_accum)
+        self.schedule = lr_lambda(self.total, optim.warmup_ratio)
         self.history: list[dict] = []
         self.progress = progress
         self._reset()
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]
+        return self.tokenizer(texts, truncation=True, max_length=self.sft.max_length)["input_ids"]
 
     def micro_batches(self):
         """Micro-batches until ``total`` steps; max_steps may ask for more than one pass."""
-        cfg = self.cfg
+        sft, size = self.sft, self.sft.optim.batch_size
         while True:
             order = list(range(len(self.sft_ids)))
             self.rng.shuffle(order)
-            for i in range(0, len(order), cfg.batch_size):
-                rows = [self.sft_ids[j] for j in order[i : i + cfg.batch_size]]
+            for i in range(0, len(order), size):
+                rows = [self.sft_ids[j] for j in order[i : i + size]]
                 batch_pairs = (
-                    sample_pairs(self.pairs, self.rng, cfg.shuffle_pairs)
+                    sample_pairs(self.pairs, self.rng, sft.condition.shuffle_pairs)
                     if self.contrastive_on
                     else []
                 )
                 pos = self.encode([p["positive"] for p in batch_pairs]) if batch_pairs else []
                 neg = self.encode([p["negative"] for p in batch_pairs]) if batch_pairs else []
                 masks = None
-                if batch_pairs and cfg.ce_on == "answer":
+                if batch_pairs and sft.ce_on == "answer":
                     both = [answer_mask(p, q) for p, q in zip(pos, neg, strict=True)]
                     masks = [m[0] for m in both] + [m[1] for m in both]
-                yield MicroBatch(rows if cfg.use_sft else [], pos, neg, masks)
+                yield MicroBatch(rows if sft.condition.use_sft else [], pos, neg, masks)
 
     def _reset(self) -> None:
         self.acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
@@ -170,7 +148,7 @@ class TrainingPlan:
 
     def lr(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based), as torch's LambdaLR."""
-        return self.cfg.lr * self.schedule(step)
+        return self.sft.optim.lr * self.schedule(step)
 
     def step_done(self) -> bool:
         """Record one optimizer step (averages over its micro-steps); True when training is
@@ -180,7 +158,7 @@ class TrainingPlan:
             {
                 "step": len(self.history) + 1,
                 "lr": self.lr(len(self.history) + 1),
-                "sft_loss": self.acc["sft"] / n if self.cfg.use_sft else None,
+                "sft_loss": self.acc["sft"] / n if self.sft.condition.use_sft else None,
                 "contrastive_loss": self.acc["contrastive"] / n if on else None,
                 "active_hinge_fraction": self.acc["active"] / n if on else None,
                 "real_tokens": self.acc["tokens"],

@@ -28,7 +28,8 @@ from driftbench.rho.loss import (
     packing_unsupported,
     padded_text_ce,
 )
-from driftbench.rho.plan import TrainConfig, TrainingPlan
+from driftbench.rho.plan import TrainingPlan
+from driftbench.schema import Lora, Sft
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,22 @@ def check_lora_targets(model, targets: list[str]) -> None:
         )
 
 
-def apply_lora(model, cfg: TrainConfig):
+def apply_lora(model, lora: Lora):
+    """``model`` frozen, with peft LoRA adapters of ``sft.lora`` on its target modules."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    check_lora_targets(model, list(cfg.target_modules))
+    check_lora_targets(model, list(lora.target_modules))
     for p in model.parameters():
         p.requires_grad = False
-    lora = LoraConfig(
+    config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules),
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
         bias="none",
     )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, config)
 
 
 def select_text_ce(model, pad_id: int) -> Callable[..., torch.Tensor]:
@@ -82,23 +84,25 @@ def train(
     tokenizer,
     sft_texts: list[str],
     pairs: dict[str, list[dict]],
-    cfg: TrainConfig,
+    sft: Sft,
     seed: int = 42,
     progress: bool = True,
 ) -> tuple[object, list[dict]]:
-    """Train LoRA adapters; returns (peft model, one history record per optimizer step).
+    """Train LoRA adapters with the knobs of the ``sft`` config group; returns (peft model, one
+    history record per optimizer step).
     A peft model keeps the adapters it has (the backend cross-check starts both backends from
     the same LoRA matrices)."""
     from peft import PeftModel
 
-    plan = TrainingPlan(tokenizer, sft_texts, pairs, cfg, seed, progress)
+    plan = TrainingPlan(tokenizer, sft_texts, pairs, sft, seed, progress)
+    optim = sft.optim
     torch.manual_seed(seed)
     if not isinstance(model, PeftModel):
-        model = apply_lora(model, cfg)
+        model = apply_lora(model, sft.lora)
     device = next(model.parameters()).device
     text_ce = select_text_ce(model, tokenizer.pad_token_id)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.schedule)
     model.train()
     plan.start()
@@ -116,12 +120,12 @@ def train(
         if mb.pos_ids:  # both texts of every pair in one forward, positives first
             k = len(mb.pos_ids)
             ce = text_ce(mb.pos_ids + mb.neg_ids, mb.loss_masks, pairs=k)
-            c_loss, active = contrastive_loss(ce[:k], ce[k:], cfg.margin)
-            loss = loss + cfg.lambda_rho * c_loss
-        (loss / cfg.grad_accum).backward()
+            c_loss, active = contrastive_loss(ce[:k], ce[k:], sft.margin)
+            loss = loss + sft.lambda_rho * c_loss
+        (loss / optim.grad_accum).backward()
         plan.add(mb, float(sft_loss.detach()), float(c_loss.detach()), active)
-        if (micro + 1) % cfg.grad_accum == 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if (micro + 1) % optim.grad_accum == 0:
+            torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)

@@ -19,9 +19,10 @@ from driftbench.data import check_text_file, content_sha256, load_alpaca, resolv
 from driftbench.models import ModelSpec, check_spec, files_sha256, model_identity
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
-from driftbench.rho.plan import TrainConfig
+from driftbench.rho.plan import check_ce_on, trained_lambda_rho
 from driftbench.rho.probes import check_behavior, load_probes
 from driftbench.runs import atomic_write_csv, atomic_write_json, publish, save_figure
+from driftbench.schema import Sft
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("baseline", "sft_only", "rho_guided", "contrastive_only", "shuffled_pairs")
@@ -54,29 +55,10 @@ def inputs(cfg: DictConfig) -> dict:
     }
 
 
-def train_config(cfg: DictConfig) -> TrainConfig:
-    s, c = cfg.sft, cfg.sft.condition
-    return TrainConfig(
-        lambda_rho=0.0 if c.name == "sft_only" else float(s.lambda_rho),
-        margin=float(s.margin),
-        use_sft=bool(c.use_sft),
-        use_contrastive=bool(c.use_contrastive),
-        shuffle_pairs=bool(c.shuffle_pairs),
-        ce_on=str(s.ce_on),
-        lr=float(s.optim.lr),
-        weight_decay=float(s.optim.weight_decay),
-        warmup_ratio=float(s.optim.warmup_ratio),
-        grad_clip=float(s.optim.grad_clip),
-        grad_accum=int(s.optim.grad_accum),
-        batch_size=int(s.optim.batch_size),
-        epochs=int(s.optim.epochs),
-        max_steps=None if s.optim.max_steps is None else int(s.optim.max_steps),
-        max_length=int(s.max_length),
-        lora_rank=int(s.lora.rank),
-        lora_alpha=int(s.lora.alpha),
-        lora_dropout=float(s.lora.dropout),
-        target_modules=list(s.lora.target_modules),
-    )
+def sft_settings(cfg: DictConfig) -> Sft:
+    """The ``sft`` group as its schema object, the training loops' knobs by their YAML names (the
+    task is handed a plain copy of its groups: the schema types it again)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Sft), cfg.sft))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -101,7 +83,7 @@ def validate(cfg: DictConfig) -> None:
                 raise ValueError(f"{key} has {b!r}; accepted: {', '.join(PAIR_BEHAVIORS)}")
     if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
         raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
-    train_config(cfg).validate()
+    check_ce_on(cfg.sft.ce_on)
     for key in ("batch_tokens", "gen_max_batch"):
         if int(cfg.task[key]) < 1:
             raise ValueError(f"task.{key}={cfg.task[key]}: must be an integer >= 1")
@@ -234,7 +216,7 @@ def loss_figure(history: list[dict], path: Path, title: str) -> None:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     seed = int(cfg.seed)
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    tcfg = train_config(cfg)
+    sft = sft_settings(cfg)
     condition = cfg.sft.condition.name
     behaviors = list(cfg.task.audit_behaviors)
     n_probes = None if cfg.task.n_probes is None else int(cfg.task.n_probes)
@@ -257,7 +239,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         check_chat_template(tok, spec.name)
     if cfg.sft.condition.train:
-        backend.check_lora_targets(model, tcfg.target_modules)
+        backend.check_lora_targets(model, sft.lora.target_modules)
     progress = bool(cfg.runtime.progress)
     batching = {
         "batch_tokens": int(cfg.task.batch_tokens),
@@ -322,10 +304,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             condition,
             len(sft_texts),
             {b: len(v) for b, v in pairs.items()},
-            tcfg.lambda_rho,
-            tcfg.margin,
+            trained_lambda_rho(sft),
+            sft.margin,
         )
-        model, history = backend.train(model, tok, sft_texts, pairs, tcfg, seed, progress)
+        model, history = backend.train(model, tok, sft_texts, pairs, sft, seed, progress)
         adapter = save_adapter(model, run_dir)
         atomic_write_csv(run_dir / "loss_curve.csv", history)
         loss_figure(history, run_dir / "loss_curve.png", f"{spec.name}, {condition}")
@@ -365,8 +347,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "task": "rho_sft",
         "model": {"name": spec.name, "identity": loaded.identity},
         "condition": condition,
-        "lambda_rho": tcfg.lambda_rho,
-        "margin_gamma": tcfg.margin,
+        "lambda_rho": trained_lambda_rho(sft),
+        "margin_gamma": sft.margin,
         "behaviors": summary,
         "audit_before": before,
         "audit_after": after,
