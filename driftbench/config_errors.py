@@ -27,8 +27,10 @@ def composition_error(e: Exception) -> str:
         options = []
         if "Available options" in text:
             i = next(i for i, ln in enumerate(lines) if ln.startswith("Available options"))
-            options = [
-                ln for ln in lines[i + 1 :] if not ln.startswith(("Config search", "provider="))
+            options = [  # the schemas a choice's YAML names (schema.register) are no choice
+                ln
+                for ln in lines[i + 1 :]
+                if not ln.startswith(("Config search", "provider=", "schema_"))
             ]
         return f"{m[1]}={m[2]}: no such option; accepted: {', '.join(options) or '(none)'}"
     if m := re.search(r"Could not override '([^']+)'.*Key '[^']+' not in '(\w+)'", text):

@@ -1,0 +1,182 @@
+"""Mitigations against hand computations and fresh fits; their wiring into drift_eval (scored
+against the frozen classifier on the same texts); and their bad values, refused in one line
+before any model loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import expit, logit
+
+from driftbench import drift as D
+from driftbench import metrics as M
+from driftbench import mitigations as MIT
+from driftbench.classifier import CLASSIFIERS, make_classifier
+from driftbench.launcher import ConfigError, run
+from tests.test_classifiers import data, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.05,0.2]"]
+
+
+def splits(seed: int = 0):
+    """train, validation and test parts of the synthetic embeddings."""
+    z, y = data(n=480, seed=seed)
+    return (z[:240], y[:240]), (z[240:320], y[240:320]), (z[320:], y[320:])
+
+
+def fitted(name: str, train, val):
+    return make_classifier(settings(name), seed=0).fit(*train, *val)
+
+
+def mitigated(mitigation, clf, train, val, z, labelled=None):
+    mitigation.fit(clf, *train, *val)
+    z_lab, y_lab = labelled if labelled is not None else (z[:0], np.array([], dtype=int))
+    return mitigation.at_checkpoint(z, z_lab, y_lab)(z)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_noise_augmentation_at_sigma_train_0_equals_no_mitigation_exactly(name):
+    train, val, (z, _) = splits()
+    clf = fitted(name, train, val)
+    noise = MIT.NoiseAugment(sigma_train=0.0, sigma_grid=[0.0], val_auc_tolerance=0.01, seed=0)
+    np.testing.assert_array_equal(mitigated(noise, clf, train, val, z), clf.predict_proba(z))
+
+
+def test_noise_augmentation_chooses_the_most_noise_validation_allows():
+    train, val, (z, _) = splits()
+    clf = fitted("logreg", train, val)
+    grid = [0.0, 0.05, 5.0]  # sigma 5 drowns the signal (an 89 degree turn)
+    strict = MIT.NoiseAugment(sigma_train=None, sigma_grid=grid, val_auc_tolerance=0.02, seed=0)
+    strict.fit(clf, *train, *val)
+    assert strict.describe()["sigma_train"] == 0.05 and not strict.warnings
+    assert strict.val_auc[5.0] < strict.val_auc_unaugmented - 0.02
+    lax = MIT.NoiseAugment(sigma_train=None, sigma_grid=grid, val_auc_tolerance=1.0, seed=0)
+    lax.fit(clf, *train, *val)
+    assert lax.describe()["sigma_train"] == 5.0
+    assert "at the edge of mitigation.sigma_grid" in lax.warnings[0]
+
+
+def test_test_time_standardization_on_an_undrifted_window_changes_auc_less_than_its_noise():
+    train, val, (z, y) = splits(seed=3)
+    clf = fitted("logreg", train, val)
+    auc = M.roc_auc(y, clf.predict_proba(z))
+    p = mitigated(MIT.StandardizeOnWindow(seed=0), clf, train, val, z)
+    rng = np.random.default_rng(0)
+    boot = [M.roc_auc(y[i], clf.predict_proba(z)[i]) for i in rng.integers(0, len(y), (200, 160))]
+    assert abs(M.roc_auc(y, p) - auc) < np.std(boot)  # the AUC's own sampling noise
+
+
+def test_test_time_standardization_is_standardizing_with_the_windows_mean_and_std():
+    train, val, (z, y) = splits()
+    clf = fitted("logreg", train, val)
+    shifted = z + 0.6 * np.eye(z.shape[1])[1]  # every text moved towards the toxic side
+    p = mitigated(MIT.StandardizeOnWindow(seed=0), clf, train, val, shifted)
+    by_hand = expit((shifted - shifted.mean(0)) / shifted.std(0) @ clf.w + clf.b)
+    np.testing.assert_allclose(p, by_hand, atol=1e-12)
+    acc_none, acc_tts = (np.mean(M.predict(q) == y) for q in (clf.predict_proba(shifted), p))
+    assert acc_none < 0.6 and acc_tts > acc_none + 0.2  # the shift undone
+
+
+def test_temperature_scaling_lowers_ece_on_a_miscalibrated_hand_example_keeping_auc():
+    # confidence 0.95 on every text, right on 6 of 10: the calibrated confidence is 0.6
+    p = np.array([0.95] * 5 + [0.05] * 5)
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1, 1])
+    t = MIT.fit_temperature(p, y)
+    assert t == pytest.approx(logit(0.95) / logit(0.6), rel=1e-4)
+    tempered = MIT.temper(p, t)
+    np.testing.assert_allclose(tempered, [0.6] * 5 + [0.4] * 5, atol=1e-4)
+    assert M.expected_calibration_error(y, p) == pytest.approx(0.35)
+    assert M.expected_calibration_error(y, tempered) < 1e-3
+    assert M.roc_auc(y, tempered) == M.roc_auc(y, p)
+
+
+def test_recalibrate_fits_the_temperature_on_the_labelled_texts_only():
+    train, val, (z, y) = splits()
+    clf = fitted("logreg", train, val)
+    zc = D.make_drift("gaussian", z.shape[1], np.random.default_rng(0))(z, 0.3)
+    lab = MIT.labelled_rows(y, 50, np.random.default_rng(0))
+    recal = MIT.Recalibrate(m=50, seed=0)
+    p = mitigated(recal, clf, train, val, zc, (zc[lab], y[lab]))
+    t = MIT.fit_temperature(clf.predict_proba(zc[lab]), y[lab])
+    assert recal.describe()["temperature"] == [t]
+    np.testing.assert_allclose(p, MIT.temper(clf.predict_proba(zc), t))
+    assert M.roc_auc(y, p) == pytest.approx(M.roc_auc(y, clf.predict_proba(zc)), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_retrain_with_all_labels_equals_a_fresh_fit(name):
+    train, val, (z, y) = splits()
+    clf = fitted(name, train, val)
+    zc = D.make_drift("gaussian", z.shape[1], np.random.default_rng(0))(z, 0.1)
+    p = mitigated(MIT.Retrain(m=len(y), seed=0), clf, train, val, zc, (zc, y))
+    key = f"{clf.PARAM}_grid"
+    fresh = make_classifier({**settings(name), key: [clf.selection.value]}, seed=0).fit(zc, y)
+    np.testing.assert_array_equal(p, fresh.predict_proba(zc))
+
+
+def test_labelled_rows_hold_m_texts_of_both_classes():
+    y = np.repeat([0, 1], 50)
+    rows = MIT.labelled_rows(y, 11, np.random.default_rng(0))
+    assert rows.size == np.unique(rows).size == 11 and set(y[rows]) == {0, 1}
+    assert MIT.labelled_rows(y, 0, np.random.default_rng(0)).size == 0
+
+
+def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier(make_cfg, tmp_path):
+    """knn (no linear form: no amplification terms) with recalibration on 10 labelled texts."""
+    run(make_cfg(*TINY, "classifier=knn", "mitigation=recalibrate", "mitigation.m=10"))
+    d = next(p.parent for p in (tmp_path / "outputs").glob("**/meta.json"))
+    m = json.loads((d / "metrics.json").read_text())
+    mit, rows = m["mitigation"], m["checkpoints"]
+    assert mit["name"] == "recalibrate" and mit["labels_per_checkpoint"] == 10
+    assert mit["n_scored"] == 40 - 10 and len(mit["temperature"]) == len(rows) == 3
+    for row, before, change in zip(rows, mit["unmitigated"], mit["change"], strict=True):
+        assert change["roc_auc"] == pytest.approx(row["roc_auc"] - before["roc_auc"])
+        assert change["ece"] == pytest.approx(row["ece"] - before["ece"])
+    assert mit["cost_at_0"] == mit["change"][0]
+    assert "snr_eq29" not in rows[0] and m["classifier"]["selected"].startswith("k=")
+    files = {p.name for p in d.iterdir()}
+    assert "mitigation.png" in files and "amplification.png" not in files
+
+
+@pytest.mark.parametrize(
+    "overrides, said",
+    [
+        (
+            ["mitigation=noise_augment", "mitigation.sigma_train=-0.1"],
+            "mitigation.sigma_train=-0.1; accepted: a number >= 0",
+        ),
+        (
+            ["mitigation=retrain", "mitigation.m=500"],
+            "mitigation.m=500 labelled texts of a checkpoint of 400 test texts; accepted: 4..398",
+        ),
+        (["mitigation=recalibrate", "mitigation.m=2"], "mitigation.m=2; accepted: an integer >= 4"),
+        (["mitigation.name=pray"], "mitigation='pray'; accepted: none, noise_augment, "),
+        (["classifier=knn", "classifier.k_grid=[5,2000]"], "accepted: k of at most the 1400"),
+    ],
+)
+def test_bad_values_stop_before_any_model_loads(make_cfg, tmp_path, overrides, said):
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg("model=hf", "model.name_or_path=/no/such/model", *overrides))
+    assert said in str(err.value) and "\n" not in str(err.value)
+    assert not list((tmp_path / "outputs").glob("**/meta.json"))  # nothing was started
+
+
+def test_an_unknown_choice_is_one_line_listing_the_choices(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "mitigation=pray", "classifier=knn"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        "error: mitigation=pray: no such option; accepted: noise_augment, none, recalibrate, "
+        "retrain, test_time_standardize"
+    )
