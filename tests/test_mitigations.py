@@ -18,6 +18,7 @@ from driftbench import metrics as M
 from driftbench import mitigations as MIT
 from driftbench.classifier import CLASSIFIERS, make_classifier
 from driftbench.launcher import ConfigError, run
+from driftbench.report import report
 from tests.test_classifiers import data, settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def test_labelled_rows_hold_m_texts_of_both_classes():
     assert MIT.labelled_rows(y, 0, np.random.default_rng(0)).size == 0
 
 
-def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier(make_cfg, tmp_path):
+def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier_and_reports_it(make_cfg, tmp_path):
     """knn (no linear form: no amplification terms) with recalibration on 10 labelled texts."""
     run(make_cfg(*TINY, "classifier=knn", "mitigation=recalibrate", "mitigation.m=10"))
     d = next(p.parent for p in (tmp_path / "outputs").glob("**/meta.json"))
@@ -142,6 +143,26 @@ def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier(make_cf
     assert "snr_eq29" not in rows[0] and m["classifier"]["selected"].startswith("k=")
     files = {p.name for p in d.iterdir()}
     assert "mitigation.png" in files and "amplification.png" not in files
+
+    run(make_cfg(*TINY, "classifier=knn"))  # the frozen classifier alone: a sweep of two
+    res = report([tmp_path / "outputs"], tmp_path / "rep")
+    assert "report_mitigations.png" in res["figures"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    auc_table = md.split("**ROC-AUC per checkpoint")[1].split("**")[1]
+    assert "| mitigation | n | σ=0 | σ=0.05 | σ=0.2 | change vs none at σ max |" in auc_table
+    cells = {"none": [], "recalibrate": []}
+    for line in auc_table.splitlines():
+        parts = [c.strip() for c in line.strip("|").split("|")]
+        if parts[0] in cells:
+            cells[parts[0]] = parts
+    recal = cells["recalibrate"]
+    assert recal[2:5] == [f"{r['roc_auc']:.3f}" for r in rows]
+    assert recal[5:] == [
+        f"{mit['change_at_max']['roc_auc']:+.3f}",
+        f"{mit['cost_at_0']['roc_auc']:+.3f}",
+        "10",
+    ]
+    assert cells["none"][5:] == ["+0.000", "+0.000", "0"]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """How the sweep report summarises drift_eval runs: headline numbers per run, the failure-cliff
-table and the drift curves. numpy and matplotlib only (no torch), so a report runs anywhere the
-run dirs are."""
+table and the drift curves, the monitors; classifiers and mitigations in
+drift_eval_summary_mitigations.py. numpy and matplotlib only (no torch), so a report runs
+anywhere the run dirs are."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.runs import save_figure
+from driftbench.tasks import drift_eval_summary_mitigations as mitigations
 
 DRIFT_HEADLINE = [
     ("roc_auc_at_0", "summary.roc_auc_at_0"),
@@ -21,6 +23,9 @@ DRIFT_HEADLINE = [
     ("ece_at_max", "summary.ece_at_max"),
     ("failure_cliff_sigma", "summary.failure_cliff_sigma"),
     ("C", "classifier.c"),
+    ("selected", "classifier.selected"),
+    ("auc_change_at_max", "mitigation.change_at_max.roc_auc"),
+    ("auc_cost_at_0", "mitigation.cost_at_0.roc_auc"),
     ("degenerate_dims", "classifier.degenerate_dims.count"),
     ("silhouette", "separability.silhouette"),
     ("fisher_ratio", "separability.fisher_ratio"),
@@ -213,7 +218,7 @@ def cliff_table(groups: list) -> str:
         cells = [
             cfg["model"]["name"],
             cfg["drift"]["name"],
-            str(cfg["classifier"].get("degenerate_dims")),
+            str(cfg["classifier"].get("degenerate_dims", "–")),
             *g.columns(skip=fixed).values(),
             str(len(g.runs)),
             f"{np.nanmean(auc):.3f} ± {np.nanstd(auc):.3f}",
@@ -274,8 +279,8 @@ def monitor_table(groups: list) -> str:
 
 
 def tables(groups: list) -> list[str]:
-    return [cliff_table(groups), monitor_table(groups)]
+    return [cliff_table(groups), monitor_table(groups), *mitigations.tables(groups)]
 
 
 def figures(groups: list, out: Path) -> list[str]:
-    return drift_figures(groups, out)
+    return drift_figures(groups, out) + mitigations.figure(groups, out)

@@ -1,0 +1,145 @@
+"""The sweep report's part on classifiers and mitigations (drift_eval runs): per group of runs that
+differ in seed alone, ROC-AUC and silent-failure rate at every checkpoint, what the mitigation
+changes against the frozen classifier on the same texts, and what it costs at checkpoint 0; a
+figure with one panel per classifier. numpy and matplotlib only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from driftbench.runs import save_figure
+
+COMPARED = "classifier", "mitigation"  # config groups whose choices this part compares
+METRICS = [  # (checkpoint key, title, cell format, unit of a change)
+    ("roc_auc", "ROC-AUC", "{:.3f}", ""),
+    ("silent_failure_rate_pct", "silent-failure rate (% of errors)", "{:.0f}", " pt"),
+]
+
+
+def _mitigation(run: dict) -> dict:
+    return run["metrics"].get("mitigation") or {"name": "none"}
+
+
+def applies(groups: list) -> bool:
+    """Sweeps that compare classifiers or mitigations, or run a mitigation."""
+    if not groups:
+        return False
+    axes = groups[0].values
+    return any(k.split(".")[0] in COMPARED for k in axes) or any(
+        _mitigation(r)["name"] != "none" for g in groups for r in g.runs
+    )
+
+
+def _mean(values: list) -> float:
+    xs = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return float(np.nanmean(xs)) if np.isfinite(xs).any() else float("nan")
+
+
+def per_checkpoint(group, key: str) -> np.ndarray:
+    """The group's ``key`` at each checkpoint, mean over its seeds (runs of another length are
+    left out)."""
+    k = len(group.runs[0]["metrics"]["checkpoints"])
+    runs = [r for r in group.runs if len(r["metrics"]["checkpoints"]) == k]
+    return np.array([_mean([r["metrics"]["checkpoints"][c][key] for r in runs]) for c in range(k)])
+
+
+def _change(group, where: str, key: str) -> float:
+    """Mean over seeds of the mitigation's change against none (``change_at_max`` or
+    ``cost_at_0``); NaN for runs made before mitigations were measured."""
+    return _mean([(_mitigation(r).get(where) or {}).get(key) for r in group.runs])
+
+
+def _fmt(fmt: str, v: float, sign: bool = False) -> str:
+    if not np.isfinite(v):
+        return "–"
+    return (fmt.replace("{:", "{:+") if sign else fmt).format(v)
+
+
+def tables(groups: list) -> list[str]:
+    """One table per metric of METRICS: a row per group (every varying axis a column), the mean
+    over seeds at each checkpoint (headed by sigma where every group shares the schedule), the
+    change against no mitigation at the last checkpoint and at checkpoint 0 (its cost, where
+    nothing has drifted), both on the same texts, and the labelled texts it read per checkpoint."""
+    if not applies(groups):
+        return []
+    schedules = {tuple(g.runs[0]["metrics"]["sigmas"]) for g in groups}
+    sigmas = next(iter(schedules))
+    k = max(len(g.runs[0]["metrics"]["checkpoints"]) for g in groups)
+    heads = (
+        [f"σ={s:.3g}" for s in sigmas] if len(schedules) == 1 else [f"ckpt {c}" for c in range(k)]
+    )
+    axes = list(groups[0].columns())
+    out = []
+    for key, title, fmt, unit in METRICS:
+        cols = [
+            *axes,
+            "n",
+            *heads,
+            f"change vs none at σ max{unit and ' (' + unit.strip() + ')'}",
+            "cost at checkpoint 0",
+            "labels per checkpoint",
+        ]
+        lines = [
+            f"**{title} per checkpoint, mean over seeds.** A mitigation that reads labelled "
+            "texts is scored on the others; its change against none (the frozen classifier) "
+            "is on the same texts.",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "---|" * len(cols),
+        ]
+        for g in groups:
+            values = list(per_checkpoint(g, key)) + [float("nan")] * k
+            labels = {_mitigation(r).get("labels_per_checkpoint", 0) for r in g.runs}
+            cells = [
+                *g.columns().values(),
+                str(len(g.runs)),
+                *(_fmt(fmt, v) for v in values[: len(heads)]),
+                _fmt(fmt, _change(g, "change_at_max", key), sign=True),
+                _fmt(fmt, _change(g, "cost_at_0", key), sign=True),
+                ", ".join(str(n) for n in sorted(labels)),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        out.append("\n".join(lines) + "\n")
+    return out
+
+
+def figure(groups: list, out: Path) -> list[str]:
+    """ROC-AUC and SFR against sigma, one column of panels per classifier (where it varies), a
+    line per group within it (the mitigation and any other varying axis)."""
+    if not applies(groups):
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    facet = "classifier.name" if "classifier.name" in groups[0].values else None
+    facets = list(dict.fromkeys(g.values.get(facet) for g in groups))
+    fig, axs = plt.subplots(
+        len(METRICS),
+        len(facets),
+        figsize=(3.6 * len(facets), 3.0 * len(METRICS)),
+        squeeze=False,
+        sharey="row",
+    )
+    for col, fv in enumerate(facets):
+        members = [g for g in groups if g.values.get(facet) == fv]
+        for i, g in enumerate(members):
+            sigmas = g.runs[0]["metrics"]["sigmas"]
+            label = g.label(skip=("classifier",))
+            for row, (key, title, _, _) in enumerate(METRICS):
+                ax = axs[row, col]
+                ys = per_checkpoint(g, key)
+                ax.plot(sigmas[: len(ys)], ys, "o-", ms=2.5, color=f"C{i % 10}", label=label)
+                ax.set_title(f"{title}" + (f"\n{fv}" if facet else ""), fontsize=8)
+                ax.set_xlabel("σ", fontsize=8)
+                ax.tick_params(labelsize=7)
+        axs[0, col].axhline(0.5, color="grey", ls=":", lw=0.8)
+    handles, labels = axs[0, 0].get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=7)
+    save_figure(fig, out / "report_mitigations.png")
+    plt.close(fig)
+    return ["report_mitigations.png"]
