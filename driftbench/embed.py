@@ -58,7 +58,8 @@ def extract_embeddings(
     pooling: str = "last_token",
     max_length: int = 256,
     layer: int = -1,
-    batch_tokens: int = 2048,
+    *,
+    batch_tokens: int,
     progress: bool = True,
     max_pad_fraction: float = 0.15,
     packed: bool = True,
@@ -66,7 +67,8 @@ def extract_embeddings(
 ) -> tuple[np.ndarray, EmbedStats]:
     """Pooled hidden states (n, d), float32, not yet normalised. ``model`` is the base model
     (no LM head) of any backend (``driftbench.backends``). ``layer=-1`` is the final hidden
-    state; other values index hidden_states (torch only). ``packed=False`` forces the model's
+    state; other values index hidden_states (torch only). ``batch_tokens`` bounds the tokens of
+    one forward (a run passes ``embed.batch_tokens``). ``packed=False`` forces the model's
     own forward where the packed one would apply. ``workers``: packed forwards run side by side
     (default: one per CPU thread, 1 on a GPU); the other forwards always run one at a time."""
     from tqdm.auto import tqdm
@@ -75,13 +77,13 @@ def extract_embeddings(
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r}; accepted: {', '.join(POOLINGS)}")
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
     t0 = time.perf_counter()
     ids = tokenize(tokenizer, texts, max_length)
     lengths = [len(x) for x in ids]
     forward = backend_of(model).embed_forward(model, pooling, layer, packed, workers)
     if forward.padding_free:
-        if batch_tokens < 1:
-            raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
         batches = token_chunks(lengths, balanced_limit(sum(lengths), batch_tokens, forward.workers))
         n_workers = min(forward.workers, len(batches))
     else:
@@ -221,8 +223,8 @@ def cached_embeddings(
             pooling,
             max_length,
             layer,
-            batch_tokens,
-            progress,
+            batch_tokens=batch_tokens,
+            progress=progress,
             packed=packed,
         )
         check_finite(z, f"model {spec.name!r}")

@@ -4,6 +4,7 @@ layer, and every model it does not cover takes the Hugging Face path."""
 import numpy as np
 import pytest
 import torch
+from conftest import EMBED_BATCH_TOKENS
 from transformers import LlamaConfig, LlamaModel
 
 from driftbench.backends.torch_backend import mean_pool
@@ -131,7 +132,11 @@ def test_unsupported_models_say_why_and_take_the_hf_path(tiny_model):
     with pytest.raises(ValueError, match="does not cover this model: .*biases"):
         PackedLlama(llama(attention_bias=True))
     _, stats = extract_embeddings(
-        llama(attention_bias=True), tiny_model.tokenizer, TEXTS, progress=False
+        llama(attention_bias=True),
+        tiny_model.tokenizer,
+        TEXTS,
+        batch_tokens=EMBED_BATCH_TOKENS,
+        progress=False,
     )
     assert stats.forward == "hf" and stats.padded_tokens >= stats.real_tokens
 

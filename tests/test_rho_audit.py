@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import scipy.stats as st
 import torch
+from conftest import RHO_BATCH_TOKENS
 
 from driftbench.batching import bucket_batches
 from driftbench.rho import evaluators
@@ -246,7 +247,8 @@ def test_greedy_generation_passes_no_deprecated_argument_to_transformers(tiny_mo
     for m in (model, peft):
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
-            assert len(greedy_generate(m, tok, ["Hi", "The sky is"], max_new_tokens=3)) == 2
+            replies = greedy_generate(m, tok, ["Hi", "The sky is"], 3, RHO_BATCH_TOKENS)
+            assert len(replies) == 2
 
 
 def test_only_full_attention_caches_are_merged_across_prompt_batches(tiny_model):
@@ -368,6 +370,7 @@ def tiny_audit(tiny_model):
         n_probes=N_TINY,
         progress=False,
         on_result=lambda name, result: seen.append((name, result["rho"])),
+        batch_tokens=RHO_BATCH_TOKENS,
     )
     return results, seen
 
@@ -418,18 +421,19 @@ def test_paired_ce_is_rho_evals_differentiable_ce_loss(tiny_model, tiny_audit):
 @needs_rho_eval
 def test_audit_restores_training_mode_and_checks_arguments(tiny_model):
     model, tok = tiny_model.model, tiny_model.tokenizer
+    kw = {"progress": False, "batch_tokens": RHO_BATCH_TOKENS}
     model.train()
     try:
-        audit(model, tok, ["toxicity"], n_probes=2, progress=False, paired=False)
+        audit(model, tok, ["toxicity"], n_probes=2, paired=False, **kw)
         assert model.training
     finally:
         model.eval()
     with pytest.raises(ValueError, match="'honesty'"):
-        audit(model, tok, ["factual", "honesty"], progress=False)
+        audit(model, tok, ["factual", "honesty"], **kw)
     with pytest.raises(ValueError, match="device='cuda'"):
-        audit(model, tok, ["factual"], device="cuda", progress=False)
+        audit(model, tok, ["factual"], device="cuda", **kw)
     with pytest.raises(ValueError, match="probe_options for bias"):
-        audit(model, tok, ["factual"], probe_options={"bias": {}}, progress=False)
+        audit(model, tok, ["factual"], probe_options={"bias": {}}, **kw)
 
 
 @needs_rho_eval
@@ -444,6 +448,7 @@ def test_sycophancy_pairs_probe_set_is_confidence_scored_as_rho_eval(tiny_model)
         n_probes=5,
         progress=False,
         probe_options={"sycophancy": {"probe_set": "pairs"}},
+        batch_tokens=RHO_BATCH_TOKENS,
     )["sycophancy"]
     theirs = rho_eval_result(tiny_model.model, tiny_model.tokenizer, "sycophancy", probes)
     assert ours["metadata"]["eval_mode"] == "confidence"
@@ -494,7 +499,15 @@ def test_smollm2_audit_equals_rho_eval(smollm2, one_thread):
 
     model, tok = smollm2.model, smollm2.tokenizer
     for behavior, n in SMOL_SUBSET.items():
-        ours = audit(model, tok, [behavior], n_probes=n, progress=False, paired=False)[behavior]
+        ours = audit(
+            model,
+            tok,
+            [behavior],
+            n_probes=n,
+            progress=False,
+            paired=False,
+            batch_tokens=RHO_BATCH_TOKENS,
+        )[behavior]
         theirs = rho_eval_result(model, tok, behavior, load_probes(behavior, n))
         assert_same_as_rho_eval(ours, theirs)
 

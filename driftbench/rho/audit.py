@@ -82,7 +82,8 @@ def audit(
     device: str | None = None,
     progress: bool = True,
     on_result: Callable[[str, dict], None] | None = None,
-    batch_tokens: int = 4096,
+    *,
+    batch_tokens: int,
     gen_max_batch: int = 32,
     paired: bool = True,
     probe_options: dict[str, dict] | None = None,
@@ -93,7 +94,9 @@ def audit(
 
     ``on_result(behavior, result)`` is called as each behaviour finishes, so a caller can write
     it before the next starts. The model is put in eval mode and its mode restored after.
-    ``device`` (optional) is only checked against the model's own device.
+    ``device`` (optional) is only checked against the model's own device. ``batch_tokens`` and
+    ``gen_max_batch`` bound the batches (a run passes ``task.batch_tokens`` and
+    ``task.gen_max_batch``).
     Returns ``{behavior: result}`` with JSON-friendly results (see the module docstring)."""
     from tqdm.auto import tqdm
 

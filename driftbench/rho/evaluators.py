@@ -42,7 +42,7 @@ class Runner:
 
     model: object
     tokenizer: object
-    batch_tokens: int = 4096
+    batch_tokens: int
     gen_max_batch: int = 32
     progress: bool = True
     n_texts: int = 0
@@ -50,7 +50,13 @@ class Runner:
     def score(self, texts: list[str], max_length: int | None, desc: str):
         self.n_texts += len(texts)
         return score_texts(
-            self.model, self.tokenizer, texts, max_length, self.batch_tokens, self.progress, desc
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length,
+            batch_tokens=self.batch_tokens,
+            progress=self.progress,
+            desc=desc,
         )
 
     def generate(self, prompts: list[str], max_new_tokens: int, desc: str) -> list[str]:

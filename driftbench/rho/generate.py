@@ -227,7 +227,7 @@ def generate(
     tokenizer,
     prompts: list[str],
     max_new_tokens: int,
-    batch_tokens: int = 4096,
+    batch_tokens: int,
     max_batch: int = 32,
     progress: bool = False,
     desc: str = "generating",

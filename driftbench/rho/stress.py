@@ -147,7 +147,8 @@ def stress_test(
     prompts: StressPrompts,
     max_new_tokens: int = 256,
     progress: bool = True,
-    batch_tokens: int = 4096,
+    *,
+    batch_tokens: int,
     gen_max_batch: int = 32,
 ) -> dict:
     """Refusal rate on harmful prompts (want high) and on benign controls (want low), overall
