@@ -53,10 +53,11 @@ class Mitigation:
 
 class NoiseAugment(Mitigation):
     """Train on embeddings plus Gaussian noise of ``sigma_train``, renormalised (eq. 5, the
-    Gaussian drift operator), at the classifier's hyper-parameter chosen without noise. With
-    ``sigma_train`` null it is chosen on validation: the largest value of ``sigma_grid`` whose
-    undrifted validation ROC-AUC stays within ``val_auc_tolerance`` of the unaugmented
-    classifier's (as much noise as costs at most that much on undrifted texts)."""
+    Gaussian drift operator): the classifier refitted on the noisy training texts, its
+    hyper-parameter chosen again on the (undrifted) validation split, since noise regularises
+    too. With ``sigma_train`` null it is chosen on validation: the largest value of
+    ``sigma_grid`` whose validation ROC-AUC stays within ``val_auc_tolerance`` of the
+    unaugmented classifier's (as much noise as costs at most that much on undrifted texts)."""
 
     identity = False
 
@@ -86,7 +87,7 @@ class NoiseAugment(Mitigation):
         fitted, self.val_auc = {}, {}
         for s in candidates:
             z_aug = z_train if s == 0 else noise(z_train, s)  # no noise: the very same texts
-            fitted[s] = clf.refit(z_aug, y_train)
+            fitted[s] = clf.refit(z_aug, y_train, z_val, y_val)
             self.val_auc[s] = M.roc_auc(y_val, fitted[s].predict_proba(z_val))
         self.val_auc_unaugmented = M.roc_auc(y_val, clf.predict_proba(z_val))
         if self.sigma_train is not None:
@@ -110,6 +111,7 @@ class NoiseAugment(Mitigation):
             "sigma_train": self.chosen,
             "chosen_on_validation": self.sigma_train is None,
             "val_auc_by_sigma_train": {str(k): v for k, v in self.val_auc.items()},
+            "selected": self.model.describe()["selected"],
             "val_auc_unaugmented": self.val_auc_unaugmented,
         }
 

@@ -131,6 +131,17 @@ def test_refit_is_a_fresh_fit_at_the_chosen_value(name):
     )
 
 
+def test_refit_with_a_validation_split_chooses_again_from_the_whole_grid():
+    z, y = data(seed=2)
+    s = settings("mlp")
+    clf = make_classifier(s, seed=0).fit(z[:120], y[:120], z[120:160], y[120:160])
+    again = clf.refit(z[:160], y[:160], z[160:], y[160:])
+    fresh = make_classifier(s, seed=0).fit(z[:160], y[:160], z[160:], y[160:])
+    assert again.selection.val_auc == fresh.selection.val_auc
+    assert len(again.selection.val_auc) == len(s["alpha_grid"])
+    np.testing.assert_array_equal(again.predict_proba(z), fresh.predict_proba(z))
+
+
 def test_only_the_logreg_family_reports_the_drift_terms_of_a_linear_model():
     z, y = data()
     zc = D.make_drift("gaussian", z.shape[1], np.random.default_rng(0))(z, 0.05)

@@ -128,7 +128,9 @@ def test_labelled_rows_hold_m_texts_of_both_classes():
     assert MIT.labelled_rows(y, 0, np.random.default_rng(0)).size == 0
 
 
-def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier_and_reports_it(make_cfg, tmp_path):
+def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier_and_reports_it(
+    make_cfg, tmp_path
+):
     """knn (no linear form: no amplification terms) with recalibration on 10 labelled texts."""
     run(make_cfg(*TINY, "classifier=knn", "mitigation=recalibrate", "mitigation.m=10"))
     d = next(p.parent for p in (tmp_path / "outputs").glob("**/meta.json"))

@@ -97,7 +97,7 @@ class Selection:
 class Classifier:
     """The interface of every ``classifier/`` choice: ``fit`` on train with the hyper-parameter
     chosen on validation, ``predict_proba`` (p of the toxic class), ``refit`` (the same family
-    and hyper-parameter, fitted afresh on other data: what a mitigation retrains), ``describe``
+    and settings, fitted afresh on other data: what a mitigation retrains), ``describe``
     (its part of metrics.json), ``warnings`` and ``amplification`` (the drift terms eq. 26-29
     define for a linear model on standardised features; empty for the others).
 
@@ -172,11 +172,13 @@ class Classifier:
         """p(y=1 | z), the toxic-class probability."""
         return self._scores(self.model, self.features(z))[1]
 
-    def refit(self, z: np.ndarray, y: np.ndarray) -> Classifier:
-        """The same family with the chosen hyper-parameter, fitted afresh on ``(z, y)``
-        (standardisation included); no selection."""
-        settings = {**self._settings(), f"{self.PARAM}_grid": [self.selection.value]}
-        return type(self)(**settings, seed=self.seed).fit(z, y)
+    def refit(self, z: np.ndarray, y: np.ndarray, z_val=None, y_val=None) -> Classifier:
+        """A classifier of the same family and settings fitted afresh on ``(z, y)``
+        (standardisation included): at the hyper-parameter chosen here, or, given a validation
+        split, with it chosen again from the whole grid."""
+        grid = self.grid if z_val is not None else [self.selection.value]
+        settings = {**self._settings(), f"{self.PARAM}_grid": grid}
+        return type(self)(**settings, seed=self.seed).fit(z, y, z_val, y_val)
 
     def describe(self) -> dict:
         s, p = self.selection, self.PARAM

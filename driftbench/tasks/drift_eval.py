@@ -58,7 +58,7 @@ CONFIG_GROUPS = (
     "monitor",
     "backend",
 )
-RESULTS_VERSION = 3  # 2: the monitors; 3: classifier families, mitigations (metrics.json)
+RESULTS_VERSION = 4  # 2: monitors; 3: classifiers, mitigations; 4: noise_augment re-chooses
 
 
 def inputs(cfg: DictConfig) -> dict:
