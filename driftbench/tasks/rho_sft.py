@@ -62,7 +62,9 @@ def sft_settings(cfg: DictConfig) -> Sft:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every check that needs no model: runs before anything is loaded."""
+    """The checks that need more than one field (driftbench/schema.py checks each field's type
+    and range before this): registry names, the training plan, the SFT data file, the stress
+    prompts, the model's files. Runs before anything is loaded."""
     if cfg.sft.condition.name not in CONDITIONS:
         raise ValueError(
             f"sft/condition={cfg.sft.condition.name!r}; accepted: {', '.join(CONDITIONS)}"
@@ -84,20 +86,11 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
         raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
     check_ce_on(cfg.sft.ce_on)
-    for key in ("batch_tokens", "gen_max_batch"):
-        if int(cfg.task[key]) < 1:
-            raise ValueError(f"task.{key}={cfg.task[key]}: must be an integer >= 1")
-    if not 0.0 <= float(cfg.sft.data.trap_ratio) <= 1.0:
-        raise ValueError(f"sft.data.trap_ratio={cfg.sft.data.trap_ratio}: must be in [0, 1]")
     if float(cfg.sft.data.trap_ratio) > 0 and not cfg.sft.data.trap_behaviors:
         raise ValueError(
             f"sft.data.trap_behaviors is empty but sft.data.trap_ratio={cfg.sft.data.trap_ratio}; "
             "name behaviours for the traps or set the ratio to 0"
         )
-    if int(cfg.sft.data.n_examples) < 1:
-        raise ValueError(f"sft.data.n_examples={cfg.sft.data.n_examples}: must be >= 1")
-    if not 0.0 <= float(cfg.sft.holdout_fraction) < 1.0:
-        raise ValueError(f"sft.holdout_fraction={cfg.sft.holdout_fraction}: must be in [0, 1)")
     path = resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
     if path.stat().st_size == 0:
         raise ValueError(f"SFT data file {path} is empty")
