@@ -107,7 +107,7 @@ def tables(groups: list) -> list[str]:
 
 def figure(groups: list, out: Path) -> list[str]:
     """ROC-AUC and SFR against sigma, one column of panels per classifier (where it varies), a
-    line per group within it (the mitigation and any other varying axis)."""
+    line per group within it (the mitigation and any other varying axis; none dashed black)."""
     if not applies(groups):
         return []
     import matplotlib
@@ -132,7 +132,9 @@ def figure(groups: list, out: Path) -> list[str]:
             for row, (key, title, _, _) in enumerate(METRICS):
                 ax = axs[row, col]
                 ys = per_checkpoint(g, key)
-                ax.plot(sigmas[: len(ys)], ys, "o-", ms=2.5, color=f"C{i % 10}", label=label)
+                frozen = g.values.get("mitigation.name", "none") == "none"
+                style = {"color": "black", "ls": "--"} if frozen else {"color": f"C{i % 10}"}
+                ax.plot(sigmas[: len(ys)], ys, marker="o", ms=2.5, label=label, **style)
                 ax.set_title(f"{title}" + (f"\n{fv}" if facet else ""), fontsize=8)
                 ax.set_xlabel("σ", fontsize=8)
                 ax.tick_params(labelsize=7)
