@@ -228,3 +228,35 @@ class Classifier:
     def amplification(self, z0: np.ndarray, zc: np.ndarray, sigma: float) -> dict:
         """Where the drift from ``z0`` to ``zc`` goes inside the model; {} where undefined."""
         return {}
+
+
+class ScaledCGrid(Classifier):
+    """A family that standardises (optionally) and chooses C on validation: the settings of
+    ``conf/classifier/logreg.yaml`` and ``linear_svm.yaml``, shared by ``logreg`` and
+    ``linear_svm``."""
+
+    PARAM, LABEL = "c", "C"
+
+    def __init__(
+        self,
+        *,
+        c_grid: Sequence[float],
+        select_by: str,
+        max_iter: int,
+        degenerate_dims: str,
+        degenerate_rel_std: float,
+        standardize: bool,
+        seed: int,
+    ):
+        scaling = {"enabled": standardize, "mode": degenerate_dims, "rel_std": degenerate_rel_std}
+        super().__init__(grid=c_grid, select_by=select_by, seed=seed, scaling=scaling)
+        self.max_iter = max_iter
+
+    def _settings(self) -> dict:
+        return {
+            "select_by": self.select_by,
+            "max_iter": self.max_iter,
+            "degenerate_dims": self.scaling["mode"],
+            "degenerate_rel_std": self.scaling["rel_std"],
+            "standardize": self.scaling["enabled"],
+        }

@@ -4,46 +4,18 @@ of drift by 1/std that standardising brings is then gone."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from driftbench import metrics as M
 
-from .base import Classifier
+from .base import ScaledCGrid
 
 
-class Logreg(Classifier):
+class Logreg(ScaledCGrid):
     """Standardiser (``standardize``) + logistic regression with balanced class weights, C chosen
     on validation. Its linear form gives the drift terms of eq. 26-29 (``amplification``)."""
-
-    PARAM, LABEL = "c", "C"
-
-    def __init__(
-        self,
-        *,
-        c_grid: Sequence[float],
-        select_by: str,
-        max_iter: int,
-        degenerate_dims: str,
-        degenerate_rel_std: float,
-        standardize: bool,
-        seed: int,
-    ):
-        scaling = {"enabled": standardize, "mode": degenerate_dims, "rel_std": degenerate_rel_std}
-        super().__init__(grid=c_grid, select_by=select_by, seed=seed, scaling=scaling)
-        self.max_iter = max_iter
-
-    def _settings(self) -> dict:
-        return {
-            "select_by": self.select_by,
-            "max_iter": self.max_iter,
-            "degenerate_dims": self.scaling["mode"],
-            "degenerate_rel_std": self.scaling["rel_std"],
-            "standardize": self.scaling["enabled"],
-        }
 
     def _estimator(self, c: float, n_train: int) -> LogisticRegression:
         return LogisticRegression(
