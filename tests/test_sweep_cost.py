@@ -1,0 +1,130 @@
+"""A sweep over drift types, sigma schedules or monitors fits each classifier once: the fit is
+cached like the embeddings, keyed on what decides it, and a cached fit gives every number of a
+fresh one."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from driftbench.launcher import run
+
+TINY = ["debug=smoke"]  # model=tiny_random, 200 texts, sigma in {0, 0.02, 0.1}
+
+
+@pytest.fixture
+def cache_dir(tmp_path, shared_cache):
+    """A cache dir of the test's own (so its fits start empty) that shares the session's
+    models and embeddings."""
+
+    def make(name: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for sub in ("models", "tokenizers", "embeddings"):
+            (shared_cache / sub).mkdir(parents=True, exist_ok=True)
+            (d / sub).symlink_to(shared_cache / sub)
+        return d
+
+    return make
+
+
+def numbers(metrics: dict) -> dict:
+    """metrics.json without wall times (``*_s``, ``timing``), which differ run to run."""
+    if isinstance(metrics, dict):
+        return {
+            k: numbers(v)
+            for k, v in metrics.items()
+            if k != "timing" and not k.endswith("_s") and k != "wall_s"
+        }
+    if isinstance(metrics, list):
+        return [numbers(v) for v in metrics]
+    return metrics
+
+
+def run_metrics(cfg) -> dict:
+    out = run(cfg)
+    assert out is not None
+    return json.loads(json.dumps(out))
+
+
+def fits(cache: Path) -> list[Path]:
+    return sorted((cache / "fits").glob("*.pkl"))
+
+
+def said_cached(caplog) -> list[bool]:
+    return [
+        "from the cache" in r.getMessage()
+        for r in caplog.records
+        if r.name == "driftbench.tasks.drift_eval" and r.getMessage().startswith("classifier ")
+    ]
+
+
+def test_a_cached_fit_gives_every_number_of_an_uncached_run(make_cfg, cache_dir):
+    shared, fresh = cache_dir("shared"), cache_dir("fresh")
+    run_metrics(make_cfg(*TINY, "drift=gaussian", cache_dir=shared))  # fits, caches
+    cached = run_metrics(make_cfg(*TINY, "drift=directional", cache_dir=shared))
+    uncached = run_metrics(
+        make_cfg(*TINY, "drift=directional", "runtime.force=true", cache_dir=fresh)
+    )
+    assert len(fits(shared)) == 1 and len(fits(fresh)) == 1
+    assert numbers(cached) == numbers(uncached)
+    assert cached["classifier"]["fit_s"] > 0  # the time the fit took when it was made
+
+
+def test_the_second_job_of_a_sweep_reads_the_first_jobs_fit(make_cfg, cache_dir, caplog):
+    cache = cache_dir("c")
+    with caplog.at_level(logging.INFO):
+        for drift in ("gaussian", "directional", "subspace"):
+            run(make_cfg(*TINY, f"drift={drift}", "monitor=none", cache_dir=cache))
+    assert said_cached(caplog) == [False, True, True]
+    assert len(fits(cache)) == 1
+
+
+def test_a_mitigation_or_another_schedule_reads_the_same_fit(make_cfg, cache_dir, caplog):
+    cache = cache_dir("c")
+    with caplog.at_level(logging.INFO):
+        run(make_cfg(*TINY, "monitor=none", cache_dir=cache))
+        run(
+            make_cfg(
+                *TINY, "monitor=none", "mitigation=recalibrate", "mitigation.m=10", cache_dir=cache
+            )
+        )
+        run(make_cfg(*TINY, "monitor=none", "schedule.sigmas=[0,0.05]", cache_dir=cache))
+    assert said_cached(caplog) == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "classifier.max_iter=999",
+        "classifier.c_grid=[0.01,1.0]",
+        "classifier=logreg_raw",
+        "seed=7",  # another split
+        "data.n_samples=160",  # other texts
+    ],
+)
+def test_a_changed_setting_that_decides_the_fit_misses(make_cfg, cache_dir, caplog, change):
+    cache = cache_dir("c")
+    with caplog.at_level(logging.INFO):
+        run(make_cfg(*TINY, "monitor=none", cache_dir=cache))
+        run(make_cfg(*TINY, "monitor=none", change, cache_dir=cache))
+    assert said_cached(caplog) == [False, False]
+    assert len(fits(cache)) == 2
+
+
+def test_a_bad_fit_cache_entry_is_fitted_again(make_cfg, cache_dir, caplog):
+    cache = cache_dir("c")
+    first = run_metrics(make_cfg(*TINY, "monitor=none", cache_dir=cache))
+    (entry,) = fits(cache)
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        second = run_metrics(make_cfg(*TINY, "monitor=none", "runtime.force=true", cache_dir=cache))
+    bad = [r.getMessage() for r in caplog.records if "classifier cache entry" in r.getMessage()]
+    assert len(bad) == 1 and "unreadable" in bad[0] and "fitting again" in bad[0]
+    assert said_cached(caplog) == [False]
+    assert numbers(first) == numbers(second)
+    assert fits(cache) == [entry] and entry.stat().st_size > 0  # healed on disk
