@@ -173,6 +173,26 @@ class EmbeddingCache:
         atomic_write_json(self.root / f"{key}.json", {"parts": parts, "stats": asdict(stats)})
 
 
+def embedding_parts(
+    spec, cache_dir: Path, pooling: str, max_length: int, layer: int, packed: bool, backend: str
+) -> dict:
+    """What decides one text's embedding besides the text: the model's identity (file hashes
+    or tiny config), pooling, max_length, layer and the forward asked for (``packed``; the
+    backend, when not torch)."""
+    from driftbench.backends import get_backend
+    from driftbench.models import model_identity
+
+    return {
+        "version": CACHE_VERSION,
+        "model": model_identity(spec, cache_dir),
+        "pooling": pooling,
+        "max_length": max_length,
+        "layer": layer,
+        "packed": packed,
+        **get_backend(backend).cache_key,
+    }
+
+
 def cached_embeddings(
     spec,
     texts: list[str],
@@ -192,23 +212,16 @@ def cached_embeddings(
     The key covers the model's identity (file hashes or tiny config), the texts themselves,
     pooling, max_length, layer and the forward asked for (``packed``; the backend, when not
     torch): a sweep over drift, sigma, seed or classifier computes the embeddings once."""
-    from driftbench.backends import get_backend, load_model
-    from driftbench.models import model_identity
+    from driftbench.backends import load_model
 
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
-    identity = model_identity(spec, cache_dir)
     parts = {
-        "version": CACHE_VERSION,
-        "model": identity,
+        **embedding_parts(spec, cache_dir, pooling, max_length, layer, packed, backend),
         "texts_sha256": texts_sha256(texts),
         "n_texts": len(texts),
-        "pooling": pooling,
-        "max_length": max_length,
-        "layer": layer,
-        "packed": packed,
         **(extra_key or {}),
-        **get_backend(backend).cache_key,
     }
+    identity = parts["model"]
     key = cache_key(parts)
     cache = EmbeddingCache(cache_dir)
     z = cache.load(key, len(texts))

@@ -131,11 +131,16 @@ def _transformers_version() -> str:
     return version("transformers")
 
 
-def num_hidden_layers(spec: ModelSpec, cache_dir: Path) -> int | None:
-    """The model's number of transformer blocks, read from its config (a GGUF file's metadata
-    before conversion), without loading weights; None for a hub id not cached locally."""
+def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
+    """The model's architecture, width and depth (``architecture``, ``hidden_size``,
+    ``num_hidden_layers``), read from its config (a GGUF file's metadata before conversion)
+    without loading weights; None for a hub id not cached locally."""
     if spec.source == "tiny_random":
-        return int(spec.tiny["num_hidden_layers"])
+        return {
+            "architecture": "llama",
+            "hidden_size": int(spec.tiny["hidden_size"]),
+            "num_hidden_layers": int(spec.tiny["num_hidden_layers"]),
+        }
     if spec.source == "gguf":
         import gguf
 
@@ -146,13 +151,32 @@ def num_hidden_layers(spec: ModelSpec, cache_dir: Path) -> int | None:
             return f.parts[f.data[0]]
 
         arch = bytes(field("general.architecture")).decode()
-        return int(field(f"{arch}.block_count")[0])
+        return {
+            "architecture": arch,
+            "hidden_size": int(field(f"{arch}.embedding_length")[0]),
+            "num_hidden_layers": int(field(f"{arch}.block_count")[0]),
+        }
     local = resolve_local_path(spec.name_or_path)
     if local is None:
         return None
     config = json.loads((local / "config.json").read_text(encoding="utf-8"))
-    n = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
-    return None if n is None else int(n)
+    text = config.get("text_config", {})
+
+    def get(key):
+        value = config.get(key) or text.get(key)
+        return None if value is None else int(value)
+
+    return {
+        "architecture": config.get("model_type"),
+        "hidden_size": get("hidden_size"),
+        "num_hidden_layers": get("num_hidden_layers"),
+    }
+
+
+def num_hidden_layers(spec: ModelSpec, cache_dir: Path) -> int | None:
+    """The model's number of transformer blocks (``model_shape``)."""
+    shape = model_shape(spec, cache_dir)
+    return None if shape is None else shape["num_hidden_layers"]
 
 
 def files_sha256(paths: list[Path]) -> str:

@@ -52,6 +52,8 @@ class Backend(ABC):
     name: str
     # what the embedding cache key adds for this backend's embeddings
     cache_key: dict = {}
+    # whether ``weights``/``set_weights`` work (real model updates edit weights in place)
+    edits_weights: bool = False
 
     @abstractmethod
     def check(self, spec, cache_dir) -> None:
@@ -96,6 +98,18 @@ class Backend(ABC):
         desc: str,
     ) -> list[str]:
         """Greedy completions as rho-eval's ``generate`` gives them, one per prompt."""
+
+    def weights(self, model) -> dict[str, np.ndarray]:
+        """A float32 copy of every parameter by name: what a real model update
+        (``driftbench.updates``) edits. A backend that cannot edit weights refuses."""
+        raise ValueError(
+            f"backend={self.name!r} cannot edit a model's weights (drift updates); "
+            "accepted: backend=torch"
+        )
+
+    def set_weights(self, model, new: dict[str, np.ndarray]) -> None:
+        """Overwrite the named parameters in place (shapes unchanged)."""
+        raise ValueError(f"backend={self.name!r} cannot edit a model's weights")
 
     @abstractmethod
     def check_lora_targets(self, model, targets: list[str]) -> None:

@@ -179,6 +179,7 @@ def packed_scorer(model):
 
 class TorchBackend(Backend):
     name = "torch"
+    edits_weights = True
     cache_key: dict = {}  # embeddings cached before there were backends keep their keys
 
     def check(self, spec: ModelSpec | None, cache_dir) -> None:
@@ -262,6 +263,22 @@ class TorchBackend(Backend):
         return generate(
             model, tokenizer, prompts, max_new_tokens, batch_tokens, max_batch, progress, desc
         )
+
+    def weights(self, model) -> dict[str, np.ndarray]:
+        import torch
+
+        return {
+            n: p.detach().to("cpu", dtype=torch.float32).numpy().copy()
+            for n, p in model.named_parameters()
+        }
+
+    def set_weights(self, model, new: dict[str, np.ndarray]) -> None:
+        import torch
+
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, w in new.items():
+                params[n].copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
 
     def check_lora_targets(self, model, targets: list[str]) -> None:
         from driftbench.rho.train import check_lora_targets

@@ -40,6 +40,13 @@ from driftbench.tasks.drift_monitoring import (
     monitor_digest,
     monitor_names,
 )
+from driftbench.tasks.drift_updates import (
+    check_update,
+    drift_checkpoints,
+    update_figure,
+    update_of,
+)
+from driftbench.updates import UPDATES, is_update
 
 log = logging.getLogger(__name__)
 AUC_CHANCE_BAND = 0.55  # the failure-cliff sigma is the first sigma with AUC below this
@@ -65,9 +72,11 @@ RESULTS_VERSION = 4  # 2: monitors; 3: classifiers, mitigations; 4: noise_augmen
 def inputs(cfg: DictConfig) -> dict:
     """Digests of what the run reads besides its config: the data file and the model's weights."""
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    update = update_of(cfg)
     return {
         "data": content_sha256(resolve_data_path(cfg.data.path, cfg.runtime.data_dir)),
         "model": model_identity(spec, Path(cfg.runtime.cache_dir).expanduser()),
+        **({} if update is None else update.inputs()),
     }
 
 
@@ -98,8 +107,9 @@ def validate(cfg: DictConfig) -> None:
     and range before this): registry names, the schedule, the sample size, the classifier's and
     the mitigation's settings against the splits, the model's files and layer count, the data
     file. Runs before any heavy work."""
-    if cfg.drift.name not in drift_ops.DRIFTS:
-        raise ValueError(f"drift={cfg.drift.name!r}; accepted: {', '.join(drift_ops.DRIFTS)}")
+    if cfg.drift.name not in drift_ops.DRIFTS and not is_update(cfg.drift.name):
+        accepted = [*drift_ops.DRIFTS, *UPDATES]
+        raise ValueError(f"drift={cfg.drift.name!r}; accepted: {', '.join(accepted)}")
     schedule_of(cfg)
     if cfg.embed.pooling not in POOLINGS:
         raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
@@ -109,6 +119,7 @@ def validate(cfg: DictConfig) -> None:
     sizes = split_sizes(cfg)
     classifier.check_train_size(sizes["train"])
     mitigation.check(sizes["test"])
+    check_update(cfg, sizes["train"])
     check_monitoring(cfg)
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     check_spec(spec)
@@ -208,11 +219,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.warning(warning)
     labelled = MIT.labelled_rows(y_test, mitigation.labels, np.random.default_rng([seed, 4]))
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
-    operator = drift_ops.make_drift(cfg.drift.name, z.shape[1], np.random.default_rng([seed, 1]))
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
-    rows, reliability, unmitigated, frozen_auc, apply_s = [], [], [], [], []
-    for c, sigma in enumerate(sigmas):
-        zc = operator(z_test, float(sigma))
+    checkpoints, update = drift_checkpoints(cfg, data, z, sigmas, seed)
+    sigmas = np.array([knob for knob, _, _ in checkpoints]) if update else sigmas
+    rows, reliability, unmitigated, frozen_auc, apply_s, twins = [], [], [], [], [], []
+    for c, (sigma, drifted, about_update) in enumerate(checkpoints):
+        zc = drifted() if callable(drifted) else drifted.z
         p_frozen = clf.predict_proba(zc)
         t_apply = time.perf_counter()
         p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled])(zc[scored])
@@ -224,18 +236,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         }
         angle = drift_ops.realized_angle_deg(z_test, zc)
         row.update(
-            realized_angle_deg=float(angle.mean()),
-            realized_angle_deg_max=float(angle.max()),
-            **clf.amplification(z_test, zc, float(sigma)),
+            realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max())
         )
+        if update:  # the update's own numbers and its synthetic twins at the same mean angle
+            twin, extra, sigma_eq = about_update(row["realized_angle_deg"], clf, y_test)
+            row.update(extra)
+            twins.append(twin)
+        row.update(clf.amplification(z_test, zc, float(sigma_eq if update else sigma)))
         rows.append(row)
         reliability.append(M.reliability_table(y_test[scored], p, n_bins))
         unmitigated.append(M.checkpoint_metrics(y_test[scored], p_frozen[scored], tau, n_bins))
         frozen_auc.append({"roc_auc": M.roc_auc(y_test, p_frozen)})
         log.info(
-            "checkpoint %d sigma=%.3f angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
+            "checkpoint %d %s angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
             c,
-            sigma,
+            row.get("update", f"sigma={sigma:.3f}"),
             row["realized_angle_deg"],
             row["roc_auc"],
             row["mean_confidence"],
@@ -255,6 +270,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     sep = M.separability(z[tr], y[tr])
     cal = calibration_checkpoints(cfg, len(sigmas))
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} drift, {data.path.name}"
+    if update:
+        title = f"{spec.name} ({spec.variant}), {cfg.drift.name} update, {data.path.name}"
+        update_figure(run_dir, rows, title)
     plots.drift_figures(run_dir, rows, reliability, cal, title)
     extra = {
         "mitigation": {
@@ -296,6 +314,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "available": data.n_available,
         },
         "drift": cfg.drift.name,
+        **({"update": {"name": cfg.drift.name, "twins": twins}} if update else {}),
         "sigmas": sigmas.tolist(),
         "classifier": {**about, "train_auc": train_auc, "val_auc": val_auc, "fit_s": fit_s},
         "separability": sep,

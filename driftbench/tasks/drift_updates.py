@@ -1,0 +1,300 @@
+"""Real model updates in a drift_eval run (``drift=quantize|adapter|interpolate|swap``):
+checkpoint c's test texts (and the anchor texts of the training split) embedded by the updated
+model M_c, cached text by text under the update's identity; the map into M_0's space where one
+is asked for; and each checkpoint's synthetic twin (``driftbench.twin``). The updates
+themselves are ``driftbench.updates``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from driftbench import drift as drift_ops
+from driftbench.backends import BACKENDS, get_backend, load_model
+from driftbench.embed import cache_key, embedding_parts, extract_embeddings
+from driftbench.models import ModelSpec, model_shape
+from driftbench.twin import TWIN_DRIFTS, synthetic_twin
+from driftbench.updates import Update, is_update, make_update
+from driftbench.updates.align import apply_map, fit_map
+from driftbench.updates.store import UpdateStore
+from driftbench.updates.weights import relative_error
+
+log = logging.getLogger(__name__)
+TWIN_KEYS = ("sigma", "roc_auc", "silent_failure_rate_pct", "mean_confidence")
+
+
+def update_of(cfg: DictConfig) -> Update | None:
+    if not is_update(cfg.drift.name):
+        return None
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    settings = OmegaConf.to_container(cfg.drift, resolve=True)
+    return make_update(settings, spec, Path(cfg.runtime.cache_dir).expanduser())
+
+
+def check_update(cfg: DictConfig, n_train: int) -> None:
+    """An update's settings, its files and what the backend can do: before any embedding."""
+    update = update_of(cfg)
+    if update is None:
+        return
+    update.check()
+    anchors = int(cfg.drift.anchors)
+    if anchors > n_train:
+        raise ValueError(
+            f"drift.anchors={anchors} is more than the {n_train} training texts; accepted: "
+            f"0..{n_train}"
+        )
+    if update.in_place and not get_backend(cfg.backend.name).edits_weights:
+        able = [n for n in BACKENDS if get_backend(n).edits_weights]
+        raise ValueError(
+            f"drift={update.name} edits the model's weights, which backend={cfg.backend.name} "
+            f"cannot; accepted: backend={' or '.join(able)}"
+        )
+    if not update.in_place:
+        cache_dir = Path(cfg.runtime.cache_dir).expanduser()
+        old, new = model_shape(update.spec, cache_dir), model_shape(update.target(), cache_dir)
+        if update.map != "none" and anchors < 2:
+            raise ValueError(f"drift.anchors={anchors}; accepted: >= 2 to fit drift.map")
+        if update.map == "none" and old and new and old["hidden_size"] != new["hidden_size"]:
+            raise ValueError(
+                f"drift.map=none but {update.spec.name} has width {old['hidden_size']} and "
+                f"{update.target().name} {new['hidden_size']}; accepted: drift.map=procrustes "
+                "or lstsq"
+            )
+
+
+@dataclass
+class Checkpoint:
+    label: str
+    knob: float
+    z: np.ndarray  # test embeddings of M_c, unit norm, mapped into M_0's space
+    unmapped: np.ndarray | None  # the same without the map, where the widths match
+    anchors: np.ndarray  # anchor embeddings of M_c, unit norm, unmapped
+    info: dict = field(default_factory=dict)
+
+
+def update_checkpoints(
+    cfg: DictConfig, texts: list[str], z: np.ndarray, test: np.ndarray, anchors: np.ndarray
+) -> list[Checkpoint]:
+    """Every checkpoint's embeddings of the test texts then the anchor texts (rows of ``texts``;
+    ``z``: M_0's unit-norm embeddings of all texts). Only texts the cache lacks are embedded."""
+    update = update_of(cfg)
+    cache_dir = Path(cfg.runtime.cache_dir).expanduser()
+    e, backend = cfg.embed, cfg.backend.name
+    store = UpdateStore(cache_dir)
+    wanted = [texts[i] for i in test] + [texts[i] for i in anchors]
+    state: dict = {}
+
+    def loaded(spec: ModelSpec):
+        name = "target" if spec is not update.spec else "base"
+        if name not in state:
+            state[name] = load_model(
+                spec, cache_dir, device=cfg.runtime.device, head="base", backend=backend
+            )
+        return state[name]
+
+    def base_weights() -> dict:
+        if "weights" not in state:
+            m = loaded(update.spec)
+            state["weights"] = m.backend.weights(m.model)
+            t0 = time.perf_counter()
+
+            def load_weights(spec):
+                other = load_model(spec, cache_dir, device="cpu", head="base", backend=backend)
+                return other.backend.weights(other.model)
+
+            update.prepare(state["weights"], load_weights)
+            state["prepare_s"] = time.perf_counter() - t0
+        return state["weights"]
+
+    def embed(m, rows: list[str], pooling: str, layer: int) -> np.ndarray:
+        out, _ = extract_embeddings(
+            m.model,
+            m.tokenizer,
+            rows,
+            pooling,
+            int(e.max_length),
+            layer,
+            batch_tokens=int(e.batch_tokens),
+            progress=bool(cfg.runtime.progress),
+            packed=bool(e.packed),
+        )
+        return out
+
+    if getattr(update, "trains", False):
+        from driftbench.tasks.drift_adapter import trained_adapter
+
+        update.settings["adapter"] = str(trained_adapter(cfg))
+    out = []
+    for step in update.steps():
+        if step.identity is None:
+            rows, info = np.concatenate([z[test], z[anchors]]), {"relative_weight_error": 0.0}
+            fresh = 0
+        else:
+            spec = update.spec if update.in_place else update.target()
+            pooling = e.pooling if update.in_place else spec.pooling
+            layer = int(e.layer) if update.in_place else -1
+            parts = {
+                **embedding_parts(
+                    spec, cache_dir, pooling, int(e.max_length), layer, bool(e.packed), backend
+                ),
+                "update": step.identity,
+            }
+            if not update.in_place:
+                parts["base"] = embedding_parts(
+                    update.spec,
+                    cache_dir,
+                    e.pooling,
+                    int(e.max_length),
+                    int(e.layer),
+                    bool(e.packed),
+                    backend,
+                )["model"]
+
+            def compute(missing: list[str], step=step, spec=spec, pooling=pooling, layer=layer):
+                if not update.in_place:
+                    t0 = time.perf_counter()
+                    z_new = embed(loaded(spec), missing, pooling, layer)
+                    return z_new, {"embed_s": time.perf_counter() - t0}
+                base = base_weights()
+                m = loaded(update.spec)
+                t0 = time.perf_counter()
+                new = update.weights_at(step, base)
+                error = relative_error(base, new)
+                m.backend.set_weights(m.model, new)
+                t1 = time.perf_counter()
+                try:
+                    z_new = embed(m, missing, pooling, layer)
+                finally:
+                    m.backend.set_weights(m.model, {n: base[n] for n in new})
+                return z_new, {
+                    "relative_weight_error": error,
+                    "update_s": t1 - t0,
+                    "embed_s": time.perf_counter() - t1,
+                }
+
+            rows, info, fresh = store.get(cache_key(parts), wanted, compute, parts)
+            rows = drift_ops.normalize(rows.astype(np.float64))
+            log.info(
+                "update %s %s: %d of %d texts embedded now (the rest cached)%s",
+                update.name,
+                step.label,
+                fresh,
+                len(wanted),
+                ""
+                if info.get("relative_weight_error") is None
+                else f", relative weight error {info['relative_weight_error']:.4g}",
+            )
+        z_c, z_anchor = rows[: len(test)], rows[len(test) :]
+        w = fit_map(z_anchor, z[anchors], update.map) if step.identity else None
+        same = z_c.shape[1] == z.shape[1]
+        out.append(
+            Checkpoint(
+                step.label,
+                step.knob,
+                apply_map(z_c, w),
+                z_c if (same and w is not None) else None,
+                z_anchor,
+                {**info, "embedded_now": fresh, "prepare_s": state.get("prepare_s", 0.0)},
+            )
+        )
+    return out
+
+
+def twins(cfg: DictConfig, z0, zc, y, clf, target_deg: float) -> dict:
+    """The synthetic twin of one checkpoint, for every synthetic drift (``driftbench.twin``)."""
+    return {
+        kind: synthetic_twin(
+            z0,
+            y,
+            clf.predict_proba,
+            target_deg,
+            kind,
+            draws=int(cfg.drift.twin_draws),
+            seed=int(cfg.seed),
+            tau=float(cfg.task.tau),
+            n_bins=int(cfg.task.ece_bins),
+        )
+        for kind in TWIN_DRIFTS
+    }
+
+
+def twin_columns(twin: dict) -> dict:
+    return {f"twin_{k}_{key}": twin[k].get(key) for k in twin for key in TWIN_KEYS}
+
+
+def update_figure(run_dir: Path, rows: list[dict], title: str) -> list[str]:
+    """The real update beside its synthetic twins at matched angle, checkpoint by checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from driftbench.runs import save_figure
+
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, label in zip(
+        axes,
+        ("roc_auc", "silent_failure_rate_pct", "mean_confidence"),
+        ("ROC-AUC", "silent failure rate (%)", "mean confidence"),
+        strict=True,
+    ):
+        ax.plot(x, [r[key] for r in rows], "ko-", lw=2, label="real update")
+        for kind, style in zip(TWIN_DRIFTS, ("s--", "^--", "v--"), strict=True):
+            ys = [r.get(f"twin_{kind}_{key}") for r in rows]
+            ax.plot(x, [np.nan if v is None else v for v in ys], style, label=f"{kind} twin")
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            [f"{r['update']}\n{r['realized_angle_deg']:.1f}°" for r in rows], fontsize=7
+        )
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: real update vs synthetic drift at the same mean angle", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, run_dir / "update_vs_twins.png")
+    plt.close(fig)
+    return ["update_vs_twins.png"]
+
+
+def anchor_rows(train: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k texts of the training split that both models embed (the map's anchors)."""
+    return np.sort(np.random.default_rng([seed, 5]).choice(train, size=k, replace=False))
+
+
+def drift_checkpoints(cfg: DictConfig, data, z: np.ndarray, sigmas: np.ndarray, seed: int):
+    """[(knob, drifted, about)] per checkpoint, and whether the drift is a real update.
+    Synthetic: (sigma, a call that drifts the test embeddings, None), drawn in checkpoint order.
+    Update: (knob, its ``Checkpoint``, ``about(angle, clf, y_test) -> (twins, row columns,
+    the Gaussian twin's sigma)``)."""
+    te = data.split["test"]
+    z_test = z[te]
+    if not is_update(cfg.drift.name):
+        rng = np.random.default_rng([seed, 1])
+        operator = drift_ops.make_drift(cfg.drift.name, z.shape[1], rng)
+        return [(float(s), lambda s=s: operator(z_test, float(s)), None) for s in sigmas], False
+    anchors = anchor_rows(data.split["train"], int(cfg.drift.anchors), seed)
+    out = []
+    for ckpt in update_checkpoints(cfg, data.texts, z, te, anchors):
+
+        def about(angle: float, clf, y_test, ckpt=ckpt):
+            twin = twins(cfg, z_test, ckpt.z, y_test, clf, angle)
+            extra = {
+                "update": ckpt.label,
+                "relative_weight_error": ckpt.info.get("relative_weight_error"),
+                **twin_columns(twin),
+            }
+            if ckpt.unmapped is not None:
+                from driftbench.metrics import roc_auc
+
+                extra["roc_auc_unmapped"] = roc_auc(y_test, clf.predict_proba(ckpt.unmapped))
+            sigma = twin["gaussian"]["sigma"]  # None: noise never turns them that far
+            return {"checkpoint": ckpt.label, **twin}, extra, np.nan if sigma is None else sigma
+
+        out.append((ckpt.knob, ckpt, about))
+    return out, True

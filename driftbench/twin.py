@@ -1,0 +1,89 @@
+"""The synthetic twin of a real model update: for each synthetic drift of
+``driftbench.drift``, the sigma whose realized mean angle on the same test embeddings equals the
+update's, and what that sigma does to the frozen classifier.
+
+The angle is a smooth, increasing function of sigma once the random draws are fixed (common
+random numbers: the same ``draws`` noise matrices, directions or rotations at every sigma), so
+a bisection finds sigma to any precision; the classifier's numbers at that sigma are averaged
+over the same draws. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from driftbench import drift as D
+from driftbench import metrics as M
+
+TWIN_DRIFTS = tuple(D.DRIFTS)
+SIGMA_CEILING = {"gaussian": 1e3, "directional": 1e3, "subspace": 1.0}  # subspace: theta <= 90 deg
+
+
+def _draws(kind: str, z0: np.ndarray, draws: int, rng: np.random.Generator) -> list[Callable]:
+    n, d = z0.shape
+    if kind == "gaussian":
+        noise = [rng.standard_normal((n, d)) for _ in range(draws)]
+        return [lambda s, e=e: D.normalize(z0 + s * e) for e in noise]
+    if kind == "directional":
+        vs = [D.random_direction(d, rng) for _ in range(draws)]
+        return [lambda s, v=v: D.apply_directional_drift(z0, s, v) for v in vs]
+    if kind == "subspace":
+        qs = [D.random_orthogonal(d, rng) for _ in range(draws)]
+        return [lambda s, q=q: D.apply_subspace_drift(z0, s, q) for q in qs]
+    raise ValueError(f"twin drift {kind!r}; accepted: {', '.join(TWIN_DRIFTS)}")
+
+
+def mean_angle(z0: np.ndarray, drifted: list[Callable], sigma: float) -> float:
+    return float(np.mean([D.realized_angle_deg(z0, f(sigma)).mean() for f in drifted]))
+
+
+def match_sigma(
+    z0: np.ndarray, drifted: list[Callable], target_deg: float, ceiling: float, tol_deg=1e-3
+) -> float | None:
+    """The sigma in [0, ceiling] whose mean angle is ``target_deg`` (bisection), or None when
+    the drift cannot reach that angle."""
+    if target_deg <= 1e-9:  # the original model: its angle is rounding
+        return 0.0
+    lo, hi = 0.0, min(0.01, ceiling)
+    while mean_angle(z0, drifted, hi) < target_deg:
+        if hi >= ceiling:
+            return None
+        lo, hi = hi, min(hi * 2, ceiling)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        angle = mean_angle(z0, drifted, mid)
+        if abs(angle - target_deg) < tol_deg:
+            return mid
+        lo, hi = (mid, hi) if angle < target_deg else (lo, mid)
+    return (lo + hi) / 2
+
+
+def synthetic_twin(
+    z0: np.ndarray,
+    y: np.ndarray,
+    predict_proba: Callable[[np.ndarray], np.ndarray],
+    target_deg: float,
+    kind: str,
+    *,
+    draws: int,
+    seed: int,
+    tau: float,
+    n_bins: int,
+) -> dict:
+    """sigma of equal mean angle for drift ``kind``, and the classifier's ROC-AUC, silent
+    failure rate, mean confidence and ECE there, averaged over ``draws`` draws."""
+    drifted = _draws(kind, z0, draws, np.random.default_rng([seed, 6, TWIN_DRIFTS.index(kind)]))
+    sigma = match_sigma(z0, drifted, target_deg, SIGMA_CEILING[kind])
+    out = {"drift": kind, "sigma": sigma, "draws": draws}
+    if sigma is None:
+        return {**out, "angle_deg": None}
+    per = [M.checkpoint_metrics(y, predict_proba(f(sigma)), tau, n_bins) for f in drifted]
+    keys = ("roc_auc", "silent_failure_rate_pct", "mean_confidence", "ece")
+    return {
+        **out,
+        "angle_deg": mean_angle(z0, drifted, sigma),
+        **{k: float(np.mean([p[k] for p in per])) for k in keys},
+        **{f"{k}_std": float(np.std([p[k] for p in per])) for k in keys},
+    }

@@ -1,0 +1,68 @@
+"""The interface of a real model update (one ``drift/`` choice each), and its checkpoints."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from driftbench.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Step:
+    """One checkpoint of an update. ``knob`` is its position on the update's own axis (ladder
+    rung, adapter scale, alpha; the report's x axis); ``identity`` is what decides the updated
+    weights (with the original model's identity, the key of the cached embeddings), None for
+    the original model itself."""
+
+    label: str
+    knob: float
+    identity: dict | None
+
+
+class Update(ABC):
+    """A family of updated models M_c of the run's model M_0. The classifier was fitted on
+    M_0's embeddings; checkpoint c's test texts are embedded by M_c.
+
+    ``in_place``: M_c is M_0 with edited weights (``weights_at``), so one loaded model serves
+    every checkpoint; otherwise ``target`` is another model that embeds the texts itself."""
+
+    in_place = True
+
+    def __init__(self, settings: dict, spec: ModelSpec, cache_dir: Path):
+        self.settings, self.spec, self.cache_dir = settings, spec, cache_dir
+
+    @property
+    def name(self) -> str:
+        return self.settings["name"]
+
+    @property
+    def map(self) -> str:
+        """How checkpoint c's embeddings are mapped into M_0's space before the classifier."""
+        return self.settings.get("map", "none")
+
+    def check(self) -> None:
+        """Cheap checks before any embedding (one line naming the bad value)."""
+        return None
+
+    def inputs(self) -> dict:
+        """Digests of the files the update reads (an adapter, another model's weights)."""
+        return {}
+
+    @abstractmethod
+    def steps(self) -> list[Step]: ...
+
+    def prepare(self, base: dict[str, np.ndarray], load_weights) -> None:
+        """Heavy set-up shared by every checkpoint (another endpoint's weights, an adapter's
+        deltas), given M_0's weights and ``load_weights(spec) -> weights`` for another model."""
+        return None
+
+    def weights_at(self, step: Step, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The parameters of M_c that differ from M_0's."""
+        raise NotImplementedError(f"drift={self.name} embeds with another model")
+
+    def target(self) -> ModelSpec:
+        raise NotImplementedError(f"drift={self.name} edits the run's model in place")

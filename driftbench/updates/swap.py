@@ -1,0 +1,34 @@
+"""``drift=swap``: M_1 is another model (``drift.target``, a ``model/`` choice). Its width may
+differ, so its embeddings are mapped into M_0's space by a map fitted on anchor texts of the
+training split that both models embed (``driftbench.updates.align``)."""
+
+from __future__ import annotations
+
+from driftbench.models import ModelSpec, check_spec, model_identity
+from driftbench.updates.align import MAPS
+from driftbench.updates.base import Step, Update
+
+
+class Swap(Update):
+    in_place = False
+
+    def target(self) -> ModelSpec:
+        return ModelSpec.from_dict(dict(self.settings["target"]))
+
+    def check(self) -> None:
+        if self.settings.get("target") is None:
+            raise ValueError(
+                "drift=swap needs drift.target, a model/ choice: e.g. "
+                "model@drift.target=gemma3_270m"
+            )
+        check_spec(self.target())
+        if self.map not in MAPS:
+            raise ValueError(f"drift.map={self.map!r}; accepted: {', '.join(MAPS)}")
+
+    def inputs(self) -> dict:
+        return {"target": model_identity(self.target(), self.cache_dir)}
+
+    def steps(self) -> list[Step]:
+        target = self.target()
+        identity = {"swap": model_identity(target, self.cache_dir), "pooling": target.pooling}
+        return [Step("original", 0.0, None), Step(target.name, 1.0, identity)]

@@ -1,0 +1,156 @@
+"""What each real update does to a model's weights, on float32 numpy arrays by parameter name
+(the backend reads and writes them: ``Backend.weights`` / ``set_weights``).
+
+- re-quantization with the ``gguf`` package's own quantizers, de-quantized back to float32;
+- a LoRA adapter merged at scale s: ``W + s * (alpha / r) * B @ A`` (peft's merge at s = 1);
+- linear interpolation ``(1 - a) * theta_t + a * theta_t1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+LADDER = ("BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")  # fine -> coarse
+
+
+@functools.cache
+def quant_types() -> tuple[str, ...]:
+    """The types the installed ``gguf`` package quantizes in numpy (tried on one zero row)."""
+    from gguf import GGMLQuantizationType, quants
+
+    def quantizes(qtype) -> bool:
+        try:
+            quants.quantize(np.zeros((1, 8 * _block_size(qtype)), dtype=np.float32), qtype)
+        except (NotImplementedError, quants.QuantError, TypeError, ValueError, KeyError):
+            return False
+        return True
+
+    skip = ("F32", "F64", "I8", "I16", "I32", "I64")
+    return tuple(t.name for t in GGMLQuantizationType if t.name not in skip and quantizes(t))
+
+
+def _block_size(qtype) -> int:
+    from gguf import GGML_QUANT_SIZES
+
+    return GGML_QUANT_SIZES[qtype][0]
+
+
+def check_quant_type(name: str) -> None:
+    accepted = quant_types()
+    if name not in accepted:
+        raise ValueError(f"quantization type {name!r}; accepted: {', '.join(accepted)}")
+
+
+def requantize(weights: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    """Every 2-D weight whose rows split into the type's blocks (the linear layers and the
+    token embedding, as llama.cpp quantizes them; norms and biases stay float32), passed
+    through ``gguf.quants.quantize`` and back through ``dequantize``."""
+    from gguf import GGMLQuantizationType, quants
+
+    qtype = GGMLQuantizationType[name]
+    block = _block_size(qtype)
+    return {
+        n: quants.dequantize(quants.quantize(w, qtype), qtype).astype(np.float32)
+        for n, w in weights.items()
+        if w.ndim == 2 and w.shape[1] % block == 0
+    }
+
+
+def relative_error(base: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> float:
+    """``||theta' - theta|| / ||theta||`` over every parameter (unchanged ones count in the
+    norm of theta): the size of the update relative to the model."""
+    num = sum(float(np.sum((new[n].astype(np.float64) - base[n]) ** 2)) for n in new)
+    den = sum(float(np.sum(w.astype(np.float64) ** 2)) for w in base.values())
+    return float(np.sqrt(num / den))
+
+
+def interpolate(a: dict, b: dict, alpha: float) -> dict[str, np.ndarray]:
+    """theta(alpha) = (1 - alpha) theta_a + alpha theta_b, for the parameters that differ."""
+    return {
+        n: ((1 - alpha) * a[n] + alpha * b[n]).astype(np.float32)
+        for n in a
+        if not np.array_equal(a[n], b[n])
+    }
+
+
+def check_same_architecture(a: dict, b: dict, what: str) -> None:
+    """The parameter names and shapes of two models agree, or one line says where not."""
+    missing = sorted(set(a) ^ set(b))
+    if missing:
+        raise ValueError(
+            f"{what}: the two models' parameters differ ({len(missing)} names, e.g. "
+            f"{missing[0]!r}); accepted: two checkpoints of the same architecture"
+        )
+    bad = next((n for n in a if a[n].shape != b[n].shape), None)
+    if bad is not None:
+        raise ValueError(
+            f"{what}: {bad} has shape {a[bad].shape} vs {b[bad].shape}; accepted: two "
+            "checkpoints of the same architecture"
+        )
+
+
+# --- LoRA adapters (peft's format: adapter_config.json + adapter_model.safetensors) ----------
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """A LoRA adapter folder: the folder itself, or a rho_sft run dir's ``adapter/``."""
+    p = Path(path).expanduser()
+    for folder in (p, p / "adapter"):
+        if (folder / "adapter_config.json").is_file():
+            weights = folder / "adapter_model.safetensors"
+            if not weights.is_file():
+                raise ValueError(f"drift.adapter={str(path)!r}: {weights} is missing")
+            config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+            if config.get("peft_type", "LORA") != "LORA":
+                raise ValueError(
+                    f"drift.adapter={str(path)!r} is a {config.get('peft_type')} adapter; "
+                    "accepted: a LoRA adapter (peft), e.g. a rho_sft run dir"
+                )
+            return folder
+    what = "does not exist" if not p.exists() else "holds no adapter_config.json"
+    raise ValueError(
+        f"drift.adapter={str(path)!r} {what}; accepted: a LoRA adapter folder (peft's "
+        "adapter_config.json + adapter_model.safetensors) or a rho_sft run dir holding adapter/"
+    )
+
+
+def lora_deltas(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """``(alpha / r) * B @ A`` for every adapted weight, keyed by the base model's parameter
+    name (peft prefixes its keys with ``base_model.model.`` and, for a causal LM, ``model.``;
+    the base model has neither)."""
+    from safetensors.numpy import load_file
+
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    r = int(config["r"])
+    scale = float(config["lora_alpha"]) / (np.sqrt(r) if config.get("use_rslora") else r)
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    out = {}
+    for key, a in tensors.items():
+        if ".lora_A." not in key:
+            continue
+        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        target = _match(module + ".weight", names)
+        delta = scale * (b.astype(np.float64) @ a.astype(np.float64))
+        out[target] = (delta.T if config.get("fan_in_fan_out") else delta).astype(np.float32)
+    if not out:
+        raise ValueError(f"adapter {folder} holds no LoRA weights (lora_A / lora_B)")
+    return out
+
+
+def _match(name: str, names: list[str]) -> str:
+    candidates = [n for n in names if name == n or name.endswith("." + n) or n.endswith(name)]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"adapter weight {name!r} matches {len(candidates)} of the model's parameters "
+            "(accepted: an adapter trained on this model)"
+        )
+    return candidates[0]
+
+
+def merge(base: dict, deltas: dict, scale: float) -> dict[str, np.ndarray]:
+    return {n: (base[n] + scale * d).astype(np.float32) for n, d in deltas.items()}

@@ -1,0 +1,312 @@
+"""Real model updates as drift (driftbench/updates/, driftbench/twin.py): each update's weights
+against the gguf package, peft and the interpolation formula; the swap map against a known
+rotation; the synthetic twin's angle; every update end to end on tiny random models, served from
+the cache the second time; bad input refused in one line before any embedding."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, quants
+
+from driftbench import drift as D
+from driftbench.embed import extract_embeddings
+from driftbench.launcher import ConfigError, run
+from driftbench.twin import TWIN_DRIFTS, mean_angle, synthetic_twin
+from driftbench.updates.align import apply_map, fit_map
+from driftbench.updates.weights import (
+    LADDER,
+    adapter_folder,
+    interpolate,
+    lora_deltas,
+    merge,
+    relative_error,
+    requantize,
+)
+
+TINY = ["model=tiny_random", "data.n_samples=200", "monitor=none", "drift.twin_draws=2"]
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_model):
+    """The tiny random decoder (no LM head) and its weights, as an update edits them."""
+    base = tiny_model.model.get_decoder()
+    return base, tiny_model.backend.weights(base)
+
+
+def embed(model, tokenizer, texts):
+    return extract_embeddings(model, tokenizer, texts, batch_tokens=512, progress=False)[0]
+
+
+TEXTS = ["you are a wonderful person", "get lost, idiot", "the weather is fine", "shut up"]
+
+
+def test_requantizing_equals_the_gguf_round_trip_and_the_error_grows_down_the_ladder(decoder):
+    _, base = decoder
+    errors = []
+    for name in LADDER:
+        qtype = GGMLQuantizationType[name]
+        new = requantize(base, name)
+        assert new, name  # the linear layers and the token embedding are quantized
+        for n, w in new.items():
+            expected = quants.dequantize(quants.quantize(base[n], qtype), qtype)
+            np.testing.assert_array_equal(w, expected.astype(np.float32))
+        assert not any(base[n].ndim == 1 for n in new)  # norms stay float32
+        errors.append(relative_error(base, new))
+    assert errors == sorted(errors) and errors[0] > 0, dict(zip(LADDER, errors, strict=True))
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_model, tmp_path_factory):
+    """A peft LoRA adapter of the tiny model with random (non-zero) B, saved as rho_sft saves
+    one (``<run dir>/adapter``), and peft's own merged model."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(copy.deepcopy(tiny_model.model), config)
+    run_dir = tmp_path_factory.mktemp("rho_run")
+    peft_model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    merged = peft_model.merge_and_unload().get_decoder()
+    return run_dir, merged
+
+
+def test_adapter_scale_0_is_the_model_and_scale_1_is_peft_merged(tiny_model, decoder, lora):
+    model, base = decoder
+    run_dir, merged = lora
+    deltas = lora_deltas(adapter_folder(run_dir), list(base))
+    assert len(deltas) == 2 * 2  # q_proj and o_proj in each of the 2 blocks
+    backend, tok = tiny_model.backend, tiny_model.tokenizer
+    z0 = embed(model, tok, TEXTS)
+    backend.set_weights(model, merge(base, deltas, 0.0))
+    np.testing.assert_array_equal(embed(model, tok, TEXTS), z0)
+    backend.set_weights(model, merge(base, deltas, 1.0))
+    try:
+        ours = embed(model, tok, TEXTS)
+    finally:
+        backend.set_weights(model, base)
+    np.testing.assert_allclose(ours, embed(merged, tok, TEXTS), atol=1e-5)
+    assert np.abs(ours - z0).max() > 1e-3  # the adapter does move the embeddings
+
+
+def test_interpolation_at_0_and_1_gives_the_endpoints(decoder):
+    _, base = decoder
+    end = {**base, **requantize(base, "Q4_0")}
+    assert interpolate(base, end, 0.0).keys() == requantize(base, "Q4_0").keys()
+    for n, w in interpolate(base, end, 0.0).items():
+        np.testing.assert_array_equal(w, base[n])
+    for n, w in interpolate(base, end, 1.0).items():
+        np.testing.assert_array_equal(w, end[n])
+    half = interpolate(base, end, 0.5)
+    n = next(iter(half))
+    np.testing.assert_allclose(half[n], (base[n] + end[n]) / 2, rtol=1e-6)
+
+
+def unit(n, d, seed):
+    z = np.random.default_rng(seed).standard_normal((n, d))
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_procrustes_recovers_a_known_rotation_and_a_wider_embedding():
+    z_old = unit(300, 24, 0)
+    q = D.random_orthogonal(24, np.random.default_rng(1))
+    z_new = z_old @ q.T  # the new model is the old one rotated
+    np.testing.assert_allclose(z_new @ fit_map(z_new, z_old, "procrustes"), z_old, atol=1e-8)
+    wide = np.linalg.qr(np.random.default_rng(2).standard_normal((40, 24)))[0]  # 40 x 24
+    z_wide = z_old @ wide.T  # a 40-wide model that holds the old space isometrically
+    np.testing.assert_allclose(
+        apply_map(z_wide, fit_map(z_wide, z_old, "procrustes")), z_old, atol=1e-8
+    )
+    np.testing.assert_allclose(z_wide @ fit_map(z_wide, z_old, "lstsq"), z_old, atol=1e-8)
+    with pytest.raises(ValueError, match="map=none with widths 40 -> 24; accepted"):
+        fit_map(z_wide, z_old, "none")
+
+
+@pytest.mark.parametrize("kind", TWIN_DRIFTS)
+@pytest.mark.parametrize("target", [2.0, 15.0])
+def test_the_twin_search_hits_the_target_angle(kind, target):
+    z0, y = unit(200, 32, 3), np.arange(200) % 2
+    twin = synthetic_twin(
+        z0,
+        y,
+        lambda z: 1 / (1 + np.exp(-5 * z[:, 0])),
+        target,
+        kind,
+        draws=5,
+        seed=0,
+        tau=0.8,
+        n_bins=5,
+    )
+    assert abs(twin["angle_deg"] - target) < 0.5 and twin["sigma"] > 0
+    assert twin["draws"] == 5 and 0 <= twin["roc_auc"] <= 1
+
+
+def test_the_twin_of_the_paper_sigma_is_itself():
+    """At the angle Gaussian sigma = 0.02 gives, the Gaussian twin is sigma = 0.02 again."""
+    z0 = unit(200, 576, 4)
+    noise = [np.random.default_rng([9, k]).standard_normal(z0.shape) for k in range(5)]
+    drifted = [lambda s, e=e: D.normalize(z0 + s * e) for e in noise]
+    angle = mean_angle(z0, drifted, 0.02)
+    twin = synthetic_twin(
+        z0,
+        np.arange(200) % 2,
+        lambda z: 1 / (1 + np.exp(-z[:, 0])),
+        angle,
+        "gaussian",
+        draws=5,
+        seed=1,
+        tau=0.8,
+        n_bins=5,
+    )
+    assert twin["sigma"] == pytest.approx(0.02, rel=0.02)
+
+
+def one_run(tmp_path):
+    found = sorted((tmp_path / "outputs").glob("**/metrics.json"))
+    return found[-1].parent, json.loads(found[-1].read_text())
+
+
+def check_update_run(d, m, labels):
+    rows = m["checkpoints"]
+    assert [r["update"] for r in rows] == labels
+    assert rows[0]["realized_angle_deg"] < 1e-6 and rows[0]["relative_weight_error"] == 0
+    assert rows[-1]["realized_angle_deg"] > 0
+    for r in rows[1:]:
+        for kind in TWIN_DRIFTS:
+            assert r[f"twin_{kind}_sigma"] is None or r[f"twin_{kind}_sigma"] > 0
+    assert len(m["update"]["twins"]) == len(labels)
+    assert (d / "update_vs_twins.png").stat().st_size > 0
+
+
+def test_quantize_end_to_end_then_from_the_cache(make_cfg, tmp_path, caplog):
+    cfg = make_cfg(*TINY, "drift=quantize", "drift.levels=[Q8_0,Q4_0]", "seed=3")
+    run(cfg)
+    d, m = one_run(tmp_path)
+    check_update_run(d, m, ["original", "Q8_0", "Q4_0"])
+    errors = [r["relative_weight_error"] for r in m["checkpoints"]]
+    assert 0 < errors[1] < errors[2]
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    run(make_cfg(*TINY, "drift=quantize", "drift.levels=[Q8_0,Q4_0]", "seed=3", "classifier=knn"))
+    assert "update quantize Q4_0: 0 of 40 texts embedded now" in caplog.text
+    _, again = one_run(tmp_path)
+    assert [r["relative_weight_error"] for r in again["checkpoints"]] == errors
+    assert [r["realized_angle_deg"] for r in again["checkpoints"]] == [
+        r["realized_angle_deg"] for r in m["checkpoints"]
+    ]
+
+
+def test_adapter_from_a_rho_sft_run_dir_end_to_end(make_cfg, tmp_path, lora):
+    run_dir, _ = lora
+    run(make_cfg(*TINY, "drift=adapter", f"drift.adapter={run_dir}", "drift.scales=[0,1,4]"))
+    d, m = one_run(tmp_path)
+    check_update_run(d, m, ["s=0", "s=1", "s=4"])
+    angles = [r["realized_angle_deg"] for r in m["checkpoints"]]
+    assert angles[0] < angles[1] < angles[2]
+
+
+def test_interpolate_to_another_tiny_model_end_to_end(make_cfg, tmp_path):
+    run(
+        make_cfg(
+            *TINY,
+            "drift=interpolate",
+            "drift.quantize=null",
+            "+model@drift.target=tiny_random",
+            "drift.target.init_seed=1",
+            "drift.alphas=[0,0.5,1]",
+        )
+    )
+    d, m = one_run(tmp_path)
+    check_update_run(d, m, ["a=0", "a=0.5", "a=1"])
+
+
+def test_swap_to_a_narrower_tiny_model_end_to_end(make_cfg, tmp_path):
+    target = ["model@drift.target=tiny_random", "drift.target.init_seed=7"]
+    run(make_cfg(*TINY, "drift=swap", *target, "drift.target.hidden_size=32", "drift.anchors=60"))
+    d, m = one_run(tmp_path)
+    check_update_run(d, m, ["original", "tiny_random"])
+    assert "roc_auc_unmapped" not in m["checkpoints"][1]  # widths differ: no unmapped AUC
+    run(make_cfg(*TINY, "drift=swap", *target, "drift.anchors=60", "drift.map=none"))
+    _, same_width = one_run(tmp_path)
+    assert same_width["checkpoints"][1]["update"] == "tiny_random"
+
+
+@pytest.mark.parametrize(
+    "overrides, said",
+    [
+        (
+            ["drift=adapter", "drift.adapter=/no/such/run"],
+            "drift.adapter='/no/such/run' does not exist; accepted: a LoRA adapter folder",
+        ),
+        (["drift=adapter", "drift.adapter=."], "holds no adapter_config.json; accepted"),
+        (
+            ["drift=quantize", "drift.levels=[Q4_K]"],
+            "quantization type 'Q4_K'; accepted: F16, Q4_0",
+        ),
+        (
+            ["drift=quantize", "drift.anchors=5000"],
+            "drift.anchors=5000 is more than the 140 training texts; accepted: 0..140",
+        ),
+        (
+            ["drift=interpolate", "drift.quantize=null"],
+            "drift=interpolate needs exactly one endpoint",
+        ),
+        (
+            [
+                "drift=interpolate",
+                "drift.quantize=null",
+                "+model@drift.target=tiny_random",
+                "drift.target.num_hidden_layers=3",
+            ],
+            "drift=interpolate: tiny_random and tiny_random differ (num_hidden_layers 2 vs 3); "
+            "accepted: two checkpoints of the same architecture",
+        ),
+        (
+            [
+                "drift=swap",
+                "model@drift.target=tiny_random",
+                "drift.target.hidden_size=32",
+                "drift.map=none",
+                "drift.anchors=60",
+            ],
+            "drift.map=none but tiny_random has width 64 and tiny_random 32; "
+            "accepted: drift.map=procrustes or lstsq",
+        ),
+        (["drift=swap", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
+        (
+            ["drift=swap", "model@drift.target=hf", "drift.target.name_or_path=/no/such/model"],
+            "model.name_or_path='/no/such/model' does not exist",
+        ),
+        (
+            ["drift=quantize", "backend=mlx"],
+            "drift=quantize edits the model's weights, which backend=mlx cannot",
+        ),
+    ],
+)
+def test_bad_update_settings_stop_before_any_embedding(make_cfg, tmp_path, overrides, said):
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*TINY, *overrides))
+    assert said in str(err.value) and "\n" not in str(err.value)
+    assert not list((tmp_path / "outputs").glob("**/meta.json"))
+
+
+def test_adapter_trained_by_the_run_end_to_end_and_trained_once(make_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    train = ["sft/condition=sft_only", "sft.data.n_examples=8", "drift.train_probes=4"]
+    run(make_cfg(*TINY, "drift=adapter", *train, "drift.scales=[0,1,8]"))
+    d, m = one_run(tmp_path)
+    check_update_run(d, m, ["s=0", "s=1", "s=8"])
+    assert "training the adapter the update applies: sft_only, 8 SFT texts" in caplog.text
+    caplog.clear()
+    run(make_cfg(*TINY, "drift=adapter", *train, "drift.scales=[0,1,8]", "classifier=knn"))
+    assert "training the adapter" not in caplog.text  # the trained adapter is cached
+    _, again = one_run(tmp_path)
+    assert [r["realized_angle_deg"] for r in again["checkpoints"]] == [
+        r["realized_angle_deg"] for r in m["checkpoints"]
+    ]
