@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy.special import expit
-from scipy.stats import binom
+from scipy.stats import betabinom, binom, ks_2samp
 from threadpoolctl import threadpool_limits
 
 from driftbench import monitors as MON
@@ -44,6 +44,17 @@ def window(rng, n: int = 40, **shift) -> MON.View:
 def binomial_band(n: int, level: float = ALPHA) -> tuple[float, float]:
     """The central 99% range of the alarm share of n independent trials at rate ``level``."""
     return binom.ppf(0.005, n, level) / n, binom.ppf(0.995, n, level) / n
+
+
+def threshold_band(n_calibration: int, n: int, level: float = ALPHA) -> tuple[float, float]:
+    """The central 99% range of the alarm share of n null trials above the (1 - level)
+    quantile of n_calibration others: the threshold is itself random. It lies between the
+    order statistics k and k + 1 of the calibration draws (numpy's interpolation), and the
+    number of new draws above the k-th is beta-binomial (n, n_calibration - k + 1, k),
+    whatever the statistic's distribution."""
+    k = int(np.floor((1 - level) * (n_calibration - 1))) + 1
+    lo = betabinom.ppf(0.005, n, n_calibration - k, k + 1)
+    return lo / n, betabinom.ppf(0.995, n, n_calibration - k + 1, k) / n
 
 
 # --- hand computations ---------------------------------------------------------------------------
@@ -149,18 +160,114 @@ def test_ks_bonferroni_multiplies_the_smallest_p_value_by_k():
     assert MON.ks_bonferroni(a, b)[1] == pytest.approx(min(1.0, 3 * min(ps)))
 
 
+# --- every window of a pool at once equals the per-window definitions ---------------------------
+
+
+@pytest.mark.parametrize("m, w", [(37, 25), (25, 25)])  # scipy's two exact paths: n1 != n2, ==
+def test_ks_windows_equal_scipy_ks_2samp_with_ties(m, w):
+    rng = np.random.default_rng(30)
+    a = np.round(rng.standard_normal((m, 3)), 1)  # ties within and across the samples
+    pool = np.round(rng.standard_normal((60, 3)) + 0.3, 1)
+    idx = MON.draw_windows(60, w, 8, rng)
+    stat, p = MON.ks_windows(a, pool, idx)
+    one_stat, one_p = MON.ks_windows(a[:, 0], pool[:, 0], idx)  # BBSD: one column
+    for i, rows in enumerate(idx):
+        per_column = [ks_2samp(a[:, j], pool[rows, j]) for j in range(3)]
+        assert stat[i] == pytest.approx(max(r.statistic for r in per_column), abs=1e-12)
+        assert p[i] == pytest.approx(min(1.0, 3 * min(r.pvalue for r in per_column)), abs=1e-12)
+        assert one_stat[i] == pytest.approx(per_column[0].statistic, abs=1e-12)
+        assert one_p[i] == pytest.approx(per_column[0].pvalue, abs=1e-12)
+
+
+@pytest.mark.parametrize("w", [21, 22])  # an odd and an even number of pairs for the median
+def test_mmd_windows_equal_mmd_test_per_window_with_the_same_permutations(w):
+    rng = np.random.default_rng(31)
+    x, pool = rng.standard_normal((30, 5)), rng.standard_normal((50, 5)) + 0.2
+    idx = MON.draw_windows(50, w, 6, rng)
+    assignments = MON.random_assignments(30 + w, 30, 99, rng)
+    stat, p = MON.mmd_windows(x, pool, idx, assignments)
+    for i, rows in enumerate(idx):
+        sq = MON.pairwise_sq_dists(np.concatenate([x, pool[rows]]))
+        kernel = MON.rbf_kernel(sq, MON.median_bandwidth(sq))
+        observed = MON.mmd2_unbiased(kernel, 30)
+        assert stat[i] == pytest.approx(observed, abs=1e-12)
+        permuted = MON.mmd2_permuted(kernel, 30, assignments)
+        assert p[i] == MON.permutation_p_value(observed, permuted)
+
+
+def test_logistic_dual_fit_is_scikit_learns_logistic_regression():
+    """The same objective: solved tightly, the same decision function; at scikit-learn's own
+    tolerance, its stopping rule holds (gradient of mean loss + |w|^2 / (2Cn) at most 1e-4)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(33)
+    feats = rng.standard_normal((60, 40))
+    t = (feats[:, 0] + rng.standard_normal(60) > 0).astype(float)
+    new = rng.standard_normal((25, 40))
+    exact = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000).fit(feats, t)
+    alpha, b = MON.logistic_dual_fit(feats @ feats.T, feats, t, 0.5, tol=1e-6)
+    np.testing.assert_allclose(new @ (feats.T @ alpha) + b, exact.decision_function(new), 1e-5)
+    alpha, b = MON.logistic_dual_fit(feats @ feats.T, feats, t, 0.5)
+    w = feats.T @ alpha
+    r = expit(feats @ w + b) - t
+    gradient = np.r_[feats.T @ r / 60 + w / (0.5 * 60), r.mean()]
+    assert np.abs(gradient).max() <= 1e-4
+
+
+def test_c2st_windows_match_scikit_learn_on_the_same_splits():
+    rng = np.random.default_rng(34)
+    x, _, _ = sample(rng, 60)
+    pool = np.concatenate([sample(rng, 60)[0], sample(rng, 60, shift=0.4)[0]])
+    idx = MON.draw_windows(120, 60, 6, rng)
+    auc, p = MON.c2st_windows(x, pool, idx, 0.5, 1.0, np.random.default_rng(7))
+    draws = np.random.default_rng(7)  # the same splits, window by window
+    one = np.array([MON.c2st(x, pool[rows], 0.5, 1.0, draws) for rows in idx])
+    np.testing.assert_allclose(auc, one[:, 0], atol=0.01)
+    np.testing.assert_allclose(p, one[:, 1], atol=0.02)
+
+
+@pytest.mark.parametrize("name", [n for n in MON.MONITORS if n not in ("mmd", "c2st")])
+def test_batch_equals_the_per_window_definition(name):
+    rng = np.random.default_rng(32)
+    ref = reference(rng)
+    z, p, _ = sample(rng, 90, spread=1.2)
+    wins = MON.Windows(MON.View(z, p), MON.draw_windows(90, 40, 7, rng))
+    mon = MON.MONITORS[name]
+    for i, out in enumerate(mon.batch(ref, wins, SETTINGS, None)):
+        one = mon.test(ref, wins.view(i), SETTINGS, None)
+        assert out.statistic == pytest.approx(one.statistic, abs=1e-12)
+        for got, want in ((out.p_value, one.p_value), (out.accuracy, one.accuracy)):
+            assert (got is None) == (want is None) and (got is None or abs(got - want) < 1e-12)
+
+
+def test_windows_are_distinct_rows_of_the_pool():
+    pool = MON.View(np.eye(4), np.full(4, 0.5))
+    assert len(MON.Windows(pool, np.array([[0, 1], [2, 3]]))) == 2
+    with pytest.raises(ValueError, match="row indices repeat"):
+        MON.Windows(pool, np.array([[0, 0]]))
+    with pytest.raises(ValueError, match="index the pool's 4 texts"):
+        MON.Windows(pool, np.array([[0, 4]]))
+    with pytest.raises(ValueError, match="need one size, got sizes \\[2, 3\\]"):
+        MON.Windows.of_views(
+            [MON.View(np.eye(2), np.full(2, 0.5)), MON.View(np.eye(3), np.full(3, 0.5))]
+        )
+
+
 # --- under the null, and on a strong shift ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def null_trials():
     """Every monitor on 2 x 200 null trials (reference and window from one distribution): the
-    first 200 set the thresholds of the monitors without a p-value, the next 200 are scored."""
-    rng = np.random.default_rng(20)
+    first 200 set the thresholds of the monitors without a p-value, the next 200 are scored.
+    The data and the tests' own draws (permutations, splits) come from separate streams, so
+    the data do not depend on how many numbers a test draws."""
+    data, draws = np.random.default_rng(20), np.random.default_rng(120)
     runs = []
     for _ in range(2 * TRIALS):
-        ref = reference(rng)
-        runs.append(MON.run_windows(ref, [window(rng)], list(MON.MONITORS), SETTINGS, rng))
+        ref = reference(data)
+        wins = MON.Windows.of_views([window(data)])
+        runs.append(MON.run_windows(ref, wins, list(MON.MONITORS), SETTINGS, draws))
     calib = {n: [r[n][0] for r in runs[:TRIALS]] for n in MON.MONITORS}
     scored = {n: [r[n][0] for r in runs[TRIALS:]] for n in MON.MONITORS}
     return calib, scored
@@ -169,13 +276,12 @@ def null_trials():
 @pytest.mark.parametrize("name", list(MON.MONITORS))
 def test_false_alarm_rate_under_the_null_is_within_the_binomial_band(null_trials, name):
     calib, scored = null_trials
-    threshold = (
-        None
-        if MON.MONITORS[name].has_p_value
-        else MON.null_threshold([o.statistic for o in calib[name]], ALPHA)
-    )
+    if MON.MONITORS[name].has_p_value:
+        threshold, (lo, hi) = None, binomial_band(TRIALS)
+    else:
+        threshold = MON.null_threshold([o.statistic for o in calib[name]], ALPHA)
+        lo, hi = threshold_band(TRIALS, TRIALS)
     rate = MON.alarms(scored[name], ALPHA, threshold).mean()
-    lo, hi = binomial_band(TRIALS)
     assert lo <= rate <= hi, f"{name}: {rate:.3f} outside [{lo:.3f}, {hi:.3f}]"
 
 
@@ -191,7 +297,7 @@ def test_every_monitor_alarms_on_a_strong_shift(null_trials):
     rng = np.random.default_rng(21)
     ref = reference(rng)
     shifted = [window(rng, spread=0.03, shift=1.5) for _ in range(20)]
-    out = MON.run_windows(ref, shifted, list(MON.MONITORS), SETTINGS, rng)
+    out = MON.run_windows(ref, MON.Windows.of_views(shifted), list(MON.MONITORS), SETTINGS, rng)
     for name, outcomes in out.items():
         threshold = (
             None

@@ -12,14 +12,22 @@ Pure numpy / scipy / scikit-learn: no torch, no Hydra, no files. Vocabulary:
   the classifier's toxic-class probabilities ``p`` (n,);
 * the ``Reference`` is an undrifted, held-out ``View`` with its labels (a team has labelled
   validation data when it deploys), plus the principal components of the training embeddings;
-* a window is the ``View`` of the w texts a team sees in a day.
+* a window is the ``View`` of the w texts a team sees in a day; ``Windows``, k windows as rows
+  of one pool (a checkpoint's test texts).
 
 Every monitor in ``MONITORS`` maps (reference, window) to an ``Outcome``: a statistic that grows
 with drift, its p-value where the statistic has a calibrated test, and an accuracy estimate for the
-estimators. A monitor without a p-value alarms above the (1 - alpha) quantile of its statistic
-over undrifted calibration windows (``null_threshold``).
+estimators; its ``batch`` does the same for all windows of a pool at once (``batched``), which is
+how runs call it. A monitor without a p-value alarms above the (1 - alpha) quantile of its
+statistic over undrifted calibration windows (``null_threshold``).
 """
 
+from driftbench.monitors.batched import (
+    c2st_windows,
+    ks_windows,
+    logistic_dual_fit,
+    mmd_windows,
+)
 from driftbench.monitors.registry import MONITORS, Monitor, check_names
 from driftbench.monitors.scoring import (
     alarms,
@@ -32,6 +40,7 @@ from driftbench.monitors.statistics import (
     atc_estimate,
     atc_threshold,
     c2st,
+    c2st_split,
     cbpe_estimate,
     doc_estimate,
     ks_bonferroni,
@@ -44,7 +53,7 @@ from driftbench.monitors.statistics import (
     random_assignments,
     rbf_kernel,
 )
-from driftbench.monitors.views import REFERENCES, Outcome, Reference, Settings, View
+from driftbench.monitors.views import REFERENCES, Outcome, Reference, Settings, View, Windows
 
 __all__ = [
     "MONITORS",
@@ -54,19 +63,25 @@ __all__ = [
     "Reference",
     "Settings",
     "View",
+    "Windows",
     "alarms",
     "atc_estimate",
     "atc_threshold",
     "c2st",
+    "c2st_split",
+    "c2st_windows",
     "cbpe_estimate",
     "check_names",
     "doc_estimate",
     "draw_windows",
     "ks_bonferroni",
+    "ks_windows",
+    "logistic_dual_fit",
     "median_bandwidth",
     "mmd2_permuted",
     "mmd2_unbiased",
     "mmd_test",
+    "mmd_windows",
     "null_threshold",
     "pairwise_sq_dists",
     "permutation_p_value",

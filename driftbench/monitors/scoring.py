@@ -8,7 +8,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
 from driftbench.monitors.registry import MONITORS
-from driftbench.monitors.views import Outcome, Reference, Settings, View
+from driftbench.monitors.views import Outcome, Reference, Settings, Windows
 
 # --- windows, and scoring a run's monitors ------------------------------------------------------
 
@@ -24,16 +24,17 @@ def draw_windows(n_pool: int, window: int, n_windows: int, rng) -> np.ndarray:
 
 def run_windows(
     ref: Reference,
-    windows: Sequence[View],
+    windows: Windows,
     names: Sequence[str],
     settings: Settings,
     rng: np.random.Generator,
 ) -> dict[str, list[Outcome]]:
-    """Every named monitor on every window. On one BLAS/OpenMP thread: the matrices are a few
-    hundred rows, and two threads spinning against each other on a shared 2-core machine made
-    logistic-regression fits 3x and MMD 2x slower than one (SmolLM2 windows of 200)."""
+    """Every named monitor on every window of one pool (``Monitor.batch``). On one BLAS/OpenMP
+    thread: the matrices are a few hundred rows, and two threads spinning against each other
+    on a shared 2-core machine made logistic-regression fits 3x and MMD 2x slower than one
+    (SmolLM2 windows of 200)."""
     with threadpool_limits(1):
-        return {n: [MONITORS[n].test(ref, w, settings, rng) for w in windows] for n in names}
+        return {n: MONITORS[n].batch(ref, windows, settings, rng) for n in names}
 
 
 def null_threshold(statistics: Sequence[float], alpha: float) -> float:

@@ -8,7 +8,6 @@ import numpy as np
 from scipy.stats import ks_2samp, mannwhitneyu
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -106,27 +105,37 @@ def ks_bonferroni(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return stat, min(1.0, a.shape[1] * p_min)
 
 
+def c2st_split(n_x: int, n_y: int, holdout: float, rng) -> tuple[np.ndarray, ...]:
+    """C2ST's stratified split of x (n_x rows) and y (n_y rows): each holds out
+    round(holdout * n) of its rows, at least one and at most n - 1, drawn without replacement.
+    Returns sorted (held_x, fit_x, held_y, fit_y) row indices."""
+    out = []
+    for n in (n_x, n_y):
+        n_held = min(max(round(holdout * n), 1), n - 1)
+        order = rng.permutation(n)
+        out += [np.sort(order[:n_held]), np.sort(order[n_held:])]
+    return tuple(out)
+
+
 def c2st(x: np.ndarray, y: np.ndarray, holdout: float, c: float, rng) -> tuple[float, float]:
     """Classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017): a standardised L2 logistic
     regression learns to tell y (label 1) from x (label 0) on a stratified share of the pooled
-    rows and scores the held-out ``holdout`` share. Returns the held-out AUC and its one-sided
-    Mann-Whitney p-value (AUC > 0.5), exact under the null: the held-out scores come from one
-    model that never saw them. (Out-of-fold scores of k-fold CV, pooled, are not: the folds'
-    models differ, the pooled AUC spreads wider than Mann-Whitney's null, and at the 5% level
-    it alarmed on 8-11% of null trials, docs/monitors.md.)"""
-    data = np.concatenate([x, y])
-    label = np.r_[np.zeros(len(x)), np.ones(len(y))]
-    fit, held = train_test_split(
-        np.arange(len(data)),
-        test_size=holdout,
-        stratify=label,
-        random_state=int(rng.integers(2**31)),
-    )
+    rows (``c2st_split``) and scores the held-out ``holdout`` share. Returns the held-out AUC
+    and its one-sided Mann-Whitney p-value (AUC > 0.5), exact under the null: the held-out
+    scores come from one model that never saw them. (Out-of-fold scores of k-fold CV, pooled,
+    are not: the folds' models differ, the pooled AUC spreads wider than Mann-Whitney's null,
+    and at the 5% level it alarmed on 8-11% of null trials, docs/monitors.md.)"""
+    held_x, fit_x, held_y, fit_y = c2st_split(len(x), len(y), holdout, rng)
+    fit = np.concatenate([x[fit_x], y[fit_y]])
+    label = np.r_[np.zeros(len(fit_x)), np.ones(len(fit_y))]
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
-    scores = model.fit(data[fit], label[fit]).decision_function(data[held])
-    pos, neg = scores[label[held] == 1], scores[label[held] == 0]
-    u = mannwhitneyu(pos, neg, alternative="greater")
-    return float(u.statistic) / (len(pos) * len(neg)), float(u.pvalue)
+    model.fit(fit, label)
+    u = mannwhitneyu(
+        model.decision_function(y[held_y]),
+        model.decision_function(x[held_x]),
+        alternative="greater",
+    )
+    return float(u.statistic) / (len(held_x) * len(held_y)), float(u.pvalue)
 
 
 def atc_threshold(conf: np.ndarray, correct: np.ndarray) -> float:

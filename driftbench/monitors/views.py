@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -38,6 +39,55 @@ class View:
     @cached_property
     def mean(self) -> np.ndarray:
         return self.z.mean(axis=0)
+
+
+class Windows:
+    """k windows of w texts each, as rows of one pool's view (the pool: a checkpoint's test
+    texts; every window a sorted set of distinct rows). The monitors compute what does not
+    depend on the window once per pool: its PCA coordinates, its kernel and Gram matrices."""
+
+    def __init__(self, pool: View, idx: np.ndarray):
+        idx = np.asarray(idx)
+        if idx.ndim != 2 or idx.shape[1] < 2 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"windows need (k, w >= 2) integer row indices, got {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= len(pool.p)):
+            raise ValueError(f"window rows must index the pool's {len(pool.p)} texts")
+        if (np.diff(np.sort(idx, axis=1), axis=1) == 0).any():
+            raise ValueError("a window holds distinct texts: its row indices repeat")
+        self.pool, self.idx = pool, idx
+
+    def __len__(self) -> int:
+        return self.idx.shape[0]
+
+    @property
+    def size(self) -> int:
+        """w: texts per window."""
+        return self.idx.shape[1]
+
+    def view(self, i: int) -> View:
+        return View(self.pool.z[self.idx[i]], self.pool.p[self.idx[i]])
+
+    @classmethod
+    def of_views(cls, views: Sequence[View]) -> Windows:
+        """Windows of equal size stacked into one pool (each window its own rows)."""
+        sizes = {len(v.p) for v in views}
+        if len(sizes) != 1:
+            raise ValueError(f"windows of one batch need one size, got sizes {sorted(sizes)}")
+        pool = View(np.concatenate([v.z for v in views]), np.concatenate([v.p for v in views]))
+        return cls(pool, np.arange(len(pool.p)).reshape(len(views), -1))
+
+    @cached_property
+    def confidence_mean(self) -> np.ndarray:
+        """Each window's mean confidence, (k,)."""
+        return self.pool.confidence[self.idx].mean(axis=1)
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        """Each window's mean embedding, (k, d): one product with the (k, pool) averaging
+        matrix, never a (k, w, d) copy of the windows."""
+        avg = np.zeros((len(self), len(self.pool.p)))
+        np.put_along_axis(avg, self.idx, 1.0 / self.size, axis=1)
+        return avg @ self.pool.z
 
 
 @dataclass(frozen=True)

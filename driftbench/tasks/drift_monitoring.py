@@ -80,10 +80,9 @@ class Monitoring:
         self.true_accuracy: list[np.ndarray] = []
 
     def _outcomes(self, z_pool, p_pool, windows) -> tuple[dict, np.ndarray]:
-        views = [MON.View(z_pool[i], p_pool[i]) for i in windows]
-        correct = M.predict(p_pool) == self.y_pool
-        acc = np.array([correct[i].mean() for i in windows])
-        return MON.run_windows(self.reference, views, self.names, self.settings, self.rng), acc
+        wins = MON.Windows(MON.View(z_pool, p_pool), windows)
+        acc = (M.predict(p_pool) == self.y_pool)[windows].mean(axis=1)
+        return MON.run_windows(self.reference, wins, self.names, self.settings, self.rng), acc
 
     def checkpoint(self, zc_test: np.ndarray, p_test: np.ndarray) -> float:
         """Every monitor on this checkpoint's windows; returns the seconds they took."""
