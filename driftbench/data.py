@@ -209,6 +209,36 @@ def read_table(path: Path):
     )
 
 
+_PARSED: dict = {}  # the last data file parsed, for the next job of a sweep
+
+
+def _scores_and_texts(
+    path: Path, text_column: str | None, label_column: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Every row's label score, text and whether it has one (read-only), and the label column's
+    name: parsed once per process for a file of unchanged (path, size, mtime), as the jobs of a
+    sweep read it."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, text_column, label_column)
+    if key not in _PARSED:
+        df = read_table(path)
+        if len(df) == 0:
+            raise DataError(f"data file {path} is empty (a header, no rows)")
+        cols = [str(c) for c in df.columns]
+        tcol = _pick_column(cols, text_column, TEXT_COLUMNS, "text", path)
+        lcol = _pick_column(cols, label_column, LABEL_COLUMNS, "label", path)
+        import pandas as pd
+
+        score = pd.to_numeric(df[lcol], errors="coerce").to_numpy(dtype=np.float64)
+        text = df[tcol].astype(str).to_numpy()
+        has_text = np.char.str_len(text.astype(str)) > 0
+        for a in (score, text, has_text):
+            a.flags.writeable = False
+        _PARSED.clear()  # one file at a time: a sweep reads one
+        _PARSED[key] = (score, text, has_text, lcol)
+    return _PARSED[key]
+
+
 def load_toxicity(
     path: Path,
     text_column: str | None = None,
@@ -225,17 +255,8 @@ def load_toxicity(
     The sample and the split have separate seeds so that a sweep over ``seed`` keeps the same
     texts (and so the same cached embeddings) while the split and the drift change."""
     check_sample_size(n_samples, split)
-    df = read_table(path)
-    if len(df) == 0:
-        raise DataError(f"data file {path} is empty (a header, no rows)")
-    cols = [str(c) for c in df.columns]
-    tcol = _pick_column(cols, text_column, TEXT_COLUMNS, "text", path)
-    lcol = _pick_column(cols, label_column, LABEL_COLUMNS, "label", path)
-    import pandas as pd
-
-    score = pd.to_numeric(df[lcol], errors="coerce").to_numpy(dtype=np.float64)
-    text = df[tcol].astype(str).to_numpy()
-    ok = np.isfinite(score) & (np.char.str_len(text.astype(str)) > 0)
+    score, text, has_text, lcol = _scores_and_texts(path, text_column, label_column)
+    ok = np.isfinite(score) & has_text
     rows_ok = np.flatnonzero(ok)
     if rows_ok.size == 0:
         raise DataError(f"no usable rows in {path}: every row lacks text or a numeric {lcol!r}")

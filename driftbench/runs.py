@@ -25,6 +25,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -168,11 +169,16 @@ def git_commit() -> str | None:
     return _git("rev-parse", "HEAD")
 
 
-def environment() -> dict:
-    import sklearn
-    import torch
-    import transformers
+def _version(distribution: str) -> str | None:
+    """An installed package's version without importing it (importing torch and transformers
+    costs a job that never loads a model seconds of start-up)."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
+
+def environment() -> dict:
     from driftbench import __version__
 
     commit = git_commit()
@@ -182,9 +188,9 @@ def environment() -> dict:
         "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "sklearn": sklearn.__version__,
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "sklearn": _version("scikit-learn"),
         "numpy": np.__version__,
         "host": socket.gethostname(),
     }
