@@ -1,4 +1,5 @@
-"""Figures of one drift run (the paper's figures 1-3, plus what sigma means as an angle)."""
+"""Figures of one drift run (the paper's figures 1-3, plus what sigma means as an angle). None is
+drawn in a run with ``runtime.figures=false`` (``runs.figures_on``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from driftbench.runs import save_figure  # noqa: E402
+from driftbench.runs import figures_on, save_figure  # noqa: E402
 
 
 def _angle_axis(ax, rows: list[dict]) -> None:
@@ -25,6 +26,8 @@ def _angle_axis(ax, rows: list[dict]) -> None:
 def drift_figures(
     run_dir: Path, rows: list[dict], reliability: list[list[dict]], cal: list[int], title: str
 ) -> list[str]:
+    if not figures_on():
+        return []
     sig = [r["sigma"] for r in rows]
     written = []
 
@@ -126,6 +129,8 @@ def mitigation_figure(
 ) -> list[str]:
     """ROC-AUC, silent-failure rate and ECE per checkpoint: the mitigation against the frozen
     classifier on the same texts."""
+    if not figures_on():
+        return []
     sig = [r["sigma"] for r in rows]
     panels = [("roc_auc", "ROC-AUC"), ("silent_failure_rate_pct", "SFR (%)"), ("ece", "ECE")]
     fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
@@ -148,6 +153,8 @@ def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) ->
     the ROC-AUC curve, with the collapse (AUC down by auc_drop) marked. Right: the accuracy
     estimators' estimates against the windows' true accuracy. x: checkpoints, labelled by sigma
     (a schedule of uneven steps stays readable)."""
+    if not figures_on():
+        return []
     x = list(range(len(rows)))
     by = scores["by_monitor"]
     fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=(3, 2))

@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,6 +38,9 @@ NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a r
 HEARTBEAT_S = 30.0  # a running job rewrites meta.json's heartbeat this often
 
 log = logging.getLogger(__name__)
+
+# runtime.figures of the run being written (set by ``Run``); outside a run, figures are drawn
+_FIGURES: ContextVar[bool] = ContextVar("driftbench_figures", default=True)
 
 
 class DiskFullError(OSError):
@@ -122,8 +126,17 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def figures_on() -> bool:
+    """False inside a run with ``runtime.figures=false``: its figures are not drawn. Drawing
+    them is most of a cached drift run's time, and neither metrics.json nor the sweep report
+    reads them."""
+    return _FIGURES.get()
+
+
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
-    """Matplotlib figure -> PNG, atomically."""
+    """Matplotlib figure -> PNG, atomically (nothing inside a run with runtime.figures=false)."""
+    if not figures_on():
+        return
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
 
 
@@ -290,7 +303,8 @@ class RunLogHandler(logging.FileHandler):
 
 class Run:
     """Context manager around one job: writes config.yaml and meta.json (running -> completed
-    or failed, with the error), and sends the log to ``run.log`` in the run dir."""
+    or failed, with the error), sends the log to ``run.log`` in the run dir, and draws no
+    figures while it runs if its config says ``runtime.figures: false``."""
 
     def __init__(
         self,
@@ -349,6 +363,7 @@ class Run:
             logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         )
         logging.getLogger().addHandler(self._handler)
+        self._figures = _FIGURES.set(bool(self.cfg.get("runtime", {}).get("figures", True)))
         log.info("run dir %s", self.dir)
         return self
 
@@ -356,6 +371,7 @@ class Run:
         atomic_write_json(self.dir / "metrics.json", {"schema_version": SCHEMA_VERSION, **metrics})
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        _FIGURES.reset(self._figures)
         self._stop.set()
         self._beater.join()
         self.meta["end_time"] = _now()

@@ -283,6 +283,7 @@ class Runtime:
     progress: bool = req()
     stale_after_s: float = req(**positive())
     force: bool = req()
+    figures: bool = req()
 
 
 @dataclass

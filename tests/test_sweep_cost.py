@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from driftbench.launcher import run
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["debug=smoke"]  # model=tiny_random, 200 texts, sigma in {0, 0.02, 0.1}
 
 
@@ -128,3 +131,42 @@ def test_a_bad_fit_cache_entry_is_fitted_again(make_cfg, cache_dir, caplog):
     assert said_cached(caplog) == [False]
     assert numbers(first) == numbers(second)
     assert fits(cache) == [entry] and entry.stat().st_size > 0  # healed on disk
+
+
+def test_runtime_figures_false_draws_none_and_changes_no_number(make_cfg, tmp_path):
+    outputs = tmp_path / "outputs"
+    drawn = run_metrics(make_cfg(*TINY))
+    skipped = run_metrics(make_cfg(*TINY, "runtime.figures=false", "runtime.force=true"))
+    with_figures, without = sorted(p.parent for p in outputs.glob("runs/*/meta.json"))
+    assert {p.name for p in with_figures.glob("*.png")} >= {
+        "roc_auc_vs_sigma.png",
+        "calibration.png",
+        "monitors_vs_sigma.png",
+    }
+    assert list(without.glob("*.png")) == []
+    assert json.loads((without / "meta.json").read_text())["status"] == "completed"
+    assert numbers(drawn) == numbers(skipped)
+
+
+def test_a_sweep_without_run_figures_still_gets_its_report(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "-m",
+            "debug=smoke",
+            "drift=gaussian,directional",
+            "monitor=none",
+            "runtime.figures=false",
+            f"runtime.output_root={tmp_path}",
+            "runtime.progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    runs = sorted(p.parent for p in sweep.glob("*/meta.json"))
+    assert len(runs) == 2 and [list(r.glob("*.png")) for r in runs] == [[], []]
+    assert (sweep / "report.md").is_file() and (sweep / "report_drift_curves.png").is_file()
