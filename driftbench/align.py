@@ -2,10 +2,10 @@
 models embedded: what a model swap needs (widths differ) and what the ``realign`` mitigation
 applies. Pure numpy/scipy.
 
-``procrustes`` is orthogonal Procrustes (scipy.linalg.orthogonal_procrustes when the widths
-match; for widths that differ, the same SVD solution with semi-orthogonal ``W``: the map that
-keeps angles between embeddings and only rotates/embeds). ``lstsq`` is ordinary least squares
-(any linear map; with fewer anchors than dimensions, the minimum-norm one).
+``procrustes`` is orthogonal Procrustes (for widths that differ, the same SVD solution with a
+semi-orthogonal ``W``: a map that keeps angles between embeddings and only rotates/embeds).
+``lstsq`` is ordinary least squares (any linear map; with fewer anchors than dimensions, the
+minimum-norm one).
 """
 
 from __future__ import annotations
@@ -31,11 +31,18 @@ def fit_map(z_new: np.ndarray, z_old: np.ndarray, kind: str) -> np.ndarray | Non
         return None
     if kind == "lstsq":
         return np.linalg.lstsq(z_new, z_old, rcond=None)[0]
-    if z_new.shape[1] == z_old.shape[1]:
-        from scipy.linalg import orthogonal_procrustes
+    return procrustes(z_new, z_old)
 
-        return orthogonal_procrustes(z_new, z_old)[0]
-    u, _, vt = np.linalg.svd(z_new.T @ z_old, full_matrices=False)
+
+def procrustes(z_new: np.ndarray, z_old: np.ndarray) -> np.ndarray:
+    """The (semi-)orthogonal ``W`` maximising ``tr(W^T z_new^T z_old)``: ``U V^T`` from the SVD of
+    ``z_new^T z_old`` (scipy.linalg.orthogonal_procrustes for equal widths). With fewer anchors
+    than dimensions that product is rank-deficient and W is free on its null space; a ridge of
+    ``1e-10`` of its norm towards the identity (``eye(d_new, d_old)``) picks the W that leaves
+    those directions where they are, and moves a well-posed solution by about 1e-10."""
+    m = z_new.T @ z_old
+    m = m + 1e-10 * np.linalg.norm(m, 2) * np.eye(*m.shape)
+    u, _, vt = np.linalg.svd(m, full_matrices=False)
     return u @ vt
 
 

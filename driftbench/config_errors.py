@@ -7,6 +7,7 @@ import dataclasses
 import re
 
 from driftbench import schema
+from driftbench.ranges import keys_of
 
 _TYPES = {
     "Integer": "an integer",
@@ -35,7 +36,7 @@ def composition_error(e: Exception) -> str:
         return f"{m[1]}={m[2]}: no such option; accepted: {', '.join(options) or '(none)'}"
     if m := re.search(r"Could not override '([^']+)'.*Key '[^']+' not in '(\w+)'", text):
         node = getattr(schema, m[2], None)
-        accepted = schema.keys_of(node) if dataclasses.is_dataclass(node) else "see conf/"
+        accepted = keys_of(node) if dataclasses.is_dataclass(node) else "see conf/"
         return f"{m[1]}: no such key; accepted: {accepted}"
     if m := re.search(r"Error merging override (\S+)", text):
         kind = re.search(r"could not be converted to (\w+)", text)

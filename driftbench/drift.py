@@ -106,29 +106,34 @@ def realized_angle_deg(z0: np.ndarray, zc: np.ndarray) -> np.ndarray:
 DriftFn = Callable[[np.ndarray, float], np.ndarray]
 
 
-def make_drift(name: str, d: int, rng: np.random.Generator) -> DriftFn:
+def make_drift(
+    name: str, d: int, rng: np.random.Generator, noise_rng: np.random.Generator | None = None
+) -> DriftFn:
     """Build the operator for one run: the state shared across checkpoints (v, Q) is drawn once
-    here; Gaussian noise is drawn fresh at every call, as eq. (5) requires."""
+    here from ``rng``; Gaussian noise is drawn fresh at every call, as eq. (5) requires, from
+    ``noise_rng`` (default: ``rng``). Two operators built from equal ``rng`` states share v and
+    Q; give the second its own ``noise_rng`` so its noise is independent of the first's."""
     if name not in DRIFTS:
         raise ValueError(f"unknown drift {name!r}; accepted: {', '.join(DRIFTS)}")
-    return DRIFTS[name](d, rng)
+    return DRIFTS[name](d, rng, rng if noise_rng is None else noise_rng)
 
 
-def _gaussian(d: int, rng: np.random.Generator) -> DriftFn:
-    return lambda z0, sigma: apply_gaussian_drift(z0, sigma, rng)
+def _gaussian(d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
+    return lambda z0, sigma: apply_gaussian_drift(z0, sigma, noise)
 
 
-def _directional(d: int, rng: np.random.Generator) -> DriftFn:
+def _directional(d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
     v = random_direction(d, rng)
     return lambda z0, sigma: apply_directional_drift(z0, sigma, v)
 
 
-def _subspace(d: int, rng: np.random.Generator) -> DriftFn:
+def _subspace(d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
     q = random_orthogonal(d, rng)
     return lambda z0, sigma: apply_subspace_drift(z0, sigma, q)
 
 
-DRIFTS: dict[str, Callable[[int, np.random.Generator], DriftFn]] = {
+DriftMaker = Callable[[int, np.random.Generator, np.random.Generator], DriftFn]
+DRIFTS: dict[str, DriftMaker] = {
     "gaussian": _gaussian,
     "directional": _directional,
     "subspace": _subspace,

@@ -8,9 +8,9 @@ each checkpoint it reads (0: none); the task draws them (``labelled_rows``) and 
 mitigation, and the unmitigated classifier, on the other texts. A mitigation asks its
 classifier (``refit``, ``predict_proba``), never which family it is.
 
-``realign`` (the orthogonal Procrustes map from anchor texts embedded by an old and a new
-model) needs two models' embeddings of the same texts: synthetic drift has no second model, so
-it is not here.
+``anchors`` says how many training texts it needs embedded at checkpoint 0 and at the current
+checkpoint (``realign``, which maps the current embeddings back onto checkpoint 0's); the task
+passes both as ``anchors=(z0, zc)``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from scipy.special import expit, logit
 
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
+from driftbench.align import MAPS, apply_map, fit_map
 
 Predict = Callable[[np.ndarray], np.ndarray]
 P_CLIP = 1e-12  # probabilities of exactly 0 or 1 (a kNN vote) get a finite logit
@@ -32,6 +33,7 @@ class Mitigation:
     """``none``: the classifier fitted at checkpoint 0, frozen (the paper's deployment)."""
 
     labels = 0
+    anchors = 0
     identity = True  # predicts what the frozen classifier predicts
 
     def __init__(self, *, seed: int):
@@ -44,7 +46,7 @@ class Mitigation:
     def fit(self, clf, z_train, y_train, z_val, y_val) -> None:
         self.clf = clf
 
-    def at_checkpoint(self, z_window, z_labelled, y_labelled) -> Predict:
+    def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         return self.clf.predict_proba
 
     def describe(self) -> dict:
@@ -103,7 +105,7 @@ class NoiseAugment(Mitigation):
                 )
         self.model = fitted[self.chosen]
 
-    def at_checkpoint(self, z_window, z_labelled, y_labelled) -> Predict:
+    def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         return self.model.predict_proba
 
     def describe(self) -> dict:
@@ -136,7 +138,7 @@ class StandardizeOnWindow(Mitigation):
         super().fit(clf, z_train, y_train, z_val, y_val)
         self.mean, self.std = z_train.mean(axis=0), z_train.std(axis=0)
 
-    def at_checkpoint(self, z_window, z_labelled, y_labelled) -> Predict:
+    def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         mean, std = z_window.mean(axis=0), z_window.std(axis=0)
         return lambda z: self.clf.predict_proba(match_moments(z, mean, std, self.mean, self.std))
 
@@ -187,7 +189,7 @@ class Recalibrate(_Labelled):
         super().fit(clf, z_train, y_train, z_val, y_val)
         self.temperatures: list[float] = []
 
-    def at_checkpoint(self, z_window, z_labelled, y_labelled) -> Predict:
+    def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         t = fit_temperature(self.clf.predict_proba(z_labelled), y_labelled)
         self.temperatures.append(t)
         return lambda z: temper(self.clf.predict_proba(z), t)
@@ -200,8 +202,31 @@ class Retrain(_Labelled):
     """The upper bound: the classifier refitted (same family and hyper-parameter, its
     standardisation included) on the ``m`` labelled texts of the current checkpoint alone."""
 
-    def at_checkpoint(self, z_window, z_labelled, y_labelled) -> Predict:
+    def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         return self.clf.refit(z_labelled, y_labelled).predict_proba
+
+
+class Realign(Mitigation):
+    """The map from the current checkpoint's embeddings of ``anchors`` training texts to
+    checkpoint 0's embeddings of the same texts (``driftbench.align``: orthogonal Procrustes,
+    the map a model swap uses, or least squares), applied before the frozen classifier. No
+    labels: the anchors are texts the team already has, embedded by both models."""
+
+    identity = False
+
+    def __init__(self, *, anchors: int, map: str, seed: int):
+        super().__init__(seed=seed)
+        if map not in MAPS or map == "none":
+            raise ValueError(f"mitigation.map={map!r}; accepted: procrustes, lstsq")
+        self.anchors, self.map = int(anchors), map
+
+    def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
+        z0, zc = anchors
+        w = fit_map(zc, z0, self.map)
+        return lambda z: self.clf.predict_proba(apply_map(z, w))
+
+    def describe(self) -> dict:
+        return {"anchors": self.anchors, "map": self.map}
 
 
 MITIGATIONS: dict[str, type[Mitigation]] = {
@@ -210,6 +235,7 @@ MITIGATIONS: dict[str, type[Mitigation]] = {
     "test_time_standardize": StandardizeOnWindow,
     "recalibrate": Recalibrate,
     "retrain": Retrain,
+    "realign": Realign,
 }
 
 

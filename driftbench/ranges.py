@@ -1,14 +1,16 @@
 """The ranges a config value must lie in, declared beside each field of ``driftbench.schema``
-(``metadata=at_least(1)``): a test of the value and the sentence that says what is accepted."""
+(``metadata=at_least(1)``): a test of the value and the sentence that says what is accepted,
+and ``check_node``, which applies them to a composed config."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 def rule(accepted: str, ok: Callable[[Any], bool]) -> dict:
@@ -50,3 +52,32 @@ def req(**metadata) -> Any:
 def opt(**metadata) -> Any:
     """An optional field: null is allowed (and means what the YAML's comment says)."""
     return field(default=None, metadata=metadata)
+
+
+def keys_of(schema: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(schema))
+
+
+def check_node(node: DictConfig, schema: type, prefix: str) -> None:
+    """Every key of ``node`` known to ``schema`` (a dataclass) and every declared range held,
+    recursing into nested schemas; the first failure is one sentence."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in names:  # only a "+key=value" append gets past Hydra
+            raise ValueError(f"{prefix}{key}: no such key; accepted: {keys_of(schema)}")
+    for f in dataclasses.fields(schema):
+        if f.name not in node:
+            continue
+        value = node[f.name]
+        key = f"{prefix}{f.name}"
+        if isinstance(value, DictConfig):
+            sub = OmegaConf.get_type(value)
+            if dataclasses.is_dataclass(sub):
+                check_node(value, sub, f"{key}.")
+            continue
+        ok = f.metadata.get("ok")
+        if ok is None or value is None:
+            continue
+        plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        if not ok(plain):
+            raise ValueError(f"{key}={plain}; accepted: {f.metadata['accepted']}")

@@ -14,14 +14,23 @@ type, a pooling) are checked by the registries that define them, in each task's 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
-from driftbench.ranges import at_least, opt, positive, positive_list, req, rule, score, within
+from driftbench.ranges import (
+    at_least,
+    check_node,
+    opt,
+    positive,
+    positive_list,
+    req,
+    rule,
+    score,
+    within,
+)
 
 # --- the groups ----------------------------------------------------------------------------------
 
@@ -180,6 +189,12 @@ class NoiseAugmentMitigation(Mitigation):
         **rule("a non-empty list of numbers >= 0", lambda v: len(v) > 0 and min(v) >= 0)
     )
     val_auc_tolerance: float = req(**at_least(0, "a number"))
+
+
+@dataclass
+class RealignMitigation(Mitigation):
+    anchors: int = req(**at_least(2))
+    map: str = req()
 
 
 @dataclass
@@ -357,40 +372,11 @@ def register() -> None:
         ("mitigation", "schema_mitigation", Mitigation),
         ("mitigation", "schema_noise_augment", NoiseAugmentMitigation),
         ("mitigation", "schema_labelled", LabelledMitigation),
+        ("mitigation", "schema_realign", RealignMitigation),
     ):
         cs.store(group=group, name=name, node=node)
 
 
-# --- range checks --------------------------------------------------------------------------------
-
-
-def keys_of(schema: type) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(schema))
-
-
-def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
-    names = {f.name for f in dataclasses.fields(schema)}
-    for key in node:
-        if key not in names:  # only a "+key=value" append gets past Hydra
-            raise ValueError(f"{prefix}{key}: no such key; accepted: {keys_of(schema)}")
-    for f in dataclasses.fields(schema):
-        if f.name not in node:
-            continue
-        value = node[f.name]
-        key = f"{prefix}{f.name}"
-        if isinstance(value, DictConfig):
-            sub = OmegaConf.get_type(value)
-            if dataclasses.is_dataclass(sub):
-                _check_node(value, sub, f"{key}.")
-            continue
-        rule = f.metadata.get("ok")
-        if rule is None or value is None:
-            continue
-        plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-        if not rule(plain):
-            raise ValueError(f"{key}={plain}; accepted: {f.metadata['accepted']}")
-
-
 def check(cfg: DictConfig) -> None:
     """Every range declared in the schema, on a composed config (types were checked by Hydra)."""
-    _check_node(cfg, Config, "")
+    check_node(cfg, Config, "")

@@ -181,6 +181,11 @@ def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier_and_rep
         (["mitigation=recalibrate", "mitigation.m=2"], "mitigation.m=2; accepted: an integer >= 4"),
         (["mitigation.name=pray"], "mitigation='pray'; accepted: none, noise_augment, "),
         (["classifier=knn", "classifier.k_grid=[5,2000]"], "accepted: k of at most the 1400"),
+        (["mitigation=realign", "mitigation.map=none"], "mitigation.map='none'; accepted: "),
+        (
+            ["mitigation=realign", "mitigation.anchors=2000"],
+            "mitigation.anchors=2000 is more than the 1400 training texts; accepted: 2..1400",
+        ),
     ],
 )
 def test_bad_values_stop_before_any_model_loads(make_cfg, tmp_path, overrides, said):
@@ -203,3 +208,62 @@ def test_an_unknown_choice_is_one_line_listing_the_choices(tmp_path):
         "error: mitigation=pray: no such option; accepted: noise_augment, none, recalibrate, "
         "retrain, test_time_standardize"
     )
+
+
+def realigned(z0_anchor, zc_anchor, clf, z):
+    realign = MIT.Realign(anchors=len(z0_anchor), map="procrustes", seed=0)
+    realign.fit(clf, None, None, None, None)
+    return realign.at_checkpoint(z, z[:0], np.array([], dtype=int), (z0_anchor, zc_anchor))(z)
+
+
+def test_realign_undoes_a_rotation_of_the_embeddings_and_changes_nothing_undrifted():
+    train, val, (z, _) = splits()
+    clf = fitted("logreg", train, val)
+    anchors = train[0][:100]
+    q = D.random_orthogonal(z.shape[1], np.random.default_rng(3))
+    np.testing.assert_allclose(
+        realigned(anchors, anchors @ q.T, clf, z @ q.T), clf.predict_proba(z), atol=1e-8
+    )
+    np.testing.assert_allclose(
+        realigned(anchors, anchors, clf, z), clf.predict_proba(z), atol=1e-10
+    )
+
+
+def test_realign_restores_the_ranking_under_subspace_drift_but_not_under_gaussian():
+    """Subspace drift turns every embedding by (nearly) one linear map, which anchors drifted the
+    same way recover; Gaussian noise is independent per text, which no map can undo."""
+    train, val, (z, y) = splits()
+    clf = fitted("logreg", train, val)
+    anchors = train[0][:200]
+    for name, helped in (("subspace", True), ("gaussian", False)):
+        # two operators with the same rotation, each with noise of its own (as a run builds them)
+        op = D.make_drift(name, z.shape[1], np.random.default_rng(1))
+        moved = D.make_drift(name, z.shape[1], np.random.default_rng(1), np.random.default_rng(7))
+        sigma = 0.5 if name == "subspace" else 0.3
+        zc = op(z, sigma)
+        frozen = M.roc_auc(y, clf.predict_proba(zc))
+        fixed = M.roc_auc(y, realigned(anchors, moved(anchors, sigma), clf, zc))
+        if helped:
+            undrifted = M.roc_auc(y, clf.predict_proba(z))
+            assert fixed > frozen + 0.05 and fixed > undrifted - 0.03, (frozen, fixed, undrifted)
+        else:
+            assert abs(fixed - frozen) < 0.03, (frozen, fixed)
+
+
+def test_realign_on_a_real_update_runs_and_costs_nothing_undrifted(make_cfg, tmp_path):
+    run(
+        make_cfg(
+            "model=tiny_random",
+            "data.n_samples=200",
+            "monitor=none",
+            "drift=quantize",
+            "drift.levels=[Q4_0]",
+            "drift.twin_draws=1",
+            "mitigation=realign",
+            "mitigation.anchors=50",
+        )
+    )
+    m = json.loads(next((tmp_path / "outputs").glob("**/metrics.json")).read_text())
+    mit = m["mitigation"]
+    assert mit["name"] == "realign" and mit["anchors"] == 50 and mit["map"] == "procrustes"
+    assert abs(mit["cost_at_0"]["roc_auc"]) < 1e-9

@@ -13,10 +13,11 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from driftbench import drift as D
+from driftbench.align import apply_map, fit_map
 from driftbench.embed import extract_embeddings
 from driftbench.launcher import ConfigError, run
+from driftbench.report import report
 from driftbench.twin import TWIN_DRIFTS, mean_angle, synthetic_twin
-from driftbench.updates.align import apply_map, fit_map
 from driftbench.updates.weights import (
     LADDER,
     adapter_folder,
@@ -124,6 +125,17 @@ def test_procrustes_recovers_a_known_rotation_and_a_wider_embedding():
         apply_map(z_wide, fit_map(z_wide, z_old, "procrustes")), z_old, atol=1e-8
     )
     np.testing.assert_allclose(z_wide @ fit_map(z_wide, z_old, "lstsq"), z_old, atol=1e-8)
+    from scipy.linalg import orthogonal_procrustes
+
+    noisy = z_new + 0.1 * unit(300, 24, 5)
+    np.testing.assert_allclose(
+        fit_map(noisy, z_old, "procrustes"), orthogonal_procrustes(noisy, z_old)[0], atol=1e-8
+    )
+    few = z_old[:10]  # fewer anchors than dimensions: the map leaves the rest where it is
+    w = fit_map(few @ q.T, few, "procrustes")
+    np.testing.assert_allclose(few @ q.T @ w, few, atol=1e-8)
+    np.testing.assert_allclose(w @ w.T, np.eye(24), atol=1e-8)
+    np.testing.assert_allclose(fit_map(few, few, "procrustes"), np.eye(24), atol=1e-6)
     with pytest.raises(ValueError, match="map=none with widths 40 -> 24; accepted"):
         fit_map(z_wide, z_old, "none")
 
@@ -180,7 +192,9 @@ def check_update_run(d, m, labels):
     for r in rows[1:]:
         for kind in TWIN_DRIFTS:
             assert r[f"twin_{kind}_sigma"] is None or r[f"twin_{kind}_sigma"] > 0
-    assert len(m["update"]["twins"]) == len(labels)
+    about = m["update"]["checkpoints"]
+    assert [a["checkpoint"] for a in about] == labels
+    assert all(set(a["twins"]) == set(TWIN_DRIFTS) for a in about)
     assert (d / "update_vs_twins.png").stat().st_size > 0
 
 
@@ -200,6 +214,12 @@ def test_quantize_end_to_end_then_from_the_cache(make_cfg, tmp_path, caplog):
     assert [r["realized_angle_deg"] for r in again["checkpoints"]] == [
         r["realized_angle_deg"] for r in m["checkpoints"]
     ]
+    res = report([tmp_path / "outputs"], tmp_path / "rep")
+    assert "report_updates.png" in res["figures"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    table = md.split("**Real update, classifier=logreg**")[1].split("\n\n")[1]
+    q4 = next(line for line in table.splitlines() if line.startswith("| Q4_0 |"))
+    assert q4.split(" | ")[1] == f"{errors[2]:.4f}"
 
 
 def test_adapter_from_a_rho_sft_run_dir_end_to_end(make_cfg, tmp_path, lora):
@@ -299,12 +319,22 @@ def test_bad_update_settings_stop_before_any_embedding(make_cfg, tmp_path, overr
 def test_adapter_trained_by_the_run_end_to_end_and_trained_once(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     train = ["sft/condition=sft_only", "sft.data.n_examples=8", "drift.train_probes=4"]
-    run(make_cfg(*TINY, "drift=adapter", *train, "drift.scales=[0,1,8]"))
+    cache = tmp_path / "cache"  # its own: the shared one may hold this adapter already
+    run(make_cfg(*TINY, "drift=adapter", *train, "drift.scales=[0,1,8]", cache_dir=cache))
     d, m = one_run(tmp_path)
     check_update_run(d, m, ["s=0", "s=1", "s=8"])
     assert "training the adapter the update applies: sft_only, 8 SFT texts" in caplog.text
     caplog.clear()
-    run(make_cfg(*TINY, "drift=adapter", *train, "drift.scales=[0,1,8]", "classifier=knn"))
+    run(
+        make_cfg(
+            *TINY,
+            "drift=adapter",
+            *train,
+            "drift.scales=[0,1,8]",
+            "classifier=knn",
+            cache_dir=cache,
+        )
+    )
     assert "training the adapter" not in caplog.text  # the trained adapter is cached
     _, again = one_run(tmp_path)
     assert [r["realized_angle_deg"] for r in again["checkpoints"]] == [

@@ -119,6 +119,11 @@ def validate(cfg: DictConfig) -> None:
     sizes = split_sizes(cfg)
     classifier.check_train_size(sizes["train"])
     mitigation.check(sizes["test"])
+    if mitigation.anchors > sizes["train"]:
+        raise ValueError(
+            f"mitigation.anchors={mitigation.anchors} is more than the {sizes['train']} "
+            f"training texts; accepted: 2..{sizes['train']}"
+        )
     check_update(cfg, sizes["train"])
     check_monitoring(cfg)
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
@@ -220,14 +225,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     labelled = MIT.labelled_rows(y_test, mitigation.labels, np.random.default_rng([seed, 4]))
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
-    checkpoints, update = drift_checkpoints(cfg, data, z, sigmas, seed)
+    k = mitigation.anchors
+    checkpoints, update = drift_checkpoints(cfg, data, z, sigmas, seed, k)
     sigmas = np.array([knob for knob, _, _ in checkpoints]) if update else sigmas
     rows, reliability, unmitigated, frozen_auc, apply_s, twins = [], [], [], [], [], []
     for c, (sigma, drifted, about_update) in enumerate(checkpoints):
-        zc = drifted() if callable(drifted) else drifted.z
+        zc, pair = drifted()
         p_frozen = clf.predict_proba(zc)
         t_apply = time.perf_counter()
-        p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled])(zc[scored])
+        anchors = (pair[0][:k], pair[1][:k]) if k else None
+        p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled], anchors)(zc[scored])
         apply_s.append(time.perf_counter() - t_apply)
         row = {
             "checkpoint": c,
@@ -314,7 +321,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "available": data.n_available,
         },
         "drift": cfg.drift.name,
-        **({"update": {"name": cfg.drift.name, "twins": twins}} if update else {}),
+        **({"update": {"name": cfg.drift.name, "checkpoints": twins}} if update else {}),
         "sigmas": sigmas.tolist(),
         "classifier": {**about, "train_auc": train_auc, "val_auc": val_auc, "fit_s": fit_s},
         "separability": sep,

@@ -1,7 +1,7 @@
 """How the sweep report summarises drift_eval runs: headline numbers per run, the failure-cliff
 table and the drift curves, the monitors; classifiers and mitigations in
-drift_eval_summary_mitigations.py. numpy and matplotlib only (no torch), so a report runs
-anywhere the run dirs are."""
+drift_eval_summary_mitigations.py, real model updates in drift_eval_summary_updates.py. numpy and
+matplotlib only (no torch), so a report runs anywhere the run dirs are."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from driftbench.runs import save_figure
 from driftbench.tasks import drift_eval_summary_mitigations as mitigations
+from driftbench.tasks import drift_eval_summary_updates as updates
 
 DRIFT_HEADLINE = [
     ("roc_auc_at_0", "summary.roc_auc_at_0"),
@@ -279,8 +280,15 @@ def monitor_table(groups: list) -> str:
 
 
 def tables(groups: list) -> list[str]:
-    return [cliff_table(groups), monitor_table(groups), *mitigations.tables(groups)]
+    return [
+        cliff_table(groups),
+        monitor_table(groups),
+        *mitigations.tables(groups),
+        *updates.tables(groups),
+    ]
 
 
 def figures(groups: list, out: Path) -> list[str]:
-    return drift_figures(groups, out) + mitigations.figure(groups, out)
+    return (
+        drift_figures(groups, out) + mitigations.figure(groups, out) + updates.figure(groups, out)
+    )

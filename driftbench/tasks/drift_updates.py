@@ -15,12 +15,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from driftbench import drift as drift_ops
+from driftbench.align import apply_map, fit_map
 from driftbench.backends import BACKENDS, get_backend, load_model
 from driftbench.embed import cache_key, embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_shape
 from driftbench.twin import TWIN_DRIFTS, synthetic_twin
 from driftbench.updates import Update, is_update, make_update
-from driftbench.updates.align import apply_map, fit_map
 from driftbench.updates.store import UpdateStore
 from driftbench.updates.weights import relative_error
 
@@ -42,6 +42,12 @@ def check_update(cfg: DictConfig, n_train: int) -> None:
     if update is None:
         return
     update.check()
+    if not update.in_place and int(cfg.mitigation.get("anchors", 0)):
+        raise ValueError(
+            f"mitigation={cfg.mitigation.name} with drift={update.name}: the swap's own map "
+            "(drift.map) already realigns its embeddings; accepted: drift=quantize, adapter, "
+            "interpolate or a synthetic drift"
+        )
     anchors = int(cfg.drift.anchors)
     if anchors > n_train:
         raise ValueError(
@@ -170,11 +176,12 @@ def update_checkpoints(
                 try:
                     z_new = embed(m, missing, pooling, layer)
                 finally:
+                    t2 = time.perf_counter()
                     m.backend.set_weights(m.model, {n: base[n] for n in new})
                 return z_new, {
                     "relative_weight_error": error,
-                    "update_s": t1 - t0,
-                    "embed_s": time.perf_counter() - t1,
+                    "update_s": (t1 - t0) + (time.perf_counter() - t2),  # edit + restore
+                    "embed_s": t2 - t1,
                 }
 
             rows, info, fresh = store.get(cache_key(parts), wanted, compute, parts)
@@ -263,24 +270,42 @@ def update_figure(run_dir: Path, rows: list[dict], title: str) -> list[str]:
 
 
 def anchor_rows(train: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k texts of the training split that both models embed (the map's anchors)."""
-    return np.sort(np.random.default_rng([seed, 5]).choice(train, size=k, replace=False))
+    """k texts of the training split that M_0 and M_c both embed (a map's anchors): a prefix of
+    one permutation, so a smaller k takes the first of the same texts."""
+    return np.random.default_rng([seed, 5]).permutation(train)[:k]
 
 
-def drift_checkpoints(cfg: DictConfig, data, z: np.ndarray, sigmas: np.ndarray, seed: int):
-    """[(knob, drifted, about)] per checkpoint, and whether the drift is a real update.
-    Synthetic: (sigma, a call that drifts the test embeddings, None), drawn in checkpoint order.
-    Update: (knob, its ``Checkpoint``, ``about(angle, clf, y_test) -> (twins, row columns,
-    the Gaussian twin's sigma)``)."""
+def drift_checkpoints(
+    cfg: DictConfig, data, z: np.ndarray, sigmas: np.ndarray, seed: int, n_anchors: int = 0
+):
+    """[(knob, get, about)] per checkpoint, and whether the drift is a real update. ``get()``
+    gives the checkpoint's test embeddings and, where ``n_anchors`` > 0, the anchor texts'
+    embeddings at checkpoint 0 and at this checkpoint. Synthetic: the knob is sigma, ``get``
+    drifts (in checkpoint order, so each run draws its noise as before), ``about`` is None; the
+    anchors are drifted by an operator with the same v or Q and noise of its own. Update: the
+    knob is the update's, ``about(angle, clf, y_test) -> (the checkpoint's update record, row
+    columns, the Gaussian twin's sigma)``."""
     te = data.split["test"]
     z_test = z[te]
-    if not is_update(cfg.drift.name):
-        rng = np.random.default_rng([seed, 1])
-        operator = drift_ops.make_drift(cfg.drift.name, z.shape[1], rng)
-        return [(float(s), lambda s=s: operator(z_test, float(s)), None) for s in sigmas], False
-    anchors = anchor_rows(data.split["train"], int(cfg.drift.anchors), seed)
+    update = is_update(cfg.drift.name)
+    rows = anchor_rows(
+        data.split["train"], max(n_anchors, int(cfg.drift.anchors) if update else 0), seed
+    )
+    z0_anchor = z[rows]
+    if not update:
+        d = z.shape[1]
+        operator = drift_ops.make_drift(cfg.drift.name, d, np.random.default_rng([seed, 1]))
+        moved = drift_ops.make_drift(
+            cfg.drift.name, d, np.random.default_rng([seed, 1]), np.random.default_rng([seed, 7])
+        )
+
+        def get(s):
+            pair = (z0_anchor, moved(z0_anchor, s)) if len(rows) else None
+            return operator(z_test, s), pair
+
+        return [(float(s), lambda s=float(s): get(s), None) for s in sigmas], False
     out = []
-    for ckpt in update_checkpoints(cfg, data.texts, z, te, anchors):
+    for ckpt in update_checkpoints(cfg, data.texts, z, te, rows):
 
         def about(angle: float, clf, y_test, ckpt=ckpt):
             twin = twins(cfg, z_test, ckpt.z, y_test, clf, angle)
@@ -294,7 +319,8 @@ def drift_checkpoints(cfg: DictConfig, data, z: np.ndarray, sigmas: np.ndarray, 
 
                 extra["roc_auc_unmapped"] = roc_auc(y_test, clf.predict_proba(ckpt.unmapped))
             sigma = twin["gaussian"]["sigma"]  # None: noise never turns them that far
-            return {"checkpoint": ckpt.label, **twin}, extra, np.nan if sigma is None else sigma
+            about = {"checkpoint": ckpt.label, "knob": ckpt.knob, **ckpt.info, "twins": twin}
+            return about, extra, np.nan if sigma is None else sigma
 
-        out.append((ckpt.knob, ckpt, about))
+        out.append((ckpt.knob, lambda ckpt=ckpt: (ckpt.z, (z0_anchor, ckpt.anchors)), about))
     return out, True

@@ -1,11 +1,11 @@
 """``drift=swap``: M_1 is another model (``drift.target``, a ``model/`` choice). Its width may
 differ, so its embeddings are mapped into M_0's space by a map fitted on anchor texts of the
-training split that both models embed (``driftbench.updates.align``)."""
+training split that both models embed (``driftbench.align``)."""
 
 from __future__ import annotations
 
+from driftbench.align import MAPS
 from driftbench.models import ModelSpec, check_spec, model_identity
-from driftbench.updates.align import MAPS
 from driftbench.updates.base import Step, Update
 
 

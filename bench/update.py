@@ -1,0 +1,116 @@
+"""Benchmark a real model update's cost, in one run: for the quantize ladder on SmolLM2 (the
+default model and data, ``drift=quantize``), the time spent re-quantizing and swapping weights
+against the time spent embedding the test split with each re-quantized model, and a second
+pass served from the update cache against the first.
+
+The first pass runs against an empty update cache (a fresh folder whose ``models`` and ``gguf``
+link to the real cache, so the GGUF conversion is not timed); the original model's embeddings
+come from the embedding cache as in any drift run (computed once if missing, not timed).
+Targets: the update itself <= 10% of the first pass; the cached pass < 1% of the first.
+
+    python bench/update.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import driftbench  # noqa: E402,F401
+from driftbench import drift as drift_ops  # noqa: E402
+from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
+from driftbench.embed import cached_embeddings  # noqa: E402
+from driftbench.models import ModelSpec  # noqa: E402
+from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.tasks.drift_updates import anchor_rows, update_checkpoints  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "update.json"))
+    args = ap.parse_args()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["drift=quantize", "runtime.progress=false"])
+    seed = int(cfg.seed)
+    data = load_toxicity(
+        resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
+        n_samples=int(cfg.data.n_samples),
+        split=tuple(cfg.data.split),
+        sample_seed=int(cfg.data.sample_seed),
+        split_seed=seed,
+    )
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    e = cfg.embed
+    z, _ = cached_embeddings(
+        spec,
+        data.texts,
+        pooling=e.pooling,
+        max_length=int(e.max_length),
+        layer=int(e.layer),
+        batch_tokens=int(e.batch_tokens),
+        cache_dir=cfg.runtime.cache_dir,
+        progress=False,
+        extra_key={"data_file_sha256": data.file_sha256},
+        backend=cfg.backend.name,
+        packed=bool(e.packed),
+    )
+    z = drift_ops.normalize(z.astype(np.float64))
+    test = data.split["test"]
+    anchors = anchor_rows(data.split["train"], int(cfg.drift.anchors), seed)
+    real_cache = Path(cfg.runtime.cache_dir).expanduser()
+    with tempfile.TemporaryDirectory(prefix="bench-update-") as tmp:
+        for sub in ("models", "gguf"):
+            if (real_cache / sub).exists():
+                (Path(tmp) / sub).symlink_to(real_cache / sub)
+        cfg.runtime.cache_dir = tmp
+        passes = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            ckpts = update_checkpoints(cfg, data.texts, z, test, anchors)
+            passes.append((time.perf_counter() - t0, ckpts))
+    (first_s, first), (cached_s, _) = passes
+    levels = [c for c in first if c.info.get("update_s") is not None]
+    update_s = sum(c.info["update_s"] for c in levels) + levels[0].info["prepare_s"]
+    embed_s = sum(c.info["embed_s"] for c in levels)
+    result = {
+        "model": spec.name,
+        "machine": platform.machine(),
+        "platform": platform.system(),
+        "n_test_texts": len(test),
+        "levels": {
+            c.label: {
+                "relative_weight_error": c.info["relative_weight_error"],
+                "update_s": c.info["update_s"],
+                "embed_s": c.info["embed_s"],
+            }
+            for c in levels
+        },
+        "first_pass_s": first_s,
+        "update_s": update_s,
+        "embed_s": embed_s,
+        "update_share_of_first_pass": update_s / first_s,
+        "cached_pass_s": cached_s,
+        "cached_over_first": cached_s / first_s,
+        "targets": {"update_share_max": 0.10, "cached_over_first_max": 0.01},
+    }
+    atomic_write_json(args.out, result)
+    print(
+        f"quantize ladder on {spec.name}, {len(levels)} levels x {len(test)} texts: first pass "
+        f"{first_s:.1f} s (update {update_s:.1f} s = {100 * update_s / first_s:.1f}%, embedding "
+        f"{embed_s:.1f} s); cached pass {cached_s:.3f} s = {100 * cached_s / first_s:.2f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()
