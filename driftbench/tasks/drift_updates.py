@@ -236,6 +236,10 @@ def twin_columns(twin: dict) -> dict:
 
 def update_figure(run_dir: Path, rows: list[dict], title: str) -> list[str]:
     """The real update beside its synthetic twins at matched angle, checkpoint by checkpoint."""
+    from driftbench.runs import figures_on
+
+    if not figures_on():
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
