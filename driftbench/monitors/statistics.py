@@ -31,8 +31,10 @@ def median_bandwidth(sq_dists: np.ndarray) -> float:
 
 
 def rbf_kernel(sq_dists: np.ndarray, bandwidth: float) -> np.ndarray:
-    """``k(x, y) = exp(-||x - y||^2 / (2 h^2))``."""
-    return np.exp(-sq_dists / (2.0 * bandwidth**2))
+    """``k(x, y) = exp(-||x - y||^2 / (2 h^2))`` (the sign moved into the divisor: the same
+    numbers, one pass over the matrix fewer)."""
+    out = sq_dists / (-2.0 * bandwidth**2)
+    return np.exp(out, out=out)
 
 
 def mmd2_unbiased(kernel: np.ndarray, m: int) -> float:
