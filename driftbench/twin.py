@@ -29,10 +29,18 @@ def _draws(kind: str, z0: np.ndarray, draws: int, rng: np.random.Generator) -> l
     if kind == "directional":
         vs = [D.random_direction(d, rng) for _ in range(draws)]
         return [lambda s, v=v: D.apply_directional_drift(z0, s, v) for v in vs]
-    if kind == "subspace":
-        qs = [D.random_orthogonal(d, rng) for _ in range(draws)]
-        return [lambda s, q=q: D.apply_subspace_drift(z0, s, q) for q in qs]
+    if kind == "subspace":  # eq. (7) as R_c z = cos(theta) z + sin(theta) Q z, Q z computed once
+        zq = [z0 @ D.random_orthogonal(d, rng).T for _ in range(draws)]
+        return [
+            lambda s, q=q: D.normalize(np.cos(s * np.pi / 2) * z0 + np.sin(s * np.pi / 2) * q)
+            for q in zq
+        ]
     raise ValueError(f"twin drift {kind!r}; accepted: {', '.join(TWIN_DRIFTS)}")
+
+
+def twin_draws(kind: str, z0: np.ndarray, draws: int, seed: int) -> list[Callable]:
+    """The ``draws`` drifts of ``kind`` a run's twins use, each a function of sigma alone."""
+    return _draws(kind, z0, draws, np.random.default_rng([seed, 6, TWIN_DRIFTS.index(kind)]))
 
 
 def mean_angle(z0: np.ndarray, drifted: list[Callable], sigma: float) -> float:
@@ -40,7 +48,7 @@ def mean_angle(z0: np.ndarray, drifted: list[Callable], sigma: float) -> float:
 
 
 def match_sigma(
-    z0: np.ndarray, drifted: list[Callable], target_deg: float, ceiling: float, tol_deg=1e-3
+    z0: np.ndarray, drifted: list[Callable], target_deg: float, ceiling: float, tol_deg=0.01
 ) -> float | None:
     """The sigma in [0, ceiling] whose mean angle is ``target_deg`` (bisection), or None when
     the drift cannot reach that angle."""
@@ -71,10 +79,13 @@ def synthetic_twin(
     seed: int,
     tau: float,
     n_bins: int,
+    drifted: list[Callable] | None = None,
 ) -> dict:
     """sigma of equal mean angle for drift ``kind``, and the classifier's ROC-AUC, silent
-    failure rate, mean confidence and ECE there, averaged over ``draws`` draws."""
-    drifted = _draws(kind, z0, draws, np.random.default_rng([seed, 6, TWIN_DRIFTS.index(kind)]))
+    failure rate, mean confidence and ECE there, averaged over ``draws`` draws. ``drifted``:
+    the draws of ``twin_draws`` for these arguments, when the caller reuses them across
+    checkpoints (a rotation's QR costs more than the search)."""
+    drifted = drifted or twin_draws(kind, z0, draws, seed)
     sigma = match_sigma(z0, drifted, target_deg, SIGMA_CEILING[kind])
     out = {"drift": kind, "sigma": sigma, "draws": draws}
     if sigma is None:

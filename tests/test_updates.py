@@ -17,7 +17,7 @@ from driftbench.align import apply_map, fit_map
 from driftbench.embed import extract_embeddings
 from driftbench.launcher import ConfigError, run
 from driftbench.report import report
-from driftbench.twin import TWIN_DRIFTS, mean_angle, synthetic_twin
+from driftbench.twin import TWIN_DRIFTS, _draws, mean_angle, synthetic_twin
 from driftbench.updates.weights import (
     LADDER,
     adapter_folder,
@@ -157,6 +157,13 @@ def test_the_twin_search_hits_the_target_angle(kind, target):
     )
     assert abs(twin["angle_deg"] - target) < 0.5 and twin["sigma"] > 0
     assert twin["draws"] == 5 and 0 <= twin["roc_auc"] <= 1
+
+
+def test_the_twins_subspace_drift_is_eq7():
+    z0 = unit(30, 16, 8)
+    (f,) = _draws("subspace", z0, 1, np.random.default_rng(2))
+    q = D.random_orthogonal(16, np.random.default_rng(2))
+    np.testing.assert_allclose(f(0.3), D.apply_subspace_drift(z0, 0.3, q), atol=1e-12)
 
 
 def test_the_twin_of_the_paper_sigma_is_itself():

@@ -19,7 +19,7 @@ from driftbench.align import apply_map, fit_map
 from driftbench.backends import BACKENDS, get_backend, load_model
 from driftbench.embed import cache_key, embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_shape
-from driftbench.twin import TWIN_DRIFTS, synthetic_twin
+from driftbench.twin import TWIN_DRIFTS, synthetic_twin, twin_draws
 from driftbench.updates import Update, is_update, make_update
 from driftbench.updates.store import UpdateStore
 from driftbench.updates.weights import relative_error
@@ -212,8 +212,13 @@ def update_checkpoints(
     return out
 
 
-def twins(cfg: DictConfig, z0, zc, y, clf, target_deg: float) -> dict:
-    """The synthetic twin of one checkpoint, for every synthetic drift (``driftbench.twin``)."""
+def twins(cfg: DictConfig, z0, y, clf, target_deg: float, drawn: dict) -> dict:
+    """The synthetic twin of one checkpoint, for every synthetic drift (``driftbench.twin``);
+    ``drawn`` keeps each drift's draws for the run's next checkpoints."""
+    n, seed = int(cfg.drift.twin_draws), int(cfg.seed)
+    for kind in TWIN_DRIFTS:
+        if kind not in drawn:
+            drawn[kind] = twin_draws(kind, z0, n, seed)
     return {
         kind: synthetic_twin(
             z0,
@@ -221,10 +226,11 @@ def twins(cfg: DictConfig, z0, zc, y, clf, target_deg: float) -> dict:
             clf.predict_proba,
             target_deg,
             kind,
-            draws=int(cfg.drift.twin_draws),
-            seed=int(cfg.seed),
+            draws=n,
+            seed=seed,
             tau=float(cfg.task.tau),
             n_bins=int(cfg.task.ece_bins),
+            drifted=drawn[kind],
         )
         for kind in TWIN_DRIFTS
     }
@@ -308,11 +314,11 @@ def drift_checkpoints(
             return operator(z_test, s), pair
 
         return [(float(s), lambda s=float(s): get(s), None) for s in sigmas], False
-    out = []
+    out, drawn = [], {}
     for ckpt in update_checkpoints(cfg, data.texts, z, te, rows):
 
         def about(angle: float, clf, y_test, ckpt=ckpt):
-            twin = twins(cfg, z_test, ckpt.z, y_test, clf, angle)
+            twin = twins(cfg, z_test, y_test, clf, angle, drawn)
             extra = {
                 "update": ckpt.label,
                 "relative_weight_error": ckpt.info.get("relative_weight_error"),
