@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from driftbench.runs import figures_on, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from driftbench.runs import figures_on, save_figure  # noqa: E402
+def _pyplot():
+    """pyplot on the Agg backend, imported with the first figure: a run that draws none
+    (runtime.figures=false) never pays for the import (about half a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _angle_axis(ax, rows: list[dict]) -> None:
@@ -28,6 +34,7 @@ def drift_figures(
 ) -> list[str]:
     if not figures_on():
         return []
+    plt = _pyplot()
     sig = [r["sigma"] for r in rows]
     written = []
 
@@ -131,6 +138,7 @@ def mitigation_figure(
     classifier on the same texts."""
     if not figures_on():
         return []
+    plt = _pyplot()
     sig = [r["sigma"] for r in rows]
     panels = [("roc_auc", "ROC-AUC"), ("silent_failure_rate_pct", "SFR (%)"), ("ece", "ECE")]
     fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
@@ -155,6 +163,7 @@ def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) ->
     (a schedule of uneven steps stays readable)."""
     if not figures_on():
         return []
+    plt = _pyplot()
     x = list(range(len(rows)))
     by = scores["by_monitor"]
     fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=(3, 2))

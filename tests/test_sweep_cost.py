@@ -170,3 +170,31 @@ def test_a_sweep_without_run_figures_still_gets_its_report(tmp_path):
     runs = sorted(p.parent for p in sweep.glob("*/meta.json"))
     assert len(runs) == 2 and [list(r.glob("*.png")) for r in runs] == [[], []]
     assert (sweep / "report.md").is_file() and (sweep / "report_drift_curves.png").is_file()
+
+
+def test_a_job_on_cached_embeddings_without_figures_imports_no_torch_or_matplotlib(
+    make_cfg, tmp_path, shared_cache
+):
+    run(make_cfg(*TINY, "monitor=none"))  # the embeddings are cached now
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(ROOT / "launch.py"),
+            *TINY,
+            "monitor=none",
+            "runtime.figures=false",
+            "runtime.force=true",
+            f"runtime.output_root={tmp_path / 'fresh'}",
+            f"runtime.cache_dir={shared_cache}",
+            "runtime.progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "sklearn" in imported  # the import log is read right
+    assert not {"torch", "transformers", "matplotlib"} & imported
