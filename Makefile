@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/sft.py
 	$(PY) bench/backends.py
 	$(PY) bench/monitors.py
+	$(PY) bench/sweep.py
 
 # make report ARGS=outputs/multirun/<sweep dir>
 report: setup
