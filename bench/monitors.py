@@ -1,6 +1,7 @@
 """Benchmark the monitors' hot path, in one run: MMD's permutation test with one kernel matrix for
-all B permutations against recomputing the kernel for every permutation, and every monitor at
-one checkpoint against the classifier's fit.
+all B permutations against recomputing the kernel for every permutation; every monitor at one
+checkpoint on all its windows at once (``Monitor.batch``, as a drift run calls it) against the
+same monitors window by window (``Monitor.test``); and all of them against the classifier's fit.
 
 On the default run's data (SmolLM2-135M-Instruct embeddings of 2,000 Davidson tweets, cached by
 any drift run, else computed once, about 2 minutes): the validation split (200) as the
@@ -11,10 +12,17 @@ reference, windows of 200 test texts after Gaussian drift at sigma = 0.02.
   distances, bandwidth and kernel each time (what a per-permutation call of a two-sample
   function does). The run fails if a statistic differs by more than 1e-9.
 * One checkpoint: ``drift_monitoring.Monitoring.checkpoint`` (monitor=all, its default
-  windows), as a drift run calls it, against ``classifier.fit_classifier`` on the same data
-  (the task's C grid).
+  windows) against a fresh fit of the run's classifier (``classifier/``'s default, as
+  ``drift_eval`` fits it on a cache miss), interleaved, ``--repeats`` times each: the ratio
+  of the fastest of each; also the run's two undrifted sets (once a run) and one checkpoint at
+  the previous default of 100 windows. Per monitor, the batch against the per-window
+  definitions on the same windows and draws: time per window, the largest difference of the
+  statistic and the share of windows where the alarm agrees (MMD's batch shares one draw of
+  permutations, so its p-values differ by permutation noise; C2ST's fit stops at
+  scikit-learn's tolerance by another route). The run fails if a statistic other than C2ST's
+  differs by more than 1e-9, or a KS alarm differs.
 
-    python bench/monitors.py [--permutations 199] [--repeats 3]
+    python bench/monitors.py [--permutations 199] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
 from driftbench import monitors as MON  # noqa: E402
-from driftbench.classifier import fit_classifier  # noqa: E402
+from driftbench.classifier import make_classifier  # noqa: E402
 from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import cached_embeddings  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
@@ -74,7 +82,7 @@ def mmd_recomputed(pooled: np.ndarray, m: int, assignments: np.ndarray) -> np.nd
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--permutations", type=int, default=199)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "monitors.json"))
     args = ap.parse_args()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -106,22 +114,12 @@ def main() -> None:
     y = data.labels
     tr, va, te = (data.split[s] for s in ("train", "val", "test"))
 
-    c = cfg.classifier
-    fit_s, clf = best_of(
-        1,
-        lambda: fit_classifier(
-            z[tr],
-            y[tr],
-            z[va],
-            y[va],
-            c_grid=list(c.c_grid),
-            max_iter=int(c.max_iter),
-            degenerate_dims=c.degenerate_dims,
-            degenerate_rel_std=float(c.degenerate_rel_std),
-            select_by=c.select_by,
-            seed=seed,
-        ),
-    )
+    settings = OmegaConf.to_container(cfg.classifier, resolve=True)
+
+    def fit():
+        return make_classifier(settings, seed).fit(z[tr], y[tr], z[va], y[va])
+
+    clf = fit()
     operator = drift_ops.make_drift("gaussian", z.shape[1], np.random.default_rng([seed, 1]))
     zc = operator(z[te], SIGMA)
     p = clf.predict_proba(zc)
@@ -141,18 +139,49 @@ def main() -> None:
         sys.exit(f"MMD^2 differs between the reused and recomputed kernels by {diff:.3g}")
 
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed)
-    checkpoint_s = min(monitoring.checkpoint(zc, p) for _ in range(args.repeats))
-    per_monitor = {}
-    views = [MON.View(zc[te_idx], p[te_idx]) for te_idx in monitoring.windows[:20]]
+    fit_runs, checkpoint_runs = [], []
+    for _ in range(args.repeats):  # interleaved: both see the same load
+        fit_runs.append(best_of(1, fit)[0])
+        checkpoint_runs.append(monitoring.checkpoint(zc, p))
+    fit_s, checkpoint_s = min(fit_runs), min(checkpoint_runs)
+    cfg_100 = cfg.copy()
+    cfg_100.monitor.n_windows = 100
+    monitoring_100 = Monitoring(cfg_100, clf, z, y, data.split, seed)
+    checkpoint_100_s = min(monitoring_100.checkpoint(zc, p) for _ in range(args.repeats))
+
+    wins = MON.Windows(MON.View(zc[monitoring.pool], p[monitoring.pool]), monitoring.windows)
+    ref, settings_m = monitoring.reference, monitoring.settings
+    batch_ms, one_ms, agreement = {}, {}, {}
     with threadpool_limits(1):
         for name, mon in MON.MONITORS.items():
-            s, _ = best_of(
+            s_batch, batch = best_of(
+                args.repeats,
+                lambda mon=mon: mon.batch(
+                    ref, MON.Windows(wins.pool, wins.idx), settings_m, np.random.default_rng(1)
+                ),
+            )
+            draws = np.random.default_rng(1)
+            s_one, one = best_of(
                 1,
-                lambda mon=mon: [
-                    mon.test(monitoring.reference, v, monitoring.settings, rng) for v in views
+                lambda mon=mon, draws=draws: [
+                    mon.test(ref, wins.view(i), settings_m, draws) for i in range(len(wins))
                 ],
             )
-            per_monitor[name] = 1000 * s / len(views)
+            batch_ms[name], one_ms[name] = 1000 * s_batch / len(wins), 1000 * s_one / len(wins)
+            gap = max(abs(a.statistic - b.statistic) for a, b in zip(batch, one, strict=True))
+            agree = None
+            if mon.has_p_value:
+                agree = float(
+                    np.mean(
+                        [
+                            (a.p_value <= monitoring.alpha) == (b.p_value <= monitoring.alpha)
+                            for a, b in zip(batch, one, strict=True)
+                        ]
+                    )
+                )
+            agreement[name] = {"max_abs_diff_statistic": gap, "alarm_agreement": agree}
+            if name != "c2st" and (gap > 1e-9 or (name != "mmd" and agree not in (None, 1.0))):
+                sys.exit(f"{name}: the batch differs from the per-window definition ({gap:.3g})")
 
     result = {
         "model": spec.name,
@@ -174,9 +203,18 @@ def main() -> None:
             "monitors": monitoring.names,
             "n_windows": len(monitoring.windows),
             "all_monitors_s": checkpoint_s,
+            "all_monitors_s_runs": checkpoint_runs,
+            "classifier": cfg.classifier.name,
             "classifier_fit_s": fit_s,
+            "classifier_fit_s_runs": fit_runs,
             "monitors_over_fit": checkpoint_s / fit_s,
-            "ms_per_window": per_monitor,
+            "undrifted_windows_s": monitoring.undrifted_s,
+            "all_monitors_100_windows_s": checkpoint_100_s,
+            "monitors_100_windows_over_fit": checkpoint_100_s / fit_s,
+            "ms_per_window": batch_ms,
+            "ms_per_window_one_by_one": one_ms,
+            "one_by_one_over_batch": sum(one_ms.values()) / sum(batch_ms.values()),
+            "batch_against_one_by_one": agreement,
         },
     }
     atomic_write_json(args.out, result)
@@ -184,8 +222,10 @@ def main() -> None:
         f"MMD, {args.permutations} permutations of {len(pooled)} x {z.shape[1]}: one kernel "
         f"{1000 * reused_s:.1f} ms, a kernel per permutation {1000 * recomputed_s:.0f} ms "
         f"({recomputed_s / reused_s:.0f}x) | all {len(monitoring.names)} monitors on "
-        f"{len(monitoring.windows)} windows: {checkpoint_s:.2f} s, the classifier's fit "
-        f"{fit_s:.2f} s -> {args.out}"
+        f"{len(monitoring.windows)} windows: {checkpoint_s:.3f} s, the classifier's fit "
+        f"{fit_s:.3f} s (ratio {checkpoint_s / fit_s:.2f}; 100 windows "
+        f"{checkpoint_100_s:.3f} s) | window by window "
+        f"{result['checkpoint']['one_by_one_over_batch']:.1f}x slower -> {args.out}"
     )
 
 

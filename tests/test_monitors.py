@@ -431,6 +431,7 @@ def test_a_drift_run_scores_every_monitor(make_cfg, tmp_path, caplog):
     lines = (d / "monitors.csv").read_text().splitlines()
     assert len(lines) == 1 + len(MON.MONITORS) * (1 + 3)
     assert on_disk["timing"]["classifier_fit_s"] > 0
+    assert on_disk["timing"]["monitors_undrifted_s"] > 0
 
 
 def test_a_bad_monitor_name_is_refused_before_any_run_dir(make_cfg, tmp_path):
