@@ -132,14 +132,17 @@ def _transformers_version() -> str:
 
 
 def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
-    """The model's architecture, width and depth (``architecture``, ``hidden_size``,
-    ``num_hidden_layers``), read from its config (a GGUF file's metadata before conversion)
-    without loading weights; None for a hub id not cached locally."""
+    """The model's architecture and shape (``architecture``, ``hidden_size``,
+    ``num_hidden_layers``, ``intermediate_size``, ``num_attention_heads``), read from its config
+    (a GGUF file's metadata before conversion) without loading weights; None for a hub id not
+    cached locally."""
     if spec.source == "tiny_random":
         return {
             "architecture": "llama",
             "hidden_size": int(spec.tiny["hidden_size"]),
             "num_hidden_layers": int(spec.tiny["num_hidden_layers"]),
+            "intermediate_size": int(spec.tiny["intermediate_size"]),
+            "num_attention_heads": int(spec.tiny["num_attention_heads"]),
         }
     if spec.source == "gguf":
         import gguf
@@ -155,6 +158,8 @@ def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
             "architecture": arch,
             "hidden_size": int(field(f"{arch}.embedding_length")[0]),
             "num_hidden_layers": int(field(f"{arch}.block_count")[0]),
+            "intermediate_size": int(field(f"{arch}.feed_forward_length")[0]),
+            "num_attention_heads": int(field(f"{arch}.attention.head_count")[0]),
         }
     local = resolve_local_path(spec.name_or_path)
     if local is None:
@@ -170,6 +175,8 @@ def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
         "architecture": config.get("model_type"),
         "hidden_size": get("hidden_size"),
         "num_hidden_layers": get("num_hidden_layers"),
+        "intermediate_size": get("intermediate_size"),
+        "num_attention_heads": get("num_attention_heads"),
     }
 
 

@@ -104,7 +104,7 @@ class Drift:  # a drift/ choice: a synthetic drift (driftbench/drift.py) is its 
 class UpdateDrift(Drift):  # a real model update (driftbench/updates/); each YAML names its schema
     anchors: int = req(**at_least(0))
     map: str = req()
-    twin_draws: int = req(**at_least(1))
+    twin_draws: int = req(**at_least(5))
 
 
 @dataclass
@@ -118,6 +118,7 @@ class AdapterDrift(UpdateDrift):
     train: Any = None  # the sft group's settings (${sft}): the adapter a run trains itself
     train_probes: int | None = opt(**at_least(1))
     train_probe_seed: int = req(**at_least(0))
+    train_seed: int = req(**at_least(0))
     scales: list[float] = req(
         **rule("a non-empty list of numbers >= 0", lambda v: len(v) > 0 and min(v) >= 0)
     )

@@ -18,7 +18,7 @@ from driftbench import drift as D
 from driftbench import metrics as M
 
 TWIN_DRIFTS = tuple(D.DRIFTS)
-SIGMA_CEILING = {"gaussian": 1e3, "directional": 1e3, "subspace": 1.0}  # subspace: theta <= 90 deg
+SIGMA_CEILING = {"gaussian": 1e3, "directional": 1e3, "subspace": 2.0}  # subspace: theta <= 180
 
 
 def _draws(kind: str, z0: np.ndarray, draws: int, rng: np.random.Generator) -> list[Callable]:
@@ -48,10 +48,12 @@ def mean_angle(z0: np.ndarray, drifted: list[Callable], sigma: float) -> float:
 
 
 def match_sigma(
-    z0: np.ndarray, drifted: list[Callable], target_deg: float, ceiling: float, tol_deg=0.01
+    z0: np.ndarray, drifted: list[Callable], target_deg: float, ceiling: float, rel_tol=1e-3
 ) -> float | None:
-    """The sigma in [0, ceiling] whose mean angle is ``target_deg`` (bisection), or None when
-    the drift cannot reach that angle."""
+    """The sigma in [0, ceiling] whose mean angle is ``target_deg`` to a relative ``rel_tol``
+    (bisection; a fine re-quantization turns embeddings by hundredths of a degree), or None
+    when the drift cannot reach that angle."""
+    tol_deg = max(rel_tol * target_deg, 1e-7)
     if target_deg <= 1e-9:  # the original model: its angle is rounding
         return 0.0
     lo, hi = 0.0, min(0.01, ceiling)
@@ -65,7 +67,7 @@ def match_sigma(
         if abs(angle - target_deg) < tol_deg:
             return mid
         lo, hi = (mid, hi) if angle < target_deg else (lo, mid)
-    return (lo + hi) / 2
+    return None  # the angle is not monotone in sigma here, or not resolvable
 
 
 def synthetic_twin(

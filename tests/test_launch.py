@@ -191,7 +191,8 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     out = launch(tmp_path, "drift=sideways", check=False)
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        "error: drift=sideways: no such option; accepted: directional, gaussian, subspace"
+        "error: drift=sideways: no such option; accepted: adapter, directional, gaussian, "
+        "interpolate, quantize, subspace, swap"
     )
 
 

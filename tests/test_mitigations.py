@@ -205,8 +205,8 @@ def test_an_unknown_choice_is_one_line_listing_the_choices(tmp_path):
     )
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
     assert out.stderr.strip() == (
-        "error: mitigation=pray: no such option; accepted: noise_augment, none, recalibrate, "
-        "retrain, test_time_standardize"
+        "error: mitigation=pray: no such option; accepted: noise_augment, none, realign, "
+        "recalibrate, retrain, test_time_standardize"
     )
 
 
@@ -258,7 +258,6 @@ def test_realign_on_a_real_update_runs_and_costs_nothing_undrifted(make_cfg, tmp
             "monitor=none",
             "drift=quantize",
             "drift.levels=[Q4_0]",
-            "drift.twin_draws=1",
             "mitigation=realign",
             "mitigation.anchors=50",
         )

@@ -28,7 +28,7 @@ from driftbench.updates.weights import (
     requantize,
 )
 
-TINY = ["model=tiny_random", "data.n_samples=200", "monitor=none", "drift.twin_draws=2"]
+TINY = ["model=tiny_random", "data.n_samples=200", "monitor=none", "drift.twin_draws=5"]
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,51 @@ def test_the_twin_search_hits_the_target_angle(kind, target):
     )
     assert abs(twin["angle_deg"] - target) < 0.5 and twin["sigma"] > 0
     assert twin["draws"] == 5 and 0 <= twin["roc_auc"] <= 1
+
+
+@pytest.mark.parametrize("target", [0.004, 0.02, 100.0])
+def test_the_twin_search_is_relative_at_tiny_angles_and_reaches_past_90_degrees(target):
+    z0 = unit(300, 64, 6)
+    twin = synthetic_twin(
+        z0,
+        np.arange(300) % 2,
+        lambda z: 1 / (1 + np.exp(-z[:, 0])),
+        target,
+        "subspace",
+        draws=5,
+        seed=0,
+        tau=0.8,
+        n_bins=5,
+    )
+    assert twin["angle_deg"] == pytest.approx(target, rel=2e-3)
+
+
+def test_an_angle_noise_cannot_reach_has_no_twin():
+    z0 = unit(100, 32, 2)
+    twin = synthetic_twin(
+        z0,
+        np.arange(100) % 2,
+        lambda z: 1 / (1 + np.exp(-z[:, 0])),
+        120.0,
+        "gaussian",
+        draws=5,
+        seed=0,
+        tau=0.8,
+        n_bins=5,
+    )
+    assert twin["sigma"] is None and twin["angle_deg"] is None
+
+
+def test_adapters_the_merge_cannot_reproduce_are_refused(lora, tmp_path):
+    run_dir, _ = lora
+    for key, value in (("use_dora", True), ("bias", "lora_only"), ("rank_pattern", {"q": 2})):
+        folder = tmp_path / key
+        folder.mkdir()
+        config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**config, key: value}))
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+        with pytest.raises(ValueError, match=f"sets {key}; accepted: a plain LoRA adapter"):
+            adapter_folder(folder)
 
 
 def test_the_twins_subspace_drift_is_eq7():
@@ -306,6 +351,25 @@ def test_swap_to_a_narrower_tiny_model_end_to_end(make_cfg, tmp_path):
             "accepted: drift.map=procrustes or lstsq",
         ),
         (["drift=swap", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
+        (["drift=quantize", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
+        (
+            ["drift=quantize", "drift.map=lstsq"],
+            "drift.map=lstsq with drift.anchors=0; accepted: drift.anchors >= 2",
+        ),
+        (
+            ["drift=interpolate", "drift.alphas=[0.5,1]"],
+            "drift.alphas=[0.5, 1.0]; accepted: a non-decreasing list starting at 0",
+        ),
+        (
+            [
+                "drift=interpolate",
+                "drift.quantize=null",
+                "+model@drift.target=tiny_random",
+                "drift.target.intermediate_size=96",
+            ],
+            "differ (intermediate_size 128 vs 96)",
+        ),
+        (["drift=quantize", "drift.twin_draws=2"], "drift.twin_draws=2; accepted: an integer >= 5"),
         (
             ["drift=swap", "model@drift.target=hf", "drift.target.name_or_path=/no/such/model"],
             "model.name_or_path='/no/such/model' does not exist",

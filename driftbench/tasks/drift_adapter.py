@@ -1,7 +1,8 @@
 """``drift=adapter`` with no adapter given: the run trains one, as a rho_sft run would (the
 ``sft`` group's settings, copied into ``drift.train``), and caches it under
-``<cache_dir>/adapters/<key>`` keyed by the model, those settings, the probes and the seed, so
-a sweep over seeds of the classifier or other drift settings trains it once."""
+``<cache_dir>/adapters/<key>`` keyed by the model, those settings, the probes and
+``drift.train_seed`` (not the run's seed, which draws the split), so a sweep over seeds,
+classifiers or mitigations trains it once."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def training_cfg(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(
         {
             "sft": OmegaConf.to_container(cfg.drift.train, resolve=True),
-            "seed": int(cfg.seed),
+            "seed": int(cfg.drift.train_seed),
             "runtime": {"data_dir": cfg.runtime.data_dir},
         }
     )
@@ -40,7 +41,7 @@ def trained_adapter(cfg: DictConfig) -> Path:
     parts = {
         "model": model_identity(spec, cache_dir),
         "train": OmegaConf.to_container(tcfg, resolve=True)["sft"],
-        "seed": int(cfg.seed),
+        "seed": int(cfg.drift.train_seed),
         "probes": [n_probes, probe_seed],
         "alpaca": content_sha256(
             resolve_data_path(tcfg.sft.data.alpaca_path, tcfg.runtime.data_dir)
@@ -68,7 +69,7 @@ def trained_adapter(cfg: DictConfig) -> Path:
             texts,
             pairs,
             sft,
-            int(cfg.seed),
+            int(cfg.drift.train_seed),
             bool(cfg.runtime.progress),
         )
         model.save_pretrained(tmp, safe_serialization=True)

@@ -34,18 +34,14 @@ from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.fit_cache import fitted_classifier
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
 from driftbench.runs import atomic_write_csv
+from driftbench.tasks.drift_eval_summary_updates import update_figure
 from driftbench.tasks.drift_monitoring import (
     Monitoring,
     check_monitoring,
     monitor_digest,
     monitor_names,
 )
-from driftbench.tasks.drift_updates import (
-    check_update,
-    drift_checkpoints,
-    update_figure,
-    update_of,
-)
+from driftbench.tasks.drift_updates import check_update, drift_checkpoints, update_of
 from driftbench.updates import UPDATES, is_update
 
 log = logging.getLogger(__name__)
@@ -67,8 +63,9 @@ CONFIG_GROUPS = (
     "backend",
 )
 # 2: monitors; 3: classifiers, mitigations; 4: noise_augment re-chooses; 5: monitors on all
-# windows at once (C2ST fitted by Newton, one MMD permutation draw per checkpoint, 50 windows)
-RESULTS_VERSION = 5
+# windows at once (C2ST fitted by Newton, one MMD permutation draw per checkpoint, 50 windows);
+# 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded
+RESULTS_VERSION = 6
 
 
 def inputs(cfg: DictConfig) -> dict:
@@ -248,7 +245,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max())
         )
         if update:  # the update's own numbers and its synthetic twins at the same mean angle
-            twin, extra, sigma_eq = about_update(row["realized_angle_deg"], clf, y_test)
+            twin, extra, sigma_eq = about_update(row["realized_angle_deg"], clf, y_test, p_frozen)
             row.update(extra)
             twins.append(twin)
         row.update(clf.amplification(z_test, zc, float(sigma_eq if update else sigma)))
@@ -281,7 +278,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} drift, {data.path.name}"
     if update:
         title = f"{spec.name} ({spec.variant}), {cfg.drift.name} update, {data.path.name}"
-        update_figure(run_dir, rows, title)
+        update_figure(run_dir, twins, title)
     plots.drift_figures(run_dir, rows, reliability, cal, title)
     extra = {
         "mitigation": {

@@ -281,14 +281,20 @@ def monitor_table(groups: list) -> str:
 
 def tables(groups: list) -> list[str]:
     return [
-        cliff_table(groups),
+        cliff_table(synthetic(groups)),
         monitor_table(groups),
         *mitigations.tables(groups),
         *updates.tables(groups),
     ]
 
 
+def synthetic(groups: list) -> list:
+    """The groups of synthetic-drift runs: the sigma curves and the failure cliff are theirs (a
+    real update's checkpoints are its own knobs, in its own table)."""
+    real = updates.update_groups(groups)
+    return [g for g in groups if g not in real]
+
+
 def figures(groups: list, out: Path) -> list[str]:
-    return (
-        drift_figures(groups, out) + mitigations.figure(groups, out) + updates.figure(groups, out)
-    )
+    drawn = drift_figures(synthetic(groups), out) if synthetic(groups) else []
+    return drawn + mitigations.figure(groups, out) + updates.figure(groups, out)

@@ -1,9 +1,8 @@
-"""The sweep report's part on real model updates (drift_eval runs with ``drift=quantize``,
-``adapter``, ``interpolate`` or ``swap``): per group of runs that differ in seed alone, each
-checkpoint's relative weight error, realized angle, ROC-AUC, silent-failure rate and mean
-confidence beside those of its synthetic twins (the sigma of each synthetic drift that turns the
-embeddings by the same mean angle); and a figure of ROC-AUC, real against twins. numpy and
-matplotlib only."""
+"""The real-update parts of a report (drift_eval runs with ``drift=quantize``, ``adapter``,
+``interpolate`` or ``swap``): per checkpoint, the frozen classifier on the updated model's
+embeddings beside its synthetic twins (each synthetic drift at the same mean angle), as one
+run's figure (``update_vs_twins.png``) and, per group of runs that differ in seed alone, the
+sweep report's table and ``report_updates.png``. numpy and matplotlib only."""
 
 from __future__ import annotations
 
@@ -11,56 +10,106 @@ from pathlib import Path
 
 import numpy as np
 
-from driftbench.runs import save_figure
+from driftbench.runs import figures_on, save_figure
+from driftbench.twin import TWIN_DRIFTS
 
-TWINS = ("gaussian", "directional", "subspace")
+PANELS = (
+    ("roc_auc", "ROC-AUC"),
+    ("silent_failure_rate_pct", "silent failure rate (%)"),
+    ("mean_confidence", "mean confidence"),
+)
 
 
-def _updates(groups: list) -> list:
-    return [g for g in groups if all("update" in r["metrics"] for r in g.runs)]
+def _num(v) -> float:
+    return np.nan if v is None else float(v)
 
 
 def _mean(values: list) -> float:
-    xs = np.array([np.nan if v is None else v for v in values], dtype=float)
-    return float(np.nanmean(xs)) if np.isfinite(xs).any() else float("nan")
+    xs = np.array([_num(v) for v in values], dtype=float)
+    return float(np.nanmean(xs)) if np.isfinite(xs).any() else np.nan
+
+
+def _records(run: dict) -> list[dict]:
+    return run["metrics"]["update"]["checkpoints"]
+
+
+def update_groups(groups: list) -> list:
+    return [g for g in groups if g.runs and all("update" in r["metrics"] for r in g.runs)]
+
+
+def per_checkpoint(group) -> tuple[list[dict], int]:
+    """The group's update records averaged over its seeds (twins over the seeds that reached
+    them: ``reached``), and how many runs that is (runs of another length are left out)."""
+    k = len(_records(group.runs[0]))
+    runs = [r for r in group.runs if len(_records(r)) == k]
+    out = []
+    for c in range(k):
+        recs = [_records(r)[c] for r in runs]
+        twins = {}
+        for t in TWIN_DRIFTS:
+            reached = [x["twins"][t] for x in recs if x["twins"][t].get("sigma") is not None]
+            twins[t] = {
+                "sigma": _mean([x["sigma"] for x in reached]),
+                **{key: _mean([x.get(key) for x in reached]) for key, _ in PANELS},
+                "reached": len(reached),
+            }
+        out.append(
+            {
+                "checkpoint": recs[0]["checkpoint"],
+                "realized_angle_deg": _mean([x["realized_angle_deg"] for x in recs]),
+                "relative_weight_error": _mean([x.get("relative_weight_error") for x in recs]),
+                "frozen": {key: _mean([x["frozen"][key] for x in recs]) for key, _ in PANELS},
+                "twins": twins,
+            }
+        )
+    return out, len(runs)
+
+
+def draw(ax, records: list[dict], key: str, label: str) -> None:
+    """One panel: the real update (solid) against its twins (dashed), checkpoint by checkpoint,
+    each labelled with its mean angle."""
+    x = np.arange(len(records))
+    ax.plot(x, [_num(r["frozen"][key]) for r in records], "ko-", lw=2, label="real update")
+    for t, style in zip(TWIN_DRIFTS, ("s--", "^--", "v--"), strict=True):
+        ax.plot(x, [_num(r["twins"][t].get(key)) for r in records], style, label=f"{t} twin")
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [f"{r['checkpoint']}\n{r['realized_angle_deg']:.1f}°" for r in records], fontsize=7
+    )
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+
+
+def update_figure(run_dir: Path, records: list[dict], title: str) -> list[str]:
+    """One run's ``update_vs_twins.png``."""
+    if not figures_on():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 3.8))
+    for ax, (key, label) in zip(axes, PANELS, strict=True):
+        draw(ax, records, key, label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: real update vs synthetic drift at the same mean angle", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, run_dir / "update_vs_twins.png")
+    plt.close(fig)
+    return ["update_vs_twins.png"]
 
 
 def _f(fmt: str, v: float) -> str:
     return fmt.format(v) if np.isfinite(v) else "–"
 
 
-def per_checkpoint(group) -> list[dict]:
-    """Per checkpoint, the mean over seeds of the update's numbers and of its twins'."""
-    k = len(group.runs[0]["metrics"]["checkpoints"])
-    runs = [r for r in group.runs if len(r["metrics"]["checkpoints"]) == k]
-    out = []
-    for c in range(k):
-        rows = [r["metrics"]["checkpoints"][c] for r in runs]
-
-        def m(key, rows=rows):
-            return _mean([row.get(key) for row in rows])
-
-        out.append(
-            {
-                "label": rows[0]["update"],
-                "weight_error": m("relative_weight_error"),
-                "angle": m("realized_angle_deg"),
-                "auc": m("roc_auc"),
-                "sfr": m("silent_failure_rate_pct"),
-                "conf": m("mean_confidence"),
-                "auc_unmapped": m("roc_auc_unmapped"),
-                **{f"{t}_sigma": m(f"twin_{t}_sigma") for t in TWINS},
-                **{f"{t}_auc": m(f"twin_{t}_roc_auc") for t in TWINS},
-                **{f"{t}_sfr": m(f"twin_{t}_silent_failure_rate_pct") for t in TWINS},
-            }
-        )
-    return out
-
-
 def tables(groups: list) -> list[str]:
     """One table per group of update runs: a row per checkpoint."""
     out = []
-    for g in _updates(groups):
+    for g in update_groups(groups):
+        records, n = per_checkpoint(g)
+        draws = _records(g.runs[0])[-1]["twins"][TWIN_DRIFTS[0]]["draws"]
         cols = [
             "checkpoint",
             "weight error",
@@ -68,48 +117,43 @@ def tables(groups: list) -> list[str]:
             "ROC-AUC",
             "SFR (%)",
             "conf.",
-            *(f"{t} twin: σ / AUC / SFR" for t in TWINS),
+            *(f"{t} twin: σ / AUC / SFR" for t in TWIN_DRIFTS),
         ]
-        unmapped = any(np.isfinite(r["auc_unmapped"]) for r in per_checkpoint(g))
-        cols += ["AUC without the map"] if unmapped else []
         lines = [
-            f"**Real update, {g.label()}** (n = {len(g.runs)}, mean over seeds): the update "
-            "beside each synthetic drift at the same mean angle (its twin, mean of "
-            f"{g.runs[0]['metrics']['update']['checkpoints'][-1]['twins']['gaussian']['draws']}"
-            " draws).",
+            f"**Real update, {g.label()}** (n = {n}, mean over seeds): the frozen classifier "
+            f"on every test text, beside each synthetic drift at the same mean angle (its twin, "
+            f"{draws} draws; a twin no draw reaches is –).",
             "",
             "| " + " | ".join(cols) + " |",
             "|" + "---|" * len(cols),
         ]
-        for r in per_checkpoint(g):
+        for r in records:
             cells = [
-                r["label"],
-                _f("{:.4f}", r["weight_error"]),
-                _f("{:.2f}", r["angle"]),
-                _f("{:.3f}", r["auc"]),
-                _f("{:.1f}", r["sfr"]),
-                _f("{:.3f}", r["conf"]),
+                r["checkpoint"],
+                _f("{:.4f}", r["relative_weight_error"]),
+                _f("{:.2f}", r["realized_angle_deg"]),
+                _f("{:.3f}", r["frozen"]["roc_auc"]),
+                _f("{:.1f}", r["frozen"]["silent_failure_rate_pct"]),
+                _f("{:.3f}", r["frozen"]["mean_confidence"]),
                 *(
                     " / ".join(
                         (
-                            _f("{:.4g}", r[f"{t}_sigma"]),
-                            _f("{:.3f}", r[f"{t}_auc"]),
-                            _f("{:.1f}", r[f"{t}_sfr"]),
+                            _f("{:.4g}", r["twins"][t]["sigma"]),
+                            _f("{:.3f}", r["twins"][t]["roc_auc"]),
+                            _f("{:.1f}", r["twins"][t]["silent_failure_rate_pct"]),
                         )
                     )
-                    for t in TWINS
+                    for t in TWIN_DRIFTS
                 ),
             ]
-            cells += [_f("{:.3f}", r["auc_unmapped"])] if unmapped else []
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines) + "\n")
     return out
 
 
 def figure(groups: list, out: Path) -> list[str]:
-    """ROC-AUC per checkpoint, the real update (solid) against its twins (dashed), one panel
-    per group."""
-    chosen = _updates(groups)
+    """ROC-AUC per checkpoint, the real update against its twins, one panel per group."""
+    chosen = update_groups(groups)
     if not chosen:
         return []
     import matplotlib
@@ -119,16 +163,8 @@ def figure(groups: list, out: Path) -> list[str]:
 
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.6 * len(chosen), 3.8), squeeze=False)
     for ax, g in zip(axes[0], chosen, strict=True):
-        rows = per_checkpoint(g)
-        x = np.arange(len(rows))
-        ax.plot(x, [r["auc"] for r in rows], "ko-", lw=2, label="real update")
-        for t, style in zip(TWINS, ("s--", "^--", "v--"), strict=True):
-            ax.plot(x, [r[f"{t}_auc"] for r in rows], style, label=f"{t} twin")
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"{r['label']}\n{r['angle']:.1f}°" for r in rows], fontsize=7)
+        draw(ax, per_checkpoint(g)[0], "roc_auc", "ROC-AUC")
         ax.set_title(g.label(), fontsize=8)
-        ax.set_ylabel("ROC-AUC")
-        ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "report_updates.png")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from driftbench import drift as drift_ops
+from driftbench import metrics as M
 from driftbench.align import apply_map, fit_map
 from driftbench.backends import BACKENDS, get_backend, load_model
 from driftbench.embed import cache_key, embedding_parts, extract_embeddings
@@ -25,6 +27,8 @@ from driftbench.updates.store import UpdateStore
 from driftbench.updates.weights import relative_error
 
 log = logging.getLogger(__name__)
+UPDATE_CACHE_VERSION = 1
+TWIN_METRICS = ("roc_auc", "silent_failure_rate_pct", "mean_confidence", "ece")
 TWIN_KEYS = ("sigma", "roc_auc", "silent_failure_rate_pct", "mean_confidence")
 
 
@@ -41,6 +45,7 @@ def check_update(cfg: DictConfig, n_train: int) -> None:
     update = update_of(cfg)
     if update is None:
         return
+    update.check_map()
     update.check()
     if not update.in_place and int(cfg.mitigation.get("anchors", 0)):
         raise ValueError(
@@ -63,8 +68,6 @@ def check_update(cfg: DictConfig, n_train: int) -> None:
     if not update.in_place:
         cache_dir = Path(cfg.runtime.cache_dir).expanduser()
         old, new = model_shape(update.spec, cache_dir), model_shape(update.target(), cache_dir)
-        if update.map != "none" and anchors < 2:
-            raise ValueError(f"drift.anchors={anchors}; accepted: >= 2 to fit drift.map")
         if update.map == "none" and old and new and old["hidden_size"] != new["hidden_size"]:
             raise ValueError(
                 f"drift.map=none but {update.spec.name} has width {old['hidden_size']} and "
@@ -79,7 +82,7 @@ class Checkpoint:
     knob: float
     z: np.ndarray  # test embeddings of M_c, unit norm, mapped into M_0's space
     unmapped: np.ndarray | None  # the same without the map, where the widths match
-    anchors: np.ndarray  # anchor embeddings of M_c, unit norm, unmapped
+    anchors: np.ndarray  # anchor embeddings of M_c, unit norm, mapped like ``z``
     info: dict = field(default_factory=dict)
 
 
@@ -149,6 +152,8 @@ def update_checkpoints(
                     spec, cache_dir, pooling, int(e.max_length), layer, bool(e.packed), backend
                 ),
                 "update": step.identity,
+                "update_code": UPDATE_CACHE_VERSION,  # bumped with any change to what M_c is
+                "gguf": package_version("gguf"),
             }
             if not update.in_place:
                 parts["base"] = embedding_parts(
@@ -171,9 +176,9 @@ def update_checkpoints(
                 t0 = time.perf_counter()
                 new = update.weights_at(step, base)
                 error = relative_error(base, new)
-                m.backend.set_weights(m.model, new)
-                t1 = time.perf_counter()
                 try:
+                    m.backend.set_weights(m.model, new)
+                    t1 = time.perf_counter()
                     z_new = embed(m, missing, pooling, layer)
                 finally:
                     t2 = time.perf_counter()
@@ -205,7 +210,7 @@ def update_checkpoints(
                 step.knob,
                 apply_map(z_c, w),
                 z_c if (same and w is not None) else None,
-                z_anchor,
+                apply_map(z_anchor, w),
                 {**info, "embedded_now": fresh, "prepare_s": state.get("prepare_s", 0.0)},
             )
         )
@@ -238,45 +243,6 @@ def twins(cfg: DictConfig, z0, y, clf, target_deg: float, drawn: dict) -> dict:
 
 def twin_columns(twin: dict) -> dict:
     return {f"twin_{k}_{key}": twin[k].get(key) for k in twin for key in TWIN_KEYS}
-
-
-def update_figure(run_dir: Path, rows: list[dict], title: str) -> list[str]:
-    """The real update beside its synthetic twins at matched angle, checkpoint by checkpoint."""
-    from driftbench.runs import figures_on
-
-    if not figures_on():
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from driftbench.runs import save_figure
-
-    x = np.arange(len(rows))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, key, label in zip(
-        axes,
-        ("roc_auc", "silent_failure_rate_pct", "mean_confidence"),
-        ("ROC-AUC", "silent failure rate (%)", "mean confidence"),
-        strict=True,
-    ):
-        ax.plot(x, [r[key] for r in rows], "ko-", lw=2, label="real update")
-        for kind, style in zip(TWIN_DRIFTS, ("s--", "^--", "v--"), strict=True):
-            ys = [r.get(f"twin_{kind}_{key}") for r in rows]
-            ax.plot(x, [np.nan if v is None else v for v in ys], style, label=f"{kind} twin")
-        ax.set_xticks(x)
-        ax.set_xticklabels(
-            [f"{r['update']}\n{r['realized_angle_deg']:.1f}°" for r in rows], fontsize=7
-        )
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{title}: real update vs synthetic drift at the same mean angle", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, run_dir / "update_vs_twins.png")
-    plt.close(fig)
-    return ["update_vs_twins.png"]
 
 
 def anchor_rows(train: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -317,20 +283,30 @@ def drift_checkpoints(
     out, drawn = [], {}
     for ckpt in update_checkpoints(cfg, data.texts, z, te, rows):
 
-        def about(angle: float, clf, y_test, ckpt=ckpt):
+        def about(angle: float, clf, y_test, p_frozen, ckpt=ckpt):
             twin = twins(cfg, z_test, y_test, clf, angle, drawn)
+            frozen = M.checkpoint_metrics(
+                y_test, p_frozen, float(cfg.task.tau), int(cfg.task.ece_bins)
+            )
             extra = {
                 "update": ckpt.label,
                 "relative_weight_error": ckpt.info.get("relative_weight_error"),
                 **twin_columns(twin),
             }
             if ckpt.unmapped is not None:
-                from driftbench.metrics import roc_auc
-
-                extra["roc_auc_unmapped"] = roc_auc(y_test, clf.predict_proba(ckpt.unmapped))
+                extra["roc_auc_unmapped"] = M.roc_auc(y_test, clf.predict_proba(ckpt.unmapped))
             sigma = twin["gaussian"]["sigma"]  # None: noise never turns them that far
-            about = {"checkpoint": ckpt.label, "knob": ckpt.knob, **ckpt.info, "twins": twin}
-            return about, extra, np.nan if sigma is None else sigma
+            record = {
+                "checkpoint": ckpt.label,
+                "knob": ckpt.knob,
+                "realized_angle_deg": angle,
+                **ckpt.info,
+                # the frozen classifier on every test text: what the twins are (a mitigation's
+                # numbers, in the row, are on the texts it did not read)
+                "frozen": {k: frozen[k] for k in TWIN_METRICS},
+                "twins": twin,
+            }
+            return record, extra, np.nan if sigma is None else sigma
 
         out.append((ckpt.knob, lambda ckpt=ckpt: (ckpt.z, (z0_anchor, ckpt.anchors)), about))
     return out, True

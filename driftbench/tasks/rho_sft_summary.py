@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.runs import save_figure
+from driftbench.tasks import rho_sft_summary_stats as stats
+from driftbench.tasks.rho_sft_summary_stats import cohens_d
 
 
 def headline(run: dict) -> dict:
@@ -101,16 +103,6 @@ def _measured_behaviors(groups: list, measure: str) -> list[str]:
     )
 
 
-def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean difference over the pooled standard deviation (NaN with fewer than 2 per group)."""
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    pooled = np.sqrt(
-        ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
-    )
-    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
-
-
 def reference(g, groups: list):
     """The sft_only group ``g`` is compared with: the one alike in every axis but the condition
     (and λρ, which sft_only forces to 0), the same λρ in the config first; None if there is none."""
@@ -175,6 +167,44 @@ def rho_tables(groups: list, measure: str = "delta_rho") -> str:
                 cells.append(f"d={cohens_d(a, c):.2f}, p={p:.3g}")
             lines.append("| " + " | ".join([*_condition_cells(g), *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def margin_twin(g, groups: list):
+    """The γ = 0 group alike ``g`` in every other axis, for ``g`` with γ > 0; else None."""
+    if g.runs[0]["metrics"]["margin_gamma"] <= 0:
+        return None
+    twins = [
+        o
+        for o in groups
+        if o.runs[0]["metrics"]["margin_gamma"] == 0
+        and o.key(skip=("sft.margin",)) == g.key(skip=("sft.margin",))
+    ]
+    return twins[0] if twins else None
+
+
+def study_tables(groups: list, measure: str = "delta_rho") -> str:
+    """What the sweep can conclude (``rho_sft_summary_stats``): each group against its sft_only
+    group and each γ > 0 against its γ = 0 twin (difference, d, Welch p, δ*), then the power
+    statement from the run-to-run spread of the trained groups."""
+    behaviors = _measured_behaviors(groups, measure)
+    if not behaviors or not any(len(g.runs) > 1 for g in groups):
+        return ""
+    groups = _ordered(groups)
+    pairs = [(g, r, "sft_only") for g in groups if (r := reference(g, groups)) not in (None, g)]
+    pairs += [(g, r, "γ = 0") for g in groups if (r := margin_twin(g, groups)) is not None]
+
+    def samples(g) -> dict[str, np.ndarray]:
+        return {b: _values(g.runs, b, measure) for b in behaviors}
+
+    rows = [
+        (_condition_cells(g), against, {b: (samples(g)[b], samples(r)[b]) for b in behaviors})
+        for g, r, against in pairs
+    ]
+    trained = [samples(g) for g in groups if g.runs[0]["metrics"]["condition"] != "baseline"]
+    symbol = RHO_MEASURES[measure][0]
+    axes = ["arm", "λρ", "γ", *groups[0].columns(skip=CONDITION_AXES)]
+    lines = stats.comparison_table(symbol, behaviors, axes, rows) if rows else []
+    return "\n".join(lines + stats.power_table(behaviors, trained, rows)) + "\n"
 
 
 def rho_figures(groups: list, out: Path) -> list[str]:
@@ -314,7 +344,11 @@ def stress_tables(groups: list) -> str:
 
 
 def tables(groups: list) -> list[str]:
-    return [*(rho_tables(groups, m) for m in RHO_MEASURES), stress_tables(groups)]
+    return [
+        *(rho_tables(groups, m) for m in RHO_MEASURES),
+        *(study_tables(groups, m) for m in RHO_MEASURES),
+        stress_tables(groups),
+    ]
 
 
 def figures(groups: list, out: Path) -> list[str]:

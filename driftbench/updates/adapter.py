@@ -8,7 +8,7 @@ from pathlib import Path
 
 from driftbench.models import files_sha256
 from driftbench.updates.base import Step, Update
-from driftbench.updates.weights import adapter_folder, lora_deltas, merge
+from driftbench.updates.weights import adapter_files, adapter_folder, lora_deltas, merge
 
 
 class Adapter(Update):
@@ -29,16 +29,14 @@ class Adapter(Update):
             )
         if not self.trains:
             self.folder()
-        bad = [s for s in self.settings["scales"] if s < 0]
-        if bad:
-            raise ValueError(f"drift.scales={list(self.settings['scales'])}; accepted: >= 0")
+        self.check_starts_at_zero("scales")
 
     def inputs(self) -> dict:
         """The adapter's files (a trained one is decided by the config: ``drift.train``)."""
-        return {} if self.trains else {"adapter": files_sha256(sorted(self.folder().iterdir()))}
+        return {} if self.trains else {"adapter": files_sha256(adapter_files(self.folder()))}
 
     def steps(self) -> list[Step]:
-        digest = files_sha256(sorted(self.folder().iterdir()))
+        digest = files_sha256(adapter_files(self.folder()))
         return [
             Step(f"s={s:g}", float(s), None if s == 0 else {"adapter": digest, "scale": float(s)})
             for s in self.settings["scales"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.align import MAPS
 from driftbench.models import ModelSpec
 
 
@@ -44,9 +45,29 @@ class Update(ABC):
         """How checkpoint c's embeddings are mapped into M_0's space before the classifier."""
         return self.settings.get("map", "none")
 
+    def check_map(self) -> None:
+        """The map every update may ask for, and the anchors it is fitted on."""
+        if self.map not in MAPS:
+            raise ValueError(f"drift.map={self.map!r}; accepted: {', '.join(MAPS)}")
+        anchors = int(self.settings.get("anchors", 0))
+        if self.map != "none" and anchors < 2:
+            raise ValueError(
+                f"drift.map={self.map} with drift.anchors={anchors}; accepted: drift.anchors >= 2 "
+                "(the training texts both models embed to fit the map)"
+            )
+
     def check(self) -> None:
         """Cheap checks before any embedding (one line naming the bad value)."""
         return None
+
+    def check_starts_at_zero(self, key: str) -> None:
+        """Checkpoint 0 is the model itself: a knob list that starts at 0."""
+        knobs = list(self.settings[key])
+        if not knobs or knobs[0] != 0 or any(b < a for a, b in zip(knobs, knobs[1:], strict=False)):
+            raise ValueError(
+                f"drift.{key}={knobs}; accepted: a non-decreasing list starting at 0 (checkpoint "
+                "0 is the model itself)"
+            )
 
     def inputs(self) -> dict:
         """Digests of the files the update reads (an adapter, another model's weights)."""

@@ -27,6 +27,7 @@ class Interpolate(Update):
                 "model re-quantized) or drift.target=<a model/ choice>, e.g. "
                 "+model@drift.target=smollm2_135m_instruct"
             )
+        self.check_starts_at_zero("alphas")
         if quant is not None:
             check_quant_type(quant)
         else:

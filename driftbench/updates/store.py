@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.runs import atomic_write_bytes, atomic_write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +55,6 @@ class UpdateStore:
     ) -> tuple[np.ndarray, dict, int]:
         """(rows for ``texts``, the update's info, how many texts were embedded now).
         ``compute(missing texts) -> (rows, info)`` runs only for texts not yet cached."""
-        from driftbench.runs import atomic_write_bytes
-
         have, info = self._load(key)
         digests = [text_digest(t) for t in texts]
         missing = list(dict.fromkeys(d for d in digests if d not in have))
@@ -70,5 +70,5 @@ class UpdateStore:
                 np.savez(f, digests=names, rows=stacked, info=np.array(json.dumps(info)))
 
             atomic_write_bytes(self.root / f"{key}.npz", write)
-            (self.root / f"{key}.json").write_text(json.dumps(parts, sort_keys=True, indent=1))
+            atomic_write_json(self.root / f"{key}.json", parts)
         return np.stack([have[d] for d in digests]), info, len(missing)

@@ -95,6 +95,9 @@ def check_same_architecture(a: dict, b: dict, what: str) -> None:
 
 # --- LoRA adapters (peft's format: adapter_config.json + adapter_model.safetensors) ----------
 
+# adapter_config.json keys whose non-default values the merge below does not reproduce
+UNMERGED = ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "bias")
+
 
 def adapter_folder(path: str | Path) -> Path:
     """A LoRA adapter folder: the folder itself, or a rho_sft run dir's ``adapter/``."""
@@ -110,12 +113,27 @@ def adapter_folder(path: str | Path) -> Path:
                     f"drift.adapter={str(path)!r} is a {config.get('peft_type')} adapter; "
                     "accepted: a LoRA adapter (peft), e.g. a rho_sft run dir"
                 )
+            unsupported = [
+                k for k in UNMERGED if config.get(k) not in (None, False, {}, [], "none")
+            ]
+            missing = [k for k in ("r", "lora_alpha") if k not in config]
+            if unsupported or missing:
+                raise ValueError(
+                    f"drift.adapter={str(path)!r} sets {', '.join(unsupported or missing)}; "
+                    "accepted: a plain LoRA adapter (r, lora_alpha; no DoRA, per-module ranks, "
+                    "trained biases or saved modules)"
+                )
             return folder
     what = "does not exist" if not p.exists() else "holds no adapter_config.json"
     raise ValueError(
         f"drift.adapter={str(path)!r} {what}; accepted: a LoRA adapter folder (peft's "
         "adapter_config.json + adapter_model.safetensors) or a rho_sft run dir holding adapter/"
     )
+
+
+def adapter_files(folder: Path) -> list[Path]:
+    """The files that decide an adapter (its identity in the update cache)."""
+    return [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
 
 
 def lora_deltas(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -130,6 +148,10 @@ def lora_deltas(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
     tensors = load_file(str(folder / "adapter_model.safetensors"))
     out = {}
     for key, a in tensors.items():
+        if "lora_embedding_" in key:
+            raise ValueError(
+                f"adapter {folder} adapts an embedding ({key}); accepted: linear layers"
+            )
         if ".lora_A." not in key:
             continue
         b = tensors[key.replace(".lora_A.", ".lora_B.")]
@@ -143,7 +165,7 @@ def lora_deltas(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _match(name: str, names: list[str]) -> str:
-    candidates = [n for n in names if name == n or name.endswith("." + n) or n.endswith(name)]
+    candidates = [n for n in names if name == n or name.endswith("." + n) or n.endswith("." + name)]
     if len(candidates) != 1:
         raise ValueError(
             f"adapter weight {name!r} matches {len(candidates)} of the model's parameters "
