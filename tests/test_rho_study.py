@@ -1,0 +1,182 @@
+"""The statistics of a rho_sft study (Welch's test, Cohen's d, the smallest detectable effect)
+against scipy by hand, the report's study tables, and experiment=rho_cpu_study end to end on
+the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import nct, norm, t, ttest_ind
+from test_launch import launch
+from test_report import config, rho_run
+
+from driftbench.tasks.rho_sft_summary_stats import (
+    compare,
+    detectable_d,
+    detectable_difference,
+    pooled_sd,
+    welch_df,
+)
+
+
+def power_by_hand(delta: float, se: float, df: float) -> float:
+    """Two-sided power of a t-test at 0.05 written out with scipy's noncentral t."""
+    crit = t.ppf(0.975, df)
+    return nct.sf(crit, df, delta / se) + nct.cdf(-crit, df, delta / se)  # moderate nc only
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_detectable_d_has_80_percent_power_by_hand_and_not_less(n):
+    d = detectable_d(n, n)
+    se = math.sqrt(2 / n)
+    assert power_by_hand(d, se, 2 * n - 2) == pytest.approx(0.8, abs=1e-9)
+    assert power_by_hand(0.99 * d, se, 2 * n - 2) < 0.8 < power_by_hand(1.01 * d, se, 2 * n - 2)
+
+
+def test_detectable_d_with_three_seeds_and_in_the_normal_limit():
+    assert detectable_d(3, 3) == pytest.approx(3.0709, abs=1e-4)  # G*Power: 3.07
+    z = norm.ppf(0.975) + norm.ppf(0.8)  # large n: d* -> (z_{1-a/2} + z_{power}) sqrt(2/n)
+    assert detectable_d(5000, 5000) == pytest.approx(z * math.sqrt(2 / 5000), rel=1e-3)
+
+
+def test_detectable_d_agrees_with_statsmodels():
+    power = pytest.importorskip("statsmodels.stats.power")
+    for n in (3, 5, 8):
+        want = power.TTestIndPower().solve_power(nobs1=n, alpha=0.05, power=0.8, ratio=1.0)
+        assert detectable_d(n, n) == pytest.approx(want, rel=1e-6)
+
+
+def test_detectable_difference_is_welchs_with_the_satterthwaite_df():
+    sa, na, sb, nb = 0.02, 3, 0.05, 4
+    delta = detectable_difference(sa, na, sb, nb)
+    se = math.sqrt(sa**2 / na + sb**2 / nb)
+    df = (sa**2 / na + sb**2 / nb) ** 2 / ((sa**2 / na) ** 2 / 2 + (sb**2 / nb) ** 2 / 3)
+    assert welch_df(sa**2, na, sb**2, nb) == pytest.approx(df)
+    assert power_by_hand(delta, se, df) == pytest.approx(0.8, abs=1e-9)
+    # equal spread and seeds: Welch's df is 2n - 2 and delta* is d* standard deviations
+    assert detectable_difference(0.03, 3, 0.03, 3) == pytest.approx(0.03 * detectable_d(3, 3))
+    assert math.isnan(detectable_difference(0.0, 3, 0.0, 3))
+
+
+@pytest.mark.parametrize("bad", [(1, 3), (3, 0)])
+def test_one_seed_per_arm_is_refused_naming_the_counts(bad):
+    with pytest.raises(ValueError, match=f"n_a={bad[0]}, n_b={bad[1]}; accepted: at least 2"):
+        detectable_d(*bad)
+
+
+def test_compare_matches_scipys_welch_test_and_the_pooled_cohens_d():
+    a = np.array([0.10, 0.12, 0.08, 0.11])
+    b = np.array([0.01, 0.02, 0.00])
+    c = compare(a, b)
+    res = ttest_ind(a, b, equal_var=False)
+    assert c["p"] == pytest.approx(res.pvalue) and c["df"] == pytest.approx(res.df)
+    pooled = math.sqrt((3 * a.var(ddof=1) + 2 * b.var(ddof=1)) / 5)
+    assert c["diff"] == pytest.approx(a.mean() - b.mean())
+    assert c["d"] == pytest.approx((a.mean() - b.mean()) / pooled)
+    assert c["detectable"] == pytest.approx(
+        detectable_difference(a.std(ddof=1), 4, b.std(ddof=1), 3)
+    )
+    # the untrained baseline (no spread) against a trained arm: Welch's df is n - 1
+    zero = compare(np.zeros(3), b)
+    assert zero["df"] == pytest.approx(2) and zero["p"] == pytest.approx(
+        ttest_ind(np.zeros(3), b, equal_var=False).pvalue
+    )
+    assert math.isnan(compare(np.zeros(3), np.zeros(3))["p"])
+
+
+def test_pooled_sd_weights_each_arm_by_its_df():
+    a, b = np.array([1.0, 2.0, 4.0]), np.array([0.0, 1.0])
+    sd, dof = pooled_sd([a, b, np.array([7.0])])
+    assert dof == 3 and sd == pytest.approx(math.sqrt((2 * a.var(ddof=1) + b.var(ddof=1)) / 3))
+
+
+def study_runs() -> list[dict]:
+    """Three seeds of sft_only, rho_guided at gamma 0.1 and 0, and the untouched baseline."""
+    values = {
+        ("sft_only", 0.1): [0.01, 0.02, 0.00],
+        ("rho_guided", 0.1): [0.10, 0.13, 0.08],
+        ("rho_guided", 0.0): [0.02, 0.06, 0.01],
+        ("baseline", 0.1): [0.0, 0.0, 0.0],
+    }
+    runs = []
+    for (condition, gamma), deltas in values.items():
+        for seed, v in enumerate(deltas):
+            cfg = config("rho_sft", seed, sft__condition={"name": condition}, sft__margin=gamma)
+            runs.append(rho_run(condition, {"bias": {"delta_rho": v}}, cfg=cfg))
+    return runs, values
+
+
+def test_the_report_compares_each_arm_and_the_margins_and_states_the_power():
+    from driftbench.report import group_runs
+    from driftbench.tasks.rho_sft_summary import study_tables
+
+    runs, values = study_runs()
+    md = study_tables(group_runs(runs))
+    sft, rho, rho0 = (np.array(values[k]) for k in list(values)[:3])
+    for arm, ref, against, cells in (
+        (rho, sft, "sft_only", "| rho_guided | 0.2 | 0.1 | sft_only |"),
+        (rho, rho0, "γ = 0", "| rho_guided | 0.2 | 0.1 | γ = 0 |"),
+        (np.zeros(3), sft, "sft_only", "| baseline | 0.2 | 0.1 | sft_only |"),
+    ):
+        p = ttest_ind(arm, ref, equal_var=False).pvalue
+        row = next(line for line in md.splitlines() if line.startswith(cells))
+        assert f"{arm.mean() - ref.mean():+.4f}" in row and f"p={p:.3g}" in row, against
+    # rho_guided at gamma 0 has no sft_only at its margin to be compared with
+    assert "| rho_guided | 0.2 | 0 | sft_only |" not in md
+    # the power statement: 3 seeds, the spread pooled over the three trained arms (not baseline)
+    assert "with 3 seeds per arm" in md and "d* = 3.07" in md and "df = 4" in md
+    sd, dof = pooled_sd([sft, rho, rho0])
+    rho_vs_sft = abs(rho.mean() - sft.mean())
+    assert f"| bias | {sd:.4f} | {dof} | {detectable_d(3, 3) * sd:.4f} | {rho_vs_sft:.4f} |" in md
+
+
+def test_the_report_of_one_seed_has_no_study_table():
+    from driftbench.report import group_runs
+    from driftbench.tasks.rho_sft_summary import study_tables
+
+    runs, _ = study_runs()
+    assert study_tables(group_runs([r for r in runs if r["config"]["seed"] == 0])) == ""
+
+
+def test_the_cpu_study_preset_runs_end_to_end_on_the_tiny_model(tmp_path):
+    """experiment=rho_cpu_study's own axes (six arms x seeds) with two seeds, on the tiny model,
+    a tiny probe subset and one short training step; the report holds the comparisons and the
+    power statement."""
+    launch(
+        tmp_path,
+        "-m",
+        "experiment=rho_cpu_study",
+        "model=tiny_random",
+        "task.n_probes=3",
+        "task.audit_behaviors=[factual,toxicity]",
+        "task.stress_test.enabled=false",
+        "sft.data.n_examples=2",  # one micro-batch of short texts: one optimizer step
+        "sft.optim.grad_accum=1",
+        "sft.max_length=32",
+        "hydra.sweeper.params.seed='1,2'",
+    )
+    metas = [
+        json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("multirun/*/*/meta.json")
+    ]
+    assert len(metas) == 12 and all(m["status"] == "completed" for m in metas)
+    metrics = [
+        json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("multirun/*/*/metrics.json")
+    ]
+    arms = {(m["condition"], m["margin_gamma"]) for m in metrics}
+    assert arms == {
+        ("baseline", 0.1),
+        ("sft_only", 0.1),
+        ("rho_guided", 0.1),
+        ("rho_guided", 0.0),
+        ("contrastive_only", 0.1),
+        ("shuffled_pairs", 0.1),
+    }
+    # the untouched model is audited once for the whole sweep
+    assert sum(not m["before_cache"]["rho_audit"]["hit"] for m in metrics) <= 1
+    md = next((tmp_path / "outputs" / "multirun").glob("*/report.md")).read_text()
+    assert "| rho_guided | 0.5 | 0.1 | γ = 0 |" in md
+    assert "| contrastive_only | 0.5 | 0.1 | sft_only |" in md
+    assert "with 2 seeds per arm" in md and "d* = 5.65" in md
