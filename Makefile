@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/backends.py
 	$(PY) bench/monitors.py
 	$(PY) bench/sweep.py
+	$(PY) bench/update.py
 
 # make report ARGS=outputs/multirun/<sweep dir>
 report: setup
