@@ -47,8 +47,9 @@ def check_quant_type(name: str) -> None:
 
 def requantize(weights: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
     """Every 2-D weight whose rows split into the type's blocks (the linear layers and the
-    token embedding, as llama.cpp quantizes them; norms and biases stay float32), passed
-    through ``gguf.quants.quantize`` and back through ``dequantize``."""
+    embedding tables; norms and biases stay float32), passed through ``gguf.quants.quantize``
+    and back through ``dequantize``. llama.cpp keeps an encoder's position and token-type
+    embeddings in float; this quantizes them too, so an encoder's ladder is a little harsher."""
     from gguf import GGMLQuantizationType, quants
 
     qtype = GGMLQuantizationType[name]
