@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -20,12 +21,16 @@ from driftbench.report import report
 from driftbench.twin import TWIN_DRIFTS, _draws, mean_angle, synthetic_twin
 from driftbench.updates.weights import (
     LADDER,
+    PARALLEL_MIN_ELEMENTS,
     adapter_folder,
+    can_fork,
+    default_workers,
     interpolate,
     lora_deltas,
     merge,
     relative_error,
     requantize,
+    squared_norm,
 )
 
 TINY = ["model=tiny_random", "data.n_samples=200", "monitor=none", "drift.twin_draws=5"]
@@ -58,6 +63,49 @@ def test_requantizing_equals_the_gguf_round_trip_and_the_error_grows_down_the_la
         assert not any(base[n].ndim == 1 for n in new)  # norms stay float32
         errors.append(relative_error(base, new))
     assert errors == sorted(errors) and errors[0] > 0, dict(zip(LADDER, errors, strict=True))
+
+
+def synthetic_weights() -> dict[str, np.ndarray]:
+    """Odd row counts, a row of zeros, outliers, a width no 32-block divides, a norm vector."""
+    rng = np.random.default_rng(0)
+    w = {
+        "wide": rng.standard_normal((37, 96)).astype(np.float32) * 0.02,
+        "tall": rng.standard_normal((101, 64)).astype(np.float32),
+        "ragged": rng.standard_normal((9, 40)).astype(np.float32),
+        "norm": rng.standard_normal(64).astype(np.float32),
+    }
+    w["tall"][3] = 0.0
+    w["tall"][50, :4] = [40.0, -1e-8, 3e5, -0.0]
+    return w
+
+
+@pytest.mark.skipif(not can_fork(), reason="forked workers: Linux only")
+@pytest.mark.parametrize("name", LADDER)
+def test_requantizing_in_forked_workers_is_bit_identical_to_serial(decoder, name):
+    for weights, chunk in ((synthetic_weights(), 500), (decoder[1], 1 << 16)):
+        serial = requantize(weights, name, workers=1)
+        forked = requantize(weights, name, workers=2, chunk_elements=chunk)  # rows split apart
+        assert forked.keys() == serial.keys() and serial
+        for n, w in serial.items():
+            assert forked[n].dtype == np.float32 and forked[n].shape == w.shape
+            assert np.array_equal(forked[n], w), (name, n)
+
+
+def test_small_models_are_requantized_serially_and_large_ones_in_two_workers():
+    assert default_workers(PARALLEL_MIN_ELEMENTS - 1) == 1
+    if can_fork() and len(os.sched_getaffinity(0)) >= 2:
+        assert default_workers(PARALLEL_MIN_ELEMENTS) == 2
+
+
+def test_relative_error_matches_the_float64_formula_with_the_norm_given_or_not():
+    base = synthetic_weights()
+    new = requantize(base, "Q4_0")
+    num = sum(np.sum((new[n].astype(np.float64) - base[n]) ** 2) for n in new)
+    den = sum(np.sum(w.astype(np.float64) ** 2) for w in base.values())
+    assert squared_norm(base) == pytest.approx(den, rel=1e-12)
+    expected = np.sqrt(num / den)
+    assert relative_error(base, new) == pytest.approx(expected, rel=1e-12)
+    assert relative_error(base, new, squared_norm(base)) == relative_error(base, new)
 
 
 @pytest.fixture(scope="module")

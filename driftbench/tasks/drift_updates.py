@@ -24,7 +24,7 @@ from driftbench.models import ModelSpec, model_shape
 from driftbench.twin import TWIN_DRIFTS, synthetic_twin, twin_draws
 from driftbench.updates import Update, is_update, make_update
 from driftbench.updates.store import UpdateStore
-from driftbench.updates.weights import relative_error
+from driftbench.updates.weights import relative_error, squared_norm
 
 log = logging.getLogger(__name__)
 UPDATE_CACHE_VERSION = 1
@@ -111,6 +111,7 @@ def update_checkpoints(
             m = loaded(update.spec)
             state["weights"] = m.backend.weights(m.model)
             t0 = time.perf_counter()
+            state["norm2"] = squared_norm(state["weights"])  # relative_error's denominator
 
             def load_weights(spec):
                 other = load_model(spec, cache_dir, device="cpu", head="base", backend=backend)
@@ -175,7 +176,7 @@ def update_checkpoints(
                 m = loaded(update.spec)
                 t0 = time.perf_counter()
                 new = update.weights_at(step, base)
-                error = relative_error(base, new)
+                error = relative_error(base, new, state["norm2"])
                 try:
                     m.backend.set_weights(m.model, new)
                     t1 = time.perf_counter()
