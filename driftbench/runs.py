@@ -127,9 +127,9 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
 
 
 def figures_on() -> bool:
-    """False inside a run with ``runtime.figures=false``: its figures are not drawn. Drawing
-    them is most of a cached drift run's time, and neither metrics.json nor the sweep report
-    reads them."""
+    """False inside a run with ``runtime.figures=false``, and in a sweep's jobs unless
+    ``runtime.figures=true``: its figures are not drawn. Drawing them is a third of a cached
+    drift run's time, and neither metrics.json nor the sweep report reads them."""
     return _FIGURES.get()
 
 
@@ -363,7 +363,12 @@ class Run:
             logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         )
         logging.getLogger().addHandler(self._handler)
-        self._figures = _FIGURES.set(bool(self.cfg.get("runtime", {}).get("figures", True)))
+        figures = self.cfg.get("runtime", {}).get("figures")
+        # null: a single run draws its figures; a sweep's jobs do not (the sweep report draws
+        # the sweep's, from metrics.json), unless runtime.figures=true
+        self._figures = _FIGURES.set(
+            not self.meta.get("multirun", False) if figures is None else bool(figures)
+        )
         log.info("run dir %s", self.dir)
         return self
 

@@ -299,7 +299,7 @@ class Runtime:
     progress: bool = req()
     stale_after_s: float = req(**positive())
     force: bool = req()
-    figures: bool = req()
+    figures: bool | None = opt()
 
 
 @dataclass

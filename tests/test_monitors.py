@@ -214,14 +214,25 @@ def test_logistic_dual_fit_is_scikit_learns_logistic_regression():
     assert np.abs(gradient).max() <= 1e-4
 
 
+def test_standard_scaler_is_scikit_learns():
+    from sklearn.preprocessing import StandardScaler
+
+    z = np.random.default_rng(35).standard_normal((50, 6)) * [1, 2, 3, 4, 5, 0]
+    mean, scale = MON.standard_scaler(z)
+    fitted = StandardScaler().fit(z)
+    np.testing.assert_allclose(mean, fitted.mean_, atol=1e-15)
+    np.testing.assert_allclose(scale, fitted.scale_, rtol=1e-12)
+
+
 def test_c2st_windows_match_scikit_learn_on_the_same_splits():
     rng = np.random.default_rng(34)
     x, _, _ = sample(rng, 60)
+    scaler = MON.standard_scaler(sample(rng, 80)[0])  # fitted where no window draws from
     pool = np.concatenate([sample(rng, 60)[0], sample(rng, 60, shift=0.4)[0]])
     idx = MON.draw_windows(120, 60, 6, rng)
-    auc, p = MON.c2st_windows(x, pool, idx, 0.5, 1.0, np.random.default_rng(7))
+    auc, p = MON.c2st_windows(x, pool, idx, 0.5, 1.0, np.random.default_rng(7), scaler)
     draws = np.random.default_rng(7)  # the same splits, window by window
-    one = np.array([MON.c2st(x, pool[rows], 0.5, 1.0, draws) for rows in idx])
+    one = np.array([MON.c2st(x, pool[rows], 0.5, 1.0, draws, scaler) for rows in idx])
     np.testing.assert_allclose(auc, one[:, 0], atol=0.01)
     np.testing.assert_allclose(p, one[:, 1], atol=0.02)
 
@@ -483,3 +494,48 @@ def test_report_tabulates_monitor_by_drift_type():
     assert "| gaussian | atc | 2 | 0% | none, none | 0.02, 0.02 | 0.100 |" in lines
     assert "| subspace | mmd | 1 | 5% | none | none |  |" in lines
     assert len(lines) == 2 + 4 and not any("directional" in ln for ln in lines)
+
+
+def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
+    """A scorecard of ``Monitoring`` as a drift run drives it: the classifier of conf/ on
+    synthetic unit embeddings, Gaussian drift at ``sigmas``."""
+    from omegaconf import OmegaConf
+
+    from driftbench import drift as drift_ops
+    from driftbench.classifier import make_classifier
+    from driftbench.tasks.drift_monitoring import Monitoring
+
+    rng = np.random.default_rng(36)
+    y = rng.integers(0, 2, 300)
+    z = drift_ops.normalize(rng.standard_normal((300, 12)) + 0.8 * y[:, None] * np.eye(12)[0])
+    split = {"train": np.arange(150), "val": np.arange(150, 200), "test": np.arange(200, 300)}
+    cfg = OmegaConf.create({"monitor": OmegaConf.load("conf/monitor/all.yaml")})
+    cfg.monitor.update(window=40, n_windows=6, mmd_permutations=19, pca_components=3)
+    settings = OmegaConf.to_container(OmegaConf.load("conf/classifier/logreg.yaml"))
+    settings.pop("defaults")
+    clf = make_classifier(settings, 0).fit(z[:150], y[:150], z[150:200], y[150:200])
+    monitoring = Monitoring(cfg, clf, z, y, split, seed=5, workers=workers)
+    operator = drift_ops.make_drift("gaussian", 12, np.random.default_rng(1))
+    for sigma in sigmas:
+        zc = operator(z[200:], sigma) if sigma else z[200:]
+        monitoring.checkpoint(zc, clf.predict_proba(zc))
+    rows = [{"roc_auc": 0.9}] * len(sigmas)
+    return monitoring.score(list(sigmas), rows, 0.9, 0.0)
+
+
+def test_monitors_on_two_threads_score_what_one_thread_scores():
+    one, two = monitored(1), monitored(2)
+    assert one[1] == two[1]  # monitors.csv, row by row
+    assert one[0]["by_monitor"] == two[0]["by_monitor"]
+    assert two[0]["timing"]["monitor_workers"] == 2
+
+
+def test_an_undrifted_checkpoint_reuses_the_undrifted_windows():
+    scores, rows = monitored(2)
+    undrifted = {r["monitor"]: r for r in rows if r["windows"] == "undrifted"}
+    at_zero = {r["monitor"]: r for r in rows if r["checkpoint"] == 0}
+    for name, row in at_zero.items():
+        assert row["statistic_mean"] == undrifted[name]["statistic_mean"], name
+        assert row["alarm_rate"] == undrifted[name]["alarm_rate"], name
+    assert scores["timing"]["monitors_per_checkpoint_s"][0] == 0.0
+    assert all(s > 0 for s in scores["timing"]["monitors_per_checkpoint_s"][1:])

@@ -148,7 +148,7 @@ def test_runtime_figures_false_draws_none_and_changes_no_number(make_cfg, tmp_pa
     assert numbers(drawn) == numbers(skipped)
 
 
-def test_a_sweep_without_run_figures_still_gets_its_report(tmp_path):
+def test_a_sweeps_jobs_draw_no_figures_by_default_and_the_sweep_gets_its_report(tmp_path):
     out = subprocess.run(
         [
             sys.executable,
@@ -157,7 +157,6 @@ def test_a_sweep_without_run_figures_still_gets_its_report(tmp_path):
             "debug=smoke",
             "drift=gaussian,directional",
             "monitor=none",
-            "runtime.figures=false",
             f"runtime.output_root={tmp_path}",
             "runtime.progress=false",
         ],

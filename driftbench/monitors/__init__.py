@@ -52,6 +52,7 @@ from driftbench.monitors.statistics import (
     permutation_p_value,
     random_assignments,
     rbf_kernel,
+    standard_scaler,
 )
 from driftbench.monitors.views import REFERENCES, Outcome, Reference, Settings, View, Windows
 
@@ -89,4 +90,5 @@ __all__ = [
     "rbf_kernel",
     "run_windows",
     "scorecard",
+    "standard_scaler",
 ]
