@@ -317,9 +317,12 @@ def test_quantize_end_to_end_then_from_the_cache(make_cfg, tmp_path, caplog):
     res = report([tmp_path / "outputs"], tmp_path / "rep")
     assert "report_updates.png" in res["figures"]
     md = (tmp_path / "rep" / "report.md").read_text()
-    table = md.split("**Real update, classifier=logreg**")[1].split("\n\n")[1]
-    q4 = next(line for line in table.splitlines() if line.startswith("| Q4_0 |"))
-    assert q4.split(" | ")[1] == f"{errors[2]:.4f}"
+    table = md.split("**Real update**")[1].split("\n\n")[1]  # one table, a row per group
+    q4 = [line.split(" | ") for line in table.splitlines() if "| Q4_0 |" in line]
+    assert [(row[0], row[1], row[3]) for row in q4] == [
+        ("| knn", "1", f"{errors[2]:.4f}"),
+        ("| logreg", "1", f"{errors[2]:.4f}"),
+    ]
 
 
 def test_adapter_from_a_rho_sft_run_dir_end_to_end(make_cfg, tmp_path, lora):
@@ -459,3 +462,38 @@ def test_adapter_trained_by_the_run_end_to_end_and_trained_once(make_cfg, tmp_pa
     assert [r["realized_angle_deg"] for r in again["checkpoints"]] == [
         r["realized_angle_deg"] for r in m["checkpoints"]
     ]
+
+
+def test_the_update_table_has_one_row_set_per_classifier_whatever_the_mitigations():
+    """Runs that differ in mitigation alone repeat the frozen classifier's numbers: the
+    report's one update table shows each classifier once, not once per mitigation."""
+    from driftbench.report import group_runs
+    from driftbench.tasks.drift_eval_summary_updates import tables
+
+    def record(label, auc):
+        twin = {"sigma": 0.01, "roc_auc": auc - 0.1, "silent_failure_rate_pct": 5.0,
+                "mean_confidence": 0.8, "draws": 5}  # fmt: skip
+        frozen = {"roc_auc": auc, "silent_failure_rate_pct": 1.0, "mean_confidence": 0.9}
+        return {"checkpoint": label, "realized_angle_deg": 3.0, "relative_weight_error": 0.01,
+                "frozen": frozen, "twins": {t: dict(twin) for t in TWIN_DRIFTS}}  # fmt: skip
+
+    runs = [
+        {
+            "config": {"seed": 0, "classifier": {"name": c}, "mitigation": {"name": m}},
+            "metrics": {
+                "update": {"checkpoints": [record("original", a), record("a=1", a - 0.05)]}
+            },
+        }
+        for c, a in (("logreg", 0.9), ("knn", 0.8))
+        for m in ("none", "recalibrate", "retrain")
+    ]
+    (table,) = tables(group_runs(runs))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| classifier | n | checkpoint |")
+    assert [r.split(" | ")[:3] for r in rows[1:]] == [
+        ["| knn", "1", "original"],
+        ["| knn", "1", "a=1"],
+        ["| logreg", "1", "original"],
+        ["| logreg", "1", "a=1"],
+    ]
+    assert rows[-1].split(" | ")[5] == "0.850"  # ROC-AUC

@@ -104,31 +104,49 @@ def _f(fmt: str, v: float) -> str:
     return fmt.format(v) if np.isfinite(v) else "–"
 
 
-def tables(groups: list) -> list[str]:
-    """One table per group of update runs: a row per checkpoint."""
-    out = []
+def distinct_groups(groups: list) -> list:
+    """The update groups, one per group of runs that differ in mitigation alone: the update's
+    numbers are the frozen classifier's, which no mitigation touches, so such runs repeat them
+    (a sweep of 5 classifiers x 6 mitigations reports 5 groups, not 30)."""
+    seen: dict = {}
     for g in update_groups(groups):
+        seen.setdefault(g.key(skip=("mitigation",)), g)
+    return list(seen.values())
+
+
+def tables(groups: list) -> list[str]:
+    """One table for every update group: a row per group and checkpoint, the groups' axes
+    (less the mitigation) in the first columns."""
+    chosen = distinct_groups(groups)
+    if not chosen:
+        return []
+    axes = list(chosen[0].columns(skip=("mitigation",)))
+    draws = _records(chosen[0].runs[0])[-1]["twins"][TWIN_DRIFTS[0]]["draws"]
+    cols = [
+        *axes,
+        "n",
+        "checkpoint",
+        "weight error",
+        "angle (°)",
+        "ROC-AUC",
+        "SFR (%)",
+        "conf.",
+        *(f"{t} twin: σ / AUC / SFR" for t in TWIN_DRIFTS),
+    ]
+    lines = [
+        "**Real update** (mean over the n seeds): the frozen classifier on every test text, "
+        f"beside each synthetic drift at the same mean angle (its twin, {draws} draws; a twin "
+        "no draw reaches is –).",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for g in chosen:
         records, n = per_checkpoint(g)
-        draws = _records(g.runs[0])[-1]["twins"][TWIN_DRIFTS[0]]["draws"]
-        cols = [
-            "checkpoint",
-            "weight error",
-            "angle (°)",
-            "ROC-AUC",
-            "SFR (%)",
-            "conf.",
-            *(f"{t} twin: σ / AUC / SFR" for t in TWIN_DRIFTS),
-        ]
-        lines = [
-            f"**Real update, {g.label()}** (n = {n}, mean over seeds): the frozen classifier "
-            f"on every test text, beside each synthetic drift at the same mean angle (its twin, "
-            f"{draws} draws; a twin no draw reaches is –).",
-            "",
-            "| " + " | ".join(cols) + " |",
-            "|" + "---|" * len(cols),
-        ]
+        lead = [*g.columns(skip=("mitigation",)).values(), str(n)]
         for r in records:
             cells = [
+                *lead,
                 r["checkpoint"],
                 _f("{:.4f}", r["relative_weight_error"]),
                 _f("{:.2f}", r["realized_angle_deg"]),
@@ -147,13 +165,13 @@ def tables(groups: list) -> list[str]:
                 ),
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        out.append("\n".join(lines) + "\n")
-    return out
+    return ["\n".join(lines) + "\n"]
 
 
 def figure(groups: list, out: Path) -> list[str]:
-    """ROC-AUC per checkpoint, the real update against its twins, one panel per group."""
-    chosen = update_groups(groups)
+    """ROC-AUC per checkpoint, the real update against its twins, one panel per group (less
+    the mitigation, ``distinct_groups``)."""
+    chosen = distinct_groups(groups)
     if not chosen:
         return []
     import matplotlib
@@ -164,7 +182,7 @@ def figure(groups: list, out: Path) -> list[str]:
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.6 * len(chosen), 3.8), squeeze=False)
     for ax, g in zip(axes[0], chosen, strict=True):
         draw(ax, per_checkpoint(g)[0], "roc_auc", "ROC-AUC")
-        ax.set_title(g.label(), fontsize=8)
+        ax.set_title(g.label(skip=("mitigation",)), fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "report_updates.png")
