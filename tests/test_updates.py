@@ -429,9 +429,17 @@ def test_swap_to_a_narrower_tiny_model_end_to_end(make_cfg, tmp_path):
             ["drift=quantize", "backend=mlx"],
             "drift=quantize edits the model's weights, which backend=mlx cannot",
         ),
+        (
+            ["drift=swap", "model@drift.target=hf", "drift.target.name_or_path=nobody/no-model"],
+            "drift.target.name_or_path='nobody/no-model' is neither a local folder nor a Hugging "
+            "Face id this machine can fetch",
+        ),
     ],
 )
-def test_bad_update_settings_stop_before_any_embedding(make_cfg, tmp_path, overrides, said):
+def test_bad_update_settings_stop_before_any_embedding(
+    make_cfg, tmp_path, overrides, said, monkeypatch
+):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # no hub to ask
     with pytest.raises(ConfigError) as err:
         run(make_cfg(*TINY, *overrides))
     assert said in str(err.value) and "\n" not in str(err.value)

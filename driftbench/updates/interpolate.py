@@ -4,7 +4,13 @@ model and another checkpoint of the same architecture: another model (``drift.ta
 
 from __future__ import annotations
 
-from driftbench.models import ModelSpec, check_spec, model_identity, model_shape
+from driftbench.models import (
+    ModelSpec,
+    check_available,
+    check_spec,
+    model_identity,
+    model_shape,
+)
 from driftbench.updates.base import Step, Update
 from driftbench.updates.weights import (
     check_quant_type,
@@ -32,6 +38,7 @@ class Interpolate(Update):
             check_quant_type(quant)
         else:
             check_spec(target)
+            check_available(target, "drift.target")
             ours, theirs = (
                 model_shape(self.spec, self.cache_dir),
                 model_shape(target, self.cache_dir),

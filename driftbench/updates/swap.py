@@ -4,7 +4,7 @@ training split that both models embed (``driftbench.align``)."""
 
 from __future__ import annotations
 
-from driftbench.models import ModelSpec, check_spec, model_identity
+from driftbench.models import ModelSpec, check_available, check_spec, model_identity
 from driftbench.updates.base import Step, Update
 
 
@@ -21,6 +21,7 @@ class Swap(Update):
                 "model@drift.target=gemma3_270m"
             )
         check_spec(self.target())
+        check_available(self.target(), "drift.target")
 
     def inputs(self) -> dict:
         return {"target": model_identity(self.target(), self.cache_dir)}
