@@ -11,7 +11,8 @@ texts, in one run: is a 78-job sweep worth about one embedding pass?
    the ratio (target: at most 1.5). A phase timer inside the process splits the wall time
    (imports, Hydra's compose, the sweep plan, per-job load, fit, checkpoints, monitors,
    figures, metrics, the report) without changing what runs.
-3. The same sweep with ``monitor=none``: what the monitors cost.
+3. Samples of the same sweep with ``monitor=none`` and with ``runtime.figures=true`` (every job
+   draws its own figures; by default a sweep's jobs draw none): what each costs.
 4. Checks: every run dir of both sweeps complete (meta.json completed, metrics.json,
    checkpoints.csv, every figure the run lists); two jobs whose classifier came from the cache
    rerun with an empty fit cache give every number of metrics.json unchanged.
@@ -462,7 +463,7 @@ def measure(work: Path, real: Path, seeds: int, sample_seeds: int) -> dict:
     samples = {}
     for name, extra in (
         ("monitor_none", ["monitor=none"]),
-        ("figures_off", ["runtime.figures=false"]),
+        ("figures_on", ["runtime.figures=true"]),
     ):
         c = scratch_cache(work, f"cache-{name}", real, embeddings)
         samples[name] = sweep(work, name, c, sample_seeds, extra)
@@ -484,7 +485,8 @@ def measure(work: Path, real: Path, seeds: int, sample_seeds: int) -> dict:
     env = environment()
     per_job = main_sweep["split"]["per_job_s"]
     return {
-        "what": "a drift_eval sweep (basic launcher, default config: monitors and figures on) on "
+        "what": "a drift_eval sweep (basic launcher, default config: monitors on, no per-run "
+        "figures in a sweep's jobs) on "
         "cached embeddings with an empty classifier-fit cache, against one cold embedding pass "
         "of the same 2,000 texts, in one run",
         "target_ratio": TARGET_RATIO,
@@ -536,11 +538,15 @@ def measure(work: Path, real: Path, seeds: int, sample_seeds: int) -> dict:
                 "numpy",
             )
         },
-        "notes": "Measured on this project's 2-core machine while other work shared its cores "
-        "(load_avg_*: above 2 means runnable processes waited): every wall time here is an upper "
-        "bound of a quiet machine's, and the ratio is to be measured again on a quiet machine "
-        "(python bench/sweep.py). The samples have 3 seeds (9 jobs) each, so their per-job "
-        "times include a larger share of process start and the report.",
+        "notes": (
+            "Measured while other work shared the cores (load_avg_before above 1): every wall "
+            "time is an upper bound of a quiet machine's. "
+            if load_before[0] > 1.0
+            else "Measured on a quiet machine (load_avg_before below 1). "
+        )
+        + "The samples have fewer seeds, so their per-job times include a larger share of "
+        "process start and the report; figures_on is the sweep with runtime.figures=true (every "
+        "job draws its own figures), monitor_none without monitors.",
     }
 
 
