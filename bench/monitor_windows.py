@@ -33,10 +33,8 @@ import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
 from driftbench import metrics as M  # noqa: E402
 from driftbench.classifier import make_classifier  # noqa: E402
-from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
-from driftbench.embed import cached_embeddings  # noqa: E402
-from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
 from driftbench.tasks.drift_monitoring import Monitoring  # noqa: E402
 
 SIGMAS = [0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.25]
@@ -44,29 +42,12 @@ SIGMAS = [0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 
 
 def seed_data(seed: int):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"seed={seed}"])
-    data = load_toxicity(
-        resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
-        n_samples=int(cfg.data.n_samples),
-        split=tuple(cfg.data.split),
-        sample_seed=int(cfg.data.sample_seed),
-        split_seed=seed,
-    )
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    z, _ = cached_embeddings(
-        spec,
-        data.texts,
-        pooling=cfg.embed.pooling,
-        max_length=int(cfg.embed.max_length),
-        layer=int(cfg.embed.layer),
-        batch_tokens=int(cfg.embed.batch_tokens),
-        cache_dir=cfg.runtime.cache_dir,
-        device="cpu",
-        progress=False,
-        extra_key={"data_file_sha256": data.file_sha256},
-        backend=cfg.backend.name,
-        packed=bool(cfg.embed.packed),
-    )
+        cfg = compose(
+            config_name="config",
+            overrides=[f"seed={seed}", "runtime.device=cpu", "runtime.progress=false"],
+        )
+    data = load_data(cfg)
+    z, _ = embed_data(cfg, data)
     return cfg, data, drift_ops.normalize(z.astype(np.float64))
 
 

@@ -45,10 +45,8 @@ import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
 from driftbench import monitors as MON  # noqa: E402
 from driftbench.classifier import make_classifier  # noqa: E402
-from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
-from driftbench.embed import cached_embeddings  # noqa: E402
-from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
 from driftbench.tasks.drift_monitoring import Monitoring  # noqa: E402
 
 SIGMA = 0.02
@@ -86,30 +84,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "monitors.json"))
     args = ap.parse_args()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config")
+        cfg = compose(
+            config_name="config", overrides=["runtime.device=cpu", "runtime.progress=false"]
+        )
     seed = int(cfg.seed)
-    data = load_toxicity(
-        resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
-        n_samples=int(cfg.data.n_samples),
-        split=tuple(cfg.data.split),
-        sample_seed=int(cfg.data.sample_seed),
-        split_seed=seed,
-    )
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    z, _ = cached_embeddings(
-        spec,
-        data.texts,
-        pooling=cfg.embed.pooling,
-        max_length=int(cfg.embed.max_length),
-        layer=int(cfg.embed.layer),
-        batch_tokens=int(cfg.embed.batch_tokens),
-        cache_dir=cfg.runtime.cache_dir,
-        device="cpu",
-        progress=False,
-        extra_key={"data_file_sha256": data.file_sha256},
-        backend=cfg.backend.name,
-        packed=bool(cfg.embed.packed),
-    )
+    data = load_data(cfg)
+    z, _ = embed_data(cfg, data)
     z = drift_ops.normalize(z.astype(np.float64))
     y = data.labels
     tr, va, te = (data.split[s] for s in ("train", "val", "test"))
@@ -184,7 +164,7 @@ def main() -> None:
                 sys.exit(f"{name}: the batch differs from the per-window definition ({gap:.3g})")
 
     result = {
-        "model": spec.name,
+        "model": cfg.model.name,
         "machine": platform.processor() or platform.machine(),
         "platform": platform.system(),
         "blas_threads": 1,

@@ -161,41 +161,15 @@ def child_embed(cache_dir: Path, timings: Path) -> None:
     """The cold embedding pass of the default run's texts into ``cache_dir`` (empty cache)."""
     t0 = time.perf_counter()
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     import driftbench  # noqa: F401
-    from driftbench.data import load_toxicity, resolve_data_path
-    from driftbench.embed import cached_embeddings
-    from driftbench.models import ModelSpec
+    from driftbench.tasks.drift_eval import embed_data, load_data
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config")
-    data = load_toxicity(
-        resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
-        text_column=cfg.data.text_column,
-        label_column=cfg.data.label_column,
-        threshold=float(cfg.data.threshold),
-        n_samples=int(cfg.data.n_samples),
-        split=tuple(cfg.data.split),
-        sample_seed=int(cfg.data.sample_seed),
-        split_seed=int(cfg.seed),
-    )
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    data = load_data(cfg)
     t = time.perf_counter()
-    z, emb = cached_embeddings(
-        spec,
-        data.texts,
-        pooling=cfg.embed.pooling,
-        max_length=int(cfg.embed.max_length),
-        layer=int(cfg.embed.layer),
-        batch_tokens=int(cfg.embed.batch_tokens),
-        cache_dir=cache_dir,
-        device=cfg.runtime.device,
-        progress=False,
-        extra_key={"data_file_sha256": data.file_sha256},
-        backend=cfg.backend.name,
-        packed=bool(cfg.embed.packed),
-    )
+    z, emb = embed_data(cfg, data, cache_dir)
     done = time.perf_counter()
     timings.write_text(
         json.dumps(
@@ -206,7 +180,7 @@ def child_embed(cache_dir: Path, timings: Path) -> None:
                 "cache_hit": emb["stats"]["cache_hit"],
                 "n_texts": len(data.texts),
                 "shape": list(z.shape),
-                "model": spec.name,
+                "model": cfg.model.name,
                 "forward": emb["stats"]["forward"],
                 "workers": emb["stats"]["workers"],
             },

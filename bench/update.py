@@ -22,17 +22,14 @@ from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
-from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
-from driftbench.embed import cached_embeddings  # noqa: E402
-from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
 from driftbench.tasks.drift_updates import anchor_rows, update_checkpoints  # noqa: E402
 
 
@@ -43,28 +40,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["drift=quantize", "runtime.progress=false"])
     seed = int(cfg.seed)
-    data = load_toxicity(
-        resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
-        n_samples=int(cfg.data.n_samples),
-        split=tuple(cfg.data.split),
-        sample_seed=int(cfg.data.sample_seed),
-        split_seed=seed,
-    )
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    e = cfg.embed
-    z, _ = cached_embeddings(
-        spec,
-        data.texts,
-        pooling=e.pooling,
-        max_length=int(e.max_length),
-        layer=int(e.layer),
-        batch_tokens=int(e.batch_tokens),
-        cache_dir=cfg.runtime.cache_dir,
-        progress=False,
-        extra_key={"data_file_sha256": data.file_sha256},
-        backend=cfg.backend.name,
-        packed=bool(e.packed),
-    )
+    data = load_data(cfg)
+    z, _ = embed_data(cfg, data)
     z = drift_ops.normalize(z.astype(np.float64))
     test = data.split["test"]
     anchors = anchor_rows(data.split["train"], int(cfg.drift.anchors), seed)
@@ -84,7 +61,7 @@ def main() -> None:
     update_s = sum(c.info["update_s"] for c in levels) + levels[0].info["prepare_s"]
     embed_s = sum(c.info["embed_s"] for c in levels)
     result = {
-        "model": spec.name,
+        "model": cfg.model.name,
         "machine": platform.machine(),
         "platform": platform.system(),
         "n_test_texts": len(test),
@@ -106,7 +83,8 @@ def main() -> None:
     }
     atomic_write_json(args.out, result)
     print(
-        f"quantize ladder on {spec.name}, {len(levels)} levels x {len(test)} texts: first pass "
+        f"quantize ladder on {cfg.model.name}, {len(levels)} levels x {len(test)} texts: "
+        "first pass "
         f"{first_s:.1f} s (update {update_s:.1f} s = {100 * update_s / first_s:.1f}%, embedding "
         f"{embed_s:.1f} s); cached pass {cached_s:.3f} s = {100 * cached_s / first_s:.2f}%"
     )

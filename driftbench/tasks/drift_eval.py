@@ -151,42 +151,54 @@ def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
     return [int(c) for c in chosen]
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    sigmas = schedule_of(cfg)
-    tau, n_bins, seed = float(cfg.task.tau), int(cfg.task.ece_bins), int(cfg.seed)
-    path = resolve_data_path(cfg.data.path, cfg.runtime.data_dir)
-    data = load_toxicity(
-        path,
+def load_data(cfg: DictConfig):
+    """The run's balanced sample of the ``data/`` group, split by the run's seed."""
+    return load_toxicity(
+        resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
         text_column=cfg.data.text_column,
         label_column=cfg.data.label_column,
         threshold=float(cfg.data.threshold),
         n_samples=int(cfg.data.n_samples),
         split=tuple(cfg.data.split),
         sample_seed=int(cfg.data.sample_seed),
-        split_seed=seed,
+        split_seed=int(cfg.seed),
     )
-    log.info(
-        "data %s: %d texts (%d/%d/%d), balanced pool available %s",
-        path.name,
-        len(data.texts),
-        *(len(data.split[s]) for s in ("train", "val", "test")),
-        data.n_available,
-    )
+
+
+def embed_data(cfg: DictConfig, data, cache_dir: str | Path | None = None):
+    """(embeddings as the model gives them, about them) of every text of ``data``, from the
+    embedding cache (``cache_dir``, default the run's) or computed now and cached. The one call
+    the task and the benchmarks share, so they embed the same way."""
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    z, emb = cached_embeddings(
+    return cached_embeddings(
         spec,
         data.texts,
         pooling=cfg.embed.pooling,
         max_length=int(cfg.embed.max_length),
         layer=int(cfg.embed.layer),
         batch_tokens=int(cfg.embed.batch_tokens),
-        cache_dir=cfg.runtime.cache_dir,
+        cache_dir=cfg.runtime.cache_dir if cache_dir is None else cache_dir,
         device=cfg.runtime.device,
         progress=bool(cfg.runtime.progress),
         extra_key={"data_file_sha256": data.file_sha256},
         backend=cfg.backend.name,
         packed=bool(cfg.embed.packed),
     )
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    sigmas = schedule_of(cfg)
+    tau, n_bins, seed = float(cfg.task.tau), int(cfg.task.ece_bins), int(cfg.seed)
+    data = load_data(cfg)
+    log.info(
+        "data %s: %d texts (%d/%d/%d), balanced pool available %s",
+        data.path.name,
+        len(data.texts),
+        *(len(data.split[s]) for s in ("train", "val", "test")),
+        data.n_available,
+    )
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    z, emb = embed_data(cfg, data)
     z = drift_ops.normalize(z.astype(np.float64))  # eq. (4)
     y = data.labels
     tr, va, te = (data.split[s] for s in ("train", "val", "test"))
