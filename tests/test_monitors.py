@@ -214,25 +214,14 @@ def test_logistic_dual_fit_is_scikit_learns_logistic_regression():
     assert np.abs(gradient).max() <= 1e-4
 
 
-def test_standard_scaler_is_scikit_learns():
-    from sklearn.preprocessing import StandardScaler
-
-    z = np.random.default_rng(35).standard_normal((50, 6)) * [1, 2, 3, 4, 5, 0]
-    mean, scale = MON.standard_scaler(z)
-    fitted = StandardScaler().fit(z)
-    np.testing.assert_allclose(mean, fitted.mean_, atol=1e-15)
-    np.testing.assert_allclose(scale, fitted.scale_, rtol=1e-12)
-
-
 def test_c2st_windows_match_scikit_learn_on_the_same_splits():
     rng = np.random.default_rng(34)
     x, _, _ = sample(rng, 60)
-    scaler = MON.standard_scaler(sample(rng, 80)[0])  # fitted where no window draws from
     pool = np.concatenate([sample(rng, 60)[0], sample(rng, 60, shift=0.4)[0]])
     idx = MON.draw_windows(120, 60, 6, rng)
-    auc, p = MON.c2st_windows(x, pool, idx, 0.5, 1.0, np.random.default_rng(7), scaler)
+    auc, p = MON.c2st_windows(x, pool, idx, 0.5, 1.0, np.random.default_rng(7))
     draws = np.random.default_rng(7)  # the same splits, window by window
-    one = np.array([MON.c2st(x, pool[rows], 0.5, 1.0, draws, scaler) for rows in idx])
+    one = np.array([MON.c2st(x, pool[rows], 0.5, 1.0, draws) for rows in idx])
     np.testing.assert_allclose(auc, one[:, 0], atol=0.01)
     np.testing.assert_allclose(p, one[:, 1], atol=0.02)
 

@@ -52,7 +52,6 @@ from driftbench.monitors.statistics import (
     permutation_p_value,
     random_assignments,
     rbf_kernel,
-    standard_scaler,
 )
 from driftbench.monitors.views import REFERENCES, Outcome, Reference, Settings, View, Windows
 
@@ -90,5 +89,4 @@ __all__ = [
     "rbf_kernel",
     "run_windows",
     "scorecard",
-    "standard_scaler",
 ]

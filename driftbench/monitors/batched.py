@@ -192,28 +192,28 @@ def logistic_dual_fit(
 
 
 def c2st_windows(
-    x: np.ndarray, pool: np.ndarray, idx: np.ndarray, holdout: float, c: float, rng, scaler: tuple
+    x: np.ndarray, pool: np.ndarray, idx: np.ndarray, holdout: float, c: float, rng
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``c2st(x, pool[idx[i]], ..., scaler)`` for every window i, on the same splits (drawn in
-    the same order from ``rng``): (held-out AUC (k,), one-sided Mann-Whitney p (k,)). The rows
-    of reference + pool are standardised by the one ``scaler`` and their Gram matrix computed
-    once (in single precision, as the fit's Newton system); a window's fit reads its sub-block
-    and solves the same objective as ``LogisticRegression(C=c)`` to the same tolerance
-    (``logistic_dual_fit``), and its held-out scores are Gram rows times the dual weights."""
+    """``c2st(x, pool[idx[i]], ...)`` for every window i, on the same splits (drawn in the
+    same order from ``rng``): (held-out AUC (k,), one-sided Mann-Whitney p (k,)). Each fit
+    standardises its own rows (as ``StandardScaler``) and solves the same objective as
+    ``LogisticRegression(C=c)`` to the same tolerance (``logistic_dual_fit``)."""
     m, (k, w) = len(x), idx.shape
-    mean, scale = scaler
-    feats_all = (np.concatenate([x, pool]) - mean) / scale
-    single = feats_all.astype(np.float32)
-    gram_all = single @ single.T
     splits = [c2st_split(m, w, holdout, rng) for _ in range(k)]
     n_fit_x, n_fit_y = len(splits[0][1]), len(splits[0][3])
     t = np.r_[np.zeros(n_fit_x), np.ones(n_fit_y)]
     neg, pos = [], []
     for rows, (held_x, fit_x, held_y, fit_y) in zip(idx, splits, strict=True):
-        fit = np.concatenate([fit_x, m + rows[fit_y]])
-        alpha, b = logistic_dual_fit(gram_all[np.ix_(fit, fit)], feats_all[fit], t, c)
-        coef = feats_all[fit].T @ alpha
-        neg.append(feats_all[held_x] @ coef + b)
-        pos.append(feats_all[m + rows[held_y]] @ coef + b)
+        fit = np.concatenate([x[fit_x], pool[rows[fit_y]]])
+        mean = fit.mean(axis=0)
+        feats = fit - mean
+        scale = np.sqrt(np.mean(feats * feats, axis=0))  # StandardScaler's, zeros kept at 1
+        scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
+        feats /= scale
+        single = feats.astype(np.float32)  # the Gram in single precision: half the time
+        alpha, b = logistic_dual_fit(single @ single.T, feats, t, c)
+        coef = (feats.T @ alpha) / scale
+        neg.append((x[held_x] - mean) @ coef + b)
+        pos.append((pool[rows[held_y]] - mean) @ coef + b)
     u = mannwhitneyu(np.array(pos), np.array(neg), alternative="greater", axis=1)
     return u.statistic / (len(pos[0]) * len(neg[0])), u.pvalue

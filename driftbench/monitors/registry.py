@@ -75,7 +75,7 @@ def _pca_ks(ref: Reference, win: View, s: Settings, rng) -> Outcome:
 
 
 def _c2st(ref: Reference, win: View, s: Settings, rng) -> Outcome:
-    return Outcome(*c2st(ref.view.z, win.z, s.c2st_holdout, s.c2st_c, rng, ref.scaler))
+    return Outcome(*c2st(ref.view.z, win.z, s.c2st_holdout, s.c2st_c, rng))
 
 
 def _centroid_shift(ref: Reference, win: View, s: Settings, rng) -> Outcome:
@@ -149,7 +149,7 @@ def _pca_ks_all(ref: Reference, wins: Windows, s: Settings, rng) -> list[Outcome
 
 def _c2st_all(ref: Reference, wins: Windows, s: Settings, rng) -> list[Outcome]:
     return _outcomes(
-        *c2st_windows(ref.view.z, wins.pool.z, wins.idx, s.c2st_holdout, s.c2st_c, rng, ref.scaler)
+        *c2st_windows(ref.view.z, wins.pool.z, wins.idx, s.c2st_holdout, s.c2st_c, rng)
     )
 
 

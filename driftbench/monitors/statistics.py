@@ -8,6 +8,8 @@ import numpy as np
 from scipy.stats import ks_2samp, mannwhitneyu
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from driftbench.metrics import predict
 
@@ -117,38 +119,22 @@ def c2st_split(n_x: int, n_y: int, holdout: float, rng) -> tuple[np.ndarray, ...
     return tuple(out)
 
 
-def standard_scaler(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) as scikit-learn's ``StandardScaler`` fits them: the population std, with
-    a zero (constant column) kept at 1."""
-    mean = z.mean(axis=0)
-    scale = np.sqrt(np.mean((z - mean) ** 2, axis=0))
-    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
-    return mean, scale
-
-
-def c2st(
-    x: np.ndarray, y: np.ndarray, holdout: float, c: float, rng, scaler: tuple
-) -> tuple[float, float]:
-    """Classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017): an L2 logistic regression on
-    standardised rows learns to tell y (label 1) from x (label 0) on a stratified share of the
-    pooled rows (``c2st_split``) and scores the held-out ``holdout`` share. Returns the held-out
-    AUC and its one-sided Mann-Whitney p-value (AUC > 0.5), exact under the null: the held-out
+def c2st(x: np.ndarray, y: np.ndarray, holdout: float, c: float, rng) -> tuple[float, float]:
+    """Classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017): a standardised L2 logistic
+    regression learns to tell y (label 1) from x (label 0) on a stratified share of the pooled
+    rows (``c2st_split``) and scores the held-out ``holdout`` share. Returns the held-out AUC
+    and its one-sided Mann-Whitney p-value (AUC > 0.5), exact under the null: the held-out
     scores come from one model that never saw them. (Out-of-fold scores of k-fold CV, pooled,
     are not: the folds' models differ, the pooled AUC spreads wider than Mann-Whitney's null,
-    and at the 5% level it alarmed on 8-11% of null trials, docs/monitors.md.)
-
-    ``scaler`` (mean, scale) standardises every row; it is fitted on data neither sample holds
-    (a run passes its training split's, ``standard_scaler``), so it leaks nothing of the held-out
-    rows into the model, and it is the same for every window: one Gram matrix per pool serves
-    them all (``c2st_windows``)."""
+    and at the 5% level it alarmed on 8-11% of null trials, docs/monitors.md.)"""
     held_x, fit_x, held_y, fit_y = c2st_split(len(x), len(y), holdout, rng)
-    mean, scale = scaler
-    fit = (np.concatenate([x[fit_x], y[fit_y]]) - mean) / scale
+    fit = np.concatenate([x[fit_x], y[fit_y]])
     label = np.r_[np.zeros(len(fit_x)), np.ones(len(fit_y))]
-    model = LogisticRegression(C=c, max_iter=1000).fit(fit, label)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+    model.fit(fit, label)
     u = mannwhitneyu(
-        model.decision_function((y[held_y] - mean) / scale),
-        model.decision_function((x[held_x] - mean) / scale),
+        model.decision_function(y[held_y]),
+        model.decision_function(x[held_x]),
         alternative="greater",
     )
     return float(u.statistic) / (len(held_x) * len(held_y)), float(u.pvalue)

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 from driftbench.metrics import confidence, predict
-from driftbench.monitors.statistics import atc_threshold, standard_scaler
+from driftbench.monitors.statistics import atc_threshold
 
 # Where the reference window comes from: the validation split, or a share of the test split held
 # out (undrifted) from the windows.
@@ -103,7 +103,7 @@ class Reference:
     """The undrifted reference: its view, its labels, and the top ``n_components`` principal
     components of the training embeddings (fitted there, never on the reference itself: the
     directions where one window's own variance is high would make the test alarm on about half
-    of all undrifted windows), and their standardisation for C2ST."""
+    of all undrifted windows)."""
 
     def __init__(self, view: View, y: np.ndarray, z_train: np.ndarray, n_components: int):
         y = np.asarray(y).astype(int)
@@ -123,7 +123,6 @@ class Reference:
         self.pca_mean = z_train.mean(axis=0)
         _, _, vt = np.linalg.svd(z_train - self.pca_mean, full_matrices=False)
         self.components = vt[:n_components]
-        self.scaler = standard_scaler(z_train)  # C2ST's: fitted where no window draws from
 
     def project(self, z: np.ndarray) -> np.ndarray:
         """Coordinates on the training embeddings' top principal components."""

@@ -65,8 +65,8 @@ CONFIG_GROUPS = (
 # 2: monitors; 3: classifiers, mitigations; 4: noise_augment re-chooses; 5: monitors on all
 # windows at once (C2ST fitted by Newton, one MMD permutation draw per checkpoint, 50 windows);
 # 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded;
-# 7: monitors draw one random stream per pool (run on threads), C2ST standardises by the
-# training split, an undrifted checkpoint reuses the undrifted windows' outcomes
+# 7: monitors draw one random stream per pool (run on threads), an undrifted checkpoint reuses
+# the undrifted windows' outcomes
 RESULTS_VERSION = 7
 
 

@@ -109,13 +109,18 @@ class Monitoring:
         )  # score() releases both; so does an error that drops the run
         self._z0 = z[te][self.pool]
         p0 = clf.predict_proba(self._z0)
-        self._calibration = self._submit(0, self._z0, p0, self.calibration_windows)
+        # the calibration windows set the thresholds of the monitors without a p-value alone
+        thresholded = [n for n in self.names if not MON.MONITORS[n].has_p_value]
+        self._calibration = self._submit(
+            0, self._z0, p0, self.calibration_windows, names=thresholded
+        )
         self._undrifted = self._submit(1, self._z0, p0, self.windows)
         self._checkpoints: list[Future] = []
         self.true_accuracy: list[np.ndarray] = []
 
-    def _submit(self, key: int, z_pool, p_pool, windows) -> Future:
-        args = (self.reference, self.names, self.settings, self.seed, key)
+    def _submit(self, key: int, z_pool, p_pool, windows, names=None) -> Future:
+        names = self.names if names is None else names
+        args = (self.reference, names, self.settings, self.seed, key)
         return self._executor.submit(_pool_outcomes, *args, z_pool, p_pool, windows)
 
     def checkpoint(self, zc_test: np.ndarray, p_test: np.ndarray) -> None:
