@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from driftbench import schema
 from driftbench.backends import check_backend
@@ -161,6 +161,9 @@ def run(cfg: DictConfig) -> dict | None:
             pass  # not the main thread
     job_meta = {k: job_info[k] for k in ("multirun", "sweep_dir", "job_num", "job_id", "overrides")}
     saved = OmegaConf.to_container(job.cfg)
+    figures = cfg.runtime.get("figures")
+    if figures is None:  # a single run draws its figures; a sweep's jobs as the task says
+        figures = not job_info["multirun"] or job.task.FIGURES_IN_SWEEPS
     try:
         with Run(
             run_dir,
@@ -169,6 +172,7 @@ def run(cfg: DictConfig) -> dict | None:
             job_meta,
             key=job.key,
             stale_after_s=float(cfg.runtime.stale_after_s),
+            figures=bool(figures),
         ) as r:
             metrics = job.task.run(job.cfg, run_dir)
             r.write_metrics(metrics)
@@ -205,13 +209,21 @@ def sweep_jobs(config) -> list[list[str]]:
 
 def plan_sweep(config) -> tuple[int, int, list[str]]:
     """(jobs already complete under the output root, jobs to run, one line per bad job),
-    composing each job's config as the sweeper will."""
-    from hydra import compose
+    composing each job's config as the launcher will (``composed_once``)."""
+    import copy
 
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = composed_once(GlobalHydra.instance().config_loader())
+    # resolved now, so its ${now:} is cached on the master config, which every composed job
+    # copies (as it would when the launcher composes it, after making the sweep dir)
+    str(config.hydra.sweep.dir)
     root = Path(str(config.runtime.output_root))
     done, todo, bad = 0, 0, []
     for num, overrides in enumerate(sweep_jobs(config)):
-        cfg = compose(config.hydra.job.config_name, overrides=overrides)
+        cfg = copy.deepcopy(loader.plan(config, overrides))
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]  # what the task function is handed, as Hydra's run_job does
         try:
             job = prepare(cfg)
         except (ValueError, FileNotFoundError) as e:
@@ -222,6 +234,33 @@ def plan_sweep(config) -> tuple[int, int, list[str]]:
         else:
             todo += 1
     return done, todo, bad
+
+
+class _ComposedOnce:
+    """Hydra's config loader, wrapped so that each job of a sweep is composed once: the plan
+    composes it (``plan``) with the loader's own ``load_sweep_config``, and the launcher's call
+    for the same overrides gets that config (once; any other call composes as before).
+    Composing a config takes about 0.15 s on a 2-core machine: a 78-job sweep saves ~12 s."""
+
+    def __init__(self, loader):
+        self.loader, self.compose = loader, loader.load_sweep_config
+        self.planned: dict[tuple[str, ...], DictConfig] = {}
+        loader.load_sweep_config = self.load_sweep_config
+
+    def plan(self, master, overrides: list[str]) -> DictConfig:
+        cfg = self.compose(master, list(overrides))
+        self.planned[tuple(overrides)] = cfg
+        return cfg
+
+    def load_sweep_config(self, master, overrides) -> DictConfig:
+        planned = self.planned.pop(tuple(overrides), None)
+        return self.compose(master, list(overrides)) if planned is None else planned
+
+
+def composed_once(loader) -> _ComposedOnce:
+    """The loader's ``_ComposedOnce`` wrapper (installed on the first call)."""
+    wrapper = getattr(loader.load_sweep_config, "__self__", None)
+    return wrapper if isinstance(wrapper, _ComposedOnce) else _ComposedOnce(loader)
 
 
 class SweepPlan(Callback):

@@ -127,9 +127,9 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
 
 
 def figures_on() -> bool:
-    """False inside a run with ``runtime.figures=false``, and in a sweep's jobs unless
-    ``runtime.figures=true``: its figures are not drawn. Drawing them is a third of a cached
-    drift run's time, and neither metrics.json nor the sweep report reads them."""
+    """False inside a run that draws no figures (``Run(figures=False)``: ``runtime.figures=false``,
+    or a drift_eval sweep's jobs by default, ``launcher.run``). Drawing them is a third of a
+    cached drift run's time, and neither metrics.json nor the sweep report reads them."""
     return _FIGURES.get()
 
 
@@ -314,9 +314,10 @@ class Run:
         job: dict,
         key: dict | None = None,
         stale_after_s: float = 600.0,
+        figures: bool = True,
     ):
         self.dir = run_dir
-        self.cfg = cfg
+        self.cfg, self.figures = cfg, figures
         key = key or {"result_key": config_hash(cfg), "inputs": {}, "results_version": None}
         now = _now()
         self.meta = {
@@ -363,12 +364,7 @@ class Run:
             logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         )
         logging.getLogger().addHandler(self._handler)
-        figures = self.cfg.get("runtime", {}).get("figures")
-        # null: a single run draws its figures; a sweep's jobs do not (the sweep report draws
-        # the sweep's, from metrics.json), unless runtime.figures=true
-        self._figures = _FIGURES.set(
-            not self.meta.get("multirun", False) if figures is None else bool(figures)
-        )
+        self._figures = _FIGURES.set(self.figures)
         log.info("run dir %s", self.dir)
         return self
 

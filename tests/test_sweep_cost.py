@@ -197,3 +197,45 @@ def test_a_job_on_cached_embeddings_without_figures_imports_no_torch_or_matplotl
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "sklearn" in imported  # the import log is read right
     assert not {"torch", "transformers", "matplotlib"} & imported
+
+
+def test_the_launcher_is_handed_the_config_the_sweep_plan_composed():
+    """Each job of a sweep is composed once: the plan's config, handed to the launcher's call
+    for the same overrides, is the config a fresh composition gives."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from driftbench.launcher import composed_once
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        master = compose("config", overrides=["seed=0"], return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        fresh = loader.load_sweep_config(master, ["drift=subspace", "seed=3"])
+        once = composed_once(loader)
+        assert composed_once(loader) is once  # installed once
+        planned = once.plan(master, ["drift=subspace", "seed=3"])
+        assert OmegaConf.to_yaml(planned) == OmegaConf.to_yaml(fresh)
+        assert loader.load_sweep_config(master, ["drift=subspace", "seed=3"]) is planned
+        again = loader.load_sweep_config(master, ["drift=subspace", "seed=3"])  # composed anew
+        assert again is not planned and OmegaConf.to_yaml(again) == OmegaConf.to_yaml(fresh)
+
+
+def test_a_job_composed_by_the_plan_writes_into_the_sweeps_own_dir(tmp_path):
+    """The sweep dir's name holds the time (${now:}); a job composed by the plan, seconds
+    before the launcher makes that dir, still resolves it to the same dir."""
+    import time
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from driftbench.launcher import plan_sweep
+
+    job = ["debug=smoke", f"runtime.output_root={tmp_path}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        master = compose("config", overrides=job, return_hydra_config=True)
+        assert plan_sweep(master) == (0, 1, [])
+        sweep_dir = str(master.hydra.sweep.dir)  # the launcher makes the sweep dir
+        launched = GlobalHydra.instance().config_loader().load_sweep_config(master, job)
+        time.sleep(1.1)  # and the job runs later
+        assert str(launched.hydra.sweep.dir) == sweep_dir

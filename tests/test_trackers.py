@@ -184,11 +184,12 @@ def single(outputs, shared_cache):
 
 @pytest.fixture(scope="module")
 def sweep(outputs):
-    """``python launch.py -m ... seed=0,1 logger=all``, as typed."""
+    """``python launch.py -m ... seed=0,1 logger=all runtime.figures=true``, as typed (each
+    job's figures drawn, as a sweep's jobs do not by default, so the trackers get them)."""
     root = outputs
     subprocess.run(
         [sys.executable, str(ROOT / "launch.py"), "-m", f"runtime.output_root={root}"]
-        + ["runtime.progress=false", *TINY, "seed=0,1", "logger=all"],
+        + ["runtime.progress=false", *TINY, "seed=0,1", "logger=all", "runtime.figures=true"],
         cwd=root.parent,
         check=True,
         capture_output=True,

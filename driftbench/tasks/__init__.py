@@ -1,6 +1,8 @@
 """Task registry: ``task=<name>`` in the config picks the module; ``conf/task/`` lists the same
-names. A task module has ``validate(cfg)`` (cheap, before any heavy work) and
-``run(cfg, run_dir) -> metrics``."""
+names. A task module has ``validate(cfg)`` (cheap, before any heavy work),
+``run(cfg, run_dir) -> metrics``, ``inputs(cfg)``, ``CONFIG_GROUPS`` and ``RESULTS_VERSION`` (what
+its result key reads), and ``FIGURES_IN_SWEEPS``: whether a sweep's jobs draw the task's per-run
+figures when ``runtime.figures`` is null (not where they are a large share of a job)."""
 
 from importlib import import_module
 

@@ -68,6 +68,8 @@ CONFIG_GROUPS = (
 # 7: monitors draw one random stream per pool (run on threads), an undrifted checkpoint reuses
 # the undrifted windows' outcomes
 RESULTS_VERSION = 7
+# a third of a cached job; the sweep report draws the sweep's own figures from metrics.json
+FIGURES_IN_SWEEPS = False
 
 
 def inputs(cfg: DictConfig) -> dict:

@@ -34,6 +34,7 @@ SFT_TEXTS = ("data", "pair_positives")  # sft.condition.sft_texts: what the SFT 
 # to the code that alters a number the task writes.
 CONFIG_GROUPS = ("task", "model", "sft", "backend")
 RESULTS_VERSION = 1
+FIGURES_IN_SWEEPS = True  # a loss curve, against minutes of training
 
 
 def inputs(cfg: DictConfig) -> dict:
