@@ -239,9 +239,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.warning(warning)
     labelled = MIT.labelled_rows(y_test, mitigation.labels, np.random.default_rng([seed, 4]))
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
-    monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
     k = mitigation.anchors
     checkpoints, update = drift_checkpoints(cfg, data, z, sigmas, seed, k)
+    # after the update's checkpoints, which fork re-quantization workers: none while the
+    # monitors' threads run
+    monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
     sigmas = np.array([knob for knob, _, _ in checkpoints]) if update else sigmas
     rows, reliability, unmitigated, frozen_auc, apply_s, twins = [], [], [], [], [], []
     for c, (sigma, drifted, about_update) in enumerate(checkpoints):
