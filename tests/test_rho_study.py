@@ -133,6 +133,23 @@ def test_the_report_compares_each_arm_and_the_margins_and_states_the_power():
     assert f"| bias | {sd:.4f} | {dof} | {detectable_d(3, 3) * sd:.4f} | {rho_vs_sft:.4f} |" in md
 
 
+def test_arms_without_any_spread_get_no_d_or_p():
+    """rho's audit is coarse: two arms can give the same Δρ in every seed. Welch's test is then
+    undefined (scipy gives p = 0 for different means): both tables say –, not p = 0."""
+    from driftbench.report import group_runs
+    from driftbench.tasks.rho_sft_summary import rho_tables
+
+    runs = []
+    for condition, delta in (("sft_only", 0.0), ("rho_guided", 0.0025)):
+        for seed in range(3):
+            cfg = config("rho_sft", seed, sft__condition={"name": condition})
+            runs.append(rho_run(condition, {"toxicity": {"delta_rho": delta}}, cfg=cfg))
+    md = rho_tables(group_runs(runs))
+    row = next(line for line in md.splitlines() if line.startswith("| rho_guided") and "d=" in line)
+    assert row.endswith("| d=–, p=– |")
+    assert "p=0 " not in md and "d=nan" not in md
+
+
 def test_the_report_of_one_seed_has_no_study_table():
     from driftbench.report import group_runs
     from driftbench.tasks.rho_sft_summary import study_tables

@@ -11,7 +11,6 @@ import numpy as np
 
 from driftbench.runs import save_figure
 from driftbench.tasks import rho_sft_summary_stats as stats
-from driftbench.tasks.rho_sft_summary_stats import cohens_d
 
 
 def headline(run: dict) -> dict:
@@ -120,9 +119,7 @@ def reference(g, groups: list):
 def rho_tables(groups: list, measure: str = "delta_rho") -> str:
     """The seed's tables for one of RHO_MEASURES: its change per behaviour per group of runs
     that differ in seed alone (mean +- std over seeds), and each group against its sft_only
-    group (``reference``): Cohen's d and Welch's t-test p-value (scipy)."""
-    from scipy.stats import ttest_ind
-
+    group (``reference``): Cohen's d and Welch's t-test p-value (``stats.compare``)."""
     symbol, definition = RHO_MEASURES[measure]
     behaviors = _measured_behaviors(groups, measure)
     if not behaviors:
@@ -157,14 +154,9 @@ def rho_tables(groups: list, measure: str = "delta_rho") -> str:
         ]
         for g, ref in compared:
             cells = []
-            for b in behaviors:
-                a, c = _values(g.runs, b, measure), _values(ref.runs, b, measure)
-                p = (
-                    ttest_ind(a, c, equal_var=False).pvalue
-                    if len(a) > 1 and len(c) > 1
-                    else float("nan")
-                )
-                cells.append(f"d={cohens_d(a, c):.2f}, p={p:.3g}")
+            for b in behaviors:  # – where undefined: a side with < 2 runs, or no spread at all
+                r = stats.compare(_values(g.runs, b, measure), _values(ref.runs, b, measure))
+                cells.append(f"d={stats.fmt(r['d'], '.2f')}, p={stats.fmt(r['p'], '.3g')}")
             lines.append("| " + " | ".join([*_condition_cells(g), *cells]) + " |")
     return "\n".join(lines) + "\n"
 

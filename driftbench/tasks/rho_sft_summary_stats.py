@@ -123,7 +123,8 @@ def pooled_sd(samples: list[np.ndarray]) -> tuple[float, int]:
     return float(math.sqrt(sum((len(s) - 1) * s.var(ddof=1) for s in kept) / dof)), dof
 
 
-def _fmt(x: float | None, spec: str) -> str:
+def fmt(x: float | None, spec: str) -> str:
+    """A number, or – where it is undefined (None, NaN)."""
     return "–" if x is None or math.isnan(x) else format(x, spec)
 
 
@@ -152,8 +153,8 @@ def comparison_table(
                 continue
             c = compare(a, ref)
             out.append(
-                f"{c['diff']:+.4f} (d={_fmt(c['d'], '.2f')}, p={_fmt(c['p'], '.3g')}; "
-                f"δ*={_fmt(c['detectable'], '.4f')})"
+                f"{c['diff']:+.4f} (d={fmt(c['d'], '.2f')}, p={fmt(c['p'], '.3g')}; "
+                f"δ*={fmt(c['detectable'], '.4f')})"
             )
         lines.append("| " + " | ".join([*cells, against, *out]) + " |")
     return lines
@@ -185,7 +186,7 @@ def power_table(
         sd, dof = pooled_sd([arm[b] for arm in arms if b in arm])
         diffs = [abs(a.mean() - r.mean()) for *_, s in rows for a, r in [s[b]] if len(a) and len(r)]
         lines.append(
-            f"| {b} | {_fmt(sd, '.4f')} | {dof} | {_fmt(d_star * sd, '.4f')} | "
-            f"{_fmt(max(diffs, default=float('nan')), '.4f')} |"
+            f"| {b} | {fmt(sd, '.4f')} | {dof} | {fmt(d_star * sd, '.4f')} | "
+            f"{fmt(max(diffs, default=float('nan')), '.4f')} |"
         )
     return lines
