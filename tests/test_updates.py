@@ -188,55 +188,38 @@ def test_procrustes_recovers_a_known_rotation_and_a_wider_embedding():
         fit_map(z_wide, z_old, "none")
 
 
-@pytest.mark.parametrize("kind", TWIN_DRIFTS)
-@pytest.mark.parametrize("target", [2.0, 15.0])
-def test_the_twin_search_hits_the_target_angle(kind, target):
-    z0, y = unit(200, 32, 3), np.arange(200) % 2
-    twin = synthetic_twin(
+def twin_of(z0: np.ndarray, target: float, kind: str, seed: int = 0, sharp: float = 1.0) -> dict:
+    """The synthetic twin of a checkpoint at mean angle ``target`` (degrees), for a frozen
+    logistic classifier on the first coordinate, with the task's defaults (5 draws)."""
+    return synthetic_twin(
         z0,
-        y,
-        lambda z: 1 / (1 + np.exp(-5 * z[:, 0])),
+        np.arange(len(z0)) % 2,
+        lambda z: 1 / (1 + np.exp(-sharp * z[:, 0])),
         target,
         kind,
         draws=5,
-        seed=0,
+        seed=seed,
         tau=0.8,
         n_bins=5,
     )
+
+
+@pytest.mark.parametrize("kind", TWIN_DRIFTS)
+@pytest.mark.parametrize("target", [2.0, 15.0])
+def test_the_twin_search_hits_the_target_angle(kind, target):
+    twin = twin_of(unit(200, 32, 3), target, kind, sharp=5.0)
     assert abs(twin["angle_deg"] - target) < 0.5 and twin["sigma"] > 0
     assert twin["draws"] == 5 and 0 <= twin["roc_auc"] <= 1
 
 
 @pytest.mark.parametrize("target", [0.004, 0.02, 100.0])
 def test_the_twin_search_is_relative_at_tiny_angles_and_reaches_past_90_degrees(target):
-    z0 = unit(300, 64, 6)
-    twin = synthetic_twin(
-        z0,
-        np.arange(300) % 2,
-        lambda z: 1 / (1 + np.exp(-z[:, 0])),
-        target,
-        "subspace",
-        draws=5,
-        seed=0,
-        tau=0.8,
-        n_bins=5,
-    )
+    twin = twin_of(unit(300, 64, 6), target, "subspace")
     assert twin["angle_deg"] == pytest.approx(target, rel=2e-3)
 
 
 def test_an_angle_noise_cannot_reach_has_no_twin():
-    z0 = unit(100, 32, 2)
-    twin = synthetic_twin(
-        z0,
-        np.arange(100) % 2,
-        lambda z: 1 / (1 + np.exp(-z[:, 0])),
-        120.0,
-        "gaussian",
-        draws=5,
-        seed=0,
-        tau=0.8,
-        n_bins=5,
-    )
+    twin = twin_of(unit(100, 32, 2), 120.0, "gaussian")
     assert twin["sigma"] is None and twin["angle_deg"] is None
 
 
@@ -264,18 +247,7 @@ def test_the_twin_of_the_paper_sigma_is_itself():
     z0 = unit(200, 576, 4)
     noise = [np.random.default_rng([9, k]).standard_normal(z0.shape) for k in range(5)]
     drifted = [lambda s, e=e: D.normalize(z0 + s * e) for e in noise]
-    angle = mean_angle(z0, drifted, 0.02)
-    twin = synthetic_twin(
-        z0,
-        np.arange(200) % 2,
-        lambda z: 1 / (1 + np.exp(-z[:, 0])),
-        angle,
-        "gaussian",
-        draws=5,
-        seed=1,
-        tau=0.8,
-        n_bins=5,
-    )
+    twin = twin_of(z0, mean_angle(z0, drifted, 0.02), "gaussian", seed=1)
     assert twin["sigma"] == pytest.approx(0.02, rel=0.02)
 
 
