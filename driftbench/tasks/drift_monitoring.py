@@ -42,7 +42,7 @@ def monitor_workers() -> int:
     return max(1, min(2, cores or 1))
 
 
-def _pool_outcomes(reference, names, settings, seed: int, key: int, z_pool, p_pool, windows):
+def pool_outcomes(reference, names, settings, seed: int, key: int, z_pool, p_pool, windows):
     """Every monitor on the windows of one pool, with the pool's own random stream (seed, 3,
     key): the outcomes do not depend on which thread runs which pool, or in what order."""
     t0 = time.perf_counter()
@@ -121,7 +121,17 @@ class Monitoring:
     def _submit(self, key: int, z_pool, p_pool, windows, names=None) -> Future:
         names = self.names if names is None else names
         args = (self.reference, names, self.settings, self.seed, key)
-        return self._executor.submit(_pool_outcomes, *args, z_pool, p_pool, windows)
+        return self._executor.submit(pool_outcomes, *args, z_pool, p_pool, windows)
+
+    @property
+    def undrifted_s(self) -> float:
+        """Seconds the two sets of undrifted windows took on their threads (waits for them)."""
+        return self._calibration.result()[1] + self._undrifted.result()[1]
+
+    def close(self) -> None:
+        """Wait for the queued pools and give back the threads and the BLAS limit (``score``
+        does it too)."""
+        self._finalize()
 
     def checkpoint(self, zc_test: np.ndarray, p_test: np.ndarray) -> None:
         """Queue every monitor on this checkpoint's windows (``score`` waits for them)."""
@@ -135,10 +145,7 @@ class Monitoring:
 
     def score(self, sigmas, rows: list[dict], roc_auc_undrifted: float, fit_s: float):
         """Wait for every pool, then score each monitor (``MON.scorecard``)."""
-        (calibration, cal_s), (undrifted, undrifted_s) = (
-            self._calibration.result(),
-            self._undrifted.result(),
-        )
+        calibration, undrifted = self._calibration.result()[0], self._undrifted.result()[0]
         done = [f.result() for f in self._checkpoints]
         self._finalize()
         scores, csv_rows = MON.scorecard(
@@ -169,7 +176,7 @@ class Monitoring:
                     0.0 if f is self._undrifted else s
                     for f, (_, s) in zip(self._checkpoints, done, strict=True)
                 ],
-                "monitors_undrifted_s": cal_s + undrifted_s,  # both undrifted sets, once a run
+                "monitors_undrifted_s": self.undrifted_s,  # both undrifted sets, once a run
                 "monitor_workers": self.workers,
             },
         }
