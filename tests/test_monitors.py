@@ -506,7 +506,7 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
     monitoring = Monitoring(cfg, clf, z, y, split, seed=5, workers=workers)
     operator = drift_ops.make_drift("gaussian", 12, np.random.default_rng(1))
     for sigma in sigmas:
-        zc = operator(z[200:], sigma) if sigma else z[200:]
+        zc = operator(z[200:], sigma)  # sigma = 0: the texts renormalised, equal to 1e-12
         monitoring.checkpoint(zc, clf.predict_proba(zc))
     rows = [{"roc_auc": 0.9}] * len(sigmas)
     return monitoring.score(list(sigmas), rows, 0.9, 0.0)
