@@ -150,6 +150,17 @@ def test_arms_without_any_spread_get_no_d_or_p():
     assert "p=0 " not in md and "d=nan" not in md
 
 
+def test_a_sweep_over_conditions_gets_a_figure_of_them(tmp_path):
+    from driftbench.report import group_runs
+    from driftbench.tasks.rho_sft_summary import condition_figure
+
+    runs, _ = study_runs()
+    assert condition_figure(group_runs(runs), tmp_path) == ["report_conditions.png"]
+    assert (tmp_path / "report_conditions.png").stat().st_size > 0
+    one = [r for r in runs if r["config"]["sft"]["condition"]["name"] == "sft_only"]
+    assert condition_figure(group_runs(one), tmp_path / "none") == []
+
+
 def test_the_report_of_one_seed_has_no_study_table():
     from driftbench.report import group_runs
     from driftbench.tasks.rho_sft_summary import study_tables

@@ -343,5 +343,38 @@ def tables(groups: list) -> list[str]:
     ]
 
 
+def condition_figure(groups: list, out: Path) -> list[str]:
+    """``report_conditions.png``, where a sweep compares conditions: per measure a panel, per
+    behaviour one bar per condition group (mean over seeds, each seed a dot)."""
+    groups = _ordered(groups)
+    if len({_rho_key(g.runs[0]["metrics"]) for g in groups}) < 2:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(RHO_MEASURES), figsize=(6 * len(RHO_MEASURES), 4))
+    width = 0.8 / len(groups)
+    for ax, (measure, (symbol, _)) in zip(axes, RHO_MEASURES.items(), strict=True):
+        behaviors = _measured_behaviors(groups, measure)
+        for k, g in enumerate(groups):
+            cond, lam, gam = _condition_cells(g)[:3]
+            x = np.arange(len(behaviors)) + (k - (len(groups) - 1) / 2) * width
+            vals = [_values(g.runs, b, measure) for b in behaviors]
+            means = [v.mean() if len(v) else np.nan for v in vals]
+            ax.bar(x, means, width, color=f"C{k % 10}", label=f"{cond} (λρ {lam}, γ {gam})")
+            for xi, v in zip(x, vals, strict=True):
+                ax.plot([xi] * len(v), v, "k.", ms=3)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(np.arange(len(behaviors)), behaviors)
+        ax.set_ylabel(f"{symbol} (after − before)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / "report_conditions.png")
+    plt.close(fig)
+    return ["report_conditions.png"]
+
+
 def figures(groups: list, out: Path) -> list[str]:
-    return rho_figures(groups, out)
+    return condition_figure(groups, out) + rho_figures(groups, out)
