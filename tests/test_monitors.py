@@ -512,7 +512,7 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
     return monitoring.score(list(sigmas), rows, 0.9, 0.0)
 
 
-def test_monitors_on_two_threads_score_what_one_thread_scores():
+def test_monitors_on_two_worker_processes_score_what_one_thread_scores():
     one, two = monitored(1), monitored(2)
     assert one[1] == two[1]  # monitors.csv, row by row
     assert one[0]["by_monitor"] == two[0]["by_monitor"]

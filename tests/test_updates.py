@@ -97,15 +97,20 @@ def test_small_models_are_requantized_serially_and_large_ones_in_two_workers():
         assert default_workers(PARALLEL_MIN_ELEMENTS) == 2
 
 
-def test_relative_error_matches_the_float64_formula_with_the_norm_given_or_not():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_relative_error_matches_the_float64_formula_with_the_norm_given_or_not(workers):
+    """Also where the squared error is summed by the re-quantization's own workers."""
     base = synthetic_weights()
-    new = requantize(base, "Q4_0")
+    new = requantize(base, "Q4_0", workers=workers, chunk_elements=999)
     num = sum(np.sum((new[n].astype(np.float64) - base[n]) ** 2) for n in new)
     den = sum(np.sum(w.astype(np.float64) ** 2) for w in base.values())
+    assert new.squared_error == pytest.approx(num, rel=1e-12)
     assert squared_norm(base) == pytest.approx(den, rel=1e-12)
     expected = np.sqrt(num / den)
     assert relative_error(base, new) == pytest.approx(expected, rel=1e-12)
     assert relative_error(base, new, squared_norm(base)) == relative_error(base, new)
+    plain = dict(new)  # any other weights: the error computed from the arrays
+    assert relative_error(base, plain) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ CONFIG_GROUPS = (
 # 2: monitors; 3: classifiers, mitigations; 4: noise_augment re-chooses; 5: monitors on all
 # windows at once (C2ST fitted by Newton, one MMD permutation draw per checkpoint, 50 windows);
 # 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded;
-# 7: monitors draw one random stream per pool (run on threads), an undrifted checkpoint reuses
+# 7: monitors draw one random stream per pool (run on workers), an undrifted checkpoint reuses
 # the undrifted windows' outcomes
 RESULTS_VERSION = 7
 # a third of a cached job; the sweep report draws the sweep's own figures from metrics.json
@@ -241,8 +241,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     k = mitigation.anchors
     checkpoints, update = drift_checkpoints(cfg, data, z, sigmas, seed, k)
-    # after the update's checkpoints, which fork re-quantization workers: none while the
-    # monitors' threads run
+    # after the update's checkpoints (re-quantization forks workers of its own): the monitors
+    # start their work once nothing else forks
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
     sigmas = np.array([knob for knob, _, _ in checkpoints]) if update else sigmas
     rows, reliability, unmitigated, frozen_auc, apply_s, twins = [], [], [], [], [], []
@@ -281,7 +281,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             row["silent_failure_rate_pct"],
             row["ece"],
         )
-        if monitoring is not None:  # the monitors watch the frozen classifier (on threads)
+        if monitoring is not None:  # the monitors watch the frozen classifier (on workers)
             monitoring.checkpoint(zc, p_frozen)
     atomic_write_csv(run_dir / "checkpoints.csv", rows)
     sep = M.separability(z[tr], y[tr])
@@ -309,7 +309,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         extra["monitors"], monitor_rows = monitoring.score(sigmas, frozen_auc, auc0, fit_s)
         timing = extra["monitors"]["timing"]
         log.info(
-            "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d threads "
+            "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d workers "
             "(the classifier's fit: %.2f s)",
             len(monitoring.names),
             len(monitoring.windows),

@@ -5,10 +5,12 @@ embeddings and checkpoints; the monitors themselves and their scoring are ``drif
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import sys
 import time
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import numpy as np
 from omegaconf import DictConfig
@@ -35,24 +37,40 @@ def monitor_names(cfg: DictConfig) -> list[str]:
 
 
 def monitor_workers() -> int:
-    """Threads the monitors run on: the cores this process may use, at most 2 (a drift run's
-    checkpoints are about ten pools of similar cost; the numpy, BLAS and LAPACK calls that
-    dominate them release the GIL)."""
+    """Workers the monitors run on: the cores this process may use, at most 2 (a drift run's
+    checkpoints are about ten pools of similar cost)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(2, cores or 1))
 
 
 def pool_outcomes(reference, names, settings, seed: int, key: int, z_pool, p_pool, windows):
     """Every monitor on the windows of one pool, with the pool's own random stream (seed, 3,
-    key): the outcomes do not depend on which thread runs which pool, or in what order."""
+    key): the outcomes do not depend on which worker runs which pool, or in what order."""
     t0 = time.perf_counter()
     wins = MON.Windows(MON.View(z_pool, p_pool), windows)
     out = MON.run_windows(reference, wins, names, settings, np.random.default_rng([seed, 3, key]))
     return out, time.perf_counter() - t0
 
 
-def _release(executor: ThreadPoolExecutor, limits) -> None:
-    executor.shutdown(wait=True)
+_PROCESSES: dict[int, ProcessPoolExecutor] = {}
+
+
+def _processes(workers: int) -> ProcessPoolExecutor:
+    """The process pool the monitors of every run in this process share, made on first use:
+    forked (Linux), so a worker starts from this process's imports in milliseconds; a pool
+    whose worker died is replaced. Processes, not threads: the monitors' per-window Python
+    holds the GIL, and on two threads beside the run's own loop a sweep's job took 2.2 s where
+    processes leave each pool a core."""
+    pool = _PROCESSES.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        _PROCESSES[workers] = pool
+    return pool
+
+
+def _release(executor: ThreadPoolExecutor | None, limits) -> None:
+    if executor is not None:
+        executor.shutdown(wait=True)
     limits.restore_original_limits()
 
 
@@ -62,8 +80,9 @@ class Monitoring:
     each checkpoint's outcomes. Undrifted windows are scored twice over: one draw sets the
     thresholds of the monitors without a p-value, another counts false alarms.
 
-    Pools run on ``workers`` threads while the run goes on (each on one BLAS thread: two
-    threads of BLAS per pool on top would oversubscribe the cores); ``score`` collects them.
+    Pools run on ``workers`` worker processes while the run goes on (one thread in the
+    background where that is 1 or there is no fork), each on one BLAS thread (two threads of
+    BLAS per pool on top would oversubscribe the cores); ``score`` collects them.
     A checkpoint whose pool is the undrifted one (to 1e-12: sigma = 0 renormalises unit
     vectors; a real update's original model) reuses the undrifted windows' outcomes: the same
     windows of the same texts."""
@@ -103,10 +122,13 @@ class Monitoring:
         self.calibration_windows = MON.draw_windows(len(self.pool), self.window, n, rng)
         self.y_pool = y[te][self.pool]
         self.workers = workers or monitor_workers()
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="monitors")
-        self._finalize = weakref.finalize(
-            self, _release, self._executor, threadpool_limits(1)
-        )  # score() releases both; so does an error that drops the run
+        if self.workers > 1 and sys.platform.startswith("linux"):
+            self._executor, owned = _processes(self.workers), None
+        else:
+            self._executor = owned = ThreadPoolExecutor(self.workers, thread_name_prefix="mon")
+        # score() gives back the BLAS limit and a thread of its own; so does an error that
+        # drops the run
+        self._finalize = weakref.finalize(self, _release, owned, threadpool_limits(1))
         self._z0 = z[te][self.pool]
         p0 = clf.predict_proba(self._z0)
         # the calibration windows set the thresholds of the monitors without a p-value alone
@@ -125,12 +147,13 @@ class Monitoring:
 
     @property
     def undrifted_s(self) -> float:
-        """Seconds the two sets of undrifted windows took on their threads (waits for them)."""
+        """Seconds the two sets of undrifted windows took on their workers (waits for them)."""
         return self._calibration.result()[1] + self._undrifted.result()[1]
 
     def close(self) -> None:
-        """Wait for the queued pools and give back the threads and the BLAS limit (``score``
+        """Wait for the queued pools and give back the thread and the BLAS limit (``score``
         does it too)."""
+        wait([self._calibration, self._undrifted, *self._checkpoints])
         self._finalize()
 
     def checkpoint(self, zc_test: np.ndarray, p_test: np.ndarray) -> None:
@@ -171,7 +194,7 @@ class Monitoring:
             "power_level": self.power_level,
             "timing": {
                 "classifier_fit_s": fit_s,
-                # each pool's own wall time on its thread (0 where the undrifted one served)
+                # each pool's own wall time on its worker (0 where the undrifted one served)
                 "monitors_per_checkpoint_s": [
                     0.0 if f is self._undrifted else s
                     for f, (_, s) in zip(self._checkpoints, done, strict=True)

@@ -79,8 +79,18 @@ def requantize(
     if workers is None:
         workers = default_workers(total)
     if workers <= 1 or total == 0 or not can_fork():
-        return {n: _round_trip(weights[n], qtype) for n in names}
+        out = Requantized({n: _round_trip(weights[n], qtype) for n in names})
+        out.squared_error = sum(_squared_distance(out[n], weights[n]) for n in names)
+        return out
     return _requantize_forked(weights, names, qtype, workers, chunk_elements)
+
+
+class Requantized(dict):
+    """Re-quantized weights by name, with ``squared_error``: sum((new - old)^2) over them in
+    float64, summed by the workers as they went (``relative_error`` reads it instead of a
+    second pass over every weight: 0.3 s a rung of SmolLM2's ladder)."""
+
+    squared_error: float = 0.0
 
 
 def can_fork() -> bool:
@@ -104,16 +114,18 @@ def _round_trip(w: np.ndarray, qtype) -> np.ndarray:
 _JOB: tuple | None = None  # (weights, qtype, outputs): set before the fork, read by workers
 
 
-def _work(task: tuple[str, int, int]) -> None:
+def _work(task: tuple[str, int, int]) -> float:
+    """One run of rows re-quantized into the shared output; its squared error."""
     weights, qtype, out = _JOB
     n, start, stop = task
     out[n][start:stop] = _round_trip(weights[n][start:stop], qtype)
+    return _squared_distance(out[n][start:stop], weights[n][start:stop])
 
 
 def _requantize_forked(weights, names, qtype, workers, chunk_elements):
     global _JOB
     buffer = mmap.mmap(-1, 4 * sum(weights[n].size for n in names))  # anonymous, shared
-    out, offset, tasks = {}, 0, []
+    out, offset, tasks = Requantized(), 0, []
     for n in names:
         w = weights[n]
         out[n] = np.frombuffer(buffer, np.float32, w.size, offset).reshape(w.shape)
@@ -125,8 +137,7 @@ def _requantize_forked(weights, names, qtype, workers, chunk_elements):
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for _ in pool.map(_work, tasks):
-                pass
+            out.squared_error = sum(pool.map(_work, tasks))
     finally:
         _JOB = None
     return out
@@ -143,8 +154,12 @@ def relative_error(
 ) -> float:
     """``||theta' - theta|| / ||theta||`` over every parameter (unchanged ones count in the
     norm of theta): the size of the update relative to the model. ``base_norm2``:
-    ``squared_norm(base)``, where the caller has it."""
-    num = sum(_squared_distance(new[n], base[n]) for n in new)
+    ``squared_norm(base)``, where the caller has it; the numerator is ``new.squared_error``
+    where ``new`` comes from ``requantize``."""
+    if isinstance(new, Requantized):
+        num = new.squared_error
+    else:
+        num = sum(_squared_distance(new[n], base[n]) for n in new)
     den = squared_norm(base) if base_norm2 is None else base_norm2
     return float(np.sqrt(num / den))
 
