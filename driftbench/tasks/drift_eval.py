@@ -9,6 +9,7 @@ against the collapse (monitors.py).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -70,6 +71,9 @@ CONFIG_GROUPS = (
 RESULTS_VERSION = 7
 # a third of a cached job; the sweep report draws the sweep's own figures from metrics.json
 FIGURES_IN_SWEEPS = False
+# separability of a run's training split by its fit key (which covers the training bytes), for
+# the other runs of a sweep in this process: every drift type of a seed reads the same
+_SEPARABILITY: dict[str, dict] = {}
 
 
 def inputs(cfg: DictConfig) -> dict:
@@ -251,13 +255,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         p_frozen = clf.predict_proba(zc)
         t_apply = time.perf_counter()
         anchors = (pair[0][:k], pair[1][:k]) if k else None
-        p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled], anchors)(zc[scored])
+        if mitigation.identity:  # none: the frozen classifier's own numbers, computed once
+            p = p_frozen[scored]
+        else:
+            p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled], anchors)(zc[scored])
         apply_s.append(time.perf_counter() - t_apply)
-        row = {
-            "checkpoint": c,
-            "sigma": float(sigma),
-            **M.checkpoint_metrics(y_test[scored], p, tau, n_bins),
-        }
+        scores = M.checkpoint_metrics(y_test[scored], p, tau, n_bins)
+        row = {"checkpoint": c, "sigma": float(sigma), **scores}
         angle = drift_ops.realized_angle_deg(z_test, zc)
         row.update(
             realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max())
@@ -269,7 +273,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         row.update(clf.amplification(z_test, zc, float(sigma_eq if update else sigma)))
         rows.append(row)
         reliability.append(M.reliability_table(y_test[scored], p, n_bins))
-        unmitigated.append(M.checkpoint_metrics(y_test[scored], p_frozen[scored], tau, n_bins))
+        unmitigated.append(
+            scores
+            if mitigation.identity
+            else M.checkpoint_metrics(y_test[scored], p_frozen[scored], tau, n_bins)
+        )
         frozen_auc.append({"roc_auc": M.roc_auc(y_test, p_frozen)})
         log.info(
             "checkpoint %d %s angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
@@ -284,7 +292,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if monitoring is not None:  # the monitors watch the frozen classifier (on workers)
             monitoring.checkpoint(zc, p_frozen)
     atomic_write_csv(run_dir / "checkpoints.csv", rows)
-    sep = M.separability(z[tr], y[tr])
+    if fit.key not in _SEPARABILITY:  # the training split's alone: one per fit in a sweep
+        _SEPARABILITY[fit.key] = M.separability(z[tr], y[tr])
+    sep = copy.deepcopy(_SEPARABILITY[fit.key])
     cal = calibration_checkpoints(cfg, len(sigmas))
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} drift, {data.path.name}"
     if update:
