@@ -25,6 +25,8 @@ RUN_FILES = {
     "calibration.png",
     "amplification.png",
 }
+# a drift_eval sweep's jobs draw no figures by default (runtime.figures=null)
+SWEEP_RUN_FILES = {f for f in RUN_FILES if not f.endswith(".png")}
 
 
 def only_run_dir(root: Path) -> Path:
@@ -272,9 +274,8 @@ def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
     for d in dirs:
         meta = json.loads((d / "meta.json").read_text())
         assert meta["status"] == "completed" and meta["multirun"]
-        files = {p.name for p in d.iterdir()}  # a sweep's jobs draw no figures by default
-        assert {f for f in RUN_FILES if not f.endswith(".png")} <= files
-        assert not any(f.endswith(".png") for f in files)
+        files = {p.name for p in d.iterdir()}
+        assert SWEEP_RUN_FILES <= files and not any(f.endswith(".png") for f in files)
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         seen.add((cfg["drift"]["name"], cfg["seed"]))
     assert len(seen) == 6

@@ -55,7 +55,7 @@ def test_report_cli_refuses_a_missing_path(tmp_path, capsys):
 def test_cohens_d_is_mean_difference_over_pooled_sd():
     import numpy as np
 
-    from driftbench.tasks.rho_sft_summary import cohens_d
+    from driftbench.tasks.rho_sft_summary_stats import cohens_d
 
     a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0, 5.0])
     pooled = np.sqrt((2 * 1.0 + 3 * np.var(b, ddof=1)) / 5)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from test_launch import RUN_FILES, TINY
+from test_launch import SWEEP_RUN_FILES, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
@@ -138,7 +138,7 @@ def test_slurm_sweep_puts_one_complete_run_dir_per_job_in_one_sweep_dir(
         meta = json.loads((d / "meta.json").read_text())
         assert meta["status"] == "completed" and meta["multirun"], meta
         assert meta["sweep_dir"] == str(sweep_dir)
-        assert RUN_FILES <= {p.name for p in d.iterdir()}
+        assert SWEEP_RUN_FILES <= {p.name for p in d.iterdir()}
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         seen.add((cfg["drift"]["name"], cfg["seed"]))
     assert len(seen) == 6
@@ -195,7 +195,7 @@ def test_a_failing_slurm_job_is_recorded_failed_and_the_others_complete(
             assert "balanced rows available" in meta["error"]
             assert not (d / "metrics.json").exists()
         else:
-            assert RUN_FILES <= {p.name for p in d.iterdir()}
+            assert SWEEP_RUN_FILES <= {p.name for p in d.iterdir()}
     # driftbench records the error and returns: to Slurm the job finished normally
     assert slurm_states(slurm_env, sweep_dir, 2) == ["COMPLETED", "COMPLETED"]
 
@@ -209,7 +209,7 @@ def test_submitit_local_runs_jobs_as_local_processes_even_where_srun_exists(shar
     assert not list(sweep_dir.glob(".submitit/**/*_submission.sh"))  # ...but not to sbatch
     (meta_path,) = sweep_dir.glob("*/meta.json")
     assert json.loads(meta_path.read_text())["status"] == "completed"
-    assert RUN_FILES <= {p.name for p in meta_path.parent.iterdir()}
+    assert SWEEP_RUN_FILES <= {p.name for p in meta_path.parent.iterdir()}
 
 
 def launcher_config(*overrides: str):
