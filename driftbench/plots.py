@@ -8,9 +8,10 @@ from pathlib import Path
 from driftbench.runs import figures_on, save_figure
 
 
-def _pyplot():
-    """pyplot on the Agg backend, imported with the first figure: a run that draws none
-    (runtime.figures=false) never pays for the import (about half a second)."""
+def pyplot():
+    """pyplot on the Agg backend, imported with the first figure: a run or report that draws
+    none (runtime.figures=false, a drift sweep's jobs) never pays for the import (about half a
+    second). Every figure of the project gets pyplot here."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +35,7 @@ def drift_figures(
 ) -> list[str]:
     if not figures_on():
         return []
-    plt = _pyplot()
+    plt = pyplot()
     sig = [r["sigma"] for r in rows]
     written = []
 
@@ -138,7 +139,7 @@ def mitigation_figure(
     classifier on the same texts."""
     if not figures_on():
         return []
-    plt = _pyplot()
+    plt = pyplot()
     sig = [r["sigma"] for r in rows]
     panels = [("roc_auc", "ROC-AUC"), ("silent_failure_rate_pct", "SFR (%)"), ("ece", "ECE")]
     fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
@@ -163,7 +164,7 @@ def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) ->
     (a schedule of uneven steps stays readable)."""
     if not figures_on():
         return []
-    plt = _pyplot()
+    plt = pyplot()
     x = list(range(len(rows)))
     by = scores["by_monitor"]
     fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=(3, 2))

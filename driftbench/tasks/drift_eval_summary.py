@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.plots import pyplot
 from driftbench.runs import save_figure
 from driftbench.tasks import drift_eval_summary_mitigations as mitigations
 from driftbench.tasks import drift_eval_summary_updates as updates
@@ -97,10 +98,7 @@ def drift_figures(groups: list, out: Path) -> list[str]:
     """AUC, SFR, ECE and mean confidence vs sigma: one line per group of runs that differ only
     in seed (mean +- std band), each at its own sigmas; one row of panels per facet
     (classifier.degenerate_dims, if it varies). Then separability per embedding setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not groups:
         return []

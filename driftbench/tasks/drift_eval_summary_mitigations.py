@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.plots import pyplot
 from driftbench.runs import save_figure
 
 COMPARED = "classifier", "mitigation"  # config groups whose choices this part compares
@@ -110,10 +111,7 @@ def figure(groups: list, out: Path) -> list[str]:
     line per group within it (the mitigation and any other varying axis; none dashed black)."""
     if not applies(groups):
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     facet = "classifier.name" if "classifier.name" in groups[0].values else None
     facets = list(dict.fromkeys(g.values.get(facet) for g in groups))

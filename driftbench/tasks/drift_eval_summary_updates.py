@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.plots import pyplot
 from driftbench.runs import figures_on, save_figure
 from driftbench.twin import TWIN_DRIFTS
 
@@ -84,10 +85,7 @@ def update_figure(run_dir: Path, records: list[dict], title: str) -> list[str]:
     """One run's ``update_vs_twins.png``."""
     if not figures_on():
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 3.8))
     for ax, (key, label) in zip(axes, PANELS, strict=True):
@@ -174,10 +172,7 @@ def figure(groups: list, out: Path) -> list[str]:
     chosen = distinct_groups(groups)
     if not chosen:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.6 * len(chosen), 3.8), squeeze=False)
     for ax, g in zip(axes[0], chosen, strict=True):

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from driftbench.backends import get_backend, load_model
 from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
 from driftbench.models import ModelSpec, check_spec, model_identity
+from driftbench.plots import pyplot
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.audit_cache import audit_parts, cached, stress_parts
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
@@ -172,10 +173,7 @@ def save_adapter(model, run_dir: Path) -> str:
 
 
 def loss_figure(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))

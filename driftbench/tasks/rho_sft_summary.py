@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.plots import pyplot
 from driftbench.runs import save_figure
 from driftbench.tasks import rho_sft_summary_stats as stats
 
@@ -204,10 +205,7 @@ def rho_figures(groups: list, out: Path) -> list[str]:
     slope) and against gamma (margin sweep): mean +- std over seeds. One line per behaviour and
     series (groups alike in every axis but the one drawn: model, condition, ... apart), where
     some series has two values of that axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     for measure, (symbol, _) in RHO_MEASURES.items():
@@ -349,10 +347,7 @@ def condition_figure(groups: list, out: Path) -> list[str]:
     groups = _ordered(groups)
     if len({_rho_key(g.runs[0]["metrics"]) for g in groups}) < 2:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(RHO_MEASURES), figsize=(6 * len(RHO_MEASURES), 4))
     width = 0.8 / len(groups)
