@@ -10,17 +10,35 @@ weights and nothing is copied.
 
 Only for work that reads the model and writes nothing shared (the padding-free forward of
 ``driftbench.packed``): the Hugging Face forward with hooks, training and GPUs keep one loop.
+
+Numpy work that holds the GIL (re-quantization, the monitors) runs in forked worker processes
+instead: ``can_fork`` and ``process_workers`` say where and how many.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+def can_fork() -> bool:
+    """Worker processes that inherit this one's memory without a copy: fork, on Linux only
+    (macOS's system libraries are not safe across a fork; Windows has none)."""
+    return sys.platform.startswith("linux")
+
+
+def process_workers(cap: int = 2) -> int:
+    """Worker processes worth starting: the cores this process may use (its CPU affinity where
+    the OS has one), at most ``cap``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cap, cores or 1))
 
 
 def cpu_workers(device) -> int:

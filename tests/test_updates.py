@@ -23,7 +23,6 @@ from driftbench.updates.weights import (
     LADDER,
     PARALLEL_MIN_ELEMENTS,
     adapter_folder,
-    can_fork,
     default_workers,
     interpolate,
     lora_deltas,
@@ -32,6 +31,7 @@ from driftbench.updates.weights import (
     requantize,
     squared_norm,
 )
+from driftbench.workers import can_fork
 
 TINY = ["model=tiny_random", "data.n_samples=200", "monitor=none", "drift.twin_draws=5"]
 

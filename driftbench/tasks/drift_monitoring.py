@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import sys
 import time
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -18,6 +16,7 @@ from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
 from driftbench import metrics as M
 from driftbench import monitors as MON
+from driftbench.workers import can_fork, process_workers
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +33,6 @@ def check_monitoring(cfg: DictConfig) -> None:
 def monitor_names(cfg: DictConfig) -> list[str]:
     chosen = cfg.monitor.monitors
     return MON.check_names(None if chosen is None else list(chosen))
-
-
-def monitor_workers() -> int:
-    """Workers the monitors run on: the cores this process may use, at most 2 (a drift run's
-    checkpoints are about ten pools of similar cost)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(2, cores or 1))
 
 
 def pool_outcomes(reference, names, settings, seed: int, key: int, z_pool, p_pool, windows):
@@ -121,8 +113,8 @@ class Monitoring:
         self.windows = MON.draw_windows(len(self.pool), self.window, n, rng)
         self.calibration_windows = MON.draw_windows(len(self.pool), self.window, n, rng)
         self.y_pool = y[te][self.pool]
-        self.workers = workers or monitor_workers()
-        if self.workers > 1 and sys.platform.startswith("linux"):
+        self.workers = workers or process_workers(2)
+        if self.workers > 1 and can_fork():
             self._executor, owned = _processes(self.workers), None
         else:
             self._executor = owned = ThreadPoolExecutor(self.workers, thread_name_prefix="mon")

@@ -12,12 +12,12 @@ import functools
 import json
 import mmap
 import multiprocessing
-import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from driftbench.workers import can_fork, process_workers
 
 LADDER = ("BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "MXFP4")  # fine -> coarse
 MAX_WORKERS = 2
@@ -93,16 +93,10 @@ class Requantized(dict):
     squared_error: float = 0.0
 
 
-def can_fork() -> bool:
-    """Workers that inherit the weights without a copy: fork, on Linux only (macOS's system
-    libraries are not safe across a fork; Windows has none)."""
-    return sys.platform.startswith("linux")
-
-
 def default_workers(n_values: int) -> int:
     if n_values < PARALLEL_MIN_ELEMENTS or not can_fork():
         return 1
-    return min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+    return process_workers(MAX_WORKERS)
 
 
 def _round_trip(w: np.ndarray, qtype) -> np.ndarray:
