@@ -347,7 +347,11 @@ def test_swap_to_a_narrower_tiny_model_end_to_end(make_cfg, tmp_path):
         (["drift=adapter", "drift.adapter=."], "holds no adapter_config.json; accepted"),
         (
             ["drift=quantize", "drift.levels=[Q4_K]"],
-            "quantization type 'Q4_K'; accepted: F16, Q4_0",
+            "drift.levels=['Q4_K']: quantization type 'Q4_K'; accepted: F16, Q4_0",
+        ),
+        (
+            ["drift=interpolate", "drift.quantize=q4_0"],
+            "drift.quantize: quantization type 'q4_0'; accepted: F16, Q4_0",
         ),
         (
             ["drift=quantize", "drift.anchors=5000"],

@@ -35,7 +35,7 @@ class Interpolate(Update):
             )
         self.check_starts_at_zero("alphas")
         if quant is not None:
-            check_quant_type(quant)
+            check_quant_type(quant, "drift.quantize")
         else:
             check_spec(target)
             check_available(target, "drift.target")

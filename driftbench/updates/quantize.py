@@ -13,7 +13,7 @@ class Quantize(Update):
         if not levels:
             raise ValueError("drift.levels is empty; accepted: a list of quantization types")
         for name in levels:
-            check_quant_type(name)
+            check_quant_type(name, f"drift.levels={levels}")
 
     def steps(self) -> list[Step]:
         levels = list(self.settings["levels"])

@@ -54,10 +54,15 @@ def _block_size(qtype) -> int:
     return GGML_QUANT_SIZES[qtype][0]
 
 
-def check_quant_type(name: str) -> None:
+def check_quant_type(name: str, key: str) -> None:
+    """``name`` is a type the installed ``gguf`` quantizes, or one line names ``key`` (the
+    config key that gave it) and the accepted types."""
     accepted = quant_types()
     if name not in accepted:
-        raise ValueError(f"quantization type {name!r}; accepted: {', '.join(accepted)}")
+        raise ValueError(
+            f"{key}: quantization type {name!r}; accepted: {', '.join(accepted)} (the types the "
+            "installed gguf package quantizes)"
+        )
 
 
 def requantize(
