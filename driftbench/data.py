@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.digests import file_sha256
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEXT_COLUMNS = ("comment_text", "text")
 LABEL_COLUMNS = ("toxicity", "target")
@@ -107,19 +109,6 @@ def resolve_data_path(path: str | os.PathLike | None, data_dir: str | None = Non
     raise FileNotFoundError(
         f"data file {str(path)!r} not found (looked in: {', '.join(str(c) for c in candidates)})"
     )
-
-
-def file_sha256(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - process-wide memo
-    """sha256 of a file, memoised on (path, size, mtime) so repeated lookups are free."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _cache[key] = h.hexdigest()
-    return _cache[key]
 
 
 def content_sha256(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - process-wide memo

@@ -11,8 +11,6 @@ text gives the same vector as its unpadded forward.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -23,6 +21,7 @@ import numpy as np
 
 from driftbench.backends import backend_of
 from driftbench.batching import bucket_batches, token_chunks
+from driftbench.digests import cache_key, texts_sha256
 
 POOLINGS = ("last_token", "mean")
 CACHE_VERSION = 2
@@ -120,17 +119,6 @@ def check_finite(z: np.ndarray, what: str) -> None:
             f"(first: row {rows[0]}); "
             "the model's outputs are not usable (try runtime.device=cpu, or another model)"
         )
-
-
-def cache_key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def texts_sha256(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(hashlib.sha256(t.encode()).digest())
-    return h.hexdigest()
 
 
 class EmbeddingCache:

@@ -18,7 +18,6 @@ you trust. Writes are atomic, so concurrent jobs of a sweep can share the folder
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import pickle
@@ -27,9 +26,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
-
 from driftbench.classifier import CLASSIFIERS, Classifier, make_classifier
+from driftbench.digests import arrays_sha256, cache_key
 
 FIT_CACHE_VERSION = 1
 LIBRARIES = ("scikit-learn", "scipy", "numpy", "threadpoolctl")
@@ -72,25 +70,15 @@ def _code_digest(_memo: dict = {}) -> str:  # noqa: B006 - process-wide memo
     return _memo["digest"]
 
 
-def arrays_digest(*arrays: np.ndarray) -> str:
-    """sha256 over each array's dtype, shape and bytes."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
 def fit_key(settings: dict, seed: int, z_train, y_train, z_val, y_val) -> str:
     parts = {
         "version": FIT_CACHE_VERSION,
         "classifier": settings,
         "seed": int(seed),
-        "data_sha256": arrays_digest(z_train, y_train, z_val, y_val),
+        "data_sha256": arrays_sha256(z_train, y_train, z_val, y_val),
         "code_sha256": _code_digest(),
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_key(parts)
 
 
 class FitCache:

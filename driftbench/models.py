@@ -9,7 +9,6 @@ GGUF files (the offline PyPI models) are de-quantised once into a safetensors fo
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -19,6 +18,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from driftbench.digests import file_sha256, files_sha256
 
 log = logging.getLogger(__name__)
 
@@ -222,16 +223,6 @@ def num_hidden_layers(spec: ModelSpec, cache_dir: Path) -> int | None:
     return None if shape is None else shape["num_hidden_layers"]
 
 
-def files_sha256(paths: list[Path]) -> str:
-    """One digest over several files' names and bytes (order-free)."""
-    from driftbench.data import file_sha256
-
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode() + file_sha256(p).encode())
-    return h.hexdigest()
-
-
 def _gguf_path(spec: ModelSpec, cache_dir: Path) -> Path:
     pkg = package_dir(spec.gguf_package)
     direct = pkg / spec.gguf_file
@@ -313,8 +304,6 @@ def build_folder_once(out: Path, build: Callable[[Path], None]) -> Path:
 def converted_gguf_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     """The safetensors folder for a GGUF model, converting on first use."""
     path = _gguf_path(spec, cache_dir)
-    from driftbench.data import file_sha256
-
     out = cache_dir / "models" / f"{Path(spec.gguf_file).stem}-{file_sha256(path)[:12]}"
     if folder_complete(out):
         return out
@@ -379,7 +368,3 @@ def build_tiny_random(spec: ModelSpec, tokenizer):
 def check_device(device: str) -> None:
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"runtime.device={device!r}; accepted: auto, cpu, cuda, cuda:<index>")
-
-
-def identity_key(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

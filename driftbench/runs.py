@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import io
 import json
 import logging
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.data import PROJECT_ROOT
+from driftbench.digests import json_sha256
 
 SCHEMA_VERSION = 1
 NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a result
@@ -146,25 +146,22 @@ def hashed_part(cfg: dict) -> dict:
 
 def config_hash(cfg: dict) -> str:
     """sha256 of a resolved config minus ``runtime``/``hydra``."""
-    blob = json.dumps(_jsonable(hashed_part(cfg)), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return json_sha256(_jsonable(hashed_part(cfg)))
 
 
 def result_key(cfg_read: dict, inputs: dict, results_version: int) -> str:
     """What decides a run's result, hashed: the config the task reads (not the groups it
     ignores), the digests of the input files it reads, and the task's results version (bumped
     whenever a computation changes). Equal keys, equal results; resume reuses on this key."""
-    blob = json.dumps(
+    return json_sha256(
         _jsonable(
             {
                 "config": hashed_part(cfg_read),
                 "inputs": inputs,
                 "results_version": results_version,
             }
-        ),
-        sort_keys=True,
+        )
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _git(*args: str) -> str | None:

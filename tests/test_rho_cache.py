@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_rho_task import TINY_RHO
 
-from driftbench.embed import cache_key
+from driftbench.digests import cache_key
 from driftbench.launcher import run
 from driftbench.rho.audit_cache import BeforeCache, audit_parts, cached
 from driftbench.rho.probes import installed_digest, load_probes

@@ -16,12 +16,12 @@ from driftbench.data import (
     DataError,
     content_sha256,
     default_data_dir,
-    file_sha256,
     load_alpaca,
     load_toxicity,
     read_table,
     resolve_data_path,
 )
+from driftbench.digests import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.batching import pad_batch
+from driftbench.digests import json_sha256
 from driftbench.models import (
     ModelSpec,
     build_folder_once,
     build_tiny_random,
     converted_gguf_dir,
-    identity_key,
     model_identity,
     resolve_local_path,
     tiny_tokenizer,
@@ -151,7 +151,7 @@ def tiny_random_dir(spec: ModelSpec, cache_dir: Path) -> Path:
         build_tiny_random(spec, tok).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    key = identity_key(model_identity(spec, cache_dir))[:12]
+    key = json_sha256(model_identity(spec, cache_dir))[:12]
     return build_folder_once(cache_dir / "models" / f"tiny_random-{key}", build)
 
 

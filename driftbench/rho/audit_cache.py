@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from driftbench.embed import cache_key, texts_sha256
+from driftbench.digests import cache_key, texts_sha256
 
 CACHE_VERSION = 1
 KINDS = ("rho_audit", "rho_stress")

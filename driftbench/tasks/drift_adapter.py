@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import load_model
 from driftbench.data import content_sha256, resolve_data_path
-from driftbench.embed import cache_key
+from driftbench.digests import cache_key
 from driftbench.models import ModelSpec, build_folder_once, model_identity
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench.align import apply_map, fit_map
 from driftbench.backends import BACKENDS, get_backend, load_model
-from driftbench.embed import cache_key, embedding_parts, extract_embeddings
+from driftbench.digests import cache_key
+from driftbench.embed import embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_shape
 from driftbench.twin import TWIN_DRIFTS, synthetic_twin, twin_draws
 from driftbench.updates import Update, is_update, make_update

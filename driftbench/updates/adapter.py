@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driftbench.models import files_sha256
+from driftbench.digests import files_sha256
 from driftbench.updates.base import Step, Update
 from driftbench.updates.weights import adapter_files, adapter_folder, lora_deltas, merge
 
