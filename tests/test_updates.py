@@ -337,6 +337,21 @@ def test_swap_to_a_narrower_tiny_model_end_to_end(make_cfg, tmp_path):
     assert same_width["checkpoints"][1]["update"] == "tiny_random"
 
 
+def test_a_same_width_swap_reports_the_auc_with_the_map_and_without_it(make_cfg, tmp_path):
+    """Where the widths match, a mapped swap also scores the target's raw embeddings: the same
+    number a swap with ``drift.map=none`` reports as its AUC."""
+    target = ["model@drift.target=tiny_random", "drift.target.init_seed=7", "drift.anchors=60"]
+    runs = {}
+    for map_ in ("none", "procrustes"):
+        before = set((tmp_path / "outputs").glob("**/metrics.json"))
+        run(make_cfg(*TINY, "drift=swap", *target, f"drift.map={map_}"))
+        (new,) = set((tmp_path / "outputs").glob("**/metrics.json")) - before
+        runs[map_] = json.loads(new.read_text())["checkpoints"][1]
+    assert "roc_auc_unmapped" not in runs["none"]
+    assert runs["procrustes"]["roc_auc_unmapped"] == pytest.approx(runs["none"]["roc_auc"])
+    assert runs["procrustes"]["roc_auc"] != runs["none"]["roc_auc"]  # the map did something
+
+
 @pytest.mark.parametrize(
     "overrides, said",
     [
