@@ -128,8 +128,9 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
 
 def figures_on() -> bool:
     """False inside a run that draws no figures (``Run(figures=False)``: ``runtime.figures=false``,
-    or a drift_eval sweep's jobs by default, ``launcher.run``). Drawing them is a third of a
-    cached drift run's time, and neither metrics.json nor the sweep report reads them."""
+    or a drift_eval sweep's jobs by default, ``launcher.run``). Drawing them is more than half
+    of a cached drift run's time (bench/sweep.py), and neither metrics.json nor the sweep report
+    reads them."""
     return _FIGURES.get()
 
 

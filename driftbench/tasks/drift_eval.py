@@ -69,7 +69,7 @@ CONFIG_GROUPS = (
 # 7: monitors draw one random stream per pool (run on workers), an undrifted checkpoint reuses
 # the undrifted windows' outcomes
 RESULTS_VERSION = 7
-# a third of a cached job; the sweep report draws the sweep's own figures from metrics.json
+# ~60% of a cached job (bench/sweep.py); the sweep report draws the sweep's own figures
 FIGURES_IN_SWEEPS = False
 # separability of a run's training split by its fit key (which covers the training bytes), for
 # the other runs of a sweep in this process: every drift type of a seed reads the same
