@@ -10,10 +10,12 @@ run-to-run standard deviations s_a, s_b over n_a, n_b seeds solves
 
 Welch's test with the observed standard deviations taken as the true ones and the
 Welch-Satterthwaite degrees of freedom (the usual approximation of its power; with equal n and
-equal s it is the exact power of Student's t-test, ν = 2n − 2). In Cohen's d (s_a = s_b = s):
-d* = δ*/s, a function of n_a and n_b alone (statsmodels' ``TTestIndPower.solve_power``). With 3
-seeds per arm d* = 3.07: only effects of about three run-to-run standard deviations are found
-with 80% probability. numpy and scipy only; the sweep report (``rho_sft_summary``) picks the arms.
+equal s it is the exact power of Student's t-test, ν = 2n − 2). statsmodels has no power analysis
+for Welch's test, so δ* is solved here (scipy's noncentral t and brentq). In Cohen's d
+(s_a = s_b = s, pooled df = n_a + n_b − 2), d* = δ*/s is a function of n_a and n_b alone:
+statsmodels' ``TTestIndPower.solve_power``. With 3 seeds per arm d* = 3.07: only effects of about
+three run-to-run standard deviations are found with 80% probability. numpy, scipy and statsmodels
+only; the sweep report (``rho_sft_summary``) picks the arms.
 """
 
 from __future__ import annotations
@@ -77,9 +79,18 @@ def detectable_difference(
 
 def detectable_d(n_a: int, n_b: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """d*: the smallest Cohen's d a two-sided two-sample t-test at level ``alpha`` finds with
-    probability ``power`` (noncentral t, df = n_a + n_b − 2, as statsmodels' TTestIndPower)."""
+    probability ``power`` (statsmodels' ``TTestIndPower``: noncentral t, df = n_a + n_b − 2)."""
+    from statsmodels.stats.power import TTestIndPower
+
     _check(n_a, n_b, alpha, power)
-    return _solve(math.sqrt(1 / n_a + 1 / n_b), n_a + n_b - 2, alpha, power)
+    d = float(
+        TTestIndPower().solve_power(
+            nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=power, alternative="two-sided"
+        )
+    )
+    if not math.isfinite(d):
+        raise ValueError(f"no effect size reaches power {power} (n_a={n_a}, n_b={n_b})")
+    return d
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
