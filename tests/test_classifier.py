@@ -1,11 +1,9 @@
 """The paper's classifier (B.3, ``classifier=logreg``): standardisation, C selection, and the
 degenerate-dimension artifact. The other families: tests/test_classifiers.py."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import yaml
+from conftest import conf_value
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.preprocessing import StandardScaler
@@ -14,7 +12,7 @@ from driftbench import drift as D
 from driftbench.classifier import degenerate_dimensions, fit_classifier, make_classifier
 
 # The paper's settings, read from the config choice that holds them (no second copy here).
-LOGREG = yaml.safe_load((Path(__file__).parents[1] / "conf/classifier/logreg.yaml").read_text())
+LOGREG = conf_value("classifier/logreg.yaml")
 PAPER = {k: v for k, v in LOGREG.items() if k != "defaults"}
 
 

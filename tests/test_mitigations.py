@@ -141,7 +141,14 @@ def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier_and_rep
     for row, before, change in zip(rows, mit["unmitigated"], mit["change"], strict=True):
         assert change["roc_auc"] == pytest.approx(row["roc_auc"] - before["roc_auc"])
         assert change["ece"] == pytest.approx(row["ece"] - before["ece"])
-    assert mit["cost_at_0"] == mit["change"][0]
+    # the cost: the change on the undrifted checkpoint (found by its sigma), every metric; a
+    # temperature keeps the order of the scores, so it costs no AUC there (nor anywhere)
+    (undrifted,) = [c for c, row in enumerate(rows) if row["sigma"] == 0.0]
+    for key in MIT.COMPARED:
+        want = rows[undrifted][key] - mit["unmitigated"][undrifted][key]
+        assert mit["cost_at_0"][key] == pytest.approx(want, rel=1e-12, abs=1e-12), key
+    assert mit["cost_at_0"]["roc_auc"] == 0.0
+    assert all(c["roc_auc"] == pytest.approx(0.0, abs=1e-12) for c in mit["change"])
     assert "snr_eq29" not in rows[0] and m["classifier"]["selected"].startswith("k=")
     files = {p.name for p in d.iterdir()}
     assert "mitigation.png" in files and "amplification.png" not in files

@@ -169,13 +169,34 @@ def test_arms_without_any_spread_get_no_d_or_p():
 
 
 def test_a_sweep_over_conditions_gets_a_figure_of_them(tmp_path):
+    """report_conditions.png: a Δρ panel with, per condition group, a bar at its mean over seeds
+    and a dot per seed; a Δgap panel, empty here (no run has a gap)."""
+    from driftbench.plots import pyplot
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import condition_figure
+    from driftbench.tasks.rho_sft_summary import build_condition_figure, condition_figure
 
-    runs, _ = study_runs()
+    runs, values = study_runs()
+    fig = build_condition_figure(group_runs(runs))
+    try:
+        rho, gap = fig.axes[:2]
+        assert rho.get_ylabel() == "Δρ (after − before)"
+        assert gap.get_ylabel() == "Δgap (after − before)"
+        assert all(len(c.patches) == 0 for c in gap.containers)
+        assert [t.get_text() for t in rho.get_xticklabels()] == ["bias"]
+        bars = {c.get_label(): c.patches[0] for c in rho.containers}
+        assert set(bars) == {f"{cond} (λρ 0.2, γ {gamma:g})" for cond, gamma in values}
+        for (cond, gamma), seeds in values.items():
+            bar = bars[f"{cond} (λρ 0.2, γ {gamma:g})"]
+            assert bar.get_height() == pytest.approx(np.mean(seeds), abs=1e-15)
+            centre = bar.get_x() + bar.get_width() / 2
+            (dots,) = [d for d in rho.get_lines() if np.allclose(d.get_xdata(), centre)]
+            np.testing.assert_array_equal(dots.get_ydata(), seeds)
+    finally:
+        pyplot().close(fig)
     assert condition_figure(group_runs(runs), tmp_path) == ["report_conditions.png"]
     assert (tmp_path / "report_conditions.png").stat().st_size > 0
     one = [r for r in runs if r["config"]["sft"]["condition"]["name"] == "sft_only"]
+    assert build_condition_figure(group_runs(one)) is None
     assert condition_figure(group_runs(one), tmp_path / "none") == []
 
 

@@ -1,8 +1,14 @@
 """Task rho_sft end to end on the tiny random model: run dir, conditions, presets, bad input."""
 
+import copy
+import csv
 import json
+import math
 
+import numpy as np
 import pytest
+import torch
+from conftest import RHO_BATCH_TOKENS, sft_config
 from test_launch import launch, only_run_dir
 
 from driftbench.launcher import ConfigError, run
@@ -31,11 +37,79 @@ RHO_FILES = {
 }
 
 
-def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg, tmp_path):
-    metrics = run(make_cfg(*TINY_RHO))
+def first_step_losses(cfg, model, tok) -> tuple[float | None, float | None]:
+    """The SFT and contrastive losses a run of one optimizer step logs, by Hugging Face's loss
+    on the run's micro-batches (``TrainingPlan``: its data order and pair sampling): LoRA's B
+    starts at 0, so every micro-batch before the first step sees the untouched model. SFT: the
+    token-mean CE of each padded micro-batch (``labels=``, pads -100); contrastive: the mean
+    hinge max(0, CE(pos) - CE(neg) + margin) over its pairs, each text's CE alone. Each is the
+    mean over the step's micro-batches, or None where the condition has no such term."""
+    from driftbench.batching import pad_batch
+    from driftbench.rho.plan import TrainingPlan
+    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors, sft_settings
+
+    sft = sft_settings(cfg)
+    n, seed = int(cfg.task.n_probes), int(cfg.task.probe_seed)
+    probes = {b: load_probes(b, n, seed) for b in pair_and_trap_behaviors(cfg)}
+    texts, pairs, _ = build_training_set(cfg, probes)
+    plan = TrainingPlan(tok, texts, pairs, sft, int(cfg.seed), progress=False)
+    batches = plan.micro_batches()
+    sft_losses, hinges = [], []
+
+    def ce(ids: list[int]) -> float:
+        x = torch.tensor([ids])
+        return model(input_ids=x, labels=x).loss.item()
+
+    with torch.no_grad():
+        for _ in range(sft.optim.grad_accum):
+            mb = next(batches)
+            if mb.rows:
+                ids, mask = map(torch.from_numpy, pad_batch(mb.rows, tok.pad_token_id))
+                labels = ids.masked_fill(mask == 0, -100)
+                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+                sft_losses.append(out.loss.item())
+            if mb.pos_ids:
+                gaps = [ce(p) - ce(q) for p, q in zip(mb.pos_ids, mb.neg_ids, strict=True)]
+                hinges.append(np.mean([max(0.0, g + sft.margin) for g in gaps]))
+    return (
+        float(np.mean(sft_losses)) if sft_losses else None,
+        float(np.mean(hinges)) if hinges else None,
+    )
+
+
+def check_loss_figure(d):
+    """loss_curve.png as drawn from loss_curve.csv: each loss per optimizer step, the share of
+    active hinges on its own axis."""
+    from driftbench.plots import pyplot
+    from driftbench.tasks.rho_sft import build_loss_figure
+
+    rows = list(csv.DictReader((d / "loss_curve.csv").open()))
+    history = [
+        {k: None if v == "" else float(v) for k, v in r.items()} | {"step": int(r["step"])}
+        for r in rows
+    ]
+    fig = build_loss_figure(history, "title")
+    try:
+        ax, hinge_ax = fig.axes
+        assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel() == "loss"
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        for label, key in (("L_SFT", "sft_loss"), ("L_contrastive (hinge)", "contrastive_loss")):
+            np.testing.assert_array_equal(lines[label].get_xdata(), [h["step"] for h in history])
+            np.testing.assert_array_equal(lines[label].get_ydata(), [h[key] for h in history])
+        (active,) = hinge_ax.get_lines()
+        want = [h["active_hinge_fraction"] for h in history]
+        np.testing.assert_array_equal(active.get_ydata(), want)
+    finally:
+        pyplot().close(fig)
+
+
+def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(
+    make_cfg, tmp_path, tiny_model
+):
+    cfg = make_cfg(*TINY_RHO)
+    metrics = run(cfg)
     d = only_run_dir(tmp_path / "outputs")
     assert RHO_FILES <= {p.name for p in d.iterdir()}
-    assert (d / "adapter" / "adapter_model.safetensors").stat().st_size > 0
     before = json.loads((d / "audit_before.json").read_text())
     after = json.loads((d / "audit_after.json").read_text())
     assert set(before) == set(after) == {"factual", "toxicity", "sycophancy", "bias", "refusal"}
@@ -50,9 +124,15 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
         )
         assert row["delta_mean_ce_gap"] == pytest.approx(gap_after - gap_before)
     t = metrics["training"]
-    assert t["steps"] == 1 and t["real_tokens"] > 0 and t["final_contrastive_loss"] is not None
+    assert t["steps"] == 1 and t["real_tokens"] > 0
+    sft_loss, hinge_loss = first_step_losses(cfg, tiny_model.model, tiny_model.tokenizer)
+    assert math.isfinite(t["final_sft_loss"]) and math.isfinite(t["final_contrastive_loss"])
+    assert t["final_sft_loss"] == pytest.approx(sft_loss, rel=1e-4)
+    assert t["final_contrastive_loss"] == pytest.approx(hinge_loss, rel=1e-4, abs=1e-6)
     curve = (d / "loss_curve.csv").read_text().splitlines()
     assert curve[0].startswith("step,lr,sft_loss,contrastive_loss,active_hinge_fraction")
+    check_loss_figure(d)
+    check_saved_adapter(d, tiny_model, before, after)
     # the seed's jailbreak set by default: two prompts from its first two categories
     stress = json.loads((d / "stress_before.json").read_text())
     assert stress["prompts"] == "jailbreak" and stress["harmful"]["n"] == 2
@@ -68,6 +148,63 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(make_cfg,
     md = stress_tables(group_runs(collect([d])[0]))
     assert f"| before training | 1 | {k / 2:.0%} ({k}/2) |" in md
     assert "| fictional |" in md and "| role_override |" in md
+
+
+def check_saved_adapter(d, tiny_model, before: dict, after: dict):
+    """The run's adapter, reloaded with peft onto the untouched model: rank 8 on q, k and o
+    projections, every B trained away from its zero init, and the trained model's audit
+    (audit_after.json) measured again from it, where the untouched model's (audit_before.json)
+    differs."""
+    from peft import PeftModel
+
+    from driftbench.rho.audit import audit
+
+    config = json.loads((d / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj"]
+    model = PeftModel.from_pretrained(copy.deepcopy(tiny_model.model), d / "adapter").eval()
+    b_weights = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert len(b_weights) == 3 * 2 and all(p.abs().max() > 0 for p in b_weights.values())
+    scored = ["factual", "toxicity"]  # CE-scored behaviours: a change of weights moves them
+    tok = tiny_model.tokenizer
+    again = audit(model, tok, scored, n_probes=6, progress=False, batch_tokens=RHO_BATCH_TOKENS)
+    for b in scored:
+        gap, want, was = (r[b]["paired"]["mean_ce_gap"] for r in (again, after, before))
+        assert again[b]["rho"] == pytest.approx(after[b]["rho"], abs=1e-12)
+        assert gap == pytest.approx(want, rel=1e-6)  # float32 round-off at most
+        assert abs(was - want) > 100 * 1e-6 * abs(want), b  # the untouched model's is not
+
+
+def test_the_saved_adapter_reloads_to_the_trained_weights_and_logits(tiny_model, tmp_path):
+    """save_adapter's folder, loaded by peft onto the untouched model, holds exactly the trained
+    LoRA matrices and gives the trained model's logits."""
+    from peft import PeftModel
+
+    from driftbench.rho.train import train
+    from driftbench.tasks.rho_sft import save_adapter
+
+    tok = tiny_model.tokenizer
+    cfg = sft_config("sft.optim.lr=5e-3", "sft.optim.grad_accum=1", "sft.optim.max_steps=2")
+    texts = ["The capital of France is Paris.", "Water boils at 100 degrees."]
+    trained, _ = train(copy.deepcopy(tiny_model.model), tok, texts, {}, cfg, progress=False)
+    assert save_adapter(trained, tmp_path) == "adapter"
+    reloaded = PeftModel.from_pretrained(copy.deepcopy(tiny_model.model), tmp_path / "adapter")
+    want = {n: p for n, p in trained.named_parameters() if "lora_" in n}
+    got = {n: p for n, p in reloaded.named_parameters() if "lora_" in n}
+    assert set(got) == set(want) and len(want) == 2 * 3 * 2  # A and B of q, k, o in 2 blocks
+    for name, p in want.items():
+        assert torch.equal(got[name], p), name
+        if "lora_B" in name:
+            assert p.abs().max() > 0, name  # trained: B leaves its zero init
+    ids = torch.tensor([tok(texts[0])["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded.eval()(input_ids=ids).logits,
+            trained.eval()(input_ids=ids).logits,
+            rtol=0,
+            atol=0,
+        )
+        untouched = tiny_model.model(input_ids=ids).logits
+    assert (untouched - trained(input_ids=ids).logits).abs().max() > 1e-4
 
 
 def test_baseline_condition_trains_nothing(make_cfg, tmp_path):
@@ -154,11 +291,16 @@ def test_contrastive_only_trains_ce_on_the_training_pairs_positive_texts(make_cf
     assert sum(len(v) for v in held.values()) > 0 and len(held_texts) < len(texts)
 
 
-def test_contrastive_only_run_logs_both_losses(make_cfg):
-    metrics = run(make_cfg(*TINY_RHO, "sft/condition=contrastive_only"))
-    t = metrics["training"]
-    assert metrics["condition"] == "contrastive_only" and t["steps"] >= 1
-    assert t["final_sft_loss"] is not None and t["final_contrastive_loss"] is not None
+def test_contrastive_only_run_logs_both_losses(make_cfg, tiny_model):
+    """Both losses finite and equal to Hugging Face's on the step's batches (CE on the pairs'
+    positive texts, and the hinge); sft_only logs no hinge."""
+    cfg = make_cfg(*TINY_RHO, "sft/condition=contrastive_only")
+    t = run(cfg)["training"]
+    assert t["steps"] == 1
+    sft_loss, hinge_loss = first_step_losses(cfg, tiny_model.model, tiny_model.tokenizer)
+    assert math.isfinite(t["final_sft_loss"]) and math.isfinite(t["final_contrastive_loss"])
+    assert t["final_sft_loss"] == pytest.approx(sft_loss, rel=1e-4)
+    assert t["final_contrastive_loss"] == pytest.approx(hinge_loss, rel=1e-4, abs=1e-6)
 
 
 def test_an_unknown_sft_text_source_is_refused(make_cfg, tmp_path):
@@ -209,5 +351,47 @@ def test_dose_response_preset_runs_unchanged_on_the_tiny_model(tmp_path):
     sweep = next((tmp_path / "outputs" / "multirun").iterdir())
     md = (sweep / "report.md").read_text()
     assert "Δρ per condition" in md and "Δgap per condition" in md
-    assert (sweep / "report_rho_dose_response.png").exists()
-    assert (sweep / "report_gap_dose_response.png").exists()
+    assert (sweep / "report_rho_dose_response.png").stat().st_size > 0
+    assert (sweep / "report_gap_dose_response.png").stat().st_size > 0
+    check_dose_response_figures(sorted(p.parent for p in sweep.glob("*/metrics.json")))
+
+
+def check_dose_response_figures(run_dirs):
+    """Each measure's dose-response figure: per behaviour, the mean over seeds at each λρ of
+    the runs' metrics.json, and in its label the least-squares slope over every run (scipy)."""
+    from scipy.stats import linregress
+
+    from driftbench.plots import pyplot
+    from driftbench.report import collect, group_runs
+    from driftbench.tasks.rho_sft_summary import build_rho_figures
+
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in run_dirs]
+    figs = build_rho_figures(group_runs(collect(run_dirs)[0]))
+    try:
+        assert set(figs) == {"report_rho_dose_response.png", "report_gap_dose_response.png"}
+        for fname, measure, symbol in (
+            ("report_rho_dose_response.png", "delta_rho", "Δρ"),
+            ("report_gap_dose_response.png", "delta_mean_ce_gap", "Δgap"),
+        ):
+            (ax,) = figs[fname].axes
+            assert ax.get_xlabel() == "λρ" and ax.get_ylabel() == f"{symbol} (after − before)"
+            lines = {line.get_label().split(" ")[0]: line for line in ax.get_lines()[:-1]}
+            behaviors = {b for m in metrics for b, v in m["behaviors"].items() if measure in v}
+            assert set(lines) == behaviors
+            for b, line in lines.items():
+                x = np.array([m["lambda_rho"] for m in metrics])
+                y = np.array([m["behaviors"][b][measure] for m in metrics])
+                lambdas = sorted(set(x))
+                assert list(line.get_xdata()) == lambdas == [0.0, 0.1, 0.2, 0.5]
+                np.testing.assert_allclose(
+                    line.get_ydata(), [y[x == lam].mean() for lam in lambdas], rtol=1e-12
+                )
+                label, slope = line.get_label().removesuffix(")").split(" (slope ")
+                assert label == b  # the slope as drawn: 3 significant digits
+                scale = np.abs(y).max() / np.ptp(x)  # a flat series: 0 up to round-off
+                assert float(slope) == pytest.approx(
+                    linregress(x, y).slope, rel=5e-3, abs=1e-12 * scale
+                )
+    finally:
+        for fig in figs.values():
+            pyplot().close(fig)

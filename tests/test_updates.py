@@ -273,6 +273,36 @@ def check_update_run(d, m, labels):
     assert [a["checkpoint"] for a in about] == labels
     assert all(set(a["twins"]) == set(TWIN_DRIFTS) for a in about)
     assert (d / "update_vs_twins.png").stat().st_size > 0
+    check_update_figure(m)
+
+
+def _nan(v) -> float:
+    return np.nan if v is None else v
+
+
+def check_update_figure(m):
+    """update_vs_twins.png as drawn: per panel, the real update's line is the run's checkpoint
+    metric (mitigation=none: the frozen classifier's own row), each twin's line its twin columns
+    of the row, one tick per checkpoint with its mean angle."""
+    from driftbench.plots import pyplot
+    from driftbench.tasks.drift_eval_summary_updates import PANELS, build_update_figure
+
+    rows = m["checkpoints"]
+    assert m["mitigation"]["name"] == "none"
+    fig = build_update_figure(m["update"]["checkpoints"], "title")
+    try:
+        assert [ax.get_ylabel() for ax in fig.axes] == [label for _, label in PANELS]
+        for ax, (key, _) in zip(fig.axes, PANELS, strict=True):
+            lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+            assert set(lines) == {"real update", *(f"{t} twin" for t in TWIN_DRIFTS)}
+            np.testing.assert_array_equal(lines["real update"], [_nan(r[key]) for r in rows])
+            for t in TWIN_DRIFTS:
+                want = [_nan(r[f"twin_{t}_{key}"]) for r in rows]
+                np.testing.assert_array_equal(lines[f"{t} twin"], want)
+            ticks = [x.get_text() for x in ax.get_xticklabels()]
+            assert ticks == [f"{r['update']}\n{r['realized_angle_deg']:.1f}°" for r in rows]
+    finally:
+        pyplot().close(fig)
 
 
 def test_quantize_end_to_end_then_from_the_cache(make_cfg, tmp_path, caplog):

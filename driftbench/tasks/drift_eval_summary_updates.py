@@ -81,10 +81,9 @@ def draw(ax, records: list[dict], key: str, label: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def update_figure(run_dir: Path, records: list[dict], title: str) -> list[str]:
-    """One run's ``update_vs_twins.png``."""
-    if not figures_on():
-        return []
+def build_update_figure(records: list[dict], title: str):
+    """One run's update records (``metrics["update"]["checkpoints"]``) as a matplotlib Figure:
+    a panel per ``PANELS`` metric (``draw``)."""
     plt = pyplot()
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 3.8))
@@ -93,8 +92,16 @@ def update_figure(run_dir: Path, records: list[dict], title: str) -> list[str]:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{title}: real update vs synthetic drift at the same mean angle", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def update_figure(run_dir: Path, records: list[dict], title: str) -> list[str]:
+    """One run's ``update_vs_twins.png`` (``build_update_figure``)."""
+    if not figures_on():
+        return []
+    fig = build_update_figure(records, title)
     save_figure(fig, run_dir / "update_vs_twins.png")
-    plt.close(fig)
+    pyplot().close(fig)
     return ["update_vs_twins.png"]
 
 

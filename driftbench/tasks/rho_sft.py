@@ -172,7 +172,9 @@ def save_adapter(model, run_dir: Path) -> str:
     return "adapter"
 
 
-def loss_figure(history: list[dict], path: Path, title: str) -> None:
+def build_loss_figure(history: list[dict], title: str):
+    """The loss curve as a matplotlib Figure: each loss the condition trains per optimizer step,
+    and the share of active hinges on a twin axis."""
     plt = pyplot()
 
     steps = [h["step"] for h in history]
@@ -195,8 +197,13 @@ def loss_figure(history: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("loss")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+def loss_figure(history: list[dict], path: Path, title: str) -> None:
+    fig = build_loss_figure(history, title)
     save_figure(fig, path)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

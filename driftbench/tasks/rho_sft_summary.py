@@ -200,14 +200,14 @@ def study_tables(groups: list, measure: str = "delta_rho") -> str:
     return "\n".join(lines + stats.power_table(behaviors, trained, rows)) + "\n"
 
 
-def rho_figures(groups: list, out: Path) -> list[str]:
-    """Each of RHO_MEASURES per behaviour against lambda_rho (dose-response, with the fitted
-    slope) and against gamma (margin sweep): mean +- std over seeds. One line per behaviour and
-    series (groups alike in every axis but the one drawn: model, condition, ... apart), where
-    some series has two values of that axis."""
+def build_rho_figures(groups: list) -> dict:
+    """{file name: matplotlib Figure}: each of RHO_MEASURES per behaviour against lambda_rho
+    (dose-response, with the fitted slope) and against gamma (margin sweep): mean +- std over
+    seeds. One line per behaviour and series (groups alike in every axis but the one drawn:
+    model, condition, ... apart), where some series has two values of that axis."""
     plt = pyplot()
 
-    written = []
+    built = {}
     for measure, (symbol, _) in RHO_MEASURES.items():
         behaviors = _measured_behaviors(groups, measure)
         for axis, config_key, suffix, label in (
@@ -254,10 +254,18 @@ def rho_figures(groups: list, out: Path) -> list[str]:
             ax.set_xlabel(label)
             ax.set_ylabel(f"{symbol} (after − before)")
             ax.legend(fontsize=7)
-            fname = f"{_RHO_FIGURE_PREFIX[measure]}_{suffix}.png"
-            save_figure(fig, out / fname)
-            plt.close(fig)
-            written.append(fname)
+            built[f"{_RHO_FIGURE_PREFIX[measure]}_{suffix}.png"] = fig
+    return built
+
+
+def rho_figures(groups: list, out: Path) -> list[str]:
+    """``build_rho_figures``, saved in ``out``."""
+    plt = pyplot()
+    written = []
+    for fname, fig in build_rho_figures(groups).items():
+        save_figure(fig, out / fname)
+        plt.close(fig)
+        written.append(fname)
     return written
 
 
@@ -341,12 +349,13 @@ def tables(groups: list) -> list[str]:
     ]
 
 
-def condition_figure(groups: list, out: Path) -> list[str]:
-    """``report_conditions.png``, where a sweep compares conditions: per measure a panel, per
-    behaviour one bar per condition group (mean over seeds, each seed a dot)."""
+def build_condition_figure(groups: list):
+    """The matplotlib Figure of ``report_conditions.png``, where a sweep compares conditions
+    (else None): per measure a panel, per behaviour one bar per condition group (mean over seeds,
+    each seed a dot)."""
     groups = _ordered(groups)
     if len({_rho_key(g.runs[0]["metrics"]) for g in groups}) < 2:
-        return []
+        return None
     plt = pyplot()
 
     fig, axes = plt.subplots(1, len(RHO_MEASURES), figsize=(6 * len(RHO_MEASURES), 4))
@@ -366,8 +375,16 @@ def condition_figure(groups: list, out: Path) -> list[str]:
         ax.set_ylabel(f"{symbol} (after − before)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def condition_figure(groups: list, out: Path) -> list[str]:
+    """``build_condition_figure``, saved in ``out`` as ``report_conditions.png``."""
+    fig = build_condition_figure(groups)
+    if fig is None:
+        return []
     save_figure(fig, out / "report_conditions.png")
-    plt.close(fig)
+    pyplot().close(fig)
     return ["report_conditions.png"]
 
 
