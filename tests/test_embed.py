@@ -154,3 +154,40 @@ def test_second_run_is_served_from_the_cache_without_a_forward(tmp_path, shared_
     np.testing.assert_array_equal(z1, z2)
     assert info3["cache_key"] != info1["cache_key"] and not info3["stats"]["cache_hit"]
     assert not list(EmbeddingCache(tmp_path).root.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("pooling", ["last_token", "mean"])
+def test_embed_max_length_embeds_a_long_text_as_its_first_tokens(
+    make_cfg, tiny_model, tmp_path, shared_cache, pooling
+):
+    """``embed.max_length`` as a run reads it (``embed_data``, the task's one embedding call):
+    a text longer than max_length embeds as the Hugging Face forward of its first max_length
+    tokens, and not as the whole text."""
+    from driftbench.tasks.drift_eval import embed_data, load_data
+
+    cache = tmp_path / "cache"  # its own: no embedding cached before; the tokenizer shared
+    cache.mkdir()
+    (cache / "tokenizers").symlink_to(shared_cache / "tokenizers", target_is_directory=True)
+    cfg = make_cfg(
+        "model=tiny_random",
+        "data.n_samples=200",
+        "embed.max_length=8",
+        f"embed.pooling={pooling}",
+        cache_dir=cache,
+    )
+    data = load_data(cfg)
+    z, info = embed_data(cfg, data)
+    assert not info["stats"]["cache_hit"]
+    tok, base = tiny_model.tokenizer, tiny_model.model.get_decoder()
+    ids = [tok(t)["input_ids"] for t in data.texts]
+    long = [i for i, x in enumerate(ids) if len(x) > 12][:4]
+    assert len(long) == 4
+    with torch.inference_mode():
+        for i in long:
+            cut, whole = (
+                base(input_ids=torch.tensor([x])).last_hidden_state[0] for x in (ids[i][:8], ids[i])
+            )
+            want, other = (h[-1] if pooling == "last_token" else h.mean(0) for h in (cut, whole))
+            scale = float(want.abs().max())
+            np.testing.assert_allclose(z[i], want.numpy(), rtol=0, atol=1e-5 * scale)
+            assert np.abs(z[i] - other.numpy()).max() > 1e-2 * scale

@@ -284,3 +284,41 @@ def test_flash_attention_is_refused_with_a_reason(sharp_model, tiny_model):
     assert "flash_attention_2" in packing_unsupported(model)
     with pytest.raises(ValueError, match="cannot take a 4D block-diagonal attention mask"):
         packed_text_ce(model, [[1, 2, 3]])
+
+
+def test_sft_max_length_cuts_every_training_text_to_its_first_tokens(tiny_model):
+    """``sft.max_length``: an SFT text and both texts of a pair enter training as their first
+    max_length tokens. The first step's losses are Hugging Face's on the cut texts (LoRA's B
+    starts at 0: the untouched model), not on the whole ones, and the step counts their tokens."""
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    text = "the quick brown fox jumps over the lazy dog " * 3
+    pair = {
+        "positive": "The sky is blue on a clear day, and the sea is blue as well today.",
+        "negative": "The sky is green on a clear day, and the sea is red as well today.",
+    }
+    cfg = sft_config(
+        "sft.max_length=8",
+        "sft.lambda_rho=1.0",
+        "sft.optim.batch_size=1",
+        "sft.optim.grad_accum=1",
+        "sft.optim.max_steps=1",
+    )
+    _, history = train(copy.deepcopy(model), tok, [text], {"factual": [pair]}, cfg, progress=False)
+    whole = [tok(t)["input_ids"] for t in (text, pair["positive"], pair["negative"])]
+    assert all(len(x) > 12 for x in whole)
+
+    def ce(ids):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            return model(input_ids=x, labels=x).loss.item()
+
+    sft, pos, neg = (ce(x[:8]) for x in whole)
+    (step,) = history
+    assert step["real_tokens"] == 3 * 8
+    assert step["sft_loss"] == pytest.approx(sft, rel=1e-5)
+    assert abs(ce(whole[0]) - sft) > 10 * 1e-5 * sft  # the whole text's is beyond that tolerance
+    # the hinge is a difference of two CEs: its round-off is theirs
+    hinge, tol = max(0.0, pos - neg + cfg.margin), 1e-5 * max(pos, neg)
+    assert hinge > 0 and step["contrastive_loss"] == pytest.approx(hinge, abs=tol)
+    uncut = max(0.0, ce(whole[1]) - ce(whole[2]) + cfg.margin)
+    assert abs(uncut - hinge) > 10 * tol
