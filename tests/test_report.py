@@ -46,6 +46,38 @@ def test_report_numbers_are_the_run_dirs_own_metrics(sweep, tmp_path):
         assert float(row["C"]) == m["classifier"]["c"]
 
 
+def test_failure_cliff_and_auc_drop_of_a_real_run_follow_their_definitions(make_cfg, tmp_path):
+    """A drift run whose AUC crosses the chance band (the tiny model with mean pooling: its mean
+    token embedding still ranks these tweets). From the run's checkpoints.csv, roc_auc_drop is
+    the AUC at sigma 0 less the AUC at sigma max and failure_cliff_sigma the first sigma whose
+    AUC is below 0.55; metrics.json, report.csv and the report's cliff table say the same."""
+    from driftbench.tasks.drift_eval import AUC_CHANCE_BAND
+
+    assert AUC_CHANCE_BAND == 0.55  # the band the docs and the report's table name
+    schedule = ["schedule=list", "schedule.sigmas=[0,0.1,0.15,0.2,0.25,0.3,1]"]
+    mean = ["model=tiny_random", "embed.pooling=mean", "data.n_samples=1000"]
+    run(make_cfg(*mean, *schedule, "monitor=none", "runtime.figures=false"))
+    (d,) = [p.parent for p in (tmp_path / "outputs").glob("**/metrics.json")]
+    rows = list(csv.DictReader(open(d / "checkpoints.csv")))
+    sigma = [float(r["sigma"]) for r in rows]
+    auc = [float(r["roc_auc"]) for r in rows]
+    assert len(sigma) == 7 and auc[0] > 0.6  # ranks well before any drift
+    cliff = next(s for s, a in zip(sigma, auc, strict=True) if a < 0.55)
+    assert cliff > 0 and auc[sigma.index(cliff) - 1] >= 0.55  # a crossing, not a start below
+    # the run tells the band from chance: its first AUC below 0.5 comes at a later sigma
+    assert next(s for s, a in zip(sigma, auc, strict=True) if a < 0.5) > cliff
+    summary = json.loads((d / "metrics.json").read_text())["summary"]
+    assert summary["failure_cliff_sigma"] == cliff
+    assert summary["roc_auc_drop"] == pytest.approx(auc[0] - auc[-1], rel=1e-12)
+
+    report([tmp_path / "outputs"], tmp_path / "rep")
+    (row,) = csv.DictReader(open(tmp_path / "rep" / "report.csv"))
+    assert float(row["failure_cliff_sigma"]) == cliff
+    assert float(row["roc_auc_drop"]) == pytest.approx(auc[0] - auc[-1], rel=1e-12)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert any(line.endswith(f"| {cliff:.3g} |") for line in md.splitlines())
+
+
 def test_report_cli_refuses_a_missing_path(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope")])
