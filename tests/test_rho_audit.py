@@ -196,18 +196,27 @@ def test_batched_mean_ce_equals_hf_loss_of_each_text(tiny_model, packed):
 
 
 def test_per_text_ce_is_differentiable_and_padding_free(tiny_model):
+    """The padded batch's per-text CE, summed, has the gradient of the sum of each text's
+    Hugging Face loss computed alone (padding adds nothing to the loss or its gradient)."""
     from driftbench.batching import pad_batch
 
     model, tok = tiny_model.model, tiny_model.tokenizer
     ids = tok(TEXTS[:2])["input_ids"]
+    assert len(ids[0]) != len(ids[1])  # one of them is padded
+    weight = model.model.embed_tokens.weight
     input_ids, mask = map(torch.from_numpy, pad_batch(ids, tok.pad_token_id))
     ce = per_text_ce(model(input_ids=input_ids, attention_mask=mask).logits, input_ids, mask)
     ce.sum().backward()
-    assert model.model.embed_tokens.weight.grad is not None
+    grad = weight.grad.clone()
     model.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        alone = model(input_ids=torch.tensor([ids[1]]), labels=torch.tensor([ids[1]])).loss
-    assert ce[1].item() == pytest.approx(alone.item(), rel=TOL)
+    alone = [model(input_ids=torch.tensor([x]), labels=torch.tensor([x])).loss for x in ids]
+    sum(alone).backward()
+    want = weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    assert torch.isfinite(grad).all() and want.abs().max() > 0
+    torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    for i in range(2):
+        assert ce[i].item() == pytest.approx(alone[i].item(), rel=TOL)
 
 
 @pytest.mark.parametrize(
