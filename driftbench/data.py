@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from driftbench.digests import file_sha256
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEXT_COLUMNS = ("comment_text", "text")
 LABEL_COLUMNS = ("toxicity", "target")
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -198,17 +201,70 @@ def read_table(path: Path):
     )
 
 
+BAD_LABELS = ("error", "drop")  # data.bad_labels: what a row with an unusable label does
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """What a label cell may hold: a number in [0, 1] (a score, binarised at the threshold) or,
+    where ``positive``/``negative`` are given, exactly one of those strings (1 and 0)."""
+
+    positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+
+    @property
+    def named(self) -> bool:
+        return bool(self.positive or self.negative)
+
+    def accepted(self) -> str:
+        if not self.named:
+            return "a finite number in [0, 1]"
+        return f"one of {', '.join(map(repr, self.positive + self.negative))}"
+
+    def check(self) -> None:
+        if self.named and not (self.positive and self.negative):
+            raise ValueError(
+                "data.positive_labels and data.negative_labels: give both or neither "
+                f"(given: {list(self.positive)} and {list(self.negative)})"
+            )
+        if both := set(self.positive) & set(self.negative):
+            raise ValueError(f"data.positive_labels and data.negative_labels share {sorted(both)}")
+
+    def scores(self, column) -> np.ndarray:
+        """Each cell as a score in [0, 1]; NaN where it is not accepted."""
+        import pandas as pd
+
+        if self.named:
+            cells = column.astype(str).str.strip()
+            out = np.full(len(cells), np.nan)
+            out[cells.isin(self.positive).to_numpy()] = 1.0
+            out[cells.isin(self.negative).to_numpy()] = 0.0
+            return out
+        out = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, copy=True)
+        with np.errstate(invalid="ignore"):
+            out[~((out >= 0) & (out <= 1))] = np.nan  # inf, -inf and out of range, as NaN
+        return out
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    score: np.ndarray  # per row, in [0, 1]; NaN where the label is not accepted
+    text: np.ndarray
+    has_text: np.ndarray
+    label_column: str
+    first_bad: tuple[int, str] | None  # (data row, cell) of the first bad label of a row with text
+
+
 _PARSED: dict = {}  # the last data file parsed, for the next job of a sweep
 
 
-def _scores_and_texts(
-    path: Path, text_column: str | None, label_column: str | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Every row's label score, text and whether it has one (read-only), and the label column's
-    name: parsed once per process for a file of unchanged (path, size, mtime), as the jobs of a
-    sweep read it."""
+def _parse(
+    path: Path, text_column: str | None, label_column: str | None, rule: LabelRule
+) -> _Parsed:
+    """Every row's label score and text (read-only): parsed once per process for a file of
+    unchanged (path, size, mtime), as the jobs of a sweep read it."""
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, text_column, label_column)
+    key = (str(path), st.st_size, st.st_mtime_ns, text_column, label_column, rule)
     if key not in _PARSED:
         df = read_table(path)
         if len(df) == 0:
@@ -216,16 +272,39 @@ def _scores_and_texts(
         cols = [str(c) for c in df.columns]
         tcol = _pick_column(cols, text_column, TEXT_COLUMNS, "text", path)
         lcol = _pick_column(cols, label_column, LABEL_COLUMNS, "label", path)
-        import pandas as pd
-
-        score = pd.to_numeric(df[lcol], errors="coerce").to_numpy(dtype=np.float64)
+        score = rule.scores(df[lcol])
         text = df[tcol].astype(str).to_numpy()
         has_text = np.char.str_len(text.astype(str)) > 0
+        bad = np.flatnonzero(has_text & np.isnan(score))
+        first_bad = (int(bad[0]) + 1, str(df[lcol].iloc[bad[0]])) if bad.size else None
         for a in (score, text, has_text):
             a.flags.writeable = False
         _PARSED.clear()  # one file at a time: a sweep reads one
-        _PARSED[key] = (score, text, has_text, lcol)
+        _PARSED[key] = _Parsed(score, text, has_text, lcol, first_bad)
     return _PARSED[key]
+
+
+def usable_rows(parsed: _Parsed, path: Path, rule: LabelRule, bad_labels: str) -> np.ndarray:
+    """Rows with a text and an accepted label. A text whose label is not accepted stops the run
+    in one line with their count (``data.bad_labels=error``), or is dropped with one warning
+    giving the count (``drop``)."""
+    if bad_labels not in BAD_LABELS:
+        raise ValueError(f"data.bad_labels={bad_labels!r}; accepted: {', '.join(BAD_LABELS)}")
+    ok = parsed.has_text & ~np.isnan(parsed.score)
+    n_bad = int((parsed.has_text & ~ok).sum())
+    if n_bad:
+        row, cell = parsed.first_bad
+        what = (
+            f"{n_bad} rows of {path} have a {parsed.label_column!r} that is not "
+            f"{rule.accepted()} (first: data row {row}, {cell!r})"
+        )
+        if bad_labels == "error":
+            raise DataError(f"{what}; data.bad_labels=drop drops them")
+        log.warning("data.bad_labels=drop: dropped %s", what)
+    rows = np.flatnonzero(ok)
+    if rows.size == 0:
+        raise DataError(f"no usable rows in {path}: every row lacks a text or a label")
+    return rows
 
 
 def load_toxicity(
@@ -237,6 +316,8 @@ def load_toxicity(
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     sample_seed: int = 42,
     split_seed: int = 42,
+    rule: LabelRule = LabelRule(),
+    bad_labels: str = "error",
 ) -> ToxicityData:
     """Read, binarise at ``score >= threshold``, draw a balanced sample of ``n_samples`` with
     ``sample_seed`` and split it 70/10/20 stratified with ``split_seed``.
@@ -244,11 +325,10 @@ def load_toxicity(
     The sample and the split have separate seeds so that a sweep over ``seed`` keeps the same
     texts (and so the same cached embeddings) while the split and the drift change."""
     check_sample_size(n_samples, split)
-    score, text, has_text, lcol = _scores_and_texts(path, text_column, label_column)
-    ok = np.isfinite(score) & has_text
-    rows_ok = np.flatnonzero(ok)
-    if rows_ok.size == 0:
-        raise DataError(f"no usable rows in {path}: every row lacks text or a numeric {lcol!r}")
+    rule.check()
+    parsed = _parse(path, text_column, label_column, rule)
+    score, text = parsed.score, parsed.text
+    rows_ok = usable_rows(parsed, path, rule, bad_labels)
     labels_all = (score[rows_ok] >= threshold).astype(int)
     pos, neg = rows_ok[labels_all == 1], rows_ok[labels_all == 0]
     n_available = {"toxic": int(pos.size), "non_toxic": int(neg.size)}

@@ -20,6 +20,7 @@ from driftbench.backends import check_backend
 from driftbench.models import ModelSpec, check_device
 from driftbench.runs import (
     Run,
+    check_writable_dir,
     find_complete_runs,
     git_commit,
     new_run_dir,
@@ -58,6 +59,7 @@ def prepare(cfg: DictConfig) -> Job:
     covers exactly what it reads: a change to a group it ignores never reruns it."""
     task = get_task(cfg.task.name)
     schema.check(cfg)
+    check_writable_dir("runtime.cache_dir", cfg.runtime.cache_dir)
     check_device(cfg.runtime.device)
     task.validate(cfg)
     check_backend(
@@ -66,6 +68,7 @@ def prepare(cfg: DictConfig) -> Job:
         cfg.runtime.cache_dir,
     )
     trackers = resolve_trackers(cfg.get("logger"))
+    check_writable_dir("runtime.output_root", cfg.runtime.output_root)  # made once all else holds
     full = OmegaConf.to_container(cfg, resolve=True)
     read = {k: full[k] for k in ("seed", *task.CONFIG_GROUPS)}
     inputs = task.inputs(cfg)
@@ -229,7 +232,7 @@ def plan_sweep(config) -> tuple[int, int, list[str]]:
         except (ValueError, FileNotFoundError) as e:
             bad.append(f"job {num} ({' '.join(overrides)}): {e}")
             continue
-        if not cfg.runtime.force and find_complete_runs(root, job.result_key):
+        if not cfg.runtime.force and find_complete_runs(root, job.result_key, warn=False):
             done += 1
         else:
             todo += 1
@@ -269,6 +272,12 @@ class SweepPlan(Callback):
     no run dir made; then how many jobs are already complete (resume)."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        try:  # before Hydra makes the sweep dir under it; one line, not one per job
+            check_writable_dir("runtime.cache_dir", config.runtime.cache_dir)
+            check_writable_dir("runtime.output_root", config.runtime.output_root)
+        except ValueError as e:
+            log.error("error: %s", e)
+            sys.exit(2)
         done, todo, bad = plan_sweep(config)
         if bad:
             for line in bad:

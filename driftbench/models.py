@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -366,5 +367,26 @@ def build_tiny_random(spec: ModelSpec, tokenizer):
 
 
 def check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"runtime.device={device!r}; accepted: auto, cpu, cuda, cuda:<index>")
+    """``runtime.device`` names a device this machine has: a CUDA one is looked for now, so a
+    machine without it stops at the check, not inside a model load (or, with every embedding
+    cached, silently on the CPU)."""
+    accepted = "auto, cpu, cuda, cuda:<index>"
+    match = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if device in ("auto", "cpu"):
+        return
+    if match is None:
+        raise ValueError(f"runtime.device={device!r}; accepted: {accepted}")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(match.group(1) or 0)
+    if index >= count:
+        have = (
+            f"torch {torch.__version__} sees {count} CUDA device(s)"
+            if torch.version.cuda
+            else f"torch {torch.__version__} is built without CUDA"
+        )
+        raise ValueError(
+            f"runtime.device={device}: no such CUDA device here ({have}); "
+            "accepted: auto or cpu, or cuda[:<index>] on a machine with that device"
+        )

@@ -27,7 +27,13 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
-from driftbench.runs import atomic_write_csv, atomic_write_text, effective_status, read_json
+from driftbench.runs import (
+    atomic_write_csv,
+    atomic_write_text,
+    effective_status,
+    read_json,
+    unverified,
+)
 from driftbench.tasks import SUMMARIES, get_summary
 
 log = logging.getLogger(__name__)
@@ -70,10 +76,10 @@ def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
             error = f": {meta['error']}" if meta.get("error") else ""
             skipped.append((str(d), f"status {status}{error}"))
             continue
-        metrics = read_json(d / "metrics.json")
-        if metrics is None:
-            skipped.append((str(d), "metrics.json missing or unreadable"))
+        if (why := unverified(d, meta)) is not None:  # cut short, edited or missing since
+            skipped.append((str(d), why))
             continue
+        metrics = read_json(d / "metrics.json")
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         runs.append({"dir": d, "meta": meta, "config": cfg, "metrics": metrics})
     return runs, skipped

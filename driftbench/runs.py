@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.data import PROJECT_ROOT
-from driftbench.digests import json_sha256
+from driftbench.digests import file_sha256, json_sha256
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: meta.json records the digest of every result file ("files")
 NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a result
 HEARTBEAT_S = 30.0  # a running job rewrites meta.json's heartbeat this often
+UNDIGESTED = ("meta.json", "run.log")  # meta.json holds the digests; the log is not a result
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,25 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def check_writable_dir(key: str, path: str | Path) -> Path:
+    """Create ``path`` (the value of config ``key``) if it is missing and probe it with a temp
+    file, so a run learns that it cannot write its results or caches before it loads a model,
+    not after. Raises ValueError naming the key and the path."""
+    where = Path(os.path.expanduser(str(path)))
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except FileExistsError:
+        raise ValueError(f"{key}={path} is a file; accepted: a directory") from None
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ValueError(
+            f"{key}={path} cannot be created or written ({reason}); accepted: a writable directory"
+        ) from None
+    return where
+
+
 def claim_dir(parent: Path, name: str) -> Path:
     """mkdir that fails if the dir exists; on a clash (same second, same config) add a suffix."""
     parent.mkdir(parents=True, exist_ok=True)
@@ -274,19 +294,49 @@ def effective_status(meta: dict) -> str:
     return status
 
 
-def is_complete(run_dir: Path) -> bool:
-    meta = read_json(run_dir / "meta.json")
-    return bool(meta) and meta.get("status") == "completed" and (run_dir / "metrics.json").exists()
+def result_files(run_dir: Path) -> dict[str, str]:
+    """sha256 of every result file of a run dir, by path relative to it: every regular file but
+    meta.json, run.log and dot-named temp files, in sub-folders too (a saved adapter)."""
+    out = {}
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir)
+        if rel.as_posix() in UNDIGESTED or any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and not path.is_symlink():
+            out[rel.as_posix()] = file_sha256(path)
+    return out
 
 
-def find_complete_runs(output_root: str | Path, key: str) -> list[Path]:
-    """Complete run dirs anywhere under ``output_root`` whose result key equals ``key``."""
+def unverified(run_dir: Path, meta: dict) -> str | None:
+    """Why a completed run's results cannot be trusted as they are on disk, or None when every
+    file recorded at completion is there with the same digest."""
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict) or "metrics.json" not in recorded:
+        return "meta.json records no digests of its files (made before they were recorded)"
+    for name, digest in recorded.items():
+        path = run_dir / name
+        if not path.is_file():
+            return f"its {name} is missing"
+        if file_sha256(path) != digest:
+            return f"its {name} does not match the digest recorded when it completed"
+    return None
+
+
+def find_complete_runs(output_root: str | Path, key: str, warn: bool = True) -> list[Path]:
+    """Complete run dirs anywhere under ``output_root`` whose result key equals ``key`` and whose
+    files match the digests recorded when they completed. A completed run that fails the check
+    is passed over with one warning (``warn``), so the job runs again instead of reusing it."""
     root = Path(output_root)
     found = []
     for meta_path in root.glob(f"**/*-{key[:8]}*/meta.json"):
         meta = read_json(meta_path)
-        if meta and meta.get("result_key") == key and is_complete(meta_path.parent):
+        if not meta or meta.get("result_key") != key or meta.get("status") != "completed":
+            continue
+        why = unverified(meta_path.parent, meta)
+        if why is None:
             found.append(meta_path.parent)
+        elif warn:
+            log.warning("not reusing %s (same result key): %s; rerunning", meta_path.parent, why)
     return sorted(found)
 
 
@@ -375,18 +425,41 @@ class Run:
         self._beater.join()
         self.meta["end_time"] = _now()
         self.meta["wall_s"] = round(time.perf_counter() - self._t0, 3)
-        if exc is None:
-            self.meta["status"] = "completed"
-            log.info("done in %.1f s: %s", self.meta["wall_s"], self.dir)
-        else:
-            self.meta["status"] = "failed"
-            self.meta["error"] = f"{exc_type.__name__}: {exc}"
-            self.meta["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb))
-            log.error("run failed: %s (%s)", self.meta["error"], self.dir)
-            exc.reported = True  # said once here; the entry point need not repeat it
+        try:
+            if exc is None:
+                self._complete()
+            else:
+                self._fail(exc_type, exc, tb)
+        finally:
+            self._close_log()
+        return False
+
+    def _complete(self) -> None:
+        """meta.json says completed and holds every result file's digest, which resume and the
+        report check before they trust the run. A failure to write it (a full disk) propagates:
+        the run is not complete, and the caller says so once."""
+        self.meta["status"] = "completed"
+        self.meta["files"] = result_files(self.dir)
+        self._write_meta()
+        log.info("done in %.1f s: %s", self.meta["wall_s"], self.dir)
+
+    def _fail(self, exc_type, exc, tb) -> None:
+        """meta.json says failed, with the error, where the disk allows: when it does not (the
+        error may be that very disk), meta.json keeps ``running``, read as ``died`` once this
+        process is gone, and the error is said once, here."""
+        self.meta["status"] = "failed"
+        self.meta["error"] = f"{exc_type.__name__}: {exc}"
+        self.meta["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb))
+        log.error("run failed: %s (%s)", self.meta["error"], self.dir)
+        exc.reported = True  # said once here; the entry point need not repeat it
         try:
             self._write_meta()
-        finally:
-            logging.getLogger().removeHandler(self._handler)
+        except OSError:
+            pass
+
+    def _close_log(self) -> None:
+        logging.getLogger().removeHandler(self._handler)
+        try:
             self._handler.close()
-        return False
+        except OSError:
+            pass  # its last flush met the full disk the run has already reported

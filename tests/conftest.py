@@ -4,6 +4,7 @@ the whole session (the tiny model's tokenizer and converted GGUF models are buil
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,20 @@ def sft_config(*overrides: str):
     return OmegaConf.to_object(cfg.sft)
 
 
+@contextmanager
+def one_torch_thread():
+    """One torch thread for a reference computation: on a shared 2-core machine two threads
+    stall each other (a tiny model's CE over its 49k-token vocabulary: 10x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_cache() -> Path:
     SHARED_CACHE.mkdir(parents=True, exist_ok=True)
@@ -81,3 +96,23 @@ def tiny_model(shared_cache):
 
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     return load_model(spec, shared_cache, device="cpu", head="causal_lm")
+
+
+def broken_model_folder(parent: Path) -> Path:
+    """A model folder that passes every check (a config and a weights file are there) and fails
+    when a run loads it: a failure after the run dir exists. Its error says ``model 'hf' failed
+    to load``; use it with ``model=hf model.name_or_path=<folder>``."""
+    folder = parent / "broken_model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file" * 40)
+    return folder
+
+
+def saved_tiny_model(tiny_model, parent: Path) -> Path:
+    """The tiny random model saved as a Hugging Face folder (``model=hf``)."""
+    folder = parent / "tiny_model_folder"
+    if not (folder / "config.json").exists():
+        tiny_model.model.save_pretrained(folder)
+        tiny_model.tokenizer.save_pretrained(folder)
+    return folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from driftbench.embed import EmbeddingCache
 from driftbench.launcher import run
 from driftbench.models import build_folder_once
-from driftbench.runs import DiskFullError, atomic_write_text
+from driftbench.runs import DiskFullError, atomic_write_text, effective_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.1]"]
@@ -146,3 +147,50 @@ def test_cli_run_on_a_full_disk_prints_one_line_and_exits_2(tiny_disk, tmp_path)
     said = [ln for ln in text.splitlines() if "no space left on device while writing" in ln]
     assert len(said) == 1, text[-3000:]
     assert not list(tiny_disk.glob("**/.*.tmp"))
+
+
+@pytest.fixture
+def disk_with_room_for(tmp_path):
+    """A 512 KiB tmpfs filled but for ``kib`` KiB: room for a run dir, its config.yaml, meta.json
+    and run.log, not for its results, so the disk fills partway through the run."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)])
+    if res.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def leave(kib: int) -> Path:
+        st = os.statvfs(mnt)
+        (mnt / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - kib * 1024))
+        return mnt
+
+    yield leave
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.mark.parametrize("kib", [16, 24])
+def test_a_disk_that_fills_partway_through_a_run_is_one_line_and_a_non_zero_exit(
+    disk_with_room_for, tmp_path, kib
+):
+    disk = disk_with_room_for(kib)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), f"runtime.output_root={disk / 'out'}"]
+        + [f"runtime.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", *TINY],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-3000:]
+    assert "Traceback" not in text and "Logging error" not in text
+    said = [ln for ln in text.splitlines() if "no space left on device while writing" in ln]
+    assert len(said) == 1, text[-3000:]
+    (run_dir,) = [p.parent for p in disk.glob("out/**/config.yaml")]  # made before it filled
+    meta = json.loads((run_dir / "meta.json").read_text())
+    # what the disk allowed: "failed" with the error, or "running" from a process now gone
+    assert effective_status(meta) in ("failed", "died")
+    if meta["status"] == "failed":
+        assert "no space left on device while writing" in meta["error"]
+    assert not (run_dir / "metrics.json").exists() and "files" not in meta
+    assert not list(disk.glob("**/.*.tmp"))

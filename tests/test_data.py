@@ -7,6 +7,7 @@ import pytest
 
 from driftbench.data import (
     DataError,
+    LabelRule,
     check_sample_size,
     default_data_dir,
     load_toxicity,
@@ -84,7 +85,61 @@ def test_no_usable_rows(tmp_path):
     f = tmp_path / "x.csv"
     f.write_text("text,toxicity\nhello,n/a\nworld,\n")
     with pytest.raises(ValueError, match="no usable rows"):
+        load_toxicity(f, n_samples=20, bad_labels="drop")
+
+
+def labelled_csv(path, labels_after: list[str], good=("0.1", "0.9")):
+    """40 rows with labels in [0, 1] (20 of each class), then one row per extra label."""
+    rows = [f"text {i},{good[i % 2]}" for i in range(40)]
+    rows += [f"extra {i},{cell}" for i, cell in enumerate(labels_after)]
+    path.write_text("text,toxicity\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "nan", "1.5", "-0.2", "n/a", ""])
+def test_a_label_that_is_not_a_number_in_0_1_stops_with_the_count_of_bad_rows(tmp_path, cell):
+    f = labelled_csv(tmp_path / "x.csv", [cell, cell, "1"])
+    with pytest.raises(DataError) as err:
         load_toxicity(f, n_samples=20)
+    assert str(err.value) == (
+        f"2 rows of {f} have a 'toxicity' that is not a finite number in [0, 1] "
+        f"(first: data row 41, {cell!r}); data.bad_labels=drop drops them"
+    )
+
+
+def test_bad_labels_drop_drops_them_and_says_how_many(tmp_path, caplog):
+    f = labelled_csv(tmp_path / "x.csv", ["inf", "2", "1", "0"])
+    data = load_toxicity(f, n_samples=40, bad_labels="drop")
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("data.bad_labels=drop: dropped 2 rows of")
+    assert data.n_available == {"toxic": 21, "non_toxic": 21}
+    assert 40 not in data.rows and 41 not in data.rows  # the inf and the 2
+
+
+def test_string_labels_are_read_through_the_names_given_for_each_class(tmp_path):
+    f = labelled_csv(tmp_path / "x.csv", ["hate"], good=("clean", "toxic"))
+    rule = LabelRule(positive=("toxic", "hate"), negative=("clean",))
+    data = load_toxicity(f, n_samples=40, rule=rule)
+    assert data.n_available == {"toxic": 21, "non_toxic": 20}
+    texts = dict(zip(data.texts, data.labels, strict=True))
+    assert texts["text 1"] == 1 and texts["text 0"] == 0
+    g = labelled_csv(tmp_path / "y.csv", ["meh"], good=("clean", "toxic"))
+    with pytest.raises(DataError, match=r"1 rows .* not one of 'toxic', 'hate', 'clean' .*'meh'"):
+        load_toxicity(g, n_samples=20, rule=rule)
+
+
+def test_string_labels_need_both_classes_named_and_disjoint(tmp_path):
+    f = labelled_csv(tmp_path / "x.csv", [], good=("clean", "toxic"))
+    with pytest.raises(ValueError, match="give both or neither"):
+        load_toxicity(f, n_samples=20, rule=LabelRule(positive=("toxic",)))
+    with pytest.raises(ValueError, match=r"share \['toxic'\]"):
+        load_toxicity(f, n_samples=20, rule=LabelRule(("toxic",), ("clean", "toxic")))
+
+
+def test_bad_labels_is_error_or_drop(tmp_path):
+    f = labelled_csv(tmp_path / "x.csv", [])
+    with pytest.raises(ValueError, match="data.bad_labels='skip'; accepted: error, drop"):
+        load_toxicity(f, n_samples=20, bad_labels="skip")
 
 
 @pytest.mark.parametrize("content", ["", "text,toxicity\n"])

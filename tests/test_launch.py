@@ -1,5 +1,6 @@
 """End to end through the launcher: run dirs, multirun, resume, and every bad-input message."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import broken_model_folder, saved_tiny_model
 from omegaconf import OmegaConf
 
 from driftbench.launcher import ConfigError, run
@@ -57,7 +59,12 @@ def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
     ):
         assert key in meta
     on_disk = json.loads((d / "metrics.json").read_text())
-    assert on_disk["schema_version"] == 1 and on_disk["sigmas"] == [0.0, 0.02, 0.1]
+    assert on_disk["schema_version"] == 2 and on_disk["sigmas"] == [0.0, 0.02, 0.1]
+    # every result file's sha256, recorded at completion (resume and the report check them)
+    results = sorted(p.name for p in d.iterdir() if p.name not in ("meta.json", "run.log"))
+    assert sorted(meta["files"]) == results
+    for name, digest in meta["files"].items():
+        assert digest == hashlib.sha256((d / name).read_bytes()).hexdigest()
     assert (
         len(on_disk["checkpoints"])
         == 3
@@ -111,14 +118,14 @@ def test_identical_config_is_skipped_unless_forced(make_cfg, tmp_path):
 
 
 def test_a_run_that_fails_midway_says_failed_and_leaves_no_metrics(make_cfg, tmp_path):
-    # passes validation, fails while reading the data: n_samples > balanced rows
-    with pytest.raises(ValueError, match="balanced rows available"):
-        run(make_cfg(*TINY, "data.n_samples=9000"))
+    folder = broken_model_folder(tmp_path)
+    with pytest.raises(RuntimeError, match="model 'hf' failed to load"):
+        run(make_cfg(*TINY[1:], "model=hf", f"model.name_or_path={folder}"))
     d = only_run_dir(tmp_path / "outputs")
     meta = json.loads((d / "meta.json").read_text())
-    assert meta["status"] == "failed" and "balanced rows available" in meta["error"]
-    assert not (d / "metrics.json").exists()
-    assert "balanced rows available" in (d / "run.log").read_text()
+    assert meta["status"] == "failed" and "model 'hf' failed to load" in meta["error"]
+    assert not (d / "metrics.json").exists() and "files" not in meta
+    assert "model 'hf' failed to load" in (d / "run.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -259,8 +266,80 @@ def test_cli_data_that_cannot_give_the_sample_prints_one_message_and_exits_2(tmp
     assert out.returncode == 2
     assert text.count("data.n_samples=9000 is more than the 8292 balanced rows available") == 1
     assert "Traceback" not in text
-    meta = json.loads((only_run_dir(tmp_path / "outputs") / "meta.json").read_text())
-    assert meta["status"] == "failed" and meta["error"].startswith("DataError: data.n_samples")
+    assert not list(tmp_path.glob("outputs/**/meta.json"))  # found at the check: no run dir
+
+
+def one_error_line(out: subprocess.CompletedProcess) -> str:
+    """The one line a refused command prints: exit 2, no traceback."""
+    text = out.stdout + out.stderr
+    assert out.returncode == 2 and "Traceback" not in text, text[-3000:]
+    errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1, text[-3000:]
+    return errors[0]
+
+
+def launch_at(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """launch.py with the given overrides only (the output root included), from ``tmp_path``."""
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *flags, "runtime.progress=false", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "key, multirun",
+    [("runtime.output_root", False), ("runtime.output_root", True), ("runtime.cache_dir", False)],
+)
+def test_a_place_that_is_a_file_is_one_line_naming_the_key(tmp_path, key, multirun):
+    a_file = tmp_path / "taken"
+    a_file.write_text("a file, not a folder\n")
+    places = {"runtime.output_root": tmp_path / "outputs", "runtime.cache_dir": tmp_path / "c"}
+    places[key] = a_file
+    flags = ["-m", "seed=1,2"] if multirun else []
+    out = launch_at(tmp_path, *flags, *TINY, *(f"{k}={v}" for k, v in places.items()))
+    assert f"{key}={a_file} is a file; accepted: a directory" in one_error_line(out)
+    assert not list(tmp_path.glob("**/meta.json"))
+
+
+@pytest.mark.parametrize("where", ["/proc/driftbench_outputs", "{file}/outputs"])
+def test_an_output_root_that_cannot_be_created_is_one_line(tmp_path, where):
+    (tmp_path / "file").write_text("x\n")
+    root = where.format(file=tmp_path / "file")
+    out = launch_at(tmp_path, *TINY, f"runtime.output_root={root}")
+    assert f"runtime.output_root={root} cannot be created or written (" in one_error_line(out)
+    assert not list(tmp_path.glob("**/meta.json"))
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a CUDA device"
+)
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_cuda_device_on_a_machine_without_one_is_one_line(tmp_path, device):
+    out = launch(tmp_path, *TINY, f"runtime.device={device}", check=False)
+    assert f"runtime.device={device}: no such CUDA device here (torch " in one_error_line(out)
+    assert not list(tmp_path.glob("outputs/**/meta.json"))
+
+
+def test_a_device_that_is_no_device_is_one_line(tmp_path):
+    out = launch(tmp_path, *TINY, "runtime.device=cuda:x", check=False)
+    said = one_error_line(out)
+    assert "runtime.device='cuda:x'; accepted: auto, cpu, cuda, cuda:<index>" in said
+
+
+def test_an_inf_label_is_one_line_with_the_count_and_no_run_dir(tmp_path):
+    data = tmp_path / "mine.csv"
+    rows = [f"text {i},{i % 2}" for i in range(200)] + ["bad one,inf"]
+    data.write_text("text,toxicity\n" + "\n".join(rows) + "\n")
+    out = launch(tmp_path, *TINY, "data=civil_comments", f"data.path={data}", check=False)
+    said = one_error_line(out)
+    assert f"1 rows of {data} have a 'toxicity' that is not a finite number in [0, 1]" in said
+    assert "(first: data row 201, 'inf')" in said
+    assert not list(tmp_path.glob("outputs/**/meta.json"))
 
 
 def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
@@ -283,15 +362,16 @@ def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
     assert "| gaussian |" in (sweeps[0] / "report.md").read_text()  # written by the callback
 
 
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
-    # data.n_samples=9000 passes every check and fails while reading the data
-    launch(tmp_path, "-m", "model=tiny_random", "data.n_samples=200,9000,300")
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path, tiny_model):
+    good = saved_tiny_model(tiny_model, tmp_path)
+    broken = broken_model_folder(tmp_path)  # passes every check, fails loading
+    names = f"model.name_or_path={good},{broken}"
+    launch(tmp_path, "-m", *TINY[1:], "model=hf", names, "data.n_samples=200,300")
     metas = [
         json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("multirun/*/*/meta.json")
     ]
-    assert sorted(m["status"] for m in metas) == ["completed", "completed", "failed"]
-    failed = next(m for m in metas if m["status"] == "failed")
-    assert "balanced rows available" in failed["error"]
+    assert sorted(m["status"] for m in metas) == ["completed", "completed", "failed", "failed"]
+    assert all("model 'hf' failed to load" in m["error"] for m in metas if m["status"] == "failed")
 
 
 def test_a_bad_job_stops_the_sweep_before_any_job_runs(tmp_path):
@@ -356,6 +436,6 @@ def test_debug_smoke_runs_its_task_end_to_end_from_the_cli(tmp_path, smoke, task
     assert files | {"metrics.json", "meta.json", "config.yaml"} <= {p.name for p in d.iterdir()}
     meta = json.loads((d / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["error"] is None
-    assert json.loads((d / "metrics.json").read_text())["schema_version"] == 1
+    assert json.loads((d / "metrics.json").read_text())["schema_version"] == 2
     saved = yaml.safe_load((d / "config.yaml").read_text())
     assert saved["task"]["name"] == task and saved["model"]["name"] == "tiny_random"

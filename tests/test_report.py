@@ -6,9 +6,11 @@ import json
 
 import pytest
 import yaml
+from conftest import broken_model_folder
 
 from driftbench.launcher import run
 from driftbench.report import main, report
+from driftbench.runs import result_files
 
 TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.05,0.2]"]
 
@@ -18,15 +20,16 @@ def sweep(make_cfg, tmp_path):
     for drift in ("gaussian", "subspace"):
         for seed in (0, 1):
             run(make_cfg(*TINY, f"drift={drift}", f"seed={seed}"))
-    with pytest.raises(ValueError):
-        run(make_cfg(*TINY, "data.n_samples=9000"))  # fails after its run dir exists
+    broken = broken_model_folder(tmp_path)
+    with pytest.raises(RuntimeError):  # fails after its run dir exists
+        run(make_cfg(*TINY[1:], "model=hf", f"model.name_or_path={broken}"))
     return tmp_path / "outputs"
 
 
 def test_report_has_one_row_per_complete_run_and_lists_the_failed_one(sweep, tmp_path):
     res = report([sweep], tmp_path / "rep")
     assert res["n_runs"] == 4 and len(res["skipped"]) == 1
-    assert "balanced rows available" in res["skipped"][0][1]
+    assert "model 'hf' failed to load" in res["skipped"][0][1]
     assert {"drift.name", "seed"} <= set(res["axes"])
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Skipped 1 run(s)" in md and "| gaussian |" in md.replace("drift.name", "")
@@ -168,13 +171,14 @@ def drift_run(cfg: dict, aucs: list[float]) -> dict:
 
 
 def write_runs(root, runs: list[dict]):
-    """Each run as a run dir under ``root`` (meta.json, config.yaml, metrics.json), in order."""
+    """Each run as a run dir under ``root`` (config.yaml, metrics.json, then meta.json with
+    their digests, as a run that completes records them), in order."""
     for i, r in enumerate(runs):
         d = root / f"{i:03d}-run"
         d.mkdir(parents=True)
-        (d / "meta.json").write_text(json.dumps(r["meta"]))
         (d / "config.yaml").write_text(yaml.safe_dump(r["config"]))
         (d / "metrics.json").write_text(json.dumps(r["metrics"]))
+        (d / "meta.json").write_text(json.dumps({**r["meta"], "files": result_files(d)}))
     return root
 
 

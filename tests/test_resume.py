@@ -20,6 +20,7 @@ import pytest
 
 from driftbench.data import resolve_data_path
 from driftbench.launcher import run
+from driftbench.report import report
 from driftbench.runs import effective_status, git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,77 @@ def test_a_run_reused_from_another_commit_says_so_in_one_warning(make_cfg, tmp_p
     said = [w for w in warnings if "000000000000" in w]
     assert len(said) == 1 and here[:12] in said[0]
     assert len(metas(tmp_path / "outputs")) == 1
+
+
+# --- a reused run is a verified one ---------------------------------------------------------
+
+
+def rerun_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "not reusing" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda d: (d / "metrics.json").write_text('{"schema_version": 2'), "metrics.json does"),
+        (lambda d: (d / "checkpoints.csv").unlink(), "its checkpoints.csv is missing"),
+        (lambda d: (d / "config.yaml").write_text("seed: 43\n"), "its config.yaml does not"),
+    ],
+    ids=["metrics.json cut short", "a file missing", "a file edited"],
+)
+def test_a_completed_run_whose_files_changed_is_rerun_with_one_warning(
+    make_cfg, tmp_path, caplog, damage, why
+):
+    first = run(make_cfg(*TINY))
+    (done,) = [p.parent for p in (tmp_path / "outputs").glob("**/meta.json")]
+    damage(done)
+    with caplog.at_level(logging.WARNING):
+        again = run(make_cfg(*TINY))
+    (said,) = rerun_warnings(caplog)
+    assert str(done) in said and why in said and said.endswith("; rerunning")
+    assert len(metas(tmp_path / "outputs")) == 2  # a new run dir beside the damaged one
+    assert again["checkpoints"] == first["checkpoints"]
+    (new,) = [p.parent for p in (tmp_path / "outputs").glob("**/meta.json") if p.parent != done]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        reused = run(make_cfg(*TINY))  # the new run, read back from its metrics.json
+    assert reused == json.loads((new / "metrics.json").read_text())
+    assert len(metas(tmp_path / "outputs")) == 2
+    assert len(rerun_warnings(caplog)) == 1  # the damaged run, passed over again
+
+
+def test_a_run_from_before_file_digests_is_rerun(make_cfg, tmp_path, caplog):
+    run(make_cfg(*TINY))
+    (meta_path,) = (tmp_path / "outputs").glob("**/meta.json")
+    meta = json.loads(meta_path.read_text())
+    del meta["files"]
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        run(make_cfg(*TINY))
+    (said,) = rerun_warnings(caplog)
+    assert "records no digests of its files" in said
+    assert len(metas(tmp_path / "outputs")) == 2
+
+
+def test_the_report_leaves_out_a_run_whose_metrics_were_cut_short(tmp_path, caplog):
+    out = tmp_path / "outputs"
+    subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "-m", *TINY, "seed=1,2"]
+        + [f"runtime.output_root={out}", "runtime.progress=false"],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (sweep,) = (out / "multirun").iterdir()
+    cut = sorted(sweep.glob("*/metrics.json"))[0]
+    cut.write_text(cut.read_text()[:20])
+    with caplog.at_level(logging.WARNING):
+        result = report([sweep])
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(said) == 1 and str(cut.parent) in said[0]
+    assert "metrics.json does not match the digest recorded" in said[0]
+    assert result["n_runs"] == 1
+    assert "metrics.json does not match" in (sweep / "report.md").read_text()
 
 
 # --- a killed run is not "running" forever ---------------------------------------------------

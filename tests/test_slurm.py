@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import broken_model_folder, saved_tiny_model
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_launch import SWEEP_RUN_FILES, TINY
@@ -173,18 +174,20 @@ def test_rho_sft_sweep_runs_through_slurm(slurm_env, shared_cache, tmp_path):
 
 
 def test_a_failing_slurm_job_is_recorded_failed_and_the_others_complete(
-    slurm_env, shared_cache, tmp_path
+    slurm_env, shared_cache, tmp_path, tiny_model
 ):
+    good, broken = saved_tiny_model(tiny_model, tmp_path), broken_model_folder(tmp_path)
     out = sweep(
         tmp_path,
         slurm_env,
         shared_cache,
         "hydra/launcher=slurm",
         *SMALL_JOBS,
-        "model=tiny_random",
+        "model=hf",
+        f"model.name_or_path={good},{broken}",  # the broken one passes every check, fails loading
         "schedule=list",
         "schedule.sigmas=[0,0.05]",
-        "data.n_samples=200,9000",  # 9000 passes every check and fails while reading the data
+        "data.n_samples=200",
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
@@ -192,7 +195,7 @@ def test_a_failing_slurm_job_is_recorded_failed_and_the_others_complete(
     assert sorted(m["status"] for m in metas.values()) == ["completed", "failed"]
     for d, meta in metas.items():
         if meta["status"] == "failed":
-            assert "balanced rows available" in meta["error"]
+            assert "model 'hf' failed to load" in meta["error"]
             assert not (d / "metrics.json").exists()
         else:
             assert SWEEP_RUN_FILES <= {p.name for p in d.iterdir()}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import broken_model_folder
 from hydra import compose, initialize_config_dir
 
 from driftbench.launcher import ConfigError, prepare, run
@@ -388,14 +389,15 @@ def test_a_failing_tracker_leaves_a_complete_run_dir_and_one_warning(
 
 def test_a_failed_run_is_logged_as_failed(tmp_path, shared_cache):
     root = tmp_path / "outputs"
-    cfg = compose_cfg(root, shared_cache, *TINY[:1], "data.n_samples=9000", "logger=tensorboard")
-    with pytest.raises(ValueError, match="balanced rows available"):
-        run(cfg)  # passes every check, fails while reading the data
+    broken = f"model.name_or_path={broken_model_folder(tmp_path)}"
+    cfg = compose_cfg(root, shared_cache, "model=hf", broken, "logger=tensorboard")
+    with pytest.raises(RuntimeError, match="model 'hf' failed to load"):
+        run(cfg)  # passes every check, fails loading the model
     (run_dir,) = [p.parent for p in root.glob("runs/*/meta.json")]
     events = tensorboard_events(run_dir / "tensorboard")
     assert tensorboard_session(events)[1] == "STATUS_FAILURE"
     (text,) = events.Tensors("run/text_summary")
-    assert "balanced rows available" in text.tensor_proto.string_val[0].decode()
+    assert "model 'hf' failed to load" in text.tensor_proto.string_val[0].decode()
 
 
 def test_the_logger_never_changes_the_result_key(tmp_path, shared_cache):

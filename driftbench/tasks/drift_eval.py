@@ -24,6 +24,7 @@ from driftbench import plots
 from driftbench.backends import get_backend
 from driftbench.classifier import make_classifier
 from driftbench.data import (
+    LabelRule,
     check_sample_size,
     check_text_file,
     content_sha256,
@@ -143,6 +144,7 @@ def validate(cfg: DictConfig) -> None:
                 f"embed.layer={layer}; accepted for {spec.name} ({n} blocks): -{n + 1}..{n}"
             )
     check_text_file(resolve_data_path(cfg.data.path, cfg.runtime.data_dir))
+    load_data(cfg)  # its labels and the sample it asks for (parsed once; the run reuses it)
 
 
 def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
@@ -168,6 +170,11 @@ def load_data(cfg: DictConfig):
         split=tuple(cfg.data.split),
         sample_seed=int(cfg.data.sample_seed),
         split_seed=int(cfg.seed),
+        rule=LabelRule(
+            tuple(cfg.data.get("positive_labels") or ()),
+            tuple(cfg.data.get("negative_labels") or ()),
+        ),
+        bad_labels=cfg.data.bad_labels,
     )
 
 
