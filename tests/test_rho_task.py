@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import RHO_BATCH_TOKENS, sft_config
+from conftest import RHO_BATCH_TOKENS, one_torch_thread, sft_config
 from test_launch import launch, only_run_dir
 
 from driftbench.launcher import ConfigError, run
@@ -53,8 +53,7 @@ def first_step_losses(cfg, model, tok) -> tuple[float | None, float | None, floa
     n, seed = int(cfg.task.n_probes), int(cfg.task.probe_seed)
     probes = {b: load_probes(b, n, seed) for b in pair_and_trap_behaviors(cfg)}
     texts, pairs, _ = build_training_set(cfg, probes)
-    plan = TrainingPlan(tok, texts, pairs, sft, int(cfg.seed), progress=False)
-    batches = plan.micro_batches()
+    batches = TrainingPlan(tok, texts, pairs, sft, int(cfg.seed), progress=False).micro_batches()
     sft_losses, hinges, pair_ces = [], [], [0.0]
 
     def ce(ids: list[int]) -> float:
@@ -62,7 +61,7 @@ def first_step_losses(cfg, model, tok) -> tuple[float | None, float | None, floa
         pair_ces.append(model(input_ids=x, labels=x).loss.item())
         return pair_ces[-1]
 
-    with torch.no_grad():
+    with one_torch_thread(), torch.no_grad():
         for _ in range(sft.optim.grad_accum):
             mb = next(batches)
             if mb.rows:
