@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import conf_value
+from conftest import conf_value, saved_tiny_model
 from test_launch import launch, only_run_dir
 
 from driftbench.launcher import run
@@ -27,9 +27,7 @@ def test_a_local_hf_folder_runs_end_to_end_through_the_launcher_as_the_model_it_
     """tiny_random saved with save_pretrained and given as ``model=hf model.name_or_path=<dir>``
     to launch.py: a complete run dir whose identity is the folder and its weights, and whose
     numbers are the tiny_random run's (the same weights, loaded from disk)."""
-    folder = tmp_path / "my_model"
-    tiny_model.model.save_pretrained(folder)
-    tiny_model.tokenizer.save_pretrained(folder)
+    folder = saved_tiny_model(tiny_model, tmp_path)
     out = tmp_path / "hf"
     out.mkdir()
     launch(
