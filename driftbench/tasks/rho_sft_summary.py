@@ -1,7 +1,8 @@
 """How the sweep report summarises rho_sft runs: headline numbers per run, the seed's tables
 (change per behaviour per condition, each condition against sft_only) in rho-eval's audit rho and
 in its confidence gap, the dose-response and margin figures, and the safety stress-test tables.
-numpy, scipy and matplotlib only (no torch), so a report runs anywhere the run dirs are."""
+numpy, scipy, statsmodels and matplotlib only (no torch), so a report runs anywhere the run dirs
+are."""
 
 from __future__ import annotations
 
