@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 import driftbench  # noqa: F401  (registers the config resolvers)
 from driftbench.config_errors import composition_error
 from driftbench.data import DataError
+from driftbench.fileio import DiskFullError
 from driftbench.launcher import ConfigError, run
-from driftbench.runs import DiskFullError
 
 log = logging.getLogger("driftbench")
 

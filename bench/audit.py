@@ -42,12 +42,12 @@ from roofline import matmul_gflops  # noqa: E402  (bench/ is on sys.path when ru
 
 import driftbench  # noqa: E402,F401
 from driftbench.backends import load_model  # noqa: E402
+from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.audit import audit, resolve_behaviors  # noqa: E402
 from driftbench.rho.encoding import encode  # noqa: E402
 from driftbench.rho.evaluators import GENERATION_BEHAVIORS  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
-from driftbench.runs import atomic_write_json  # noqa: E402
 
 TEXT_KEYS = {
     "factual": ("text", "false"),

@@ -33,10 +33,10 @@ from driftbench.backends import load_model  # noqa: E402
 from driftbench.backends.mlx_model import MLX_INSTALL, mlx_available  # noqa: E402
 from driftbench.data import load_alpaca, load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import extract_embeddings  # noqa: E402
+from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
-from driftbench.runs import atomic_write_json  # noqa: E402
 from driftbench.schema import Sft  # noqa: E402
 
 

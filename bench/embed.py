@@ -52,8 +52,8 @@ import driftbench  # noqa: E402,F401
 from driftbench.backends import load_model  # noqa: E402
 from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
+from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
-from driftbench.runs import atomic_write_json  # noqa: E402
 from driftbench.workers import cpu_workers  # noqa: E402
 
 

@@ -33,7 +33,7 @@ import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
 from driftbench import metrics as M  # noqa: E402
 from driftbench.classifier import make_classifier  # noqa: E402
-from driftbench.runs import atomic_write_json  # noqa: E402
+from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
 from driftbench.tasks.drift_monitoring import Monitoring  # noqa: E402
 

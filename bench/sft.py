@@ -58,11 +58,11 @@ import driftbench.rho.plan as db_plan  # noqa: E402
 import driftbench.rho.train as db_train  # noqa: E402
 from driftbench.backends import load_model  # noqa: E402
 from driftbench.data import load_alpaca, resolve_data_path  # noqa: E402
+from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.rho.loss import contrastive_loss  # noqa: E402
 from driftbench.rho.pairs import contrast_pairs, trap_texts  # noqa: E402
 from driftbench.rho.probes import load_probes  # noqa: E402
-from driftbench.runs import atomic_write_json  # noqa: E402
 from driftbench.schema import Sft  # noqa: E402
 
 SPEC = {

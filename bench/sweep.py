@@ -96,7 +96,7 @@ def install(phases: Phases) -> None:
     from hydra.core import utils
     from hydra.plugins import sweeper
 
-    from driftbench import launcher, metrics, plots, report, runs
+    from driftbench import fileio, launcher, metrics, plots, report, runs
     from driftbench.tasks import drift_eval, drift_monitoring
 
     w = phases.wrap
@@ -109,12 +109,12 @@ def install(phases: Phases) -> None:
     w(utils, "configure_log", "hydra logging setup")
     w(runs.Run, "__enter__", "run dir: config, meta")
     w(runs.Run, "__exit__", "run dir: meta")
-    w(runs, "atomic_write_bytes", "file writes (fsync)")
+    w(fileio, "atomic_write_bytes", "file writes (fsync)")
     w(launcher, "run", "job")
     w(launcher, "prepare", "prepare (validate, result key)")
     w(launcher, "find_complete_runs", "resume lookup")
     w(launcher, "log_run", "trackers")
-    w(runs, "environment", "environment (versions, git)")
+    w(runs, "environment", "environment (versions, git)")  # provenance.environment, as Run calls it
     w(runs.Run, "write_metrics", "write metrics.json")
     w(drift_eval, "run", "task")
     w(drift_eval, "load_toxicity", "load data")
@@ -396,7 +396,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     import driftbench  # noqa: F401
-    from driftbench.runs import atomic_write_json
+    from driftbench.fileio import atomic_write_json
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config")
@@ -422,7 +422,7 @@ def main() -> None:
 
 
 def measure(work: Path, real: Path, seeds: int, sample_seeds: int) -> dict:
-    from driftbench.runs import environment
+    from driftbench.provenance import environment
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     load_before = os.getloadavg()

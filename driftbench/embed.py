@@ -155,7 +155,7 @@ class EmbeddingCache:
         return None
 
     def save(self, key: str, z: np.ndarray, parts: dict, stats: EmbedStats) -> None:
-        from driftbench.runs import atomic_write_bytes, atomic_write_json
+        from driftbench.fileio import atomic_write_bytes, atomic_write_json
 
         atomic_write_bytes(self.path(key), lambda f: np.save(f, z))
         atomic_write_json(self.root / f"{key}.json", {"parts": parts, "stats": asdict(stats)})

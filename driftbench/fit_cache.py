@@ -112,7 +112,7 @@ class FitCache:
         return None
 
     def save(self, key: str, clf: Classifier, fit_s: float) -> None:
-        from driftbench.runs import atomic_write_bytes
+        from driftbench.fileio import atomic_write_bytes
 
         entry = {"classifier": clf, "fit_s": fit_s}
         atomic_write_bytes(self.path(key), lambda f: pickle.dump(entry, f, protocol=5))

@@ -17,16 +17,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from driftbench import schema
 from driftbench.backends import check_backend
+from driftbench.fileio import read_json
 from driftbench.models import ModelSpec, check_device
-from driftbench.runs import (
-    Run,
-    check_writable_dir,
-    find_complete_runs,
-    git_commit,
-    new_run_dir,
-    read_json,
-    result_key,
-)
+from driftbench.provenance import git_commit
+from driftbench.runs import Run, check_writable_dir, find_complete_runs, new_run_dir, result_key
 from driftbench.tasks import get_task
 from driftbench.trackers import Tracker, log_run, resolve_trackers
 

@@ -273,7 +273,7 @@ def build_folder_once(out: Path, build: Callable[[Path], None]) -> Path:
     temp dir beside it, every file flushed to disk, then renamed), so concurrent jobs of a sweep
     never see half a model; a job that loses the race drops its copy. A folder that is not
     complete (a file missing or cut short) is logged, removed and built again."""
-    from driftbench.runs import disk_errors, publish
+    from driftbench.fileio import disk_errors, publish
 
     if folder_complete(out):
         return out

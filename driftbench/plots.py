@@ -1,11 +1,11 @@
 """Figures of one drift run (the paper's figures 1-3, plus what sigma means as an angle). None is
-drawn in a run with ``runtime.figures=false`` (``runs.figures_on``)."""
+drawn in a run with ``runtime.figures=false`` (``fileio.figures_on``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from driftbench.runs import figures_on, save_figure
+from driftbench.fileio import figures_on, save_figure
 
 
 def pyplot():

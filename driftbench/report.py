@@ -27,13 +27,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
-from driftbench.runs import (
-    atomic_write_csv,
-    atomic_write_text,
-    effective_status,
-    read_json,
-    unverified,
-)
+from driftbench.fileio import atomic_write_csv, atomic_write_text, read_json
+from driftbench.runs import effective_status, unverified
 from driftbench.tasks import SUMMARIES, get_summary
 
 log = logging.getLogger(__name__)

@@ -1,37 +1,27 @@
-"""Versioned run directories: naming, config hash, meta.json, atomic writes, the per-run log.
+"""Versioned run directories: naming, config hash, meta.json, resume lookup, the per-run log.
 
 A run dir is ``outputs/runs/<date>_<time>-<hash8>`` for a single run and
 ``<sweep dir>/<job num>-<hash8>`` inside a multirun. It is claimed with an exclusive ``mkdir``,
-so two jobs never share one. Every file in it is written to a temp file and renamed into place:
-a run that dies leaves either the previous complete file or none, never half of one.
+so two jobs never share one. Every file in it is written to a temp file and renamed into place
+(``driftbench.fileio``): a run that dies leaves either the previous complete file or none, never
+half of one.
 """
 
 from __future__ import annotations
 
-import csv
-import errno
-import io
-import json
 import logging
-import math
 import os
-import platform
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 import traceback
-from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
-
-from driftbench.data import PROJECT_ROOT
 from driftbench.digests import file_sha256, json_sha256
+from driftbench.fileio import _FIGURES, _jsonable, atomic_write_json, atomic_write_text, read_json
+from driftbench.provenance import environment
 
 SCHEMA_VERSION = 2  # 2: meta.json records the digest of every result file ("files")
 NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a result
@@ -39,107 +29,6 @@ HEARTBEAT_S = 30.0  # a running job rewrites meta.json's heartbeat this often
 UNDIGESTED = ("meta.json", "run.log")  # meta.json holds the digests; the log is not a result
 
 log = logging.getLogger(__name__)
-
-# runtime.figures of the run being written (set by ``Run``); outside a run, figures are drawn
-_FIGURES: ContextVar[bool] = ContextVar("driftbench_figures", default=True)
-
-
-class DiskFullError(OSError):
-    """The disk filled while a run wrote a file: one line, no half-written file left behind."""
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-@contextmanager
-def disk_errors(path: str | Path):
-    """Turn ENOSPC/EDQUOT while writing ``path`` into one ``DiskFullError`` sentence."""
-    try:
-        yield
-    except OSError as e:
-        if isinstance(e, DiskFullError) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise DiskFullError(e.errno, f"no space left on device while writing {path}") from None
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # JSON has no NaN/inf; null means "undefined here" (e.g. SNR at sigma=0)
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def publish(tmp: str | Path, path: str | Path) -> None:
-    """Rename a finished temp file or folder into place, with the mode a plain ``open`` or
-    ``mkdir`` would have given it. tempfile creates 0600 files and 0700 folders, which would keep
-    results and caches from the rest of a group on a shared cluster."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, (0o777 if Path(tmp).is_dir() else 0o666) & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """``write(f)`` into a temp file beside ``path``, flushed to disk, then renamed into place: a
-    reader sees the old file or the whole new one, and a full disk leaves neither a partial file
-    nor a temp file behind."""
-    path = Path(path)
-    with disk_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            publish(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in _jsonable(r).items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def figures_on() -> bool:
-    """False inside a run that draws no figures (``Run(figures=False)``: ``runtime.figures=false``,
-    or a drift_eval sweep's jobs by default, ``launcher.run``). Drawing them is more than half
-    of a cached drift run's time (bench/sweep.py), and neither metrics.json nor the sweep report
-    reads them."""
-    return _FIGURES.get()
-
-
-def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
-    """Matplotlib figure -> PNG, atomically (nothing inside a run with runtime.figures=false)."""
-    if not figures_on():
-        return
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def hashed_part(cfg: dict) -> dict:
@@ -164,48 +53,6 @@ def result_key(cfg_read: dict, inputs: dict, results_version: int) -> str:
             }
         )
     )
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_commit() -> str | None:
-    """The checkout's HEAD commit, or None outside a git checkout."""
-    return _git("rev-parse", "HEAD")
-
-
-def _version(distribution: str) -> str | None:
-    """An installed package's version without importing it (importing torch and transformers
-    costs a job that never loads a model seconds of start-up)."""
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
-def environment() -> dict:
-    from driftbench import __version__
-
-    commit = git_commit()
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "driftbench": __version__,
-        "git_commit": commit,
-        "git_dirty": bool(dirty) if dirty is not None else None,
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "sklearn": _version("scikit-learn"),
-        "numpy": np.__version__,
-        "host": socket.gethostname(),
-    }
 
 
 def _now() -> str:
@@ -249,13 +96,6 @@ def new_run_dir(output_root: str | Path, cfg_hash: str, sweep_dir: str | None, j
         return claim_dir(Path(sweep_dir), f"{int(job_num):03d}-{cfg_hash[:8]}")
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return claim_dir(Path(output_root) / "runs", f"{stamp}-{cfg_hash[:8]}")
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from driftbench.embed import EmbeddingCache
+from driftbench.fileio import DiskFullError, atomic_write_text
 from driftbench.launcher import run
 from driftbench.models import build_folder_once
-from driftbench.runs import DiskFullError, atomic_write_text, effective_status
+from driftbench.runs import effective_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.1]"]

@@ -20,8 +20,9 @@ import pytest
 
 from driftbench.data import resolve_data_path
 from driftbench.launcher import run
+from driftbench.provenance import git_commit
 from driftbench.report import report
-from driftbench.runs import effective_status, git_commit
+from driftbench.runs import effective_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.1]"]

@@ -161,14 +161,14 @@ class BeforeCache:
         return None
 
     def save(self, key: str, parts: dict, result: dict) -> None:
-        from driftbench.runs import atomic_write_text
+        from driftbench.fileio import atomic_write_text
 
         text = json.dumps({"parts": parts, "result": _keep_nan(result)}, indent=1, allow_nan=True)
         atomic_write_text(self.path(key), text + "\n")
 
 
 def _keep_nan(x):
-    """JSON-ready as ``runs.atomic_write_json`` makes it, but NaN and inf kept (JSON's common
+    """JSON-ready as ``fileio.atomic_write_json`` makes it, but NaN and inf kept (JSON's common
     extension), so a loaded result equals the computed one where a statistic is undefined."""
     if isinstance(x, dict):
         return {str(k): _keep_nan(v) for k, v in x.items()}

@@ -33,9 +33,9 @@ from driftbench.data import (
     stratified_split,
 )
 from driftbench.embed import POOLINGS, cached_embeddings
+from driftbench.fileio import atomic_write_csv
 from driftbench.fit_cache import fitted_classifier
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
-from driftbench.runs import atomic_write_csv
 from driftbench.tasks.drift_eval_summary_updates import update_figure
 from driftbench.tasks.drift_monitoring import (
     Monitoring,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
-from driftbench.runs import save_figure
 from driftbench.tasks import drift_eval_summary_mitigations as mitigations
 from driftbench.tasks import drift_eval_summary_updates as updates
 

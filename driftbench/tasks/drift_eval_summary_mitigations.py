@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
-from driftbench.runs import save_figure
 
 COMPARED = "classifier", "mitigation"  # config groups whose choices this part compares
 METRICS = [  # (checkpoint key, title, cell format, unit of a change)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.fileio import figures_on, save_figure
 from driftbench.plots import pyplot
-from driftbench.runs import figures_on, save_figure
 from driftbench.twin import TWIN_DRIFTS
 
 PANELS = (

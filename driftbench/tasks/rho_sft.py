@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import get_backend, load_model
 from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
+from driftbench.fileio import atomic_write_csv, atomic_write_json, publish, save_figure
 from driftbench.models import ModelSpec, check_spec, model_identity
 from driftbench.plots import pyplot
 from driftbench.rho import audit as rho_audit
@@ -23,7 +24,6 @@ from driftbench.rho.audit_cache import audit_parts, cached, stress_parts
 from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
 from driftbench.rho.plan import check_ce_on, trained_lambda_rho
 from driftbench.rho.probes import check_behavior, installed_digest, load_probes
-from driftbench.runs import atomic_write_csv, atomic_write_json, publish, save_figure
 from driftbench.schema import Sft
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
-from driftbench.runs import save_figure
 from driftbench.tasks import rho_sft_summary_stats as stats
 
 

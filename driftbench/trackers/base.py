@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from driftbench.runs import read_json
+from driftbench.fileio import read_json
 
 STEP_COLUMNS = ("step", "checkpoint")  # the first one a CSV has is its x axis
 FILE_TYPES = (".yaml", ".json", ".csv", ".log", ".png")  # what a tracker attaches

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from driftbench.runs import publish
+from driftbench.fileio import publish
 from driftbench.trackers.base import RunRecord, SweepRecord, Tracker
 
 PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (grey, RGB, grey+A, RGBA)

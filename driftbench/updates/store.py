@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from driftbench.runs import atomic_write_bytes, atomic_write_json
+from driftbench.fileio import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
