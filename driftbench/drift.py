@@ -106,6 +106,75 @@ def realized_angle_deg(z0: np.ndarray, zc: np.ndarray) -> np.ndarray:
 DriftFn = Callable[[np.ndarray, float], np.ndarray]
 
 
+class SyntheticDrift:
+    """One synthetic drift: how a run draws its state (v, Q) once and drifts embeddings at a
+    sigma (``operator``), and the same operator at fixed draws for a real update's synthetic
+    twin (``twin_draws``: common random numbers, so the angle is a smooth function of sigma).
+    ``twin_stream`` names the twin's random stream (unique per drift, never a list position)
+    and ``twin_ceiling`` the largest sigma the twin search tries."""
+
+    twin_ceiling = 1e3
+
+    def __init__(self, name: str, twin_stream: int):
+        self.name, self.twin_stream = name, twin_stream
+
+    def state(self, d: int, rng: np.random.Generator):
+        """What a run shares across its checkpoints, drawn once (None: nothing)."""
+        return None
+
+    def apply(self, z0: np.ndarray, sigma: float, state, noise: np.random.Generator):
+        raise NotImplementedError
+
+    def operator(self, d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
+        state = self.state(d, rng)
+        return lambda z0, sigma: self.apply(z0, sigma, state, noise)
+
+    def twin_draws(self, z0: np.ndarray, draws: int, rng: np.random.Generator) -> list[DriftFn]:
+        """``draws`` drifts of ``z0``, each a function of sigma alone."""
+        states = [self.state(z0.shape[1], rng) for _ in range(draws)]
+        return [lambda s, st=st: self.apply(z0, s, st, None) for st in states]
+
+
+class Gaussian(SyntheticDrift):
+    """eq. (5): fresh noise at every call; a twin's draw is one noise matrix e of unit scale,
+    eq. (5) with noise sigma e."""
+
+    def apply(self, z0, sigma, state, noise):
+        return apply_gaussian_drift(z0, sigma, noise)
+
+    def twin_draws(self, z0, draws, rng):
+        noise = [rng.standard_normal(z0.shape) for _ in range(draws)]
+        return [lambda s, e=e: normalize(z0 + s * e) for e in noise]
+
+
+class Directional(SyntheticDrift):
+    """eq. (6): one unit vector v per run."""
+
+    def state(self, d, rng):
+        return random_direction(d, rng)
+
+    def apply(self, z0, sigma, state, noise):
+        return apply_directional_drift(z0, sigma, state)
+
+
+class Subspace(SyntheticDrift):
+    """eq. (7)-(8): one rotation Q per run. A twin's draw keeps ``Q z0`` (``R_c z0 = cos(theta)
+    z0 + sin(theta) Q z0``), so the search never multiplies by a d x d matrix again."""
+
+    twin_ceiling = 2.0  # theta <= 180 degrees
+
+    def state(self, d, rng):
+        return random_orthogonal(d, rng)
+
+    def apply(self, z0, sigma, state, noise):
+        return apply_subspace_drift(z0, sigma, state)
+
+    def twin_draws(self, z0, draws, rng):
+        zq = [z0 @ random_orthogonal(z0.shape[1], rng).T for _ in range(draws)]
+        theta = lambda s: s * np.pi / 2  # noqa: E731
+        return [lambda s, q=q: normalize(np.cos(theta(s)) * z0 + np.sin(theta(s)) * q) for q in zq]
+
+
 def make_drift(
     name: str, d: int, rng: np.random.Generator, noise_rng: np.random.Generator | None = None
 ) -> DriftFn:
@@ -115,26 +184,16 @@ def make_drift(
     Q; give the second its own ``noise_rng`` so its noise is independent of the first's."""
     if name not in DRIFTS:
         raise ValueError(f"unknown drift {name!r}; accepted: {', '.join(DRIFTS)}")
-    return DRIFTS[name](d, rng, rng if noise_rng is None else noise_rng)
+    return DRIFTS[name].operator(d, rng, rng if noise_rng is None else noise_rng)
 
 
-def _gaussian(d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
-    return lambda z0, sigma: apply_gaussian_drift(z0, sigma, noise)
+def register(drift: SyntheticDrift) -> None:
+    """Add a synthetic drift: a run, the twins of real updates and their report take it up."""
+    if any(d.twin_stream == drift.twin_stream for d in DRIFTS.values() if d.name != drift.name):
+        raise ValueError(f"twin_stream {drift.twin_stream} is taken; each drift needs its own")
+    DRIFTS[drift.name] = drift
 
 
-def _directional(d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
-    v = random_direction(d, rng)
-    return lambda z0, sigma: apply_directional_drift(z0, sigma, v)
-
-
-def _subspace(d: int, rng: np.random.Generator, noise: np.random.Generator) -> DriftFn:
-    q = random_orthogonal(d, rng)
-    return lambda z0, sigma: apply_subspace_drift(z0, sigma, q)
-
-
-DriftMaker = Callable[[int, np.random.Generator, np.random.Generator], DriftFn]
-DRIFTS: dict[str, DriftMaker] = {
-    "gaussian": _gaussian,
-    "directional": _directional,
-    "subspace": _subspace,
-}
+DRIFTS: dict[str, SyntheticDrift] = {}
+for _drift in (Gaussian("gaussian", 0), Directional("directional", 1), Subspace("subspace", 2)):
+    register(_drift)

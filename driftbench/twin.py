@@ -17,30 +17,17 @@ import numpy as np
 from driftbench import drift as D
 from driftbench import metrics as M
 
-TWIN_DRIFTS = tuple(D.DRIFTS)
-SIGMA_CEILING = {"gaussian": 1e3, "directional": 1e3, "subspace": 2.0}  # subspace: theta <= 180
 
-
-def _draws(kind: str, z0: np.ndarray, draws: int, rng: np.random.Generator) -> list[Callable]:
-    n, d = z0.shape
-    if kind == "gaussian":
-        noise = [rng.standard_normal((n, d)) for _ in range(draws)]
-        return [lambda s, e=e: D.normalize(z0 + s * e) for e in noise]
-    if kind == "directional":
-        vs = [D.random_direction(d, rng) for _ in range(draws)]
-        return [lambda s, v=v: D.apply_directional_drift(z0, s, v) for v in vs]
-    if kind == "subspace":  # eq. (7) as R_c z = cos(theta) z + sin(theta) Q z, Q z computed once
-        zq = [z0 @ D.random_orthogonal(d, rng).T for _ in range(draws)]
-        return [
-            lambda s, q=q: D.normalize(np.cos(s * np.pi / 2) * z0 + np.sin(s * np.pi / 2) * q)
-            for q in zq
-        ]
-    raise ValueError(f"twin drift {kind!r}; accepted: {', '.join(TWIN_DRIFTS)}")
+def twin_drifts() -> tuple[str, ...]:
+    """Every synthetic drift, in registry order: each is a twin of every real update."""
+    return tuple(D.DRIFTS)
 
 
 def twin_draws(kind: str, z0: np.ndarray, draws: int, seed: int) -> list[Callable]:
-    """The ``draws`` drifts of ``kind`` a run's twins use, each a function of sigma alone."""
-    return _draws(kind, z0, draws, np.random.default_rng([seed, 6, TWIN_DRIFTS.index(kind)]))
+    """The ``draws`` drifts of ``kind`` a run's twins use, each a function of sigma alone, on
+    the drift's own random stream."""
+    drift = D.DRIFTS[kind]
+    return drift.twin_draws(z0, draws, np.random.default_rng([seed, 6, drift.twin_stream]))
 
 
 def mean_angle(z0: np.ndarray, drifted: list[Callable], sigma: float) -> float:
@@ -88,7 +75,7 @@ def synthetic_twin(
     the draws of ``twin_draws`` for these arguments, when the caller reuses them across
     checkpoints (a rotation's QR costs more than the search)."""
     drifted = drifted or twin_draws(kind, z0, draws, seed)
-    sigma = match_sigma(z0, drifted, target_deg, SIGMA_CEILING[kind])
+    sigma = match_sigma(z0, drifted, target_deg, D.DRIFTS[kind].twin_ceiling)
     out = {"drift": kind, "sigma": sigma, "draws": draws}
     if sigma is None:
         return {**out, "angle_deg": None}

@@ -18,7 +18,7 @@ from driftbench.align import apply_map, fit_map
 from driftbench.embed import extract_embeddings
 from driftbench.launcher import ConfigError, run
 from driftbench.report import report
-from driftbench.twin import TWIN_DRIFTS, _draws, mean_angle, synthetic_twin
+from driftbench.twin import mean_angle, synthetic_twin, twin_drifts
 from driftbench.updates.weights import (
     LADDER,
     PARALLEL_MIN_ELEMENTS,
@@ -209,7 +209,7 @@ def twin_of(z0: np.ndarray, target: float, kind: str, seed: int = 0, sharp: floa
     )
 
 
-@pytest.mark.parametrize("kind", TWIN_DRIFTS)
+@pytest.mark.parametrize("kind", twin_drifts())
 @pytest.mark.parametrize("target", [2.0, 15.0])
 def test_the_twin_search_hits_the_target_angle(kind, target):
     twin = twin_of(unit(200, 32, 3), target, kind, sharp=5.0)
@@ -242,7 +242,7 @@ def test_adapters_the_merge_cannot_reproduce_are_refused(lora, tmp_path):
 
 def test_the_twins_subspace_drift_is_eq7():
     z0 = unit(30, 16, 8)
-    (f,) = _draws("subspace", z0, 1, np.random.default_rng(2))
+    (f,) = D.DRIFTS["subspace"].twin_draws(z0, 1, np.random.default_rng(2))
     q = D.random_orthogonal(16, np.random.default_rng(2))
     np.testing.assert_allclose(f(0.3), D.apply_subspace_drift(z0, 0.3, q), atol=1e-12)
 
@@ -267,11 +267,11 @@ def check_update_run(d, m, labels):
     assert rows[0]["realized_angle_deg"] < 1e-6 and rows[0]["relative_weight_error"] == 0
     assert rows[-1]["realized_angle_deg"] > 0
     for r in rows[1:]:
-        for kind in TWIN_DRIFTS:
+        for kind in twin_drifts():
             assert r[f"twin_{kind}_sigma"] is None or r[f"twin_{kind}_sigma"] > 0
     about = m["update"]["checkpoints"]
     assert [a["checkpoint"] for a in about] == labels
-    assert all(set(a["twins"]) == set(TWIN_DRIFTS) for a in about)
+    assert all(set(a["twins"]) == set(twin_drifts()) for a in about)
     assert (d / "update_vs_twins.png").stat().st_size > 0
     check_update_figure(m)
 
@@ -294,9 +294,9 @@ def check_update_figure(m):
         assert [ax.get_ylabel() for ax in fig.axes] == [label for _, label in PANELS]
         for ax, (key, _) in zip(fig.axes, PANELS, strict=True):
             lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
-            assert set(lines) == {"real update", *(f"{t} twin" for t in TWIN_DRIFTS)}
+            assert set(lines) == {"real update", *(f"{t} twin" for t in twin_drifts())}
             np.testing.assert_array_equal(lines["real update"], [_nan(r[key]) for r in rows])
-            for t in TWIN_DRIFTS:
+            for t in twin_drifts():
                 want = [_nan(r[f"twin_{t}_{key}"]) for r in rows]
                 np.testing.assert_array_equal(lines[f"{t} twin"], want)
             ticks = [x.get_text() for x in ax.get_xticklabels()]
@@ -509,7 +509,7 @@ def test_the_update_table_has_one_row_set_per_classifier_whatever_the_mitigation
                 "mean_confidence": 0.8, "draws": 5}  # fmt: skip
         frozen = {"roc_auc": auc, "silent_failure_rate_pct": 1.0, "mean_confidence": 0.9}
         return {"checkpoint": label, "realized_angle_deg": 3.0, "relative_weight_error": 0.01,
-                "frozen": frozen, "twins": {t: dict(twin) for t in TWIN_DRIFTS}}  # fmt: skip
+                "frozen": frozen, "twins": {t: dict(twin) for t in twin_drifts()}}  # fmt: skip
 
     runs = [
         {

@@ -36,14 +36,13 @@ from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.fileio import atomic_write_csv
 from driftbench.fit_cache import fitted_classifier
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
-from driftbench.tasks.drift_eval_summary_updates import update_figure
 from driftbench.tasks.drift_monitoring import (
     Monitoring,
     check_monitoring,
     monitor_digest,
     monitor_names,
 )
-from driftbench.tasks.drift_updates import check_update, drift_checkpoints, update_of
+from driftbench.tasks.drift_updates import check_update, make_source, update_of
 from driftbench.updates import UPDATES, is_update
 
 log = logging.getLogger(__name__)
@@ -251,14 +250,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     labelled = MIT.labelled_rows(y_test, mitigation.labels, np.random.default_rng([seed, 4]))
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     k = mitigation.anchors
-    checkpoints, update = drift_checkpoints(cfg, data, z, sigmas, seed, k)
-    # after the update's checkpoints (re-quantization forks workers of its own): the monitors
-    # start their work once nothing else forks
+    source = make_source(cfg, data, z, sigmas, k)
+    # after the source is made (an update's re-quantization forks workers of its own): the
+    # monitors start their work once nothing else forks
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
-    sigmas = np.array([knob for knob, _, _ in checkpoints]) if update else sigmas
-    rows, reliability, unmitigated, frozen_auc, apply_s, twins = [], [], [], [], [], []
-    for c, (sigma, drifted, about_update) in enumerate(checkpoints):
-        zc, pair = drifted()
+    rows, reliability, unmitigated, frozen_auc, apply_s, knobs = [], [], [], [], [], []
+    for c, ckpt in enumerate(source.checkpoints()):
+        zc, pair, sigma = ckpt.z, ckpt.anchors, ckpt.knob
+        knobs.append(sigma)
         p_frozen = clf.predict_proba(zc)
         t_apply = time.perf_counter()
         anchors = (pair[0][:k], pair[1][:k]) if k else None
@@ -273,11 +272,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         row.update(
             realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max())
         )
-        if update:  # the update's own numbers and its synthetic twins at the same mean angle
-            twin, extra, sigma_eq = about_update(row["realized_angle_deg"], clf, y_test, p_frozen)
-            row.update(extra)
-            twins.append(twin)
-        row.update(clf.amplification(z_test, zc, float(sigma_eq if update else sigma)))
+        # the source's own columns (an update: its twins at the same mean angle), and the sigma
+        # the amplification diagnostic reads
+        extra, sigma_eq = source.describe(ckpt, row["realized_angle_deg"], clf, y_test, p_frozen)
+        row.update(extra)
+        row.update(clf.amplification(z_test, zc, float(sigma_eq)))
         rows.append(row)
         reliability.append(M.reliability_table(y_test[scored], p, n_bins))
         unmitigated.append(
@@ -289,7 +288,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.info(
             "checkpoint %d %s angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
             c,
-            row.get("update", f"sigma={sigma:.3f}"),
+            ckpt.label,
             row["realized_angle_deg"],
             row["roc_auc"],
             row["mean_confidence"],
@@ -302,11 +301,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if fit.key not in _SEPARABILITY:  # the training split's alone: one per fit in a sweep
         _SEPARABILITY[fit.key] = M.separability(z[tr], y[tr])
     sep = copy.deepcopy(_SEPARABILITY[fit.key])
+    sigmas = np.array(knobs)
     cal = calibration_checkpoints(cfg, len(sigmas))
-    title = f"{spec.name} ({spec.variant}), {cfg.drift.name} drift, {data.path.name}"
-    if update:
-        title = f"{spec.name} ({spec.variant}), {cfg.drift.name} update, {data.path.name}"
-        update_figure(run_dir, twins, title)
+    title = f"{spec.name} ({spec.variant}), {cfg.drift.name} {source.noun}, {data.path.name}"
+    from_source = source.finish(run_dir, title)
     plots.drift_figures(run_dir, rows, reliability, cal, title)
     extra = {
         "mitigation": {
@@ -358,7 +356,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "available": data.n_available,
         },
         "drift": cfg.drift.name,
-        **({"update": {"name": cfg.drift.name, "checkpoints": twins}} if update else {}),
+        **from_source,
         "sigmas": sigmas.tolist(),
         "classifier": {**about, "train_auc": train_auc, "val_auc": val_auc, "fit_s": fit_s},
         "separability": sep,

@@ -12,7 +12,6 @@ import numpy as np
 
 from driftbench.fileio import figures_on, save_figure
 from driftbench.plots import pyplot
-from driftbench.twin import TWIN_DRIFTS
 
 PANELS = (
     ("roc_auc", "ROC-AUC"),
@@ -30,8 +29,16 @@ def _mean(values: list) -> float:
     return float(np.nanmean(xs)) if np.isfinite(xs).any() else np.nan
 
 
+MARKERS = ("s--", "^--", "v--", "D--", "P--", "x--")  # one per twin drift, in turn
+
+
 def _records(run: dict) -> list[dict]:
     return run["metrics"]["update"]["checkpoints"]
+
+
+def twin_kinds(records: list[dict]) -> list[str]:
+    """The synthetic drifts the runs' twins were made of, as the runs recorded them."""
+    return list(records[0]["twins"]) if records else []
 
 
 def update_groups(groups: list) -> list:
@@ -47,7 +54,7 @@ def per_checkpoint(group) -> tuple[list[dict], int]:
     for c in range(k):
         recs = [_records(r)[c] for r in runs]
         twins = {}
-        for t in TWIN_DRIFTS:
+        for t in twin_kinds(recs):
             reached = [x["twins"][t] for x in recs if x["twins"][t].get("sigma") is not None]
             twins[t] = {
                 "sigma": _mean([x["sigma"] for x in reached]),
@@ -71,7 +78,8 @@ def draw(ax, records: list[dict], key: str, label: str) -> None:
     each labelled with its mean angle."""
     x = np.arange(len(records))
     ax.plot(x, [_num(r["frozen"][key]) for r in records], "ko-", lw=2, label="real update")
-    for t, style in zip(TWIN_DRIFTS, ("s--", "^--", "v--"), strict=True):
+    for i, t in enumerate(twin_kinds(records)):
+        style = MARKERS[i % len(MARKERS)]
         ax.plot(x, [_num(r["twins"][t].get(key)) for r in records], style, label=f"{t} twin")
     ax.set_xticks(x)
     ax.set_xticklabels(
@@ -126,7 +134,8 @@ def tables(groups: list) -> list[str]:
     if not chosen:
         return []
     axes = list(chosen[0].columns(skip=("mitigation",)))
-    draws = _records(chosen[0].runs[0])[-1]["twins"][TWIN_DRIFTS[0]]["draws"]
+    kinds = twin_kinds(_records(chosen[0].runs[0]))
+    draws = _records(chosen[0].runs[0])[-1]["twins"][kinds[0]]["draws"]
     cols = [
         *axes,
         "n",
@@ -136,7 +145,7 @@ def tables(groups: list) -> list[str]:
         "ROC-AUC",
         "SFR (%)",
         "conf.",
-        *(f"{t} twin: σ / AUC / SFR" for t in TWIN_DRIFTS),
+        *(f"{t} twin: σ / AUC / SFR" for t in kinds),
     ]
     lines = [
         "**Real update** (mean over the n seeds): the frozen classifier on every test text, "
@@ -166,7 +175,7 @@ def tables(groups: list) -> list[str]:
                             _f("{:.1f}", r["twins"][t]["silent_failure_rate_pct"]),
                         )
                     )
-                    for t in TWIN_DRIFTS
+                    for t in kinds
                 ),
             ]
             lines.append("| " + " | ".join(cells) + " |")

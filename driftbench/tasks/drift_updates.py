@@ -19,10 +19,12 @@ from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench.align import apply_map, fit_map
 from driftbench.backends import BACKENDS, get_backend, load_model
+from driftbench.checkpoints import Checkpoint, CheckpointSource, SyntheticSource
 from driftbench.digests import cache_key
 from driftbench.embed import embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_shape
-from driftbench.twin import TWIN_DRIFTS, synthetic_twin, twin_draws
+from driftbench.tasks.drift_eval_summary_updates import update_figure
+from driftbench.twin import synthetic_twin, twin_draws, twin_drifts
 from driftbench.updates import Update, is_update, make_update
 from driftbench.updates.store import UpdateStore
 from driftbench.updates.weights import relative_error, squared_norm
@@ -78,7 +80,9 @@ def check_update(cfg: DictConfig, n_train: int) -> None:
 
 
 @dataclass
-class Checkpoint:
+class Embedded:
+    """One checkpoint of an update as embedded by M_c."""
+
     label: str
     knob: float
     z: np.ndarray  # test embeddings of M_c, unit norm, mapped into M_0's space
@@ -89,7 +93,7 @@ class Checkpoint:
 
 def update_checkpoints(
     cfg: DictConfig, texts: list[str], z: np.ndarray, test: np.ndarray, anchors: np.ndarray
-) -> list[Checkpoint]:
+) -> list[Embedded]:
     """Every checkpoint's embeddings of the test texts then the anchor texts (rows of ``texts``;
     ``z``: M_0's unit-norm embeddings of all texts). Only texts the cache lacks are embedded."""
     update = update_of(cfg)
@@ -207,7 +211,7 @@ def update_checkpoints(
         w = fit_map(z_anchor, z[anchors], update.map) if step.identity else None
         same = z_c.shape[1] == z.shape[1]
         out.append(
-            Checkpoint(
+            Embedded(
                 step.label,
                 step.knob,
                 apply_map(z_c, w),
@@ -223,7 +227,8 @@ def twins(cfg: DictConfig, z0, y, clf, target_deg: float, drawn: dict) -> dict:
     """The synthetic twin of one checkpoint, for every synthetic drift (``driftbench.twin``);
     ``drawn`` keeps each drift's draws for the run's next checkpoints."""
     n, seed = int(cfg.drift.twin_draws), int(cfg.seed)
-    for kind in TWIN_DRIFTS:
+    kinds = twin_drifts()
+    for kind in kinds:
         if kind not in drawn:
             drawn[kind] = twin_draws(kind, z0, n, seed)
     return {
@@ -239,7 +244,7 @@ def twins(cfg: DictConfig, z0, y, clf, target_deg: float, drawn: dict) -> dict:
             n_bins=int(cfg.task.ece_bins),
             drifted=drawn[kind],
         )
-        for kind in TWIN_DRIFTS
+        for kind in kinds
     }
 
 
@@ -253,62 +258,70 @@ def anchor_rows(train: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 5]).permutation(train)[:k]
 
 
-def drift_checkpoints(
-    cfg: DictConfig, data, z: np.ndarray, sigmas: np.ndarray, seed: int, n_anchors: int = 0
-):
-    """[(knob, get, about)] per checkpoint, and whether the drift is a real update. ``get()``
-    gives the checkpoint's test embeddings and, where ``n_anchors`` > 0, the anchor texts'
-    embeddings at checkpoint 0 and at this checkpoint. Synthetic: the knob is sigma, ``get``
-    drifts (in checkpoint order, so each run draws its noise as before), ``about`` is None; the
-    anchors are drifted by an operator with the same v or Q and noise of its own. Update: the
-    knob is the update's, ``about(angle, clf, y_test) -> (the checkpoint's update record, row
-    columns, the Gaussian twin's sigma)``."""
-    te = data.split["test"]
-    z_test = z[te]
-    update = is_update(cfg.drift.name)
-    rows = anchor_rows(
-        data.split["train"], max(n_anchors, int(cfg.drift.anchors) if update else 0), seed
-    )
-    z0_anchor = z[rows]
-    if not update:
-        d = z.shape[1]
-        operator = drift_ops.make_drift(cfg.drift.name, d, np.random.default_rng([seed, 1]))
-        moved = drift_ops.make_drift(
-            cfg.drift.name, d, np.random.default_rng([seed, 1]), np.random.default_rng([seed, 7])
-        )
+class UpdateSource:
+    """A real model update's checkpoints (the ``driftbench.checkpoints`` interface), each with
+    its synthetic twins. Every checkpoint is embedded when the source is made, before the
+    monitors fork their worker processes (re-quantization forks workers of its own)."""
 
-        def get(s):
-            pair = (z0_anchor, moved(z0_anchor, s)) if len(rows) else None
-            return operator(z_test, s), pair
+    noun = "update"
 
-        return [(float(s), lambda s=float(s): get(s), None) for s in sigmas], False
-    out, drawn = [], {}
-    for ckpt in update_checkpoints(cfg, data.texts, z, te, rows):
+    def __init__(self, cfg: DictConfig, data, z: np.ndarray, anchors: np.ndarray):
+        self.cfg, self.update = cfg, update_of(cfg)
+        self.knob = self.update.knob
+        te = data.split["test"]
+        self.z_test, self.z0_anchor = z[te], z[anchors]
+        self.embedded = update_checkpoints(cfg, data.texts, z, te, anchors)
+        self.drawn: dict = {}  # each twin drift's draws, shared by the checkpoints
+        self.records: list[dict] = []
 
-        def about(angle: float, clf, y_test, p_frozen, ckpt=ckpt):
-            twin = twins(cfg, z_test, y_test, clf, angle, drawn)
-            frozen = M.checkpoint_metrics(
-                y_test, p_frozen, float(cfg.task.tau), int(cfg.task.ece_bins)
-            )
-            extra = {
-                "update": ckpt.label,
-                "relative_weight_error": ckpt.info.get("relative_weight_error"),
-                **twin_columns(twin),
-            }
-            if ckpt.unmapped is not None:
-                extra["roc_auc_unmapped"] = M.roc_auc(y_test, clf.predict_proba(ckpt.unmapped))
-            sigma = twin["gaussian"]["sigma"]  # None: noise never turns them that far
-            record = {
+    def checkpoints(self):
+        for e in self.embedded:
+            info = {**e.info, "unmapped": e.unmapped}
+            yield Checkpoint(e.label, e.knob, e.z, (self.z0_anchor, e.anchors), info)
+
+    def describe(self, ckpt, angle_deg, clf, y_test, p_frozen) -> tuple[dict, float]:
+        """The update's columns (its twins'), its record, and its Gaussian twin's sigma."""
+        cfg = self.cfg
+        twin = twins(cfg, self.z_test, y_test, clf, angle_deg, self.drawn)
+        frozen = M.checkpoint_metrics(y_test, p_frozen, float(cfg.task.tau), int(cfg.task.ece_bins))
+        info = {k: v for k, v in ckpt.info.items() if k != "unmapped"}
+        extra = {
+            "update": ckpt.label,
+            "relative_weight_error": info.get("relative_weight_error"),
+            **twin_columns(twin),
+        }
+        if ckpt.info["unmapped"] is not None:
+            extra["roc_auc_unmapped"] = M.roc_auc(y_test, clf.predict_proba(ckpt.info["unmapped"]))
+        self.records.append(
+            {
                 "checkpoint": ckpt.label,
                 "knob": ckpt.knob,
-                "realized_angle_deg": angle,
-                **ckpt.info,
+                "realized_angle_deg": angle_deg,
+                **info,
                 # the frozen classifier on every test text: what the twins are (a mitigation's
                 # numbers, in the row, are on the texts it did not read)
                 "frozen": {k: frozen[k] for k in TWIN_METRICS},
                 "twins": twin,
             }
-            return record, extra, np.nan if sigma is None else sigma
+        )
+        sigma = twin["gaussian"]["sigma"]  # None: noise never turns them that far
+        return extra, np.nan if sigma is None else sigma
 
-        out.append((ckpt.knob, lambda ckpt=ckpt: (ckpt.z, (z0_anchor, ckpt.anchors)), about))
-    return out, True
+    def finish(self, run_dir: Path, title: str) -> dict:
+        update_figure(run_dir, self.records, title)
+        return {"update": {"name": self.update.name, "checkpoints": self.records}}
+
+
+def make_source(
+    cfg: DictConfig, data, z: np.ndarray, sigmas, n_anchors: int = 0
+) -> CheckpointSource:
+    """The run's checkpoint source, chosen once: a real update (``driftbench.updates``) or a
+    synthetic drift (``driftbench.drift``) on the schedule's sigmas. ``n_anchors`` training
+    texts (a mitigation's) come with each checkpoint, or the update's own ``drift.anchors``
+    where it asks for more."""
+    seed, update = int(cfg.seed), is_update(cfg.drift.name)
+    wanted = max(n_anchors, int(cfg.drift.anchors) if update else 0)
+    rows = anchor_rows(data.split["train"], wanted, seed)
+    if update:
+        return UpdateSource(cfg, data, z, rows)
+    return SyntheticSource(cfg.drift.name, sigmas, z[data.split["test"]], z[rows], seed)

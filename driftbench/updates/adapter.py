@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from driftbench.checkpoints import Knob
 from driftbench.digests import files_sha256
 from driftbench.updates.base import Step, Update
 from driftbench.updates.weights import adapter_files, adapter_folder, lora_deltas, merge
 
 
 class Adapter(Update):
+    knob = Knob("scale", "adapter scale")
+
     @property
     def trains(self) -> bool:
         """No adapter given: the run trains one with ``drift.train`` (the sft group's settings;

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.align import MAPS
+from driftbench.checkpoints import Knob
 from driftbench.models import ModelSpec
 
 
@@ -32,6 +33,7 @@ class Update(ABC):
     every checkpoint; otherwise ``target`` is another model that embeds the texts itself."""
 
     in_place = True
+    knob: Knob  # the update's own axis, named for what it is (never "sigma")
 
     def __init__(self, settings: dict, spec: ModelSpec, cache_dir: Path):
         self.settings, self.spec, self.cache_dir = settings, spec, cache_dir

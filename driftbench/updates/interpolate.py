@@ -4,6 +4,7 @@ model and another checkpoint of the same architecture: another model (``drift.ta
 
 from __future__ import annotations
 
+from driftbench.checkpoints import Knob
 from driftbench.models import (
     ModelSpec,
     check_available,
@@ -21,6 +22,8 @@ from driftbench.updates.weights import (
 
 
 class Interpolate(Update):
+    knob = Knob("alpha", "α")
+
     def _target_spec(self) -> ModelSpec | None:
         target = self.settings.get("target")
         return None if target is None else ModelSpec.from_dict(dict(target))

@@ -3,11 +3,14 @@ coarse) by the ``gguf`` package and de-quantized back to float32 for the forward
 
 from __future__ import annotations
 
+from driftbench.checkpoints import Knob
 from driftbench.updates.base import Step, Update
 from driftbench.updates.weights import check_quant_type, requantize
 
 
 class Quantize(Update):
+    knob = Knob("rung", "rung of drift.levels")
+
     def check(self) -> None:
         levels = list(self.settings["levels"])
         if not levels:

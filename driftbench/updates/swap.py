@@ -4,11 +4,14 @@ training split that both models embed (``driftbench.align``)."""
 
 from __future__ import annotations
 
+from driftbench.checkpoints import Knob
 from driftbench.models import ModelSpec, check_available, check_spec, model_identity
 from driftbench.updates.base import Step, Update
 
 
 class Swap(Update):
+    knob = Knob("target", "target model")
+
     in_place = False
 
     def target(self) -> ModelSpec:

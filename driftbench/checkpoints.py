@@ -1,0 +1,90 @@
+"""Where a drift_eval run's checkpoints come from: one interface for synthetic drift and real
+model updates alike. A source yields named checkpoints in order, each with its knob (sigma, a
+quantization rung, alpha, an adapter scale, a target model) and the test embeddings it
+produces, with the anchor texts' embeddings where a mitigation or a map needs them; then it
+adds its own columns to each checkpoint's row (an update: its twins) and its own part of the
+run's metrics. The task loops over a source and never asks which kind it has.
+
+Pure numpy here: the synthetic source; the real updates' source embeds with the updated models
+(``driftbench.tasks.drift_updates``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from driftbench import drift as D
+
+
+@dataclass
+class Checkpoint:
+    label: str  # what a log line or report prints: "sigma=0.021", "Q4_0", "a=0.5"
+    knob: float  # the position on the source's axis (sigma, rung, alpha, scale, target)
+    z: np.ndarray  # the test embeddings at this checkpoint, unit norm, in M_0's space
+    anchors: tuple[np.ndarray, np.ndarray] | None  # the anchor texts at checkpoint 0 and here
+    info: dict = field(default_factory=dict)  # the source's own record of this checkpoint
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A source's axis: its name as a field (``sigma``, ``rung``) and as a reader sees it."""
+
+    name: str
+    label: str
+
+
+class CheckpointSource(Protocol):
+    knob: Knob
+    noun: str  # "drift" or "update", as a figure's title says it
+
+    def checkpoints(self) -> Iterator[Checkpoint]:
+        """The checkpoints in order (lazily: a synthetic drift draws its noise as it goes)."""
+        ...
+
+    def describe(
+        self, ckpt: Checkpoint, angle_deg: float, clf, y_test: np.ndarray, p_frozen: np.ndarray
+    ) -> tuple[dict, float]:
+        """This source's columns for the checkpoint's row, and the sigma at which the
+        classifier's amplification diagnostic is read (an update: its Gaussian twin's)."""
+        ...
+
+    def finish(self, run_dir: Path, title: str) -> dict:
+        """This source's part of the run's metrics, once every checkpoint is done (an update:
+        its per-checkpoint records, and their figure)."""
+        ...
+
+
+SIGMA = Knob("sigma", "σ")
+
+
+class SyntheticSource:
+    """A synthetic drift (``driftbench.drift``) at each sigma of the schedule. The test texts'
+    operator and the anchors' share v or Q (same ``rng`` state) and draw noise of their own."""
+
+    knob, noun = SIGMA, "drift"
+
+    def __init__(self, kind: str, sigmas, z_test, z0_anchor, seed: int):
+        d = z_test.shape[1]
+        self.sigmas, self.z_test, self.z0_anchor = [float(s) for s in sigmas], z_test, z0_anchor
+        self.operator = D.make_drift(kind, d, np.random.default_rng([seed, 1]))
+        self.moved = D.make_drift(
+            kind, d, np.random.default_rng([seed, 1]), np.random.default_rng([seed, 7])
+        )
+
+    def checkpoints(self) -> Iterator[Checkpoint]:
+        for s in self.sigmas:
+            anchors = (
+                (self.z0_anchor, self.moved(self.z0_anchor, s)) if len(self.z0_anchor) else None
+            )
+            yield Checkpoint(f"sigma={s:.3f}", s, self.operator(self.z_test, s), anchors)
+
+    def describe(self, ckpt, angle_deg, clf, y_test, p_frozen) -> tuple[dict, float]:
+        return {}, ckpt.knob
+
+    def finish(self, run_dir: Path, title: str) -> dict:
+        return {}
