@@ -126,6 +126,7 @@ def main() -> None:
             args.n_probes,
             progress=False,
             paired=False,
+            backend=loaded.backend,
             batch_tokens=args.batch_tokens,
         )[name]
         ours_s = time.perf_counter() - t

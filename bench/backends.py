@@ -2,9 +2,10 @@
 
 Measured in one run: each backend's fp32 matmul GFLOP/s (2048 x 2048, best of 5), embedding
 texts/s and real tokens/s (driftbench.embed.extract_embeddings, same batches), and rho-guided
-LoRA training real tokens/s (driftbench.rho.train.train vs driftbench.backends.mlx_train.train,
-same SFT texts, pairs and hyper-parameters). On Linux mlx runs on the CPU (``mlx[cpu]``), which
-makes the comparison informative only; on Apple silicon mlx runs on the GPU.
+LoRA training real tokens/s (driftbench.backends.torch_train.train vs
+driftbench.backends.mlx_train.train, same SFT texts, pairs and hyper-parameters). On Linux mlx
+runs on the CPU (``mlx[cpu]``), which makes the comparison informative only; on Apple silicon
+mlx runs on the GPU.
 
     python bench/backends.py [--n-texts 32] [--train-steps 2] [--model smollm2_135m_instruct]
 

@@ -10,7 +10,7 @@ same pristine weights):
     differ;
   * rho-eval: ``rho_eval.alignment.trainer.rho_guided_sft`` with its own ``TextDataset``
     (pads every SFT text to ``max_length``, as its ``load_sft_dataset`` does);
-  * driftbench: ``driftbench.rho.train.train`` with the same hyper-parameters;
+  * driftbench: ``driftbench.backends.torch_train.train`` with the same hyper-parameters;
   * profile: one driftbench micro-step and its optimizer step, wall time split into forward /
     CE / backward / optimizer, and torch.profiler's top ops.
 Both trainers see the same SFT texts, exactly steps x grad_accum x batch_size of them (so each
@@ -54,8 +54,8 @@ from composed import sft_config  # noqa: E402  (bench/ is on sys.path when run a
 from roofline import matmul_gflops  # noqa: E402
 
 import driftbench  # noqa: E402,F401
+import driftbench.backends.torch_train as db_train  # noqa: E402
 import driftbench.rho.plan as db_plan  # noqa: E402
-import driftbench.rho.train as db_train  # noqa: E402
 from driftbench.backends import load_model  # noqa: E402
 from driftbench.data import load_alpaca, resolve_data_path  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
@@ -361,7 +361,7 @@ def profile_step(model, tokenizer, texts: list[str], pairs: dict, cfg: Sft) -> d
         "under torch.profiler; wall split by hooks",
         "wall_s": wall_s,
         "real_tokens": history[0]["real_tokens"],
-        "text_ce_function": f"driftbench.rho.train.{ce_name}",
+        "text_ce_function": f"driftbench.backends.torch_train.{ce_name}",
         "split_s": split,
         "split_fraction": {k: v / wall_s for k, v in split.items()},
         "top_ops_self_cpu": [

@@ -16,12 +16,12 @@ from test_rho_task import TINY_RHO
 
 from driftbench.backends import load_model
 from driftbench.backends.mlx_model import MLX_INSTALL, mlx_available
+from driftbench.backends.torch_train import apply_lora as torch_apply_lora
+from driftbench.backends.torch_train import train as torch_train
 from driftbench.launcher import ConfigError, run
 from driftbench.models import ModelSpec
 from driftbench.rho.probes import load_probes
 from driftbench.rho.scoring import greedy_generate, score_texts
-from driftbench.rho.train import apply_lora as torch_apply_lora
-from driftbench.rho.train import train as torch_train
 
 pytestmark = pytest.mark.skipif(
     not mlx_available(), reason=f"mlx / mlx-lm not installed: {MLX_INSTALL}"
@@ -71,8 +71,9 @@ def test_mlx_embeddings_equal_torch_embeddings(both, pooling):
 def test_mlx_per_token_ce_equals_torch(both):
     lm, _, mlx, _ = both
     texts = TEXTS + [p["text"] for p in load_probes("factual", 4, 42)]
-    ref = score_texts(lm.model, lm.tokenizer, texts, batch_tokens=RHO_BATCH_TOKENS)
-    got = score_texts(mlx.model, mlx.tokenizer, texts, batch_tokens=RHO_BATCH_TOKENS)
+    kw = {"batch_tokens": RHO_BATCH_TOKENS}
+    ref = score_texts(lm.model, lm.tokenizer, texts, backend=lm.backend, **kw)
+    got = score_texts(mlx.model, mlx.tokenizer, texts, backend=mlx.backend, **kw)
     assert [c.shape for c in got.token_ce] == [c.shape for c in ref.token_ce]
     for a, b in zip(ref.token_ce, got.token_ce, strict=True):
         np.testing.assert_allclose(b, a, atol=1e-3, rtol=0)
@@ -83,19 +84,22 @@ def test_mlx_greedy_generation_equals_torch(both):
     lm, _, mlx, _ = both
     prompts = ["The capital of France is", "Question: what is two plus two?\nAnswer:"]
     assert greedy_generate(
-        mlx.model, mlx.tokenizer, prompts, 12, RHO_BATCH_TOKENS
-    ) == greedy_generate(lm.model, lm.tokenizer, prompts, 12, RHO_BATCH_TOKENS)
+        mlx.model, mlx.tokenizer, prompts, 12, RHO_BATCH_TOKENS, backend=mlx.backend
+    ) == greedy_generate(lm.model, lm.tokenizer, prompts, 12, RHO_BATCH_TOKENS, backend=lm.backend)
 
 
 def test_mlx_generation_applies_the_repetition_penalty_as_torch_does(both):
     lm, _, mlx, _ = both
     prompts = ["The capital of France is", "List the colours: red, green, blue, red, green,"]
-    plain = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16, RHO_BATCH_TOKENS)
+    on_mlx = {"backend": mlx.backend}
+    plain = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16, RHO_BATCH_TOKENS, **on_mlx)
     try:
         for m in (lm.model, mlx.model):
             m.generation_config.repetition_penalty = 1.5
-        got = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16, RHO_BATCH_TOKENS)
-        want = greedy_generate(lm.model, lm.tokenizer, prompts, 16, RHO_BATCH_TOKENS)
+        got = greedy_generate(mlx.model, mlx.tokenizer, prompts, 16, RHO_BATCH_TOKENS, **on_mlx)
+        want = greedy_generate(
+            lm.model, lm.tokenizer, prompts, 16, RHO_BATCH_TOKENS, backend=lm.backend
+        )
     finally:
         for m in (lm.model, mlx.model):
             m.generation_config.repetition_penalty = 1.0
@@ -190,10 +194,11 @@ def test_one_rho_guided_training_step_gives_the_same_loss_on_both_backends(both,
         assert b["sft_loss"] == pytest.approx(a["sft_loss"], abs=1e-3)
         assert b["contrastive_loss"] == pytest.approx(a["contrastive_loss"], abs=1e-3)
         assert b["real_tokens"] == a["real_tokens"] and b["lr"] == pytest.approx(a["lr"])
-    after_torch = score_texts(peft, lm.tokenizer, TEXTS, batch_tokens=RHO_BATCH_TOKENS).mean_ce
-    after_mlx = score_texts(mlx_model, mlx.tokenizer, TEXTS, batch_tokens=RHO_BATCH_TOKENS).mean_ce
+    kw = {"batch_tokens": RHO_BATCH_TOKENS}
+    after_torch = score_texts(peft, lm.tokenizer, TEXTS, backend=lm.backend, **kw).mean_ce
+    after_mlx = score_texts(mlx_model, mlx.tokenizer, TEXTS, backend=mlx.backend, **kw).mean_ce
     np.testing.assert_allclose(after_mlx, after_torch, atol=1e-3)
-    before = score_texts(lm.model, lm.tokenizer, TEXTS, batch_tokens=RHO_BATCH_TOKENS).mean_ce
+    before = score_texts(lm.model, lm.tokenizer, TEXTS, backend=lm.backend, **kw).mean_ce
     assert np.nanmax(np.abs(after_torch - before)) > 1e-4  # the steps changed the model
 
 

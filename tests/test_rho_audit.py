@@ -20,13 +20,20 @@ import scipy.stats as st
 import torch
 from conftest import RHO_BATCH_TOKENS
 
+from driftbench.backends import backend_of
+from driftbench.backends.torch_generate import (
+    decode_groups,
+    left_pad,
+    merge_prefilled,
+    mergeable,
+    prefill,
+)
+from driftbench.backends.torch_loss import per_text_ce
 from driftbench.batching import bucket_batches
 from driftbench.rho import evaluators
 from driftbench.rho.answers import is_refusal, numeric_match, parse_bias_answer, sycophancy_choice
 from driftbench.rho.audit import audit
 from driftbench.rho.encoding import completion_text
-from driftbench.rho.generate import decode_groups, left_pad, merge_prefilled, mergeable, prefill
-from driftbench.rho.loss import per_text_ce
 from driftbench.rho.pairs import contrast_pairs
 from driftbench.rho.scoring import greedy_generate, score_texts
 from driftbench.rho.stats import mann_whitney_auc, paired_discrimination, spearman_rho
@@ -179,7 +186,9 @@ TEXTS = [
 @pytest.mark.parametrize("packed", [True, False], ids=["packed", "hf_forward"])
 def test_batched_mean_ce_equals_hf_loss_of_each_text(tiny_model, packed):
     model, tok = tiny_model.model, tiny_model.tokenizer
-    scores = score_texts(model, tok, TEXTS, max_length=256, batch_tokens=16, packed=packed)
+    scores = score_texts(
+        model, tok, TEXTS, 256, backend=tiny_model.backend, batch_tokens=16, packed=packed
+    )
     scored_tokens = sum(n for n in scores.n_tokens if n >= 2)
     assert scores.stats.n_forward_batches > 1  # 16 tokens per forward: several batches
     if packed:  # the padding-free forward: not one padded token
@@ -256,7 +265,9 @@ def test_greedy_generation_passes_no_deprecated_argument_to_transformers(tiny_mo
     for m in (model, peft):
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
-            replies = greedy_generate(m, tok, ["Hi", "The sky is"], 3, RHO_BATCH_TOKENS)
+            replies = greedy_generate(
+                m, tok, ["Hi", "The sky is"], 3, RHO_BATCH_TOKENS, backend=backend_of(m)
+            )
             assert len(replies) == 2
 
 
@@ -280,7 +291,9 @@ def check_generation_one_at_a_time(model, tok, prompts: list[str]) -> None:
     lengths = [len(x) for x in tok(prompts)["input_ids"]]
     (group,) = decode_groups(lengths, batch_tokens=64, max_batch=32)
     assert len(group) >= 2  # prompt forwards of different widths, merged into one decode batch
-    ours = greedy_generate(model, tok, prompts, max_new_tokens=12, batch_tokens=64)
+    ours = greedy_generate(
+        model, tok, prompts, max_new_tokens=12, batch_tokens=64, backend=backend_of(model)
+    )
     stop = {model.generation_config.eos_token_id}
     for prompt, got in zip(prompts, ours, strict=True):
         enc = tok(prompt, return_tensors="pt", truncation=True, max_length=512)
@@ -379,6 +392,7 @@ def tiny_audit(tiny_model):
         n_probes=N_TINY,
         progress=False,
         on_result=lambda name, result: seen.append((name, result["rho"])),
+        backend=tiny_model.backend,
         batch_tokens=RHO_BATCH_TOKENS,
     )
     return results, seen
@@ -430,7 +444,7 @@ def test_paired_ce_is_rho_evals_differentiable_ce_loss(tiny_model, tiny_audit):
 @needs_rho_eval
 def test_audit_restores_training_mode_and_checks_arguments(tiny_model):
     model, tok = tiny_model.model, tiny_model.tokenizer
-    kw = {"progress": False, "batch_tokens": RHO_BATCH_TOKENS}
+    kw = {"progress": False, "backend": tiny_model.backend, "batch_tokens": RHO_BATCH_TOKENS}
     model.train()
     try:
         audit(model, tok, ["toxicity"], n_probes=2, paired=False, **kw)
@@ -457,6 +471,7 @@ def test_sycophancy_pairs_probe_set_is_confidence_scored_as_rho_eval(tiny_model)
         n_probes=5,
         progress=False,
         probe_options={"sycophancy": {"probe_set": "pairs"}},
+        backend=tiny_model.backend,
         batch_tokens=RHO_BATCH_TOKENS,
     )["sycophancy"]
     theirs = rho_eval_result(tiny_model.model, tiny_model.tokenizer, "sycophancy", probes)
@@ -515,6 +530,7 @@ def test_smollm2_audit_equals_rho_eval(smollm2, one_thread):
             n_probes=n,
             progress=False,
             paired=False,
+            backend=smollm2.backend,
             batch_tokens=RHO_BATCH_TOKENS,
         )[behavior]
         theirs = rho_eval_result(model, tok, behavior, load_probes(behavior, n))

@@ -168,7 +168,8 @@ def check_saved_adapter(d, tiny_model, before: dict, after: dict):
     assert len(b_weights) == 3 * 2 and all(p.abs().max() > 0 for p in b_weights.values())
     scored = ["factual", "toxicity"]  # CE-scored behaviours: a change of weights moves them
     tok = tiny_model.tokenizer
-    again = audit(model, tok, scored, n_probes=6, progress=False, batch_tokens=RHO_BATCH_TOKENS)
+    kw = {"backend": tiny_model.backend, "batch_tokens": RHO_BATCH_TOKENS}
+    again = audit(model, tok, scored, n_probes=6, progress=False, **kw)
     for b in scored:
         gap, want, was = (r[b]["paired"]["mean_ce_gap"] for r in (again, after, before))
         assert again[b]["rho"] == pytest.approx(after[b]["rho"], abs=1e-12)
@@ -181,7 +182,7 @@ def test_the_saved_adapter_reloads_to_the_trained_weights_and_logits(tiny_model,
     LoRA matrices and gives the trained model's logits."""
     from peft import PeftModel
 
-    from driftbench.rho.train import train
+    from driftbench.backends.torch_train import train
     from driftbench.tasks.rho_sft import save_adapter
 
     tok = tiny_model.tokenizer

@@ -7,21 +7,20 @@ import torch
 from conftest import sft_config
 from test_rho_task import TINY_RHO
 
-import driftbench.rho.train as rho_train
-from driftbench.batching import pad_batch
-from driftbench.launcher import ConfigError, run
-from driftbench.rho.loss import (
+import driftbench.backends.torch_train as torch_train
+from driftbench.backends.torch_loss import (
     common_prefix_len,
-    contrastive_loss,
-    hinge,
     pack,
     packed_text_ce,
     packing_unsupported,
     padded_text_ce,
     per_text_ce,
 )
+from driftbench.backends.torch_train import apply_lora, check_lora_targets, train
+from driftbench.batching import pad_batch
+from driftbench.launcher import ConfigError, run
+from driftbench.rho.loss import contrastive_loss, hinge
 from driftbench.rho.plan import answer_mask, lr_lambda
-from driftbench.rho.train import apply_lora, check_lora_targets, train
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -198,7 +197,7 @@ def test_packed_ce_equals_padded_per_text_ce(sharp_model, tiny_model, attn, with
 def test_packed_ce_is_not_blind_to_the_branch_layout(sharp_model, tiny_model, monkeypatch):
     """The reference comparison can fail: the negative branch positioned after the positive
     branch (position ids counted along the row) changes the CE beyond the tolerance."""
-    import driftbench.rho.loss as loss_module
+    import driftbench.backends.torch_loss as loss_module
 
     ids, _ = pair_batch(tiny_model.tokenizer, False)
 
@@ -263,7 +262,7 @@ def test_training_packed_gives_the_padded_losses_and_weights(sharp_model, tiny_m
     for mode in ("packed", "padded"):
         with pytest.MonkeyPatch.context() as mp:
             if mode == "padded":
-                mp.setattr(rho_train, "packing_unsupported", lambda m: "refused by the test")
+                mp.setattr(torch_train, "packing_unsupported", lambda m: "refused by the test")
             runs[mode] = train(
                 copy.deepcopy(sharp_model), tiny_model.tokenizer, TEXTS, pairs, cfg, progress=False
             )

@@ -3,8 +3,9 @@
 A backend loads a model and computes, from token ids, what the tasks need: pooled embeddings
 of a batch, the per-token CE of a batch, greedy generations and LoRA training. Batching,
 tokenising, decoding and every statistic stay in the shared code (``driftbench.embed``,
-``driftbench.rho``), which asks the model's backend (``driftbench.backends.backend_of``) for
-the numbers and never which backend it is.
+``driftbench.rho``), which gets the numbers from the model's backend (``driftbench.embed`` asks
+``driftbench.backends.backend_of``; ``driftbench.rho``, below the backends, is handed the
+backend by its caller) and never asks which backend it is.
 """
 
 from __future__ import annotations

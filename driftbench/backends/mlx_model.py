@@ -305,7 +305,7 @@ def pooled_batch(model: MlxModel, rows: list[list[int]], pad_id: int, pooling: s
 
 def token_ce(logits, input_ids, mask):
     """(B, T) CE of each next token (position t scores token t+1; 0 where the target is a pad
-    or past the end): ``driftbench.rho.loss.token_ce`` in mlx. Differentiable."""
+    or past the end): ``torch_loss.token_ce`` in mlx. Differentiable."""
     import mlx.core as mx
 
     logits = logits[:, :-1].astype(mx.float32)

@@ -1,4 +1,4 @@
-"""The rho-guided LoRA training loop of ``driftbench.rho.train`` on mlx (``backend=mlx``).
+"""The rho-guided LoRA training loop of ``torch_train`` on mlx (``backend=mlx``).
 
 Same loss (``L_SFT + lambda_rho * mean hinge(CE(x+) - CE(x-) + gamma)``, CE the per-text mean
 next-token CE), same data order and pair sampling (the same ``random.Random(seed)`` calls), same
@@ -15,8 +15,7 @@ import numpy as np
 
 from driftbench.backends.mlx_model import MlxModel, _batch, token_ce
 from driftbench.batching import pad_batch
-from driftbench.rho.plan import TrainingPlan
-from driftbench.schema import Lora, Sft
+from driftbench.rho.plan import LoraKnobs, SftKnobs, TrainingPlan
 
 
 def linear_paths(model: MlxModel) -> dict[str, object]:
@@ -37,7 +36,7 @@ def check_lora_targets(model: MlxModel, targets: list[str]) -> None:
         )
 
 
-def apply_lora(model: MlxModel, lora: Lora, seed: int) -> MlxModel:
+def apply_lora(model: MlxModel, lora: LoraKnobs, seed: int) -> MlxModel:
     """Freeze the model and wrap every linear layer ``sft.lora`` targets in mlx-lm's
     LoRALinear."""
     import mlx.core as mx
@@ -64,7 +63,7 @@ def apply_lora(model: MlxModel, lora: Lora, seed: int) -> MlxModel:
 
 
 def per_text_ce(logits, input_ids, mask: np.ndarray, loss_mask: np.ndarray | None = None):
-    """Mean next-token CE per row (``driftbench.rho.loss.per_text_ce`` in mlx)."""
+    """Mean next-token CE per row (``torch_loss.per_text_ce`` in mlx)."""
     import mlx.core as mx
 
     m = mask[:, 1:] if loss_mask is None else mask[:, 1:] * loss_mask[:, 1:]
@@ -98,11 +97,11 @@ def train(
     tokenizer,
     sft_texts: list[str],
     pairs: dict[str, list[dict]],
-    sft: Sft,
+    sft: SftKnobs,
     seed: int = 42,
     progress: bool = True,
 ) -> tuple[MlxModel, list[dict]]:
-    """``driftbench.rho.train.train`` on mlx; a model that already has LoRA layers keeps them
+    """``torch_train.train`` on mlx; a model that already has LoRA layers keeps them
     (the cross-check test copies peft's initial A matrices in first)."""
     import mlx.core as mx
     import mlx.nn as nn

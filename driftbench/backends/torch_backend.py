@@ -4,8 +4,8 @@ Loading and the batch forwards are here: pooled hidden states (eq. 1-3 of the dr
 per-token CE, each through the padding-free forward of ``driftbench.packed`` where the model is
 a plain Llama (no padded token at all) and through the model's own forward on right-padded rows
 otherwise; padding is on the right and pooling and CE read the attention mask, so a padded text
-gives the numbers of its unpadded forward. Greedy generation (``driftbench.rho.generate``) and
-the training loop (``driftbench.rho.train``) have modules of their own.
+gives the numbers of its unpadded forward. Greedy generation (``torch_generate``), the training
+loop (``torch_train``) and its cross-entropy (``torch_loss``) have modules of their own.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def batch_token_ce(model, rows: list[list[int]], pad_id: int) -> np.ndarray:
     """One right-padded forward of token id lists -> (len(rows), T) next-token CE array."""
     import torch
 
-    from driftbench.rho.loss import token_ce
+    from driftbench.backends.torch_loss import token_ce
 
     input_ids, mask = tensors(rows, pad_id, model_device(model))
     with torch.inference_mode():
@@ -187,7 +187,7 @@ class TorchBackend(Backend):
         and run every architecture transformers has."""
 
     def check_generation(self, spec: ModelSpec | None, cache_dir) -> None:
-        """Nothing: every generation setting is honoured (``driftbench.rho.generate``)."""
+        """Nothing: every generation setting is honoured (``torch_generate``)."""
 
     def check_embed_layer(self, layer: int) -> None:
         """Nothing yet: the layer is checked against the model's depth when it is known."""
@@ -258,7 +258,7 @@ class TorchBackend(Backend):
     def generate(
         self, model, tokenizer, prompts, max_new_tokens, batch_tokens, max_batch, progress, desc
     ) -> list[str]:
-        from driftbench.rho.generate import generate
+        from driftbench.backends.torch_generate import generate
 
         return generate(
             model, tokenizer, prompts, max_new_tokens, batch_tokens, max_batch, progress, desc
@@ -291,11 +291,11 @@ class TorchBackend(Backend):
                     p.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
 
     def check_lora_targets(self, model, targets: list[str]) -> None:
-        from driftbench.rho.train import check_lora_targets
+        from driftbench.backends.torch_train import check_lora_targets
 
         check_lora_targets(model, targets)
 
     def train(self, model, tokenizer, sft_texts, pairs, sft, seed, progress):
-        from driftbench.rho.train import train
+        from driftbench.backends.torch_train import train
 
         return train(model, tokenizer, sft_texts, pairs, sft, seed=seed, progress=progress)

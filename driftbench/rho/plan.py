@@ -1,10 +1,11 @@
 """What both backends' training loops share, torch-free: the data order and pair sampling, the
 learning-rate schedule and the per-step history. The knobs are the ``sft`` config group itself
-(``driftbench.schema.Sft``, built with ``OmegaConf.to_object(cfg.sft)``), read by their YAML names.
+(``driftbench.schema.Sft``, built with ``OmegaConf.to_object(cfg.sft)``), read by their YAML names;
+:class:`SftKnobs` says which, so the method imports no config schema (and no Hydra).
 
-``driftbench.rho.train`` (torch) and ``driftbench.backends.mlx_train`` (mlx) each run the loop of
-003_c2ae76f2d78a8631.txt over the micro-batches of one :class:`TrainingPlan`, so for one seed they
-see the same texts and pairs in the same order.
+``driftbench.backends.torch_train`` (torch) and ``driftbench.backends.mlx_train`` (mlx) each run
+the loop of 003_c2ae76f2d78a8631.txt over the micro-batches of one :class:`TrainingPlan`, so for
+one seed they see the same texts and pairs in the same order.
 """
 
 from __future__ import annotations
@@ -14,8 +15,32 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from driftbench.schema import Sft
+
+class LoraKnobs(Protocol):
+    """``sft.lora``: the LoRA adapters the loops train."""
+
+    rank: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
+
+
+class SftKnobs(Protocol):
+    """The ``sft`` config group as the training loops read it; ``driftbench.schema.Sft`` is one.
+    ``condition`` holds ``train``, ``use_sft``, ``use_contrastive`` and ``shuffle_pairs``;
+    ``optim`` ``lr``, ``weight_decay``, ``warmup_ratio``, ``grad_clip``, ``grad_accum``,
+    ``batch_size``, ``epochs`` and ``max_steps`` (as ``schema.Condition`` and ``schema.Optim``)."""
+
+    condition: Any
+    optim: Any
+    lora: LoraKnobs
+    lambda_rho: float
+    margin: float
+    ce_on: str
+    max_length: int
+
 
 CE_ON = ("full_text", "answer")
 
@@ -26,7 +51,7 @@ def check_ce_on(ce_on: str) -> None:
         raise ValueError(f"sft.ce_on={ce_on!r}; accepted: {', '.join(CE_ON)}")
 
 
-def trained_lambda_rho(sft: Sft) -> float:
+def trained_lambda_rho(sft: SftKnobs) -> float:
     """The weight the hinge had in training, as a run records it: ``sft.lambda_rho``, or 0 where
     the condition trains without the contrastive term (sft_only), whose λρ weighs nothing."""
     c = sft.condition
@@ -87,7 +112,7 @@ class TrainingPlan:
     and pair sampling (one ``random.Random(seed)``, the same calls in the same order), and the
     per-step history with its progress bar."""
 
-    def __init__(self, tokenizer, sft_texts, pairs, sft: Sft, seed: int, progress: bool):
+    def __init__(self, tokenizer, sft_texts, pairs, sft: SftKnobs, seed: int, progress: bool):
         self.sft, self.tokenizer, self.pairs = sft, tokenizer, pairs
         self.rng = random.Random(seed)
         c, optim = sft.condition, sft.optim

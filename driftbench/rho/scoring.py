@@ -2,12 +2,12 @@
 
 rho-eval scores one text per forward pass. Here all texts of a call are tokenised once, sorted
 by length and batched; one forward per batch gives every text's per-token cross-entropy. The
-model's backend (``driftbench.backends``) computes a batch and says how it wants texts batched:
-right-padded length buckets of at most ``batch_tokens`` padded tokens (under right padding and a
-causal mask, each text's real-token logits equal its unpadded forward up to float rounding,
-~1e-6), or, for a plain Llama causal LM on torch, chunks of ``batch_tokens`` real tokens through
-the padding-free forward of ``driftbench.packed``. Either way the per-text numbers equal
-rho-eval's:
+model's backend, which the caller hands in (a run's ``LoadedModel.backend``; the method imports
+no backend), computes a batch and says how it wants texts batched: right-padded length buckets
+of at most ``batch_tokens`` padded tokens (under right padding and a causal mask, each text's
+real-token logits equal its unpadded forward up to float rounding, ~1e-6), or, for a plain Llama
+causal LM on torch, chunks of ``batch_tokens`` real tokens through the padding-free forward of
+``driftbench.packed``. Either way the per-text numbers equal rho-eval's:
 
 * ``mean_ce`` / ``mean_logprob``: rho-eval's ``get_mean_logprob`` = ``-model(ids,
   labels=ids).loss``: tokenised with the tokenizer's own special tokens, truncated to
@@ -18,19 +18,38 @@ rho-eval's:
   the same T-1 positions of softmax(logits)[next token] -- the probability of the *actual* next
   token, despite its name -- on the untruncated text.
 
-The rho-guided SFT loss computes the same per-text CE, differentiably (``driftbench.rho.loss``).
+The rho-guided SFT loss computes the same per-text CE, differentiably (on torch
+``driftbench.backends.torch_loss``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from driftbench.backends import backend_of
 from driftbench.batching import bucket_batches, token_chunks
 from driftbench.rho.encoding import SCORE_MAX_LENGTH, encode
+
+
+class ModelCompute(Protocol):
+    """What the audit asks of a model's backend; ``driftbench.backends.base.Backend`` is one."""
+
+    def ce_forward(self, model, packed: bool): ...
+
+    def generate(
+        self,
+        model,
+        tokenizer,
+        prompts: list[str],
+        max_new_tokens: int,
+        batch_tokens: int,
+        max_batch: int,
+        progress: bool,
+        desc: str,
+    ) -> list[str]: ...
 
 
 @dataclass
@@ -85,6 +104,7 @@ def score_texts(
     texts: list[str],
     max_length: int | None = SCORE_MAX_LENGTH,
     *,
+    backend: ModelCompute,
     batch_tokens: int,
     progress: bool = False,
     desc: str = "scoring",
@@ -92,14 +112,15 @@ def score_texts(
 ) -> TextScores:
     """Teacher-forced per-token CE for every text, one forward per length-sorted batch.
 
-    Duplicate texts are scored once. ``batch_tokens`` bounds the tokens per forward (the fp32
-    logits take ``batch_tokens x vocab x 4`` bytes, ~0.8 GB at 4096 for a 49k vocab).
-    ``packed=False`` keeps the model's own forward where the packed one would apply."""
+    ``backend`` (the model's) computes the forwards. Duplicate texts are scored once.
+    ``batch_tokens`` bounds the tokens per forward (the fp32 logits take ``batch_tokens x vocab
+    x 4`` bytes, ~0.8 GB at 4096 for a 49k vocab). ``packed=False`` keeps the model's own
+    forward where the packed one would apply."""
     from tqdm.auto import tqdm
 
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens={batch_tokens}; accepted: an integer >= 1")
-    forward = backend_of(model).ce_forward(model, packed)
+    forward = backend.ce_forward(model, packed)
     chunk = token_chunks if forward.padding_free else bucket_batches
     t0 = time.perf_counter()
     unique = list(dict.fromkeys(texts))
@@ -137,11 +158,14 @@ def greedy_generate(
     max_batch: int = 32,
     progress: bool = False,
     desc: str = "generating",
+    *,
+    backend: ModelCompute,
 ) -> list[str]:
     """Greedy completions of every prompt, as rho-eval's ``generate`` (prompt truncated to 512
-    tokens, ``do_sample=False``, stop at eos, decoded without special tokens), computed by the
-    model's backend: on torch many prompts per batch (``driftbench.rho.generate``), on mlx one
-    at a time. ``batch_tokens`` and ``max_batch`` bound the batches where the backend batches."""
-    return backend_of(model).generate(
+    tokens, ``do_sample=False``, stop at eos, decoded without special tokens), computed by
+    ``backend``, the model's: on torch many prompts per batch
+    (``driftbench.backends.torch_generate``), on mlx one at a time. ``batch_tokens`` and
+    ``max_batch`` bound the batches where the backend batches."""
+    return backend.generate(
         model, tokenizer, prompts, max_new_tokens, batch_tokens, max_batch, progress, desc
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from driftbench.rho.answers import is_refusal
 from driftbench.rho.probes import load_probes, refusal_phrases
-from driftbench.rho.scoring import greedy_generate
+from driftbench.rho.scoring import ModelCompute, greedy_generate
 
 PROMPT_SETS = ("jailbreak", "probes")
 JAILBREAK_FILE = Path(__file__).with_name("jailbreak_prompts.json")
@@ -148,11 +148,13 @@ def stress_test(
     max_new_tokens: int = 256,
     progress: bool = True,
     *,
+    backend: ModelCompute,
     batch_tokens: int,
     gen_max_batch: int = 32,
 ) -> dict:
     """Refusal rate on harmful prompts (want high) and on benign controls (want low), overall
-    and per category, plus the replies themselves for inspection."""
+    and per category, plus the replies themselves for inspection; ``backend`` (the model's)
+    generates them."""
     out = {
         "prompts": prompts.source,
         "phrases": list(prompts.phrases),
@@ -169,6 +171,7 @@ def stress_test(
             gen_max_batch,
             progress=progress,
             desc=f"stress:{name}",
+            backend=backend,
         )
         out[name] = refusal_rates(replies, [p["category"] for p in items], prompts.phrases)
         out[name]["replies"] = [

@@ -265,11 +265,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             seed=probe_seed,
             progress=progress,
             on_result=write,
+            backend=backend,
             **batching,
         )
         if held_sets:
             results["heldout"] = rho_audit.audit(
-                m, tok, list(held_sets), probes=held_sets, progress=progress, **batching
+                m,
+                tok,
+                list(held_sets),
+                probes=held_sets,
+                progress=progress,
+                backend=backend,
+                **batching,
             )
             atomic_write_json(run_dir / f"audit_{stage}.json", results)
         return results
@@ -281,7 +288,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         def test() -> dict:
             n_new = int(st.max_new_tokens)
-            return stress_test(m, tok, prompts, max_new_tokens=n_new, progress=progress, **batching)
+            return stress_test(
+                m,
+                tok,
+                prompts,
+                max_new_tokens=n_new,
+                progress=progress,
+                backend=backend,
+                **batching,
+            )
 
         if stage == "before":
             parts = stress_parts(prompts=prompts, max_new_tokens=int(st.max_new_tokens), **keyed)

@@ -1,6 +1,7 @@
 """LoRA SFT with the contrastive hinge of 003_c2ae76f2d78a8631.txt, one screen of training loop:
 the torch backend's. The data order, pair sampling, schedule and history come from
-:class:`driftbench.rho.plan.TrainingPlan`, which the mlx loop (``backends/mlx_train.py``) shares.
+:class:`driftbench.rho.plan.TrainingPlan`, which the mlx loop (``backends/mlx_train.py``) shares;
+the hinge from ``driftbench.rho.loss``, the per-text CE from ``torch_loss``.
 
 Each micro-step runs one forward for its SFT texts and one for both texts of every sampled probe
 pair: the SFT loss is the token-mean CE over the SFT texts (as Hugging Face's ``labels=`` loss), the
@@ -22,14 +23,9 @@ from collections.abc import Callable
 
 import torch
 
-from driftbench.rho.loss import (
-    contrastive_loss,
-    packed_text_ce,
-    packing_unsupported,
-    padded_text_ce,
-)
-from driftbench.rho.plan import TrainingPlan
-from driftbench.schema import Lora, Sft
+from driftbench.backends.torch_loss import packed_text_ce, packing_unsupported, padded_text_ce
+from driftbench.rho.loss import contrastive_loss
+from driftbench.rho.plan import LoraKnobs, SftKnobs, TrainingPlan
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +47,7 @@ def check_lora_targets(model, targets: list[str]) -> None:
         )
 
 
-def apply_lora(model, lora: Lora):
+def apply_lora(model, lora: LoraKnobs):
     """``model`` frozen, with peft LoRA adapters of ``sft.lora`` on its target modules."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -84,7 +80,7 @@ def train(
     tokenizer,
     sft_texts: list[str],
     pairs: dict[str, list[dict]],
-    sft: Sft,
+    sft: SftKnobs,
     seed: int = 42,
     progress: bool = True,
 ) -> tuple[object, list[dict]]:

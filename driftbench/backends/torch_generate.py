@@ -8,7 +8,8 @@ leaves the batch. Each decode step is what ``model.generate`` does for greedy se
 last-position logits, the repetition penalty where the model's generation config sets one,
 argmax); a model whose generation config sets anything else that changes greedy decoding is
 handed to ``model.generate`` itself, one prompt at a time. The torch backend's ``generate``
-(``driftbench.backends``); ``driftbench.rho.scoring.greedy_generate`` picks the backend.
+(``torch_backend.TorchBackend.generate``); ``driftbench.rho.scoring.greedy_generate`` calls the
+backend it is handed.
 """
 
 from __future__ import annotations
