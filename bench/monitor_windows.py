@@ -71,7 +71,7 @@ def scorecards(seed: int, windows: list[int], draws: int) -> dict[int, list[dict
             monitoring = Monitoring(cfg, clf, z, y, data.split, 1000 * (draw + 1) + seed)
             for zc, pc in zip(drifted, p, strict=True):
                 monitoring.checkpoint(zc, pc)
-            out[n].append(monitoring.score(SIGMAS, rows, auc0, 0.0)[0])
+            out[n].append(monitoring.score(SIGMAS, rows, auc0, 0.0, "sigma")[0])
     return out
 
 

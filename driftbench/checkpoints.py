@@ -32,10 +32,12 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Knob:
-    """A source's axis: its name as a field (``sigma``, ``rung``) and as a reader sees it."""
+    """A source's axis: its name as a field (``sigma``, ``rung``: rows, summaries and monitor
+    scores are keyed by it), as an axis is labelled, and as a table or log line writes it."""
 
     name: str
     label: str
+    symbol: str
 
 
 class CheckpointSource(Protocol):
@@ -59,7 +61,14 @@ class CheckpointSource(Protocol):
         ...
 
 
-SIGMA = Knob("sigma", "σ")
+SIGMA = Knob("sigma", "drift magnitude σ", "σ")
+
+
+def knob_of(metrics: dict) -> tuple[Knob, list[float]]:
+    """A drift_eval run's checkpoint axis and its values, from its metrics.json (a run from
+    before the knob was recorded is on sigma)."""
+    knob = Knob(**metrics["knob"]) if "knob" in metrics else SIGMA
+    return knob, metrics.get(f"{knob.name}s", [])
 
 
 class SyntheticSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from driftbench.checkpoints import Knob
 from driftbench.fileio import figures_on, save_figure
 
 
@@ -20,34 +21,40 @@ def pyplot():
     return plt
 
 
-def _angle_axis(ax, rows: list[dict]) -> None:
-    """Top axis: the realized mean angle (degrees) at each sigma tick."""
+def _angle_axis(ax, rows: list[dict], knob: Knob) -> None:
+    """Top axis: the realized mean angle (degrees) at each knob tick."""
     top = ax.twiny()
     top.set_xlim(ax.get_xlim())
     picks = rows[:: max(1, len(rows) // 6)]
-    top.set_xticks([r["sigma"] for r in picks])
+    top.set_xticks([r[knob.name] for r in picks])
     top.set_xticklabels([f"{r['realized_angle_deg']:.0f}°" for r in picks], fontsize=8)
     top.set_xlabel("realized mean angle between z0 and zc", fontsize=8)
 
 
 def drift_figures(
-    run_dir: Path, rows: list[dict], reliability: list[list[dict]], cal: list[int], title: str
+    run_dir: Path,
+    rows: list[dict],
+    reliability: list[list[dict]],
+    cal: list[int],
+    title: str,
+    knob: Knob,
 ) -> list[str]:
+    """x: the checkpoints' knob (sigma for synthetic drift; an update's own axis)."""
     if not figures_on():
         return []
     plt = pyplot()
-    sig = [r["sigma"] for r in rows]
+    sig = [r[knob.name] for r in rows]
     written = []
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(sig, [r["roc_auc"] for r in rows], "o-", label="ROC-AUC")
     ax.plot(sig, [r["balanced_accuracy"] for r in rows], "s--", label="balanced accuracy")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel("drift magnitude σ")
+    ax.set_xlabel(knob.label)
     ax.set_ylabel("score on drifted test set")
     ax.set_ylim(0.4, 1.0)
     ax.legend(loc="lower left", fontsize=8)
-    _angle_axis(ax, rows)
+    _angle_axis(ax, rows, knob)
     ax.set_title(title, fontsize=9, pad=28)
     save_figure(fig, run_dir / "roc_auc_vs_sigma.png")
     plt.close(fig)
@@ -69,7 +76,7 @@ def drift_figures(
         c="C1",
         label="confident errors (% of all samples)",
     )
-    ax.set_xlabel("drift magnitude σ")
+    ax.set_xlabel(knob.label)
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax2 = ax.twinx()
@@ -93,7 +100,10 @@ def drift_figures(
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(
-                xs, ys, "o-", label=f"ckpt {c}: σ={rows[c]['sigma']:.3f}, ECE={rows[c]['ece']:.3f}"
+                xs,
+                ys,
+                "o-",
+                label=f"ckpt {c}: {knob.symbol}={rows[c][knob.name]:.3f}, ECE={rows[c]['ece']:.3f}",
             )
     ax.set_xlabel("mean confidence in bin")
     ax.set_ylabel("accuracy in bin")
@@ -108,9 +118,9 @@ def drift_figures(
     if "mean_abs_delta_logit" not in rows[0]:  # a classifier without a linear form
         return written
     fig, ax = plt.subplots(figsize=(6, 4))
-    pos = [r for r in rows if r["sigma"] > 0]
+    pos = [r for r in rows if r[knob.name] > 0]
     if pos:
-        s = [r["sigma"] for r in pos]
+        s = [r[knob.name] for r in pos]
         ax.semilogy(s, [r["realized_angle_deg"] for r in pos], "o-", label="realized angle (deg)")
         ax.semilogy(
             s,
@@ -123,7 +133,7 @@ def drift_figures(
         ax.semilogy(s, [r["snr_eq29"] for r in pos], "x--", label="eq. 29 SNR (‖w‖)")
         ax.semilogy(s, [r["snr_effective"] for r in pos], "+--", label="SNR with ‖w/scale‖")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("drift magnitude σ")
+    ax.set_xlabel(knob.label)
     ax.set_title(f"where the drift goes\n{title}", fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the lines
     save_figure(fig, run_dir / "amplification.png")
@@ -133,14 +143,19 @@ def drift_figures(
 
 
 def mitigation_figure(
-    run_dir: Path, rows: list[dict], unmitigated: list[dict], name: str, title: str
+    run_dir: Path,
+    rows: list[dict],
+    unmitigated: list[dict],
+    name: str,
+    title: str,
+    knob: Knob,
 ) -> list[str]:
     """ROC-AUC, silent-failure rate and ECE per checkpoint: the mitigation against the frozen
     classifier on the same texts."""
     if not figures_on():
         return []
     plt = pyplot()
-    sig = [r["sigma"] for r in rows]
+    sig = [r[knob.name] for r in rows]
     panels = [("roc_auc", "ROC-AUC"), ("silent_failure_rate_pct", "SFR (%)"), ("ece", "ECE")]
     fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
     for ax, (key, label) in zip(axs, panels, strict=True):
@@ -148,7 +163,7 @@ def mitigation_figure(
             ys = [float("nan") if r[key] is None else r[key] for r in series]
             ax.plot(sig, ys, style, ms=3, label=who)
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("drift magnitude σ")
+        ax.set_xlabel(knob.label)
     axs[0].legend(fontsize=8)
     fig.suptitle(f"mitigation {name} vs none\n{title}", fontsize=9)
     fig.tight_layout()
@@ -157,7 +172,9 @@ def mitigation_figure(
     return ["mitigation.png"]
 
 
-def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) -> list[str]:
+def monitor_figure(
+    run_dir: Path, rows: list[dict], scores: dict, title: str, knob: Knob
+) -> list[str]:
     """Left: each monitor's detection power (share of windows that alarm) per checkpoint, over
     the ROC-AUC curve, with the collapse (AUC down by auc_drop) marked. Right: the accuracy
     estimators' estimates against the windows' true accuracy. x: checkpoints, labelled by sigma
@@ -201,8 +218,8 @@ def monitor_figure(run_dir: Path, rows: list[dict], scores: dict, title: str) ->
     ax_acc.set_title("label-free accuracy estimates (mean over windows)", fontsize=9)
     for a in (ax, ax_acc):
         a.set_xticks(x)
-        a.set_xticklabels([f"{r['sigma']:.3g}" for r in rows], fontsize=7, rotation=45)
-        a.set_xlabel("drift magnitude σ (one tick per checkpoint)")
+        a.set_xticklabels([f"{r[knob.name]:.3g}" for r in rows], fontsize=7, rotation=45)
+        a.set_xlabel(f"{knob.label} (one tick per checkpoint)")
     ax.set_title(
         f"monitors on {scores['n_windows']} windows of {scores['window']} texts\n{title}",
         fontsize=9,

@@ -80,9 +80,19 @@ def test_a_fourth_synthetic_drift_has_a_twin_at_the_target_angle(stretch):
 def test_a_real_update_gets_a_twin_of_the_fourth_drift_and_the_report_shows_it(
     stretch, make_cfg, tmp_path
 ):
-    run(make_cfg(*TINY, "drift=quantize", "drift.levels=[Q4_0]", "drift.twin_draws=5"))
+    levels = ["drift=quantize", "drift.levels=[Q8_0,Q4_0]", "drift.twin_draws=5"]
+    run(make_cfg(*TINY, *levels, "monitor=all"))
     d, m = only_metrics(tmp_path)
+    # every field names the knob for what it is: a rung of drift.levels, never a sigma
+    assert m["knob"]["name"] == "rung" and m["rungs"] == [0.0, 1.0, 2.0] and "sigmas" not in m
+    assert [r["rung"] for r in m["checkpoints"]] == [0.0, 1.0, 2.0]
+    assert all("sigma" not in r for r in m["checkpoints"])
+    assert m["summary"]["rung_max"] == 2.0 and "failure_cliff_rung" in m["summary"]
+    assert "sigma_max" not in m["summary"] and "failure_cliff_sigma" not in m["summary"]
+    assert all("rung_at_alarm" in s for s in m["monitors"]["by_monitor"].values())
+    assert "rung" in m["monitors"]["collapse"]
     about = m["update"]["checkpoints"]
+    assert [a["knob"] for a in about] == m["rungs"]
     assert list(about[1]["twins"]) == ["gaussian", "directional", "subspace", "stretch"]
     twin = about[1]["twins"]["stretch"]
     assert twin["sigma"] is None or twin["angle_deg"] == pytest.approx(
@@ -95,4 +105,7 @@ def test_a_real_update_gets_a_twin_of_the_fourth_drift_and_the_report_shows_it(
     assert (d / "update_vs_twins.png").stat().st_size > 0
 
     report([tmp_path / "outputs"], tmp_path / "rep")  # the sweep report, from the run dir
-    assert "| stretch twin: σ / AUC / SFR |" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| stretch twin: σ / AUC / SFR |" in md
+    assert "| rung at alarm (≥ " in md and "σ at alarm" not in md
+    assert "| rung_max |" in md and "sigma_max" not in md

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from scipy.special import expit
 from scipy.stats import betabinom, binom, ks_2samp
 from threadpoolctl import threadpool_limits
@@ -382,6 +383,7 @@ def test_scorecard_reads_false_alarms_power_alarm_and_collapse_sigma_and_errors(
         alpha=ALPHA,
         power_level=0.8,
         auc_drop=0.05,
+        knob="sigma",
     )
     assert scores["collapse"]["sigma"] == 0.02 and scores["collapse"]["checkpoint"] == 2
     mmd, conf, doc = (scores["by_monitor"][n] for n in names)
@@ -502,9 +504,9 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
     y = rng.integers(0, 2, 300)
     z = drift_ops.normalize(rng.standard_normal((300, 12)) + 0.8 * y[:, None] * np.eye(12)[0])
     split = {"train": np.arange(150), "val": np.arange(150, 200), "test": np.arange(200, 300)}
-    cfg = OmegaConf.create({"monitor": OmegaConf.load("conf/monitor/all.yaml")})
+    cfg = OmegaConf.create({"monitor": OmegaConf.load(ROOT / "conf/monitor/all.yaml")})
     cfg.monitor.update(window=40, n_windows=6, mmd_permutations=19, pca_components=3)
-    settings = OmegaConf.to_container(OmegaConf.load("conf/classifier/logreg.yaml"))
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/classifier/logreg.yaml"))
     settings.pop("defaults")
     clf = make_classifier(settings, 0).fit(z[:150], y[:150], z[150:200], y[150:200])
     monitoring = Monitoring(cfg, clf, z, y, split, seed=5, workers=workers)
@@ -513,7 +515,7 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
         zc = operator(z[200:], sigma)  # sigma = 0: the texts renormalised, equal to 1e-12
         monitoring.checkpoint(zc, clf.predict_proba(zc))
     rows = [{"roc_auc": 0.9}] * len(sigmas)
-    return monitoring.score(list(sigmas), rows, 0.9, 0.0)
+    return monitoring.score(list(sigmas), rows, 0.9, 0.0, "sigma")
 
 
 def test_monitors_on_two_worker_processes_score_what_one_thread_scores():

@@ -62,19 +62,19 @@ def window_set_row(
     *,
     windows: str,
     checkpoint: int | None,
-    sigma: float,
+    knob: tuple[str, float],
     alpha: float,
     threshold: float | None,
     true_accuracy: np.ndarray | None = None,
 ) -> dict:
     """One row of monitors.csv: one monitor over one set of windows (the undrifted ones, or one
-    checkpoint's)."""
+    checkpoint's). ``knob``: the checkpoint's knob, named (``("sigma", 0.02)``, ``("rung", 3)``)."""
     mon = MONITORS[name]
     stat = np.array([o.statistic for o in outcomes])
     row = {
         "windows": windows,
         "checkpoint": checkpoint,
-        "sigma": sigma,
+        knob[0]: knob[1],
         "monitor": name,
         "alarm_rate": float(alarms(outcomes, alpha, threshold).mean()),
         "statistic_mean": float(stat.mean()),
@@ -109,6 +109,7 @@ def scorecard(
     alpha: float,
     power_level: float,
     auc_drop: float,
+    knob: str,
 ) -> tuple[dict, list[dict]]:
     """Score each monitor of a run: its false-alarm rate on undrifted windows (thresholds come
     from other, calibration windows), its detection power per checkpoint (the share of windows
@@ -117,7 +118,9 @@ def scorecard(
     estimators |estimate - true accuracy| per checkpoint (mean over windows).
 
     ``checkpoints[c][name]``: the outcomes on checkpoint c's windows; ``true_accuracy[c]``: each
-    of those windows' real accuracy. Returns (scores for metrics.json, rows for monitors.csv)."""
+    of those windows' real accuracy. ``sigmas``: the checkpoints' knob values, named ``knob``
+    in what is returned (``sigma_at_alarm``; ``rung_at_alarm`` on a quantization ladder).
+    Returns (scores for metrics.json, rows for monitors.csv)."""
     sigmas = [float(s) for s in sigmas]
     collapse = first_index([a <= roc_auc_undrifted - auc_drop for a in roc_aucs])
     scores: dict = {
@@ -125,7 +128,7 @@ def scorecard(
             "roc_auc_undrifted": roc_auc_undrifted,
             "auc_drop": auc_drop,
             "checkpoint": collapse,
-            "sigma": None if collapse is None else sigmas[collapse],
+            knob: None if collapse is None else sigmas[collapse],
         },
         "by_monitor": {},
     }
@@ -139,7 +142,7 @@ def scorecard(
         )
         common = {"alpha": alpha, "threshold": threshold}
         null_row = window_set_row(
-            name, undrifted[name], windows="undrifted", checkpoint=None, sigma=0.0, **common
+            name, undrifted[name], windows="undrifted", checkpoint=None, knob=(knob, 0.0), **common
         )
         ckpt_rows = [
             window_set_row(
@@ -147,7 +150,7 @@ def scorecard(
                 checkpoints[c][name],
                 windows="drifted",
                 checkpoint=c,
-                sigma=sigmas[c],
+                knob=(knob, sigmas[c]),
                 true_accuracy=true_accuracy[c],
                 **common,
             )
@@ -164,7 +167,7 @@ def scorecard(
             "power": power,
             "statistic_mean": [r["statistic_mean"] for r in ckpt_rows],
             "alarm_checkpoint": alarm,
-            "sigma_at_alarm": None if alarm is None else sigmas[alarm],
+            f"{knob}_at_alarm": None if alarm is None else sigmas[alarm],
             "lead_checkpoints": None if alarm is None or collapse is None else collapse - alarm,
         }
         if mon.estimates_accuracy:

@@ -251,13 +251,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     k = mitigation.anchors
     source = make_source(cfg, data, z, sigmas, k)
+    knob = source.knob  # sigma, or an update's own axis: rows and summaries name it
     # after the source is made (an update's re-quantization forks workers of its own): the
     # monitors start their work once nothing else forks
     monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
     rows, reliability, unmitigated, frozen_auc, apply_s, knobs = [], [], [], [], [], []
     for c, ckpt in enumerate(source.checkpoints()):
-        zc, pair, sigma = ckpt.z, ckpt.anchors, ckpt.knob
-        knobs.append(sigma)
+        zc, pair = ckpt.z, ckpt.anchors
+        knobs.append(ckpt.knob)
         p_frozen = clf.predict_proba(zc)
         t_apply = time.perf_counter()
         anchors = (pair[0][:k], pair[1][:k]) if k else None
@@ -267,7 +268,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled], anchors)(zc[scored])
         apply_s.append(time.perf_counter() - t_apply)
         scores = M.checkpoint_metrics(y_test[scored], p, tau, n_bins)
-        row = {"checkpoint": c, "sigma": float(sigma), **scores}
+        row = {"checkpoint": c, knob.name: float(ckpt.knob), **scores}
         angle = drift_ops.realized_angle_deg(z_test, zc)
         row.update(
             realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max())
@@ -301,11 +302,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if fit.key not in _SEPARABILITY:  # the training split's alone: one per fit in a sweep
         _SEPARABILITY[fit.key] = M.separability(z[tr], y[tr])
     sep = copy.deepcopy(_SEPARABILITY[fit.key])
-    sigmas = np.array(knobs)
-    cal = calibration_checkpoints(cfg, len(sigmas))
+    cal = calibration_checkpoints(cfg, len(knobs))
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} {source.noun}, {data.path.name}"
     from_source = source.finish(run_dir, title)
-    plots.drift_figures(run_dir, rows, reliability, cal, title)
+    plots.drift_figures(run_dir, rows, reliability, cal, title, knob)
     extra = {
         "mitigation": {
             "name": cfg.mitigation.name,
@@ -317,11 +317,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         }
     }
     if not mitigation.identity:
-        plots.mitigation_figure(run_dir, rows, unmitigated, cfg.mitigation.name, title)
+        plots.mitigation_figure(run_dir, rows, unmitigated, cfg.mitigation.name, title, knob)
         log.info("mitigation: %s", MIT.digest(extra["mitigation"]))
     if monitoring is not None:
         auc0 = M.roc_auc(y_test, clf.predict_proba(z_test))
-        extra["monitors"], monitor_rows = monitoring.score(sigmas, frozen_auc, auc0, fit_s)
+        extra["monitors"], monitor_rows = monitoring.score(
+            knobs, frozen_auc, auc0, fit_s, knob.name
+        )
         timing = extra["monitors"]["timing"]
         log.info(
             "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d workers "
@@ -333,8 +335,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             fit_s,
         )
         atomic_write_csv(run_dir / "monitors.csv", monitor_rows)
-        plots.monitor_figure(run_dir, rows, extra["monitors"], title)
-        log.info("monitors: %s", monitor_digest(extra["monitors"]))
+        plots.monitor_figure(run_dir, rows, extra["monitors"], title, knob)
+        log.info("monitors: %s", monitor_digest(extra["monitors"], knob))
 
     return {
         "task": "drift_eval",
@@ -357,30 +359,33 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         },
         "drift": cfg.drift.name,
         **from_source,
-        "sigmas": sigmas.tolist(),
+        "knob": {"name": knob.name, "label": knob.label, "symbol": knob.symbol},
+        f"{knob.name}s": [float(v) for v in knobs],  # sigmas; rungs, scales, alphas, targets
         "classifier": {**about, "train_auc": train_auc, "val_auc": val_auc, "fit_s": fit_s},
         "separability": sep,
         "embedding": emb["stats"],
         "checkpoints": rows,
         "reliability": [{"checkpoint": c, "bins": r} for c, r in enumerate(reliability)],
-        "summary": summarize(rows),
+        "summary": summarize(rows, knob.name),
         **extra,
     }
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], knob: str) -> dict:
+    """The run's headline numbers; ``knob`` names the checkpoints' axis (``sigma_max`` and
+    ``failure_cliff_sigma`` for synthetic drift, ``rung_max`` on a quantization ladder)."""
     first, last = rows[0], rows[-1]
-    cliff = next((r["sigma"] for r in rows if r["roc_auc"] < AUC_CHANCE_BAND), None)
+    cliff = next((r[knob] for r in rows if r["roc_auc"] < AUC_CHANCE_BAND), None)
     return {
         "roc_auc_at_0": first["roc_auc"],
         "roc_auc_at_max": last["roc_auc"],
         "roc_auc_drop": first["roc_auc"] - last["roc_auc"],
-        "sigma_max": last["sigma"],
+        f"{knob}_max": last[knob],
         "realized_angle_deg_at_max": last["realized_angle_deg"],
         "mean_confidence_at_0": first["mean_confidence"],
         "mean_confidence_at_max": last["mean_confidence"],
         "silent_failure_rate_pct_at_max": last["silent_failure_rate_pct"],
         "ece_at_0": first["ece"],
         "ece_at_max": last["ece"],
-        "failure_cliff_sigma": cliff,
+        f"failure_cliff_{knob}": cliff,
     }

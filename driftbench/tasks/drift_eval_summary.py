@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
 from driftbench.tasks import drift_eval_summary_mitigations as mitigations
@@ -18,12 +19,12 @@ DRIFT_HEADLINE = [
     ("roc_auc_at_0", "summary.roc_auc_at_0"),
     ("roc_auc_at_max", "summary.roc_auc_at_max"),
     ("roc_auc_drop", "summary.roc_auc_drop"),
-    ("sigma_max", "summary.sigma_max"),
+    ("{k}_max", "summary.{k}_max"),  # k: the run's knob (sigma; an update's rung, alpha, ...)
     ("angle_deg_at_max", "summary.realized_angle_deg_at_max"),
     ("mean_conf_at_max", "summary.mean_confidence_at_max"),
     ("sfr_pct_at_max", "summary.silent_failure_rate_pct_at_max"),
     ("ece_at_max", "summary.ece_at_max"),
-    ("failure_cliff_sigma", "summary.failure_cliff_sigma"),
+    ("failure_cliff_{k}", "summary.failure_cliff_{k}"),
     ("C", "classifier.c"),
     ("selected", "classifier.selected"),
     ("auc_change_at_max", "mitigation.change_at_max.roc_auc"),
@@ -45,7 +46,10 @@ def _get(d: dict, dotted: str):
 
 def headline(run: dict) -> dict:
     """One run's numbers for report.csv and the report's table."""
-    return {name: _get(run["metrics"], path) for name, path in DRIFT_HEADLINE}
+    k = knob_of(run["metrics"])[0].name
+    return {
+        name.format(k=k): _get(run["metrics"], path.format(k=k)) for name, path in DRIFT_HEADLINE
+    }
 
 
 FACET = "classifier.degenerate_dims"  # one row of panels per value, where it varies
@@ -66,7 +70,7 @@ def curves(groups: list) -> list[dict]:
     FACET value (None where it does not vary); ``label``: its other axis values."""
     out = []
     for g in groups:
-        sigmas = g.runs[0]["metrics"]["sigmas"]
+        sigmas = knob_of(g.runs[0]["metrics"])[1]
         members = [r for r in g.runs if len(r["metrics"]["checkpoints"]) == len(sigmas)]
         mean, std = {}, {}
         for metric, _ in PANELS:
@@ -237,12 +241,14 @@ def monitor_table(groups: list) -> str:
     sigma where >= power_level of the windows alarm, the first sigma where ROC-AUC has fallen
     by auc_drop (the collapse to catch), both per seed, and the accuracy estimators' mean
     |estimate - true accuracy| over checkpoints. Runs without monitors are left out."""
-    rows = []
+    rows, symbols = [], set()
     for g in groups:
         runs = [r for r in g.runs if "monitors" in r["metrics"]]
         if not runs:
             continue
         first = runs[0]["metrics"]["monitors"]
+        knob = knob_of(runs[0]["metrics"])[0]
+        symbols.add(knob.symbol)
         axes = g.columns()
         for name in first["by_monitor"]:
             per = [r["metrics"]["monitors"]["by_monitor"].get(name) for r in runs]
@@ -254,8 +260,8 @@ def monitor_table(groups: list) -> str:
                     name,
                     str(len(per)),
                     f"{100 * np.mean([m['false_alarm_rate'] for m in per]):.0f}%",
-                    _sigmas([m["sigma_at_alarm"] for m in per]),
-                    _sigmas([r["metrics"]["monitors"]["collapse"]["sigma"] for r in runs]),
+                    _sigmas([m[f"{knob.name}_at_alarm"] for m in per]),
+                    _sigmas([r["metrics"]["monitors"]["collapse"][knob.name] for r in runs]),
                     f"{np.mean(errors):.3f}" if errors else "",
                 ]
             )
@@ -263,14 +269,15 @@ def monitor_table(groups: list) -> str:
     if not rows:
         return ""
     level = f"{first['power_level']:.0%}"
+    at = next(iter(symbols)) if len(symbols) == 1 else "knob (σ or an update's own)"
     drop = f"{first['collapse']['auc_drop']:g}"
     cols = [
         *header,
         "monitor",
         "n",
         f"false alarms (α = {first['alpha']:g})",
-        f"σ at alarm (≥ {level} of windows), per seed",
-        f"σ at collapse (AUC − {drop}), per seed",
+        f"{at} at alarm (≥ {level} of windows), per seed",
+        f"{at} at collapse (AUC − {drop}), per seed",
         "accuracy estimate: mean abs error",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
 
@@ -65,11 +66,16 @@ def tables(groups: list) -> list[str]:
     nothing has drifted), both on the same texts, and the labelled texts it read per checkpoint."""
     if not applies(groups):
         return []
-    schedules = {tuple(g.runs[0]["metrics"]["sigmas"]) for g in groups}
-    sigmas = next(iter(schedules))
+    schedules = {
+        (knob.symbol, tuple(values))
+        for knob, values in (knob_of(g.runs[0]["metrics"]) for g in groups)
+    }
+    symbol, values = next(iter(schedules))
     k = max(len(g.runs[0]["metrics"]["checkpoints"]) for g in groups)
     heads = (
-        [f"σ={s:.3g}" for s in sigmas] if len(schedules) == 1 else [f"ckpt {c}" for c in range(k)]
+        [f"{symbol}={s:.3g}" for s in values]
+        if len(schedules) == 1
+        else [f"ckpt {c}" for c in range(k)]
     )
     axes = list(groups[0].columns())
     out = []
@@ -125,7 +131,7 @@ def figure(groups: list, out: Path) -> list[str]:
     for col, fv in enumerate(facets):
         members = [g for g in groups if g.values.get(facet) == fv]
         for i, g in enumerate(members):
-            sigmas = g.runs[0]["metrics"]["sigmas"]
+            knob, sigmas = knob_of(g.runs[0]["metrics"])
             label = g.label(skip=("classifier",))
             for row, (key, title, _, _) in enumerate(METRICS):
                 ax = axs[row, col]
@@ -134,7 +140,7 @@ def figure(groups: list, out: Path) -> list[str]:
                 style = {"color": "black", "ls": "--"} if frozen else {"color": f"C{i % 10}"}
                 ax.plot(sigmas[: len(ys)], ys, marker="o", ms=2.5, label=label, **style)
                 ax.set_title(f"{title}" + (f"\n{fv}" if facet else ""), fontsize=8)
-                ax.set_xlabel("σ", fontsize=8)
+                ax.set_xlabel(knob.symbol, fontsize=8)
                 ax.tick_params(labelsize=7)
         axs[0, col].axhline(0.5, color="grey", ls=":", lw=0.8)
     handles, labels = axs[0, 0].get_legend_handles_labels()

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
 from driftbench import metrics as M
 from driftbench import monitors as MON
+from driftbench.checkpoints import Knob
 from driftbench.workers import can_fork, process_workers
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,9 @@ class Monitoring:
             key = 2 + len(self._checkpoints)
             self._checkpoints.append(self._submit(key, z_pool, p_pool, self.windows))
 
-    def score(self, sigmas, rows: list[dict], roc_auc_undrifted: float, fit_s: float):
-        """Wait for every pool, then score each monitor (``MON.scorecard``)."""
+    def score(self, knobs, rows: list[dict], roc_auc_undrifted: float, fit_s: float, knob: str):
+        """Wait for every pool, then score each monitor (``MON.scorecard``) at the checkpoints'
+        ``knobs``, named ``knob`` (the run's source: sigma, or an update's rung, alpha, ...)."""
         calibration, undrifted = self._calibration.result()[0], self._undrifted.result()[0]
         done = [f.result() for f in self._checkpoints]
         self._finalize()
@@ -168,13 +170,14 @@ class Monitoring:
             calibration,
             undrifted,
             [out for out, _ in done],
-            sigmas,
+            knobs,
             [r["roc_auc"] for r in rows],
             roc_auc_undrifted,
             self.true_accuracy,
             alpha=self.alpha,
             power_level=self.power_level,
             auc_drop=self.auc_drop,
+            knob=knob,
         )
         head = {
             "monitors": self.names,
@@ -198,14 +201,15 @@ class Monitoring:
         return {**head, **scores}, csv_rows
 
 
-def monitor_digest(scores: dict) -> str:
-    """One log line: each monitor's false-alarm rate and sigma at alarm, against the collapse."""
+def monitor_digest(scores: dict, knob: Knob) -> str:
+    """One log line: each monitor's false-alarm rate and knob at alarm, against the collapse."""
 
-    def at(sigma: float | None) -> str:
-        return "none" if sigma is None else f"{sigma:.3g}"
+    def at(value: float | None) -> str:
+        return "none" if value is None else f"{value:.3g}"
 
+    k, sym = knob.name, knob.symbol
     parts = [
-        f"{n} false alarms {m['false_alarm_rate']:.0%}, alarm at σ={at(m['sigma_at_alarm'])}"
+        f"{n} false alarms {m['false_alarm_rate']:.0%}, alarm at {sym}={at(m[f'{k}_at_alarm'])}"
         for n, m in scores["by_monitor"].items()
     ]
-    return f"collapse at σ={at(scores['collapse']['sigma'])}; " + "; ".join(parts)
+    return f"collapse at {sym}={at(scores['collapse'][k])}; " + "; ".join(parts)

@@ -13,7 +13,7 @@ from driftbench.updates.weights import adapter_files, adapter_folder, lora_delta
 
 
 class Adapter(Update):
-    knob = Knob("scale", "adapter scale")
+    knob = Knob("scale", "adapter scale", "scale")
 
     @property
     def trains(self) -> bool:

@@ -22,7 +22,7 @@ from driftbench.updates.weights import (
 
 
 class Interpolate(Update):
-    knob = Knob("alpha", "α")
+    knob = Knob("alpha", "interpolation α", "α")
 
     def _target_spec(self) -> ModelSpec | None:
         target = self.settings.get("target")

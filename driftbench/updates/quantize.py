@@ -9,7 +9,7 @@ from driftbench.updates.weights import check_quant_type, requantize
 
 
 class Quantize(Update):
-    knob = Knob("rung", "rung of drift.levels")
+    knob = Knob("rung", "rung of drift.levels (0: the original)", "rung")
 
     def check(self) -> None:
         levels = list(self.settings["levels"])

@@ -10,7 +10,7 @@ from driftbench.updates.base import Step, Update
 
 
 class Swap(Update):
-    knob = Knob("target", "target model")
+    knob = Knob("target", "target model (0: the original, 1: the target)", "target")
 
     in_place = False
 
