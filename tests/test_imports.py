@@ -1,6 +1,7 @@
 """driftbench's modules import one another without a cycle, counting the imports inside
-functions; only ``driftbench/backends/`` knows which backend a model is; and every backend of
-the registry implements the one interface, imported only when chosen."""
+functions, and never from a layer above their own (``LAYERS``: utilities < method < compute <
+config < tasks < entry); only ``driftbench/backends/`` knows which backend a model is; and every
+backend of the registry implements the one interface, imported only when chosen."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def package_modules(package: Path) -> dict[str, Path]:
     return out
 
 
-def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package modules ``name`` imports anywhere in its file (module level, functions,
-    classes, conditionals), relative imports resolved; ``from pkg import sub`` counts as
-    importing ``pkg.sub`` when that is a module, else ``pkg``."""
+def import_sites(name: str, path: Path, known: set[str]) -> list[tuple[int, str]]:
+    """(line, dotted name) of every import in ``name``'s file (module level, functions, classes,
+    conditionals), relative imports resolved; ``from pkg import sub`` names ``pkg.sub`` when that
+    is a module of ``known``, else ``pkg``. Names outside the package are kept as written."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
+    sites = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -49,12 +50,21 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             ]
         else:
             continue
-        for target in targets:
-            while target and target not in known:  # import a.b.c of a module a.b: a.b
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
-    return found
+        sites += [(node.lineno, target) for target in targets]
+    return sorted(sites)
+
+
+def package_module(target: str, known: set[str]) -> str:
+    """The package module an import names (import a.b.c of a module a.b: a.b); "" for none."""
+    while target and target not in known:
+        target = target.rpartition(".")[0]
+    return target
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules ``name`` imports anywhere in its file (:func:`import_sites`)."""
+    found = {package_module(target, known) for _, target in import_sites(name, path, known)}
+    return found - {"", name}
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:
@@ -105,6 +115,124 @@ def test_the_cycle_finder_sees_function_level_relative_and_submodule_imports(tmp
 def test_driftbench_has_no_import_cycle():
     cycle = find_cycle(import_graph(ROOT / "driftbench"))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# ── layers point one way ─────────────────────────────────────────────────────────────────────
+
+# Lowest first. A module imports modules of its own layer and of the layers below it, never of a
+# layer above (a function-level import counts too); a folder (``rho/``) or a top-level module
+# (``drift.py``) belongs to one layer. Derived from what the code imports and what each part is.
+LAYERS: list[tuple[str, set[str]]] = [
+    # leaf helpers: hashing, config ranges, batching, worker counts, atomic IO, run dirs and
+    # provenance, the shipped data files
+    (
+        "utilities",
+        {"digests", "ranges", "batching", "workers", "fileio", "provenance", "runs", "data"},
+    ),
+    # the methods, on arrays: drift operators and checkpoint sources, metrics, classifiers,
+    # monitors, mitigations; rho (probes, pairs, the hinge, the training plan, audit statistics)
+    (
+        "method",
+        {"metrics", "align", "drift", "checkpoints", "twin", "mitigations", "classifier"}
+        | {"monitors", "fit_cache", "rho"},
+    ),
+    # every model computation: loading, the backends (torch and mlx forwards, generation,
+    # training, CE), embeddings, the padding-free forward, real model updates
+    ("compute", {"models", "backends", "embed", "packed", "updates"}),
+    # the config groups' schemas (Hydra's ConfigStore) and their one-line errors
+    ("config", {"schema", "config_errors"}),
+    # the tasks: they wire the layers below for one run, summarise its results and draw them
+    ("tasks", {"tasks", "plots"}),
+    # one job, the sweep report, the trackers and the Slurm launcher
+    ("entry", {"launcher", "report", "trackers", "hydra_plugins"}),
+]
+# The package's own ``__init__`` holds ``__version__`` and registers the config schemas; Python
+# runs it before any of its modules, so it sits outside the layers.
+UNLAYERED = {"driftbench"}
+HYDRA_FREE = ("method", "compute")  # their modules import neither hydra nor omegaconf
+
+
+def folder_of(module: str) -> str:
+    """The folder or top-level module a package module belongs to: ``pkg.rho.plan`` -> ``rho``,
+    ``pkg.drift`` -> ``drift``; the package itself -> its own name."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(
+    name: str, path: Path, known: set[str], layers: list[tuple[str, set[str]]], shown: str
+) -> list[str]:
+    """Each import in ``name``'s file of a package module in a layer above ``name``'s, as
+    ``file:line: <import> (<its layer>) from <folder> (<its layer>)``."""
+    rank = {folder: i for i, (_, folders) in enumerate(layers) for folder in folders}
+    here = rank.get(folder_of(name))
+    hits = []
+    for line, target in import_sites(name, path, known):
+        there = rank.get(folder_of(package_module(target, known) or name))
+        if here is not None and there is not None and there > here:
+            hits.append(
+                f"{shown}:{line}: imports {package_module(target, known)} ({layers[there][0]}) "
+                f"from {folder_of(name)} ({layers[here][0]})"
+            )
+    return list(dict.fromkeys(hits))  # ``from x import a, b``: one line
+
+
+def test_every_folder_has_one_layer():
+    folders = {folder_of(m) for m in package_modules(ROOT / "driftbench")}
+    listed = [f for _, fs in LAYERS for f in fs]
+    assert len(listed) == len(set(listed)), "a folder in two layers"
+    assert not set(listed) & UNLAYERED
+    assert folders - UNLAYERED - set(listed) == set(), "folders without a layer (add to LAYERS)"
+    assert set(listed) - folders == set(), "LAYERS names folders that do not exist"
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    modules = package_modules(ROOT / "driftbench")
+    hits = [
+        hit
+        for name, path in modules.items()
+        for hit in upward_imports(name, path, set(modules), LAYERS, str(path.relative_to(ROOT)))
+    ]
+    order = " < ".join(n for n, _ in LAYERS)
+    assert not hits, f"imports against the layers ({order}):\n" + "\n".join(hits)
+
+
+def test_the_layer_check_flags_an_upward_import(tmp_path):
+    """A module of rho/ (method) that asks the backends (compute) or the schema (config) is
+    flagged, at module level or in a function; its imports of the utilities, of rho/ and of
+    other packages are not."""
+    modules = package_modules(ROOT / "driftbench")
+    fake = tmp_path / "fake.py"
+    fake.write_text(
+        "import numpy as np\n"
+        "from driftbench.batching import pad_batch\n"
+        "from driftbench.backends import backend_of\n"
+        "from . import plan\n"
+        "def f(sft):\n"
+        "    from driftbench.schema import Sft\n"
+    )
+    known = set(modules) | {"driftbench.rho.fake"}
+    assert upward_imports("driftbench.rho.fake", fake, known, LAYERS, "rho/fake.py") == [
+        "rho/fake.py:3: imports driftbench.backends (compute) from rho (method)",
+        "rho/fake.py:6: imports driftbench.schema (config) from rho (method)",
+    ]
+    # the same file in backends/ (compute) imports rho/ and the utilities, both below it
+    assert upward_imports("driftbench.backends.fake", fake, known, LAYERS, "fake.py") == [
+        "fake.py:6: imports driftbench.schema (config) from backends (compute)"
+    ]
+
+
+def test_the_method_and_compute_layers_import_no_hydra():
+    modules = package_modules(ROOT / "driftbench")
+    free = {f for n, fs in LAYERS if n in HYDRA_FREE for f in fs}
+    hits = [
+        f"{path.relative_to(ROOT)}:{line}: imports {target}"
+        for name, path in modules.items()
+        if folder_of(name) in free
+        for line, target in import_sites(name, path, set(modules))
+        if target.split(".")[0] in ("hydra", "omegaconf")
+    ]
+    assert not hits, "Hydra below the config layer:\n" + "\n".join(hits)
 
 
 # ── only backends/ branches on the backend ───────────────────────────────────────────────────
