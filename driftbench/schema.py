@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from driftbench.ranges import (
     at_least,
@@ -384,3 +384,10 @@ def register() -> None:
 def check(cfg: DictConfig) -> None:
     """Every range declared in the schema, on a composed config (types were checked by Hydra)."""
     check_node(cfg, Config, "")
+
+
+def sft_settings(group: DictConfig) -> Sft:
+    """The ``sft`` group as its schema object, the training loops' knobs by their YAML names (a
+    task is handed a plain copy of its groups: the schema types it again). The rho_sft task and
+    the drift task's trained adapter both train with it."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Sft), group))

@@ -74,11 +74,11 @@ def test_a_sweep_audits_the_untouched_model_once(make_cfg, tmp_path, caplog):
 
 
 def parts_of(make_cfg, *overrides: str) -> dict:
-    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors
+    from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
 
     cfg = make_cfg(*TINY_RHO, *overrides)
-    probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg)}
-    _, _, held = build_training_set(cfg, probes)
+    probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg.sft)}
+    _, _, held = build_training_set(cfg.sft, probes, int(cfg.seed), cfg.runtime.data_dir)
     behaviors = list(cfg.task.audit_behaviors)
     return audit_parts(
         model={"source": "tiny_random"},

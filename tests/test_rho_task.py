@@ -47,12 +47,13 @@ def first_step_losses(cfg, model, tok) -> tuple[float | None, float | None, floa
     largest pair-text CE (a hinge is a difference of CEs: its round-off is theirs)."""
     from driftbench.batching import pad_batch
     from driftbench.rho.plan import TrainingPlan
-    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors, sft_settings
+    from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
+    from driftbench.schema import sft_settings
 
-    sft = sft_settings(cfg)
+    sft = sft_settings(cfg.sft)
     n, seed = int(cfg.task.n_probes), int(cfg.task.probe_seed)
-    probes = {b: load_probes(b, n, seed) for b in pair_and_trap_behaviors(cfg)}
-    texts, pairs, _ = build_training_set(cfg, probes)
+    probes = {b: load_probes(b, n, seed) for b in pair_and_trap_behaviors(cfg.sft)}
+    texts, pairs, _ = build_training_set(cfg.sft, probes, int(cfg.seed), cfg.runtime.data_dir)
     batches = TrainingPlan(tok, texts, pairs, sft, int(cfg.seed), progress=False).micro_batches()
     sft_losses, hinges, pair_ces = [], [], [0.0]
 
@@ -252,12 +253,12 @@ def test_training_data_follows_the_data_seed_not_the_run_seed_and_traps_cover_si
     positive texts of all six contrast behaviours, and the run's seed leaves the data alone."""
     from driftbench.data import format_instruction
     from driftbench.rho.pairs import PAIR_BEHAVIORS, TRAP_INSTRUCTION, contrast_pairs
-    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors
+    from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
 
     def data(*overrides):
         cfg = make_cfg(*TINY_RHO, "sft.data.n_examples=200", "sft.data.trap_ratio=0.5", *overrides)
-        probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg)}
-        return build_training_set(cfg, probes)
+        probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg.sft)}
+        return build_training_set(cfg.sft, probes, int(cfg.seed), cfg.runtime.data_dir)
 
     texts, pairs, _ = data("seed=1")
     assert data("seed=2")[0] == texts  # another run seed: the same texts, in the same order
@@ -277,12 +278,12 @@ def test_contrastive_only_trains_ce_on_the_training_pairs_positive_texts(make_cf
     """rho-eval's ablation (experiments/ablation_sft_mlx.py, "contrastive-only") drops the SFT
     data, not the CE term: CE runs on the contrast pairs' positive texts, shuffled with the run's
     seed and capped at the SFT size; held-out probes stay out of it."""
-    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors
+    from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
 
     def data(*overrides):
         cfg = make_cfg(*TINY_RHO, "sft/condition=contrastive_only", *overrides)
-        probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg)}
-        return build_training_set(cfg, probes)
+        probes = {b: load_probes(b, 6, 42) for b in pair_and_trap_behaviors(cfg.sft)}
+        return build_training_set(cfg.sft, probes, int(cfg.seed), cfg.runtime.data_dir)
 
     texts, pairs, _ = data("sft.data.n_examples=1000")
     positives = [p["positive"] for b in pairs for p in pairs[b]]

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def training_cfg(cfg: DictConfig) -> DictConfig:
-    """The slice of a rho_sft config its training set and loop read."""
+    """The slice of a rho_sft config its training set and loop read (``rho.training_set``)."""
     return OmegaConf.create(
         {
             "sft": OmegaConf.to_container(cfg.drift.train, resolve=True),
@@ -32,7 +32,8 @@ def training_cfg(cfg: DictConfig) -> DictConfig:
 
 def trained_adapter(cfg: DictConfig) -> Path:
     from driftbench.rho.probes import load_probes
-    from driftbench.tasks.rho_sft import build_training_set, pair_and_trap_behaviors, sft_settings
+    from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
+    from driftbench.schema import sft_settings
 
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
@@ -52,12 +53,12 @@ def trained_adapter(cfg: DictConfig) -> Path:
 
     def build(tmp: Path) -> None:
         n = None if n_probes is None else int(n_probes)
-        probes = {b: load_probes(b, n, probe_seed) for b in pair_and_trap_behaviors(tcfg)}
-        texts, pairs, _ = build_training_set(tcfg, probes)
+        probes = {b: load_probes(b, n, probe_seed) for b in pair_and_trap_behaviors(tcfg.sft)}
+        texts, pairs, _ = build_training_set(tcfg.sft, probes, tcfg.seed, tcfg.runtime.data_dir)
         loaded = load_model(
             spec, cache_dir, device=cfg.runtime.device, head="causal_lm", backend=cfg.backend.name
         )
-        sft = sft_settings(tcfg)
+        sft = sft_settings(tcfg.sft)
         log.info(
             "training the adapter the update applies: %s, %d SFT texts (cached once trained)",
             tcfg.sft.condition.name,

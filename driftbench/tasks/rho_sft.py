@@ -15,16 +15,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import get_backend, load_model
-from driftbench.data import check_text_file, content_sha256, load_alpaca, resolve_data_path
+from driftbench.data import check_text_file, content_sha256, resolve_data_path
 from driftbench.fileio import atomic_write_csv, atomic_write_json, publish, save_figure
 from driftbench.models import ModelSpec, check_spec, model_identity
 from driftbench.plots import pyplot
 from driftbench.rho import audit as rho_audit
 from driftbench.rho.audit_cache import audit_parts, cached, stress_parts
-from driftbench.rho.pairs import PAIR_BEHAVIORS, contrast_pairs, split_holdout, trap_texts
+from driftbench.rho.pairs import PAIR_BEHAVIORS
 from driftbench.rho.plan import check_ce_on, trained_lambda_rho
 from driftbench.rho.probes import check_behavior, installed_digest, load_probes
-from driftbench.schema import Sft
+from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
+from driftbench.schema import sft_settings
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("baseline", "sft_only", "rho_guided", "contrastive_only", "shuffled_pairs")
@@ -49,12 +50,6 @@ def inputs(cfg: DictConfig) -> dict:
         "probes": installed_digest(),
         "model": model_identity(spec, Path(cfg.runtime.cache_dir).expanduser()),
     }
-
-
-def sft_settings(cfg: DictConfig) -> Sft:
-    """The ``sft`` group as its schema object, the training loops' knobs by their YAML names (the
-    task is handed a plain copy of its groups: the schema types it again)."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Sft), cfg.sft))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -111,56 +106,6 @@ def stress_prompts_of(cfg: DictConfig):
     )
 
 
-def pair_and_trap_behaviors(cfg: DictConfig) -> list[str]:
-    """Every behaviour whose probes training reads, pair behaviours first, each once."""
-    return list(dict.fromkeys([*cfg.sft.pair_behaviors, *cfg.sft.data.trap_behaviors]))
-
-
-def build_training_set(cfg: DictConfig, probes: dict[str, list[dict]]):
-    """(SFT texts, pairs by behaviour, held-out probes by behaviour).
-
-    Everything here is drawn with ``sft.data.seed``, not the run's seed: rho-eval fixes its SFT
-    texts and traps at 42, so runs that differ only in seed train on the same data and differ in
-    LoRA init and pair sampling, and the spread over seeds means what it means there. Traps are
-    the positive side of each pair of ``sft.data.trap_behaviors`` (rho-eval: all six contrast
-    behaviours, refusal and deception included); a pair behaviour's held-out probes give none.
-    ``sft.condition.sft_texts=pair_positives`` (contrastive_only) replaces Alpaca and traps with
-    the training pairs' positive texts, as rho-eval's ablation does."""
-    import random
-
-    seed = int(cfg.sft.data.seed)
-    held: dict[str, list[dict]] = {}
-    pairs: dict[str, list[dict]] = {}
-    for b in cfg.sft.pair_behaviors:
-        kept, held[b] = split_holdout(probes[b], float(cfg.sft.holdout_fraction), seed)
-        pairs[b] = contrast_pairs(b, kept)
-        if not pairs[b]:
-            raise ValueError(f"behaviour {b!r} has no contrast pairs left for training")
-    n = int(cfg.sft.data.n_examples)
-    if cfg.sft.condition.sft_texts == "pair_positives":
-        # rho-eval's contrastive-only: the positive texts of the training pairs, in an order
-        # drawn with the run's seed (its ablation shuffles them with random.Random(seed))
-        texts = [p["positive"] for b in cfg.sft.pair_behaviors for p in pairs[b]]
-        random.Random(int(cfg.seed)).shuffle(texts)
-        return texts[:n], pairs, held
-    n_traps = int(n * float(cfg.sft.data.trap_ratio))
-    traps = trap_texts(
-        [
-            p
-            for b in cfg.sft.data.trap_behaviors
-            for p in (pairs[b] if b in pairs else contrast_pairs(b, probes[b]))
-        ]
-    )
-    random.Random(seed).shuffle(traps)
-    traps = traps[:n_traps]
-    alpaca = load_alpaca(
-        resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir), n - len(traps), seed
-    )
-    texts = traps + alpaca
-    random.Random(seed + 1).shuffle(texts)
-    return texts, pairs, held
-
-
 def save_adapter(model, run_dir: Path) -> str:
     """LoRA adapter as safetensors, written to a temp dir and renamed into place."""
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=run_dir))
@@ -209,13 +154,13 @@ def loss_figure(history: list[dict], path: Path, title: str) -> None:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     seed = int(cfg.seed)
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    sft = sft_settings(cfg)
+    sft = sft_settings(cfg.sft)
     condition = cfg.sft.condition.name
     behaviors = list(cfg.task.audit_behaviors)
     n_probes = None if cfg.task.n_probes is None else int(cfg.task.n_probes)
     probe_seed = int(cfg.task.probe_seed)
-    probes = {b: load_probes(b, n_probes, probe_seed) for b in pair_and_trap_behaviors(cfg)}
-    sft_texts, pairs, held = build_training_set(cfg, probes)
+    probes = {b: load_probes(b, n_probes, probe_seed) for b in pair_and_trap_behaviors(cfg.sft)}
+    sft_texts, pairs, held = build_training_set(cfg.sft, probes, seed, cfg.runtime.data_dir)
     st = cfg.task.stress_test
     prompts = stress_prompts_of(cfg) if st.enabled else None
 
