@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -198,33 +200,31 @@ def embed_data(cfg: DictConfig, data, cache_dir: str | Path | None = None):
     )
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    sigmas = schedule_of(cfg)
-    tau, n_bins, seed = float(cfg.task.tau), int(cfg.task.ece_bins), int(cfg.seed)
-    data = load_data(cfg)
-    log.info(
-        "data %s: %d texts (%d/%d/%d), balanced pool available %s",
-        data.path.name,
-        len(data.texts),
-        *(len(data.split[s]) for s in ("train", "val", "test")),
-        data.n_available,
-    )
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    z, emb = embed_data(cfg, data)
-    z = drift_ops.normalize(z.astype(np.float64))  # eq. (4)
-    y = data.labels
-    tr, va, te = (data.split[s] for s in ("train", "val", "test"))
+@dataclass
+class Fitted:
+    """The frozen classifier on M_0's training embeddings, with its cache entry (``fit.key``,
+    ``fit.fit_s``: on a cache hit, the time the fit took when it was made) and its numbers."""
 
-    clf, fit = fitted_classifier(  # shared by runs that differ in drift, sigmas or monitors
+    clf: Any
+    fit: Any
+    about: dict
+    train_auc: float
+    val_auc: float
+
+
+def fit_classifier(cfg: DictConfig, z: np.ndarray, y: np.ndarray, split: dict) -> Fitted:
+    """C chosen on validation; cached, so runs that differ in drift, sigmas or monitors share
+    one fit."""
+    tr, va = split["train"], split["val"]
+    clf, fit = fitted_classifier(
         OmegaConf.to_container(cfg.classifier, resolve=True),
-        seed,
+        int(cfg.seed),
         z[tr],
         y[tr],
         z[va],
         y[va],
         cache_dir=cfg.runtime.cache_dir,
     )
-    fit_s = fit.fit_s  # on a cache hit: the time the fit took when it was made
     train_auc = M.roc_auc(y[tr], clf.predict_proba(z[tr]))
     val_auc = M.roc_auc(y[va], clf.predict_proba(z[va]))
     about = {"name": cfg.classifier.name, **clf.describe()}
@@ -234,110 +234,182 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         about["selected"],
         train_auc,
         val_auc,
-        fit_s,
+        fit.fit_s,
         ", from the cache" if fit.cache_hit else "",
     )
     for warning in clf.warnings():
         log.warning(warning)
+    return Fitted(clf, fit, about, train_auc, val_auc)
 
-    z_test, y_test = z[te], y[te]
+
+@dataclass
+class Scoring:
+    """What every checkpoint is scored with: the frozen classifier, the mitigation fitted beside
+    it (``fit_s``), the test texts whose labels it may read (``labelled``) and those every
+    number is computed on (``scored``)."""
+
+    clf: Any
+    mitigation: MIT.Mitigation
+    z_test: np.ndarray
+    y_test: np.ndarray
+    labelled: np.ndarray
+    scored: np.ndarray
+    tau: float
+    n_bins: int
+    fit_s: float
+
+
+def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: dict) -> Scoring:
+    tr, va, te = (split[s] for s in ("train", "val", "test"))
     mitigation = mitigation_of(cfg)
     t_fit = time.perf_counter()
     mitigation.fit(clf, z[tr], y[tr], z[va], y[va])
-    mitigation_fit_s = time.perf_counter() - t_fit
+    fit_s = time.perf_counter() - t_fit
     for warning in mitigation.warnings:
         log.warning(warning)
-    labelled = MIT.labelled_rows(y_test, mitigation.labels, np.random.default_rng([seed, 4]))
+    rng = np.random.default_rng([int(cfg.seed), 4])
+    labelled = MIT.labelled_rows(y[te], mitigation.labels, rng)
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
-    k = mitigation.anchors
-    source = make_source(cfg, data, z, sigmas, k)
+    tau, n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
+    return Scoring(clf, mitigation, z[te], y[te], labelled, scored, tau, n_bins, fit_s)
+
+
+@dataclass
+class Trace:
+    """Every checkpoint's numbers, in order: its row, reliability table, the frozen classifier's
+    numbers on the scored texts (``unmitigated``) and its AUC on every test text, the
+    mitigation's time and the knob."""
+
+    rows: list[dict] = field(default_factory=list)
+    reliability: list[list[dict]] = field(default_factory=list)
+    unmitigated: list[dict] = field(default_factory=list)
+    frozen_auc: list[dict] = field(default_factory=list)
+    apply_s: list[float] = field(default_factory=list)
+    knobs: list[float] = field(default_factory=list)
+
+
+def score_checkpoint(c: int, ckpt, s: Scoring, source, trace: Trace) -> np.ndarray:
+    """Checkpoint ``c`` scored into ``trace``; returns the frozen classifier's probabilities on
+    every test text (what the monitors watch)."""
+    zc, y, k = ckpt.z, s.y_test, s.mitigation.anchors
+    p_frozen = s.clf.predict_proba(zc)
+    t_apply = time.perf_counter()
+    if s.mitigation.identity:  # none: the frozen classifier's own numbers, computed once
+        p = p_frozen[s.scored]
+    else:
+        anchors = (ckpt.anchors[0][:k], ckpt.anchors[1][:k]) if k else None
+        at = s.mitigation.at_checkpoint(zc, zc[s.labelled], y[s.labelled], anchors)
+        p = at(zc[s.scored])
+    trace.apply_s.append(time.perf_counter() - t_apply)
+    scores = M.checkpoint_metrics(y[s.scored], p, s.tau, s.n_bins)
+    row = {"checkpoint": c, source.knob.name: float(ckpt.knob), **scores}
+    angle = drift_ops.realized_angle_deg(s.z_test, zc)
+    row.update(realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max()))
+    # the source's own columns (an update: its twins at the same mean angle), and the sigma the
+    # amplification diagnostic reads
+    extra, sigma_eq = source.describe(ckpt, row["realized_angle_deg"], s.clf, y, p_frozen)
+    row.update(extra)
+    row.update(s.clf.amplification(s.z_test, zc, float(sigma_eq)))
+    trace.rows.append(row)
+    trace.knobs.append(ckpt.knob)
+    trace.reliability.append(M.reliability_table(y[s.scored], p, s.n_bins))
+    trace.unmitigated.append(
+        scores
+        if s.mitigation.identity
+        else M.checkpoint_metrics(y[s.scored], p_frozen[s.scored], s.tau, s.n_bins)
+    )
+    trace.frozen_auc.append({"roc_auc": M.roc_auc(y, p_frozen)})
+    log.info(
+        "checkpoint %d %s angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
+        c,
+        ckpt.label,
+        row["realized_angle_deg"],
+        row["roc_auc"],
+        row["mean_confidence"],
+        row["silent_failure_rate_pct"],
+        row["ece"],
+    )
+    return p_frozen
+
+
+def mitigation_report(cfg, s: Scoring, trace: Trace, run_dir: Path, title: str, knob) -> dict:
+    out = {
+        "name": cfg.mitigation.name,
+        **s.mitigation.describe(),
+        "labels_per_checkpoint": s.mitigation.labels,
+        "n_scored": int(s.scored.size),
+        **MIT.compare(trace.rows, trace.unmitigated),
+        "timing": {"fit_s": s.fit_s, "per_checkpoint_s": trace.apply_s},
+    }
+    if not s.mitigation.identity:
+        plots.mitigation_figure(
+            run_dir, trace.rows, trace.unmitigated, cfg.mitigation.name, title, knob
+        )
+        log.info("mitigation: %s", MIT.digest(out))
+    return out
+
+
+def monitor_report(
+    monitoring: Monitoring, s: Scoring, trace: Trace, fit_s: float, run_dir: Path, title, knob
+) -> dict:
+    """The monitors' scorecard (monitors.csv, its figure, one log line)."""
+    auc0 = M.roc_auc(s.y_test, s.clf.predict_proba(s.z_test))
+    scores, monitor_rows = monitoring.score(trace.knobs, trace.frozen_auc, auc0, fit_s, knob.name)
+    timing = scores["timing"]
+    log.info(
+        "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d workers "
+        "(the classifier's fit: %.2f s)",
+        len(monitoring.names),
+        len(monitoring.windows),
+        float(np.mean(timing["monitors_per_checkpoint_s"])),
+        timing["monitor_workers"],
+        fit_s,
+    )
+    atomic_write_csv(run_dir / "monitors.csv", monitor_rows)
+    plots.monitor_figure(run_dir, trace.rows, scores, title, knob)
+    log.info("monitors: %s", monitor_digest(scores, knob))
+    return scores
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One drift run: M_0's embeddings, the classifier fitted on them and frozen, then every
+    checkpoint of the run's source scored, with the monitors watching."""
+    data = load_data(cfg)
+    log.info(
+        "data %s: %d texts (%d/%d/%d), balanced pool available %s",
+        data.path.name,
+        len(data.texts),
+        *(len(data.split[s]) for s in ("train", "val", "test")),
+        data.n_available,
+    )
+    z, emb = embed_data(cfg, data)
+    z = drift_ops.normalize(z.astype(np.float64))  # eq. (4)
+    y, split = data.labels, data.split
+    fitted = fit_classifier(cfg, z, y, split)
+    scoring = prepare_scoring(cfg, fitted.clf, z, y, split)
+    source = make_source(cfg, data, z, schedule_of(cfg), scoring.mitigation.anchors)
     knob = source.knob  # sigma, or an update's own axis: rows and summaries name it
     # after the source is made (an update's re-quantization forks workers of its own): the
     # monitors start their work once nothing else forks
-    monitoring = Monitoring(cfg, clf, z, y, data.split, seed) if monitor_names(cfg) else None
-    rows, reliability, unmitigated, frozen_auc, apply_s, knobs = [], [], [], [], [], []
+    monitoring = (
+        Monitoring(cfg, fitted.clf, z, y, split, int(cfg.seed)) if monitor_names(cfg) else None
+    )
+    trace = Trace()
     for c, ckpt in enumerate(source.checkpoints()):
-        zc, pair = ckpt.z, ckpt.anchors
-        knobs.append(ckpt.knob)
-        p_frozen = clf.predict_proba(zc)
-        t_apply = time.perf_counter()
-        anchors = (pair[0][:k], pair[1][:k]) if k else None
-        if mitigation.identity:  # none: the frozen classifier's own numbers, computed once
-            p = p_frozen[scored]
-        else:
-            p = mitigation.at_checkpoint(zc, zc[labelled], y_test[labelled], anchors)(zc[scored])
-        apply_s.append(time.perf_counter() - t_apply)
-        scores = M.checkpoint_metrics(y_test[scored], p, tau, n_bins)
-        row = {"checkpoint": c, knob.name: float(ckpt.knob), **scores}
-        angle = drift_ops.realized_angle_deg(z_test, zc)
-        row.update(
-            realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max())
-        )
-        # the source's own columns (an update: its twins at the same mean angle), and the sigma
-        # the amplification diagnostic reads
-        extra, sigma_eq = source.describe(ckpt, row["realized_angle_deg"], clf, y_test, p_frozen)
-        row.update(extra)
-        row.update(clf.amplification(z_test, zc, float(sigma_eq)))
-        rows.append(row)
-        reliability.append(M.reliability_table(y_test[scored], p, n_bins))
-        unmitigated.append(
-            scores
-            if mitigation.identity
-            else M.checkpoint_metrics(y_test[scored], p_frozen[scored], tau, n_bins)
-        )
-        frozen_auc.append({"roc_auc": M.roc_auc(y_test, p_frozen)})
-        log.info(
-            "checkpoint %d %s angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
-            c,
-            ckpt.label,
-            row["realized_angle_deg"],
-            row["roc_auc"],
-            row["mean_confidence"],
-            row["silent_failure_rate_pct"],
-            row["ece"],
-        )
+        p_frozen = score_checkpoint(c, ckpt, scoring, source, trace)
         if monitoring is not None:  # the monitors watch the frozen classifier (on workers)
-            monitoring.checkpoint(zc, p_frozen)
-    atomic_write_csv(run_dir / "checkpoints.csv", rows)
-    if fit.key not in _SEPARABILITY:  # the training split's alone: one per fit in a sweep
-        _SEPARABILITY[fit.key] = M.separability(z[tr], y[tr])
-    sep = copy.deepcopy(_SEPARABILITY[fit.key])
-    cal = calibration_checkpoints(cfg, len(knobs))
+            monitoring.checkpoint(ckpt.z, p_frozen)
+    atomic_write_csv(run_dir / "checkpoints.csv", trace.rows)
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} {source.noun}, {data.path.name}"
     from_source = source.finish(run_dir, title)
-    plots.drift_figures(run_dir, rows, reliability, cal, title, knob)
-    extra = {
-        "mitigation": {
-            "name": cfg.mitigation.name,
-            **mitigation.describe(),
-            "labels_per_checkpoint": mitigation.labels,
-            "n_scored": int(scored.size),
-            **MIT.compare(rows, unmitigated),
-            "timing": {"fit_s": mitigation_fit_s, "per_checkpoint_s": apply_s},
-        }
-    }
-    if not mitigation.identity:
-        plots.mitigation_figure(run_dir, rows, unmitigated, cfg.mitigation.name, title, knob)
-        log.info("mitigation: %s", MIT.digest(extra["mitigation"]))
+    cal = calibration_checkpoints(cfg, len(trace.knobs))
+    plots.drift_figures(run_dir, trace.rows, trace.reliability, cal, title, knob)
+    extra = {"mitigation": mitigation_report(cfg, scoring, trace, run_dir, title, knob)}
     if monitoring is not None:
-        auc0 = M.roc_auc(y_test, clf.predict_proba(z_test))
-        extra["monitors"], monitor_rows = monitoring.score(
-            knobs, frozen_auc, auc0, fit_s, knob.name
+        extra["monitors"] = monitor_report(
+            monitoring, scoring, trace, fitted.fit.fit_s, run_dir, title, knob
         )
-        timing = extra["monitors"]["timing"]
-        log.info(
-            "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d workers "
-            "(the classifier's fit: %.2f s)",
-            len(monitoring.names),
-            len(monitoring.windows),
-            float(np.mean(timing["monitors_per_checkpoint_s"])),
-            timing["monitor_workers"],
-            fit_s,
-        )
-        atomic_write_csv(run_dir / "monitors.csv", monitor_rows)
-        plots.monitor_figure(run_dir, rows, extra["monitors"], title, knob)
-        log.info("monitors: %s", monitor_digest(extra["monitors"], knob))
-
     return {
         "task": "drift_eval",
         "model": {
@@ -347,28 +419,42 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "dim": int(z.shape[1]),
             "identity": emb["identity"],
         },
-        "data": {
-            "name": cfg.data.name,
-            "path": str(data.path),
-            "sha256": data.file_sha256,
-            "n_samples": len(data.texts),
-            "n_train": len(tr),
-            "n_val": len(va),
-            "n_test": len(te),
-            "available": data.n_available,
-        },
+        "data": data_record(cfg, data),
         "drift": cfg.drift.name,
         **from_source,
         "knob": {"name": knob.name, "label": knob.label, "symbol": knob.symbol},
-        f"{knob.name}s": [float(v) for v in knobs],  # sigmas; rungs, scales, alphas, targets
-        "classifier": {**about, "train_auc": train_auc, "val_auc": val_auc, "fit_s": fit_s},
-        "separability": sep,
+        f"{knob.name}s": [float(v) for v in trace.knobs],  # sigmas; rungs, alphas, ...
+        "classifier": {
+            **fitted.about,
+            "train_auc": fitted.train_auc,
+            "val_auc": fitted.val_auc,
+            "fit_s": fitted.fit.fit_s,
+        },
+        "separability": separability(fitted.fit.key, z[split["train"]], y[split["train"]]),
         "embedding": emb["stats"],
-        "checkpoints": rows,
-        "reliability": [{"checkpoint": c, "bins": r} for c, r in enumerate(reliability)],
-        "summary": summarize(rows, knob.name),
+        "checkpoints": trace.rows,
+        "reliability": [{"checkpoint": c, "bins": r} for c, r in enumerate(trace.reliability)],
+        "summary": summarize(trace.rows, knob.name),
         **extra,
     }
+
+
+def data_record(cfg: DictConfig, data) -> dict:
+    return {
+        "name": cfg.data.name,
+        "path": str(data.path),
+        "sha256": data.file_sha256,
+        "n_samples": len(data.texts),
+        **{f"n_{s}": len(data.split[s]) for s in ("train", "val", "test")},
+        "available": data.n_available,
+    }
+
+
+def separability(fit_key: str, z_train: np.ndarray, y_train: np.ndarray) -> dict:
+    """The training split's separability: computed once per fit in a sweep's process."""
+    if fit_key not in _SEPARABILITY:
+        _SEPARABILITY[fit_key] = M.separability(z_train, y_train)
+    return copy.deepcopy(_SEPARABILITY[fit_key])
 
 
 def summarize(rows: list[dict], knob: str) -> dict:
