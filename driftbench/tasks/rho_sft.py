@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -151,19 +154,26 @@ def loss_figure(history: list[dict], path: Path, title: str) -> None:
     pyplot().close(fig)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    seed = int(cfg.seed)
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    sft = sft_settings(cfg.sft)
-    condition = cfg.sft.condition.name
-    behaviors = list(cfg.task.audit_behaviors)
+@dataclass
+class TrainingData:
+    """What the condition trains on (``rho.training_set``): SFT texts, pairs and held-out probes
+    by behaviour."""
+
+    texts: list[str]
+    pairs: dict[str, list[dict]]
+    held: dict[str, list[dict]]
+
+
+def training_data(cfg: DictConfig) -> TrainingData:
     n_probes = None if cfg.task.n_probes is None else int(cfg.task.n_probes)
     probe_seed = int(cfg.task.probe_seed)
     probes = {b: load_probes(b, n_probes, probe_seed) for b in pair_and_trap_behaviors(cfg.sft)}
-    sft_texts, pairs, held = build_training_set(cfg.sft, probes, seed, cfg.runtime.data_dir)
-    st = cfg.task.stress_test
-    prompts = stress_prompts_of(cfg) if st.enabled else None
+    return TrainingData(*build_training_set(cfg.sft, probes, int(cfg.seed), cfg.runtime.data_dir))
 
+
+def load_checked_model(cfg: DictConfig, spec: ModelSpec, sft):
+    """The model with its causal LM head, checked for what the run asks of it: a chat template
+    for the stress test, the LoRA target modules for training."""
     loaded = load_model(
         spec,
         cfg.runtime.cache_dir,
@@ -171,142 +181,218 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         head="causal_lm",
         backend=cfg.backend.name,
     )
-    model, tok, backend = loaded.model, loaded.tokenizer, loaded.backend
-    if st.enabled:
+    if cfg.task.stress_test.enabled:
         from driftbench.rho.stress import check_chat_template
 
-        check_chat_template(tok, spec.name)
+        check_chat_template(loaded.tokenizer, spec.name)
     if cfg.sft.condition.train:
-        backend.check_lora_targets(model, sft.lora.target_modules)
-    progress = bool(cfg.runtime.progress)
+        loaded.backend.check_lora_targets(loaded.model, sft.lora.target_modules)
+    return loaded
+
+
+@dataclass
+class Audits:
+    """What the run's audits and stress tests share, before and after training: the tokenizer
+    and backend, the behaviours and probes audited (``held_sets``: the held-out probes of the
+    audited pair behaviours), the stress test's settings and prompts, and what keys the
+    untouched model's results in the cache (``keyed``; ``cache_used``: whether each was reused,
+    driftbench/rho/audit_cache.py)."""
+
+    run_dir: Path
+    cache_dir: str
+    tok: Any
+    backend: Any
+    behaviors: list[str]
+    n_probes: int | None
+    probe_seed: int
+    progress: bool
+    batching: dict
+    held_sets: dict[str, list[dict]]
+    stress_cfg: Any
+    prompts: Any
+    keyed: dict
+    cache_used: dict = field(default_factory=dict)
+
+
+def audits_of(cfg: DictConfig, run_dir: Path, loaded, held: dict, prompts) -> Audits:
+    behaviors = list(cfg.task.audit_behaviors)
     batching = {
         "batch_tokens": int(cfg.task.batch_tokens),
         "gen_max_batch": int(cfg.task.gen_max_batch),
     }
-    held_sets = {b: v for b, v in held.items() if v and b in behaviors}
-    # the untouched model's audit and stress test: once per sweep (driftbench/rho/audit_cache.py)
-    device = str(getattr(getattr(model, "device", None), "type", "default"))
+    device = str(getattr(getattr(loaded.model, "device", None), "type", "default"))
     keyed = dict(model=loaded.identity, batching=batching, backend=cfg.backend.name, device=device)
     keyed["results_version"] = RESULTS_VERSION
-    cache_used: dict = {}
+    return Audits(
+        run_dir=run_dir,
+        cache_dir=cfg.runtime.cache_dir,
+        tok=loaded.tokenizer,
+        backend=loaded.backend,
+        behaviors=behaviors,
+        n_probes=None if cfg.task.n_probes is None else int(cfg.task.n_probes),
+        probe_seed=int(cfg.task.probe_seed),
+        progress=bool(cfg.runtime.progress),
+        batching=batching,
+        held_sets={b: v for b, v in held.items() if v and b in behaviors},
+        stress_cfg=cfg.task.stress_test,
+        prompts=prompts,
+        keyed=keyed,
+    )
 
-    def before_cached(kind: str, parts: dict, compute) -> dict:
-        result, cache_used[kind] = cached(cfg.runtime.cache_dir, kind, parts, compute)
-        return result
 
-    def audit_all(stage: str, m) -> dict:
-        results: dict = {}
+def cached_before(a: Audits, kind: str, parts: dict, compute) -> dict:
+    """The untouched model's result: once per sweep (driftbench/rho/audit_cache.py)."""
+    result, a.cache_used[kind] = cached(a.cache_dir, kind, parts, compute)
+    return result
 
-        def write(behavior, result):
-            results[behavior] = result
-            atomic_write_json(run_dir / f"audit_{stage}.json", results)
-            log.info("%s %s: rho=%.4f", stage, behavior, result["rho"])
 
-        rho_audit.audit(
+def write_result(results: dict, path: Path, stage: str, behavior: str, result: dict) -> None:
+    """One behaviour's audit, written as soon as it is done."""
+    results[behavior] = result
+    atomic_write_json(path, results)
+    log.info("%s %s: rho=%.4f", stage, behavior, result["rho"])
+
+
+def audit_all(a: Audits, stage: str, m) -> dict:
+    """The audit of ``m`` (``stage``: before or after training) into ``audit_<stage>.json``,
+    then its held-out probes."""
+    path = a.run_dir / f"audit_{stage}.json"
+    results: dict = {}
+    rho_audit.audit(
+        m,
+        a.tok,
+        a.behaviors,
+        n_probes=a.n_probes,
+        seed=a.probe_seed,
+        progress=a.progress,
+        on_result=partial(write_result, results, path, stage),
+        backend=a.backend,
+        **a.batching,
+    )
+    if a.held_sets:
+        results["heldout"] = rho_audit.audit(
             m,
-            tok,
-            behaviors,
-            n_probes=n_probes,
-            seed=probe_seed,
-            progress=progress,
-            on_result=write,
-            backend=backend,
-            **batching,
+            a.tok,
+            list(a.held_sets),
+            probes=a.held_sets,
+            progress=a.progress,
+            backend=a.backend,
+            **a.batching,
         )
-        if held_sets:
-            results["heldout"] = rho_audit.audit(
-                m,
-                tok,
-                list(held_sets),
-                probes=held_sets,
-                progress=progress,
-                backend=backend,
-                **batching,
-            )
-            atomic_write_json(run_dir / f"audit_{stage}.json", results)
-        return results
+        atomic_write_json(path, results)
+    return results
 
-    def stress(stage: str, m) -> dict | None:
-        if not st.enabled:
-            return None
-        from driftbench.rho.stress import stress_test
 
-        def test() -> dict:
-            n_new = int(st.max_new_tokens)
-            return stress_test(
-                m,
-                tok,
-                prompts,
-                max_new_tokens=n_new,
-                progress=progress,
-                backend=backend,
-                **batching,
-            )
-
-        if stage == "before":
-            parts = stress_parts(prompts=prompts, max_new_tokens=int(st.max_new_tokens), **keyed)
-            res = before_cached("rho_stress", parts, test)
-        else:
-            res = test()
-        atomic_write_json(run_dir / f"stress_{stage}.json", res)
-        log.info(
-            "%s stress test: refusal on harmful %.2f, on benign %.2f",
-            stage,
-            res["harmful"]["refusal_rate"],
-            res["benign"]["refusal_rate"],
-        )
-        return res
-
+def audit_before(a: Audits, m) -> dict:
+    """The untouched model's audit, from the cache where a run of the sweep made it."""
     parts = audit_parts(
         probes=installed_digest(),
-        behaviors=behaviors,
-        n_probes=n_probes,
-        probe_seed=probe_seed,
-        heldout=held_sets,
-        **keyed,
+        behaviors=a.behaviors,
+        n_probes=a.n_probes,
+        probe_seed=a.probe_seed,
+        heldout=a.held_sets,
+        **a.keyed,
     )
-    before = before_cached("rho_audit", parts, lambda: audit_all("before", model))
-    if cache_used["rho_audit"]["hit"]:
-        atomic_write_json(run_dir / "audit_before.json", before)
-        for b in behaviors:
+    before = cached_before(a, "rho_audit", parts, lambda: audit_all(a, "before", m))
+    if a.cache_used["rho_audit"]["hit"]:
+        atomic_write_json(a.run_dir / "audit_before.json", before)
+        for b in a.behaviors:
             log.info("before %s: rho=%.4f (cached)", b, before[b]["rho"])
-    stress_before = stress("before", model)
-    history: list[dict] = []
-    adapter = None
-    if cfg.sft.condition.train:
-        log.info(
-            "training %s: %d SFT texts, pairs %s, lambda_rho=%g, gamma=%g",
-            condition,
-            len(sft_texts),
-            {b: len(v) for b, v in pairs.items()},
-            trained_lambda_rho(sft),
-            sft.margin,
-        )
-        model, history = backend.train(model, tok, sft_texts, pairs, sft, seed, progress)
-        adapter = save_adapter(model, run_dir)
-        atomic_write_csv(run_dir / "loss_curve.csv", history)
-        loss_figure(history, run_dir / "loss_curve.png", f"{spec.name}, {condition}")
-        after = audit_all("after", model)
-        stress_after = stress("after", model)
+    return before
+
+
+def stress_test_of(a: Audits, m) -> dict:
+    from driftbench.rho.stress import stress_test
+
+    return stress_test(
+        m,
+        a.tok,
+        a.prompts,
+        max_new_tokens=int(a.stress_cfg.max_new_tokens),
+        progress=a.progress,
+        backend=a.backend,
+        **a.batching,
+    )
+
+
+def stress(a: Audits, stage: str, m) -> dict | None:
+    """The stress test of ``m`` into ``stress_<stage>.json`` (before training: from the cache
+    where a run of the sweep made it); None where ``task.stress_test`` is off."""
+    if not a.stress_cfg.enabled:
+        return None
+    if stage == "before":
+        n_new = int(a.stress_cfg.max_new_tokens)
+        parts = stress_parts(prompts=a.prompts, max_new_tokens=n_new, **a.keyed)
+        res = cached_before(a, "rho_stress", parts, lambda: stress_test_of(a, m))
     else:
-        after, stress_after = before, stress_before
+        res = stress_test_of(a, m)
+    atomic_write_json(a.run_dir / f"stress_{stage}.json", res)
+    log.info(
+        "%s stress test: refusal on harmful %.2f, on benign %.2f",
+        stage,
+        res["harmful"]["refusal_rate"],
+        res["benign"]["refusal_rate"],
+    )
+    return res
 
-    def delta(b: str) -> dict:
-        out = {
-            "rho_before": before[b]["rho"],
-            "rho_after": after[b]["rho"],
-            "delta_rho": after[b]["rho"] - before[b]["rho"],
-        }
-        for k in ("frac_positive_lower_ce", "wilcoxon_p", "mean_ce_gap"):
-            if before[b].get("paired") and k in before[b]["paired"]:
-                out[f"{k}_before"] = before[b]["paired"][k]
-                out[f"{k}_after"] = after[b]["paired"][k]
-        if out.get("mean_ce_gap_before") is not None and out.get("mean_ce_gap_after") is not None:
-            # rho-eval's mlx_quick_rho, the unit of the seed's tables (rho_sft_summary.RHO_MEASURES)
-            out["delta_mean_ce_gap"] = out["mean_ce_gap_after"] - out["mean_ce_gap_before"]
-        return out
 
-    summary = {b: delta(b) for b in behaviors}
+def train(cfg: DictConfig, run_dir: Path, loaded, sft, data: TrainingData, title: str):
+    """(the trained model, its loss history, the adapter's folder): LoRA SFT with the
+    condition's losses, the adapter and the loss curve written to the run dir."""
+    log.info(
+        "training %s: %d SFT texts, pairs %s, lambda_rho=%g, gamma=%g",
+        cfg.sft.condition.name,
+        len(data.texts),
+        {b: len(v) for b, v in data.pairs.items()},
+        trained_lambda_rho(sft),
+        sft.margin,
+    )
+    model, history = loaded.backend.train(
+        loaded.model,
+        loaded.tokenizer,
+        data.texts,
+        data.pairs,
+        sft,
+        int(cfg.seed),
+        bool(cfg.runtime.progress),
+    )
+    adapter = save_adapter(model, run_dir)
+    atomic_write_csv(run_dir / "loss_curve.csv", history)
+    loss_figure(history, run_dir / "loss_curve.png", title)
+    return model, history, adapter
+
+
+@dataclass
+class Stages:
+    """The audits and stress tests before and after training, the loss history and the adapter
+    (an untrained condition: after is before, no history, no adapter)."""
+
+    before: dict
+    after: dict
+    stress_before: dict | None
+    stress_after: dict | None
+    history: list[dict] = field(default_factory=list)
+    adapter: str | None = None
+
+
+def delta(before: dict, after: dict) -> dict:
+    """One behaviour's audit before and after training, and the change."""
+    out = {
+        "rho_before": before["rho"],
+        "rho_after": after["rho"],
+        "delta_rho": after["rho"] - before["rho"],
+    }
+    for k in ("frac_positive_lower_ce", "wilcoxon_p", "mean_ce_gap"):
+        if before.get("paired") and k in before["paired"]:
+            out[f"{k}_before"] = before["paired"][k]
+            out[f"{k}_after"] = after["paired"][k]
+    if out.get("mean_ce_gap_before") is not None and out.get("mean_ce_gap_after") is not None:
+        # rho-eval's mlx_quick_rho, the unit of the seed's tables (rho_sft_summary.RHO_MEASURES)
+        out["delta_mean_ce_gap"] = out["mean_ce_gap_after"] - out["mean_ce_gap_before"]
+    return out
+
+
+def log_deltas(summary: dict) -> None:
     for b, d in summary.items():
         gap = d.get("delta_mean_ce_gap")
         log.info(
@@ -317,7 +403,45 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             d["delta_rho"],
             "" if gap is None else f"; confidence gap delta {gap:+.4f}",
         )
+
+
+def training_metrics(cfg: DictConfig, data: TrainingData, s: Stages) -> dict:
+    history = s.history
     tokens = sum(h["real_tokens"] for h in history)
+    return {
+        "steps": len(history),
+        "n_sft_texts": len(data.texts) if cfg.sft.condition.train else 0,
+        "pairs_per_behavior": {b: len(v) for b, v in data.pairs.items()},
+        "heldout_per_behavior": {b: len(v) for b, v in data.held.items()},
+        "real_tokens": tokens,
+        "wall_s": history[-1]["wall_s"] if history else 0.0,
+        "real_tokens_per_s": tokens / history[-1]["wall_s"] if history else None,
+        "final_sft_loss": history[-1]["sft_loss"] if history else None,
+        "final_contrastive_loss": history[-1]["contrastive_loss"] if history else None,
+        "adapter": s.adapter,
+    }
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    sft = sft_settings(cfg.sft)
+    condition = cfg.sft.condition.name
+    data = training_data(cfg)
+    prompts = stress_prompts_of(cfg) if cfg.task.stress_test.enabled else None
+    loaded = load_checked_model(cfg, spec, sft)
+    a = audits_of(cfg, run_dir, loaded, data.held, prompts)
+
+    before = audit_before(a, loaded.model)
+    stress_before = stress(a, "before", loaded.model)
+    s = Stages(before, before, stress_before, stress_before)
+    if cfg.sft.condition.train:
+        title = f"{spec.name}, {condition}"
+        model, s.history, s.adapter = train(cfg, run_dir, loaded, sft, data, title)
+        s.after = audit_all(a, "after", model)
+        s.stress_after = stress(a, "after", model)
+
+    summary = {b: delta(s.before[b], s.after[b]) for b in a.behaviors}
+    log_deltas(summary)
     return {
         "task": "rho_sft",
         "model": {"name": spec.name, "identity": loaded.identity},
@@ -325,22 +449,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "lambda_rho": trained_lambda_rho(sft),
         "margin_gamma": sft.margin,
         "behaviors": summary,
-        "audit_before": before,
-        "audit_after": after,
-        "stress_test": {"before": _rates(stress_before), "after": _rates(stress_after)},
-        "before_cache": cache_used,  # the untouched model's audit and stress test: reused?
-        "training": {
-            "steps": len(history),
-            "n_sft_texts": len(sft_texts) if cfg.sft.condition.train else 0,
-            "pairs_per_behavior": {b: len(v) for b, v in pairs.items()},
-            "heldout_per_behavior": {b: len(v) for b, v in held.items()},
-            "real_tokens": tokens,
-            "wall_s": history[-1]["wall_s"] if history else 0.0,
-            "real_tokens_per_s": tokens / history[-1]["wall_s"] if history else None,
-            "final_sft_loss": history[-1]["sft_loss"] if history else None,
-            "final_contrastive_loss": history[-1]["contrastive_loss"] if history else None,
-            "adapter": adapter,
-        },
+        "audit_before": s.before,
+        "audit_after": s.after,
+        "stress_test": {"before": _rates(s.stress_before), "after": _rates(s.stress_after)},
+        "before_cache": a.cache_used,  # the untouched model's audit and stress test: reused?
+        "training": training_metrics(cfg, data, s),
         "summary": {f"delta_rho_{b}": d["delta_rho"] for b, d in summary.items()},
     }
 
