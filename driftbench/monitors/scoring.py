@@ -134,50 +134,80 @@ def scorecard(
     }
     rows = []
     for name in names:
-        mon = MONITORS[name]
-        threshold = (
-            None
-            if mon.has_p_value
-            else null_threshold([o.statistic for o in calibration[name]], alpha)
+        entry, monitor_rows = monitor_score(
+            name,
+            calibration,
+            undrifted,
+            checkpoints,
+            sigmas,
+            true_accuracy,
+            collapse,
+            alpha=alpha,
+            power_level=power_level,
+            knob=knob,
         )
-        common = {"alpha": alpha, "threshold": threshold}
-        null_row = window_set_row(
-            name, undrifted[name], windows="undrifted", checkpoint=None, knob=(knob, 0.0), **common
-        )
-        ckpt_rows = [
-            window_set_row(
-                name,
-                checkpoints[c][name],
-                windows="drifted",
-                checkpoint=c,
-                knob=(knob, sigmas[c]),
-                true_accuracy=true_accuracy[c],
-                **common,
-            )
-            for c in range(len(sigmas))
-        ]
-        rows += [null_row, *ckpt_rows]
-        power = [r["alarm_rate"] for r in ckpt_rows]
-        alarm = first_index([p >= power_level for p in power])
-        entry = {
-            "has_p_value": mon.has_p_value,
-            "threshold": threshold,
-            "false_alarm_rate": null_row["alarm_rate"],
-            "n_undrifted_windows": len(undrifted[name]),
-            "power": power,
-            "statistic_mean": [r["statistic_mean"] for r in ckpt_rows],
-            "alarm_checkpoint": alarm,
-            f"{knob}_at_alarm": None if alarm is None else sigmas[alarm],
-            "lead_checkpoints": None if alarm is None or collapse is None else collapse - alarm,
-        }
-        if mon.estimates_accuracy:
-            err = [r["accuracy_abs_error_mean"] for r in ckpt_rows]
-            entry.update(
-                accuracy_estimate=[r["accuracy_estimate_mean"] for r in ckpt_rows],
-                accuracy_true=[r["accuracy_true_mean"] for r in ckpt_rows],
-                abs_error=err,
-                abs_error_mean=float(np.mean(err)),
-                abs_error_at_max=err[-1],
-            )
+        rows += monitor_rows
         scores["by_monitor"][name] = entry
     return scores, rows
+
+
+def monitor_score(
+    name: str,
+    calibration: dict[str, list[Outcome]],
+    undrifted: dict[str, list[Outcome]],
+    checkpoints: Sequence[dict[str, list[Outcome]]],
+    sigmas: list[float],
+    true_accuracy: Sequence[np.ndarray],
+    collapse: int | None,
+    *,
+    alpha: float,
+    power_level: float,
+    knob: str,
+) -> tuple[dict, list[dict]]:
+    """Monitor ``name``'s entry of :func:`scorecard` (same arguments) and its rows (undrifted,
+    then each checkpoint): its threshold from the calibration windows (none for a monitor with a
+    p-value, which has no calibration windows), false-alarm rate, power per checkpoint, first
+    alarm and its lead on the ``collapse`` checkpoint."""
+    mon = MONITORS[name]
+    threshold = (
+        None if mon.has_p_value else null_threshold([o.statistic for o in calibration[name]], alpha)
+    )
+    common = {"alpha": alpha, "threshold": threshold}
+    null_row = window_set_row(
+        name, undrifted[name], windows="undrifted", checkpoint=None, knob=(knob, 0.0), **common
+    )
+    ckpt_rows = [
+        window_set_row(
+            name,
+            checkpoints[c][name],
+            windows="drifted",
+            checkpoint=c,
+            knob=(knob, sigmas[c]),
+            true_accuracy=true_accuracy[c],
+            **common,
+        )
+        for c in range(len(sigmas))
+    ]
+    power = [r["alarm_rate"] for r in ckpt_rows]
+    alarm = first_index([p >= power_level for p in power])
+    entry = {
+        "has_p_value": mon.has_p_value,
+        "threshold": threshold,
+        "false_alarm_rate": null_row["alarm_rate"],
+        "n_undrifted_windows": len(undrifted[name]),
+        "power": power,
+        "statistic_mean": [r["statistic_mean"] for r in ckpt_rows],
+        "alarm_checkpoint": alarm,
+        f"{knob}_at_alarm": None if alarm is None else sigmas[alarm],
+        "lead_checkpoints": None if alarm is None or collapse is None else collapse - alarm,
+    }
+    if mon.estimates_accuracy:
+        err = [r["accuracy_abs_error_mean"] for r in ckpt_rows]
+        entry.update(
+            accuracy_estimate=[r["accuracy_estimate_mean"] for r in ckpt_rows],
+            accuracy_true=[r["accuracy_true_mean"] for r in ckpt_rows],
+            abs_error=err,
+            abs_error_mean=float(np.mean(err)),
+            abs_error_at_max=err[-1],
+        )
+    return entry, [null_row, *ckpt_rows]

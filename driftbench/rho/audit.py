@@ -106,16 +106,7 @@ def audit(
 
     names = resolve_behaviors(behaviors)
     options = probe_options or {}
-    stray = sorted(set(options) - set(names))
-    if stray:
-        raise ValueError(
-            f"probe_options for {', '.join(stray)}, which is not audited; audited: "
-            f"{', '.join(names)}"
-        )
-    if batch_tokens < 1 or gen_max_batch < 1:
-        raise ValueError(
-            f"batch_tokens={batch_tokens}, gen_max_batch={gen_max_batch}; accepted: integers >= 1"
-        )
+    check_audit_options(names, options, batch_tokens, gen_max_batch)
     check_device(model, device)
     given = probes or {}  # explicit probe sets (e.g. held-out probes) replace the loaded ones
     probe_sets = {
@@ -130,31 +121,49 @@ def audit(
         bar = tqdm(names, desc="rho audit", disable=not progress)
         for name in bar:
             bar.set_postfix_str(name)
-            t0, n0 = time.perf_counter(), run.n_texts
-            behavior_probes = probe_sets[name]
-            result = EVALUATORS[name](run, behavior_probes)
-            ce = result.pop("_ce")
-            pair_stats = (
-                run.paired(name, behavior_probes, ce)
-                if paired and name in PAIRED_BEHAVIORS
-                else None
-            )
-            wall = time.perf_counter() - t0
-            definition = RHO_DEFINITIONS[name]
-            if result["metadata"].get("eval_mode") == "confidence":
-                definition = SYCOPHANCY_PAIRS_DEFINITION
-            results[name] = {
-                "behavior": name,
-                "rho": result["rho"],
-                "rho_definition": definition,
-                **{k: result[k] for k in ("retention", "positive_count", "total", "metadata")},
-                "paired": pair_stats,
-                "n_texts": run.n_texts - n0,
-                "wall_s": wall,
-                "details": result["details"],
-            }
+            results[name] = audit_behavior(run, name, probe_sets[name], paired)
             if on_result is not None:
                 on_result(name, results[name])
     finally:
         model.train(was_training)
     return results
+
+
+def check_audit_options(
+    names: list[str], options: dict[str, dict], batch_tokens: int, gen_max_batch: int
+) -> None:
+    """Probe options only for audited behaviours; batch bounds of at least 1."""
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise ValueError(
+            f"probe_options for {', '.join(stray)}, which is not audited; audited: "
+            f"{', '.join(names)}"
+        )
+    if batch_tokens < 1 or gen_max_batch < 1:
+        raise ValueError(
+            f"batch_tokens={batch_tokens}, gen_max_batch={gen_max_batch}; accepted: integers >= 1"
+        )
+
+
+def audit_behavior(run: Runner, name: str, probes: list[dict], paired: bool) -> dict:
+    """One behaviour's result (see the module docstring): its evaluator's rho and rho-eval's
+    fields, the paired discrimination where ``paired`` and the behaviour has contrast pairs,
+    and the texts scored and seconds taken."""
+    t0, n0 = time.perf_counter(), run.n_texts
+    result = EVALUATORS[name](run, probes)
+    ce = result.pop("_ce")
+    pair_stats = run.paired(name, probes, ce) if paired and name in PAIRED_BEHAVIORS else None
+    wall = time.perf_counter() - t0
+    definition = RHO_DEFINITIONS[name]
+    if result["metadata"].get("eval_mode") == "confidence":
+        definition = SYCOPHANCY_PAIRS_DEFINITION
+    return {
+        "behavior": name,
+        "rho": result["rho"],
+        "rho_definition": definition,
+        **{k: result[k] for k in ("retention", "positive_count", "total", "metadata")},
+        "paired": pair_stats,
+        "n_texts": run.n_texts - n0,
+        "wall_s": wall,
+        "details": result["details"],
+    }
