@@ -41,6 +41,8 @@ class DriftEvalTask:
     tau: float = req(**within(0.5, 1.0))
     ece_bins: int = req(**at_least(1))
     calibration_checkpoints: list[int] | None = opt()
+    bootstrap_resamples: int = req(**at_least(0))
+    interval_level: float = req(**within(0.5, 1.0, closed_hi=False))
 
 
 @dataclass

@@ -11,6 +11,7 @@ import yaml
 from conftest import broken_model_folder, saved_tiny_model
 from omegaconf import OmegaConf
 
+from driftbench.intervals import INTERVAL_METRICS
 from driftbench.launcher import ConfigError, run
 from driftbench.runs import config_hash
 
@@ -70,6 +71,12 @@ def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
         == 3
         == len((d / "checkpoints.csv").read_text().splitlines()) - 1
     )
+    for row in on_disk["checkpoints"]:  # each metric with its bootstrap interval
+        for name in INTERVAL_METRICS:
+            lo, hi = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
+            assert lo is None or lo <= hi
+        for name in ("accuracy", "mean_confidence"):  # a mean sits inside its interval
+            assert row[f"{name}_ci_low"] <= row[name] <= row[f"{name}_ci_high"]
     assert on_disk["checkpoints"][0]["realized_angle_deg"] == pytest.approx(0.0, abs=1e-9)
     assert (
         on_disk["checkpoints"][2]["realized_angle_deg"]

@@ -37,6 +37,7 @@ from driftbench.data import (
 from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.fileio import atomic_write_csv
 from driftbench.fit_cache import fitted_classifier
+from driftbench.intervals import bootstrap_intervals, interval_columns
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
 from driftbench.tasks.drift_monitoring import (
     Monitoring,
@@ -70,7 +71,7 @@ CONFIG_GROUPS = (
 # 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded;
 # 7: monitors draw one random stream per pool (run on workers), an undrifted checkpoint reuses
 # the undrifted windows' outcomes
-RESULTS_VERSION = 7
+RESULTS_VERSION = 8  # 8: every checkpoint metric with its bootstrap interval
 # ~60% of a cached job (bench/sweep.py); the sweep report draws the sweep's own figures
 FIGURES_IN_SWEEPS = False
 # separability of a run's training split by its fit key (which covers the training bytes), for
@@ -257,6 +258,9 @@ class Scoring:
     tau: float
     n_bins: int
     fit_s: float
+    resamples: int  # bootstrap resamples behind each metric's interval (0: none)
+    level: float
+    seed: int
 
 
 def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: dict) -> Scoring:
@@ -271,7 +275,10 @@ def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: d
     labelled = MIT.labelled_rows(y[te], mitigation.labels, rng)
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     tau, n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
-    return Scoring(clf, mitigation, z[te], y[te], labelled, scored, tau, n_bins, fit_s)
+    boot = int(cfg.task.bootstrap_resamples), float(cfg.task.interval_level)
+    return Scoring(
+        clf, mitigation, z[te], y[te], labelled, scored, tau, n_bins, fit_s, *boot, int(cfg.seed)
+    )
 
 
 @dataclass
@@ -310,6 +317,10 @@ def score_checkpoint(c: int, ckpt, s: Scoring, source, trace: Trace) -> np.ndarr
     extra, sigma_eq = source.describe(ckpt, row["realized_angle_deg"], s.clf, y, p_frozen)
     row.update(extra)
     row.update(s.clf.amplification(s.z_test, zc, float(sigma_eq)))
+    if s.resamples:  # each metric's interval over resamples of the scored texts
+        rng = np.random.default_rng([s.seed, 8, c])
+        kw = {"tau": s.tau, "n_bins": s.n_bins, "n_resamples": s.resamples, "level": s.level}
+        row.update(interval_columns(bootstrap_intervals(y[s.scored], p, rng=rng, **kw)))
     trace.rows.append(row)
     trace.knobs.append(ckpt.knob)
     trace.reliability.append(M.reliability_table(y[s.scored], p, s.n_bins))

@@ -1,0 +1,127 @@
+"""Bootstrap intervals of a checkpoint's metrics over its test texts.
+
+A checkpoint's numbers come from one sample of test texts; resampling those texts with
+replacement says how far they could move on another sample of the same size. One matrix of
+resamples (as counts of each text) serves every metric, each computed for all resamples at once
+with the definitions of ``driftbench.metrics`` (eq. 15, 18-21 of the drift paper), so the
+interval of every metric costs a few matrix products per checkpoint. Percentile intervals, as
+``scipy.stats.bootstrap(method="percentile")`` gives them. Pure numpy and scipy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# the metrics of driftbench.metrics.checkpoint_metrics that carry an interval (f1 does not)
+INTERVAL_METRICS = (
+    "roc_auc",
+    "accuracy",
+    "balanced_accuracy",
+    "mean_confidence",
+    "silent_failure_rate_pct",
+    "high_confidence_error_rate",
+    "ece",
+    "accuracy_at_conf_0.9",
+)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den per resample; NaN where den is 0 (the metric is undefined there)."""
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n): how often each text is drawn in each resample of n texts drawn with
+    replacement. A resample's metric is its texts' metric weighted by these counts, so every
+    metric is a few matrix products, with no resampled copy of the data."""
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    flat = (idx + n * np.arange(n_resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=n * n_resamples).reshape(n_resamples, n).astype(float)
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """eq. (15) per resample, ties counted one half: each positive's weight times the negative
+    weight below its score (half the negative weight at its score), over the pairs' weight.
+    Texts sorted by score once; a cumulative sum per resample does the rest."""
+    order = np.argsort(p, kind="stable")
+    values, first, group = np.unique(p[order], return_index=True, return_inverse=True)
+    last = np.r_[first[1:], len(p)] - 1
+    w_neg = w[:, order] * (y[order] == 0)
+    cum = np.cumsum(w_neg, axis=1)
+    before = np.where(first > 0, cum[:, first - 1], 0.0)  # negative weight below each score
+    at = cum[:, last] - before  # and at it
+    below = (before + 0.5 * at)[:, group]  # per text, in sorted order
+    w_pos = w[:, order] * (y[order] == 1)
+    u = (w_pos * below).sum(axis=1)
+    return _ratio(u, w_pos.sum(axis=1) * w_neg.sum(axis=1))
+
+
+def batched_metrics(
+    y: np.ndarray, p: np.ndarray, counts: np.ndarray, tau: float, n_bins: int
+) -> dict[str, np.ndarray]:
+    """Every metric of ``INTERVAL_METRICS`` for each resample (a row of ``counts``: how often
+    each text is in it), by the definitions of ``driftbench.metrics``."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=np.float64)
+    conf = np.maximum(p, 1.0 - p)
+    correct = ((p >= 0.5).astype(int) == y).astype(float)
+    errors = 1.0 - correct
+    confident = (conf >= tau).astype(float)
+    sure = (conf >= 0.9).astype(float)
+    n = counts.sum(axis=1)
+    pos, neg = (y == 1).astype(float), (y == 0).astype(float)
+    recall_pos = _ratio(counts @ (correct * pos), counts @ pos)
+    recall_neg = _ratio(counts @ (correct * neg), counts @ neg)
+    # eq. (19) on the bins of metrics.reliability_table (equal width over [0.5, 1], the last
+    # one closed): sum over bins of |sum(correct) - sum(conf)| / N
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+    in_bin = (idx[:, None] == np.arange(n_bins)[None, :]).astype(float)  # (texts, bins)
+    ece = np.abs(counts @ (correct[:, None] * in_bin) - counts @ (conf[:, None] * in_bin))
+    return {
+        "roc_auc": _roc_auc(y, p, counts),
+        "accuracy": counts @ correct / n,
+        "balanced_accuracy": (recall_pos + recall_neg) / 2,
+        "mean_confidence": counts @ conf / n,
+        "silent_failure_rate_pct": 100.0 * _ratio(counts @ (errors * confident), counts @ errors),
+        "high_confidence_error_rate": counts @ (errors * confident) / n,
+        "ece": ece.sum(axis=1) / n,
+        "accuracy_at_conf_0.9": _ratio(counts @ (correct * sure), counts @ sure),
+    }
+
+
+def bootstrap_intervals(
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    tau: float,
+    n_bins: int,
+    n_resamples: int,
+    level: float,
+    rng: np.random.Generator,
+) -> dict[str, tuple[float, float]]:
+    """(low, high) percentile interval of each metric over resamples of the texts; a resample
+    where a metric is undefined (no error for SFR, one class for ROC-AUC) is left out of that
+    metric's interval, and an interval with no defined resample is (NaN, NaN)."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level={level}; accepted: 0 < level < 1")
+    counts = resample_counts(len(y), n_resamples, rng)
+    values = batched_metrics(y, p, counts, tau, n_bins)
+    tails = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for name in INTERVAL_METRICS:
+        v = values[name][np.isfinite(values[name])]
+        lo, hi = np.percentile(v, tails) if v.size else (np.nan, np.nan)
+        out[name] = (float(lo), float(hi))
+    return out
+
+
+def interval_columns(intervals: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """``{metric}_ci_low`` and ``{metric}_ci_high`` for a checkpoint's row."""
+    return {
+        f"{name}_ci_{side}": bound
+        for name, (lo, hi) in intervals.items()
+        for side, bound in (("low", lo), ("high", hi))
+    }
