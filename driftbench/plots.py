@@ -43,9 +43,20 @@ def drift_figures(
     if not figures_on():
         return []
     plt = pyplot()
-    sig = [r[knob.name] for r in rows]
-    written = []
+    written = [
+        _score_figure(plt, run_dir, rows, title, knob),
+        _silent_failure_figure(plt, run_dir, rows, title, knob),
+        _calibration_figure(plt, run_dir, rows, reliability, cal, title, knob),
+    ]
+    if "mean_abs_delta_logit" not in rows[0]:  # a classifier without a linear form
+        return written
+    written.append(_amplification_figure(plt, run_dir, rows, title, knob))
+    return written
 
+
+def _score_figure(plt, run_dir: Path, rows: list[dict], title: str, knob: Knob) -> str:
+    """ROC-AUC and balanced accuracy against the knob."""
+    sig = [r[knob.name] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(sig, [r["roc_auc"] for r in rows], "o-", label="ROC-AUC")
     ax.plot(sig, [r["balanced_accuracy"] for r in rows], "s--", label="balanced accuracy")
@@ -58,8 +69,12 @@ def drift_figures(
     ax.set_title(title, fontsize=9, pad=28)
     save_figure(fig, run_dir / "roc_auc_vs_sigma.png")
     plt.close(fig)
-    written.append("roc_auc_vs_sigma.png")
+    return "roc_auc_vs_sigma.png"
 
+
+def _silent_failure_figure(plt, run_dir: Path, rows: list[dict], title: str, knob: Knob) -> str:
+    """Silent-failure and confident-error rates, mean confidence and accuracy against the knob."""
+    sig = [r[knob.name] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     sfr = [r["silent_failure_rate_pct"] for r in rows]
     ax.plot(
@@ -91,8 +106,19 @@ def drift_figures(
     ax.set_title(title, fontsize=9)
     save_figure(fig, run_dir / "sfr_confidence_vs_sigma.png")
     plt.close(fig)
-    written.append("sfr_confidence_vs_sigma.png")
+    return "sfr_confidence_vs_sigma.png"
 
+
+def _calibration_figure(
+    plt,
+    run_dir: Path,
+    rows: list[dict],
+    reliability: list[list[dict]],
+    cal: list[int],
+    title: str,
+    knob: Knob,
+) -> str:
+    """Reliability diagrams of the checkpoints ``cal``."""
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0.5, 1], [0.5, 1], color="grey", ls=":", label="perfect calibration")
     for c in cal:
@@ -113,10 +139,11 @@ def drift_figures(
     ax.set_title(f"calibration (5 bins over [0.5, 1])\n{title}", fontsize=9)
     save_figure(fig, run_dir / "calibration.png")
     plt.close(fig)
-    written.append("calibration.png")
+    return "calibration.png"
 
-    if "mean_abs_delta_logit" not in rows[0]:  # a classifier without a linear form
-        return written
+
+def _amplification_figure(plt, run_dir: Path, rows: list[dict], title: str, knob: Knob) -> str:
+    """Where the drift goes: the angle, the standardised features and the logits (eq. 29)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     pos = [r for r in rows if r[knob.name] > 0]
     if pos:
@@ -138,8 +165,7 @@ def drift_figures(
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the lines
     save_figure(fig, run_dir / "amplification.png")
     plt.close(fig)
-    written.append("amplification.png")
-    return written
+    return "amplification.png"
 
 
 def mitigation_figure(
