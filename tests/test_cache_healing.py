@@ -127,16 +127,12 @@ def test_a_full_disk_is_one_sentence_and_leaves_no_partial_file(tiny_disk):
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["metrics.json"]
 
 
-def test_cli_run_on_a_full_disk_prints_one_line_and_exits_2(tiny_disk, tmp_path):
+def run_on_full_disk(output_root: Path, tmp_path: Path) -> None:
+    """launch.py on the tiny model writing to ``output_root``: the disk fills, and it says so in
+    one line, with no traceback, and exits 2."""
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "launch.py"),
-            f"runtime.output_root={tiny_disk}",
-            f"runtime.cache_dir={tmp_path / 'cache'}",
-            "runtime.progress=false",
-            *TINY,
-        ],
+        [sys.executable, str(ROOT / "launch.py"), f"runtime.output_root={output_root}"]
+        + [f"runtime.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", *TINY],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -147,6 +143,10 @@ def test_cli_run_on_a_full_disk_prints_one_line_and_exits_2(tiny_disk, tmp_path)
     assert "Traceback" not in text and "Logging error" not in text
     said = [ln for ln in text.splitlines() if "no space left on device while writing" in ln]
     assert len(said) == 1, text[-3000:]
+
+
+def test_cli_run_on_a_full_disk_prints_one_line_and_exits_2(tiny_disk, tmp_path):
+    run_on_full_disk(tiny_disk, tmp_path)
     assert not list(tiny_disk.glob("**/.*.tmp"))
 
 
@@ -174,19 +174,7 @@ def test_a_disk_that_fills_partway_through_a_run_is_one_line_and_a_non_zero_exit
     disk_with_room_for, tmp_path, kib
 ):
     disk = disk_with_room_for(kib)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), f"runtime.output_root={disk / 'out'}"]
-        + [f"runtime.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", *TINY],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    text = out.stdout + out.stderr
-    assert out.returncode == 2, text[-3000:]
-    assert "Traceback" not in text and "Logging error" not in text
-    said = [ln for ln in text.splitlines() if "no space left on device while writing" in ln]
-    assert len(said) == 1, text[-3000:]
+    run_on_full_disk(disk / "out", tmp_path)
     (run_dir,) = [p.parent for p in disk.glob("out/**/config.yaml")]  # made before it filled
     meta = json.loads((run_dir / "meta.json").read_text())
     # what the disk allowed: "failed" with the error, or "running" from a process now gone
