@@ -54,11 +54,24 @@ def drift_figures(
     return written
 
 
+def _band(ax, sig: list, rows: list[dict], key: str, color: str, scale: float = 1.0) -> None:
+    """A metric's bootstrap interval as a band, where the run has one (``<key>_ci_low``)."""
+    if f"{key}_ci_low" not in rows[0]:
+        return
+    lo, hi = ([scale * _num(r[f"{key}_ci_{side}"]) for r in rows] for side in ("low", "high"))
+    ax.fill_between(sig, lo, hi, color=color, alpha=0.15, lw=0)
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def _score_figure(plt, run_dir: Path, rows: list[dict], title: str, knob: Knob) -> str:
-    """ROC-AUC and balanced accuracy against the knob."""
+    """ROC-AUC (with its 95% interval as a band) and balanced accuracy against the knob."""
     sig = [r[knob.name] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(sig, [r["roc_auc"] for r in rows], "o-", label="ROC-AUC")
+    ax.plot(sig, [r["roc_auc"] for r in rows], "o-", c="C0", label="ROC-AUC (band: 95% interval)")
+    _band(ax, sig, rows, "roc_auc", "C0")
     ax.plot(sig, [r["balanced_accuracy"] for r in rows], "s--", label="balanced accuracy")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xlabel(knob.label)
@@ -82,8 +95,9 @@ def _silent_failure_figure(plt, run_dir: Path, rows: list[dict], title: str, kno
         [s if s is not None else float("nan") for s in sfr],
         "o-",
         c="C3",
-        label="silent-failure rate (% of errors, conf ≥ τ)",
+        label="silent-failure rate (% of errors, conf ≥ τ; band: 95% interval)",
     )
+    _band(ax, sig, rows, "silent_failure_rate_pct", "C3")
     ax.plot(
         sig,
         [100 * r["high_confidence_error_rate"] for r in rows],

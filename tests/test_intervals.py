@@ -87,3 +87,22 @@ def test_a_wider_level_gives_a_wider_interval_and_a_bad_level_is_refused():
 def test_interval_columns_name_each_bound():
     cols = I.interval_columns({"roc_auc": (0.8, 0.9)})
     assert cols == {"roc_auc_ci_low": 0.8, "roc_auc_ci_high": 0.9}
+
+
+def test_a_figure_draws_the_interval_as_a_band_between_its_bounds():
+    from driftbench.plots import _band, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    rows = [
+        {"roc_auc_ci_low": 0.6, "roc_auc_ci_high": 0.8},
+        {"roc_auc_ci_low": 0.5, "roc_auc_ci_high": 0.7},
+    ]
+    _band(ax, [0.0, 1.0], rows, "roc_auc", "C0")
+    _band(ax, [0.0, 1.0], [{"ece": 0.1}], "ece", "C1")  # a run without intervals: no band
+    try:
+        (band,) = ax.collections
+        xy = {tuple(np.round(v, 9)) for v in band.get_paths()[0].vertices}
+        assert {(0.0, 0.6), (1.0, 0.5), (0.0, 0.8), (1.0, 0.7)} <= xy
+    finally:
+        plt.close(fig)
