@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -91,6 +92,140 @@ class Embedded:
     info: dict = field(default_factory=dict)
 
 
+@dataclass
+class UpdateModels:
+    """The models an update's checkpoints are embedded by, each loaded once, on first use: M_0
+    (``base``) and, for an update that is another model, the target; for an update that edits
+    M_0's weights, those weights (``base_weights``), their squared norm (``relative_error``'s
+    denominator) and the seconds the update took to prepare."""
+
+    cfg: DictConfig
+    update: Update
+    cache_dir: Path
+    loaded: dict = field(default_factory=dict)
+    weights: dict | None = None
+    norm2: float | None = None
+    prepare_s: float = 0.0
+
+    def model(self, spec: ModelSpec):
+        name = "target" if spec is not self.update.spec else "base"
+        if name not in self.loaded:
+            self.loaded[name] = load_model(
+                spec,
+                self.cache_dir,
+                device=self.cfg.runtime.device,
+                head="base",
+                backend=self.cfg.backend.name,
+            )
+        return self.loaded[name]
+
+    def base_weights(self) -> dict:
+        if self.weights is None:
+            m = self.model(self.update.spec)
+            self.weights = m.backend.weights(m.model)
+            t0 = time.perf_counter()
+            self.norm2 = squared_norm(self.weights)
+            load = partial(cpu_weights, cache_dir=self.cache_dir, backend=self.cfg.backend.name)
+            self.update.prepare(self.weights, load)
+            self.prepare_s = time.perf_counter() - t0
+        return self.weights
+
+
+def cpu_weights(spec: ModelSpec, cache_dir: Path, backend: str) -> dict:
+    """Another model's weights, loaded on the CPU (what an update may prepare from)."""
+    other = load_model(spec, cache_dir, device="cpu", head="base", backend=backend)
+    return other.backend.weights(other.model)
+
+
+def embed_rows(cfg: DictConfig, m, rows: list[str], pooling: str, layer: int) -> np.ndarray:
+    e = cfg.embed
+    out, _ = extract_embeddings(
+        m.model,
+        m.tokenizer,
+        rows,
+        pooling,
+        int(e.max_length),
+        layer,
+        batch_tokens=int(e.batch_tokens),
+        progress=bool(cfg.runtime.progress),
+        packed=bool(e.packed),
+    )
+    return out
+
+
+def embed_step(
+    models: UpdateModels, step, spec: ModelSpec, pooling: str, layer: int, missing: list[str]
+) -> tuple[np.ndarray, dict]:
+    """The texts ``missing`` from the cache embedded by checkpoint ``step``'s model: the target,
+    or M_0 with the step's weights set (and restored after), with the seconds each part took."""
+    update, cfg = models.update, models.cfg
+    if not update.in_place:
+        t0 = time.perf_counter()
+        z_new = embed_rows(cfg, models.model(spec), missing, pooling, layer)
+        return z_new, {"embed_s": time.perf_counter() - t0}
+    base = models.base_weights()
+    m = models.model(update.spec)
+    t0 = time.perf_counter()
+    new = update.weights_at(step, base)
+    error = relative_error(base, new, models.norm2)
+    try:
+        m.backend.set_weights(m.model, new)
+        t1 = time.perf_counter()
+        z_new = embed_rows(cfg, m, missing, pooling, layer)
+    finally:
+        t2 = time.perf_counter()
+        m.backend.set_weights(m.model, {n: base[n] for n in new})
+    return z_new, {
+        "relative_weight_error": error,
+        "update_s": (t1 - t0) + (time.perf_counter() - t2),  # edit + restore
+        "embed_s": t2 - t1,
+    }
+
+
+def embedded_step(
+    models: UpdateModels, store: UpdateStore, step, wanted: list[str]
+) -> tuple[np.ndarray, dict, int]:
+    """(unit-norm embeddings of ``wanted``, their info, how many were embedded now) for one
+    checkpoint of the update, from the cache keyed on what decides them."""
+    update, cfg, cache_dir = models.update, models.cfg, models.cache_dir
+    e, backend = cfg.embed, cfg.backend.name
+    spec = update.spec if update.in_place else update.target()
+    pooling = e.pooling if update.in_place else spec.pooling
+    layer = int(e.layer) if update.in_place else -1
+    parts = {
+        **embedding_parts(
+            spec, cache_dir, pooling, int(e.max_length), layer, bool(e.packed), backend
+        ),
+        "update": step.identity,
+        "update_code": UPDATE_CACHE_VERSION,  # bumped with any change to what M_c is
+        "gguf": package_version("gguf"),
+    }
+    if not update.in_place:
+        parts["base"] = embedding_parts(
+            update.spec,
+            cache_dir,
+            e.pooling,
+            int(e.max_length),
+            int(e.layer),
+            bool(e.packed),
+            backend,
+        )["model"]
+    compute = partial(embed_step, models, step, spec, pooling, layer)
+    rows, info, fresh = store.get(cache_key(parts), wanted, compute, parts)
+    rows = drift_ops.normalize(rows.astype(np.float64))
+    log.info(
+        "update %s %s: %d of %d texts embedded now (the rest cached)%s",
+        update.name,
+        step.label,
+        fresh,
+        len(wanted),
+        ""
+        if info.get("relative_weight_error") is None
+        else f", relative weight error {info['relative_weight_error']:.4g}",
+    )
+    return rows, info, fresh
+
+
 def update_checkpoints(
     cfg: DictConfig, texts: list[str], z: np.ndarray, test: np.ndarray, anchors: np.ndarray
 ) -> list[Embedded]:
@@ -98,48 +233,9 @@ def update_checkpoints(
     ``z``: M_0's unit-norm embeddings of all texts). Only texts the cache lacks are embedded."""
     update = update_of(cfg)
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
-    e, backend = cfg.embed, cfg.backend.name
     store = UpdateStore(cache_dir)
     wanted = [texts[i] for i in test] + [texts[i] for i in anchors]
-    state: dict = {}
-
-    def loaded(spec: ModelSpec):
-        name = "target" if spec is not update.spec else "base"
-        if name not in state:
-            state[name] = load_model(
-                spec, cache_dir, device=cfg.runtime.device, head="base", backend=backend
-            )
-        return state[name]
-
-    def base_weights() -> dict:
-        if "weights" not in state:
-            m = loaded(update.spec)
-            state["weights"] = m.backend.weights(m.model)
-            t0 = time.perf_counter()
-            state["norm2"] = squared_norm(state["weights"])  # relative_error's denominator
-
-            def load_weights(spec):
-                other = load_model(spec, cache_dir, device="cpu", head="base", backend=backend)
-                return other.backend.weights(other.model)
-
-            update.prepare(state["weights"], load_weights)
-            state["prepare_s"] = time.perf_counter() - t0
-        return state["weights"]
-
-    def embed(m, rows: list[str], pooling: str, layer: int) -> np.ndarray:
-        out, _ = extract_embeddings(
-            m.model,
-            m.tokenizer,
-            rows,
-            pooling,
-            int(e.max_length),
-            layer,
-            batch_tokens=int(e.batch_tokens),
-            progress=bool(cfg.runtime.progress),
-            packed=bool(e.packed),
-        )
-        return out
-
+    models = UpdateModels(cfg, update, cache_dir)
     if getattr(update, "trains", False):
         from driftbench.tasks.drift_adapter import trained_adapter
 
@@ -150,63 +246,7 @@ def update_checkpoints(
             rows, info = np.concatenate([z[test], z[anchors]]), {"relative_weight_error": 0.0}
             fresh = 0
         else:
-            spec = update.spec if update.in_place else update.target()
-            pooling = e.pooling if update.in_place else spec.pooling
-            layer = int(e.layer) if update.in_place else -1
-            parts = {
-                **embedding_parts(
-                    spec, cache_dir, pooling, int(e.max_length), layer, bool(e.packed), backend
-                ),
-                "update": step.identity,
-                "update_code": UPDATE_CACHE_VERSION,  # bumped with any change to what M_c is
-                "gguf": package_version("gguf"),
-            }
-            if not update.in_place:
-                parts["base"] = embedding_parts(
-                    update.spec,
-                    cache_dir,
-                    e.pooling,
-                    int(e.max_length),
-                    int(e.layer),
-                    bool(e.packed),
-                    backend,
-                )["model"]
-
-            def compute(missing: list[str], step=step, spec=spec, pooling=pooling, layer=layer):
-                if not update.in_place:
-                    t0 = time.perf_counter()
-                    z_new = embed(loaded(spec), missing, pooling, layer)
-                    return z_new, {"embed_s": time.perf_counter() - t0}
-                base = base_weights()
-                m = loaded(update.spec)
-                t0 = time.perf_counter()
-                new = update.weights_at(step, base)
-                error = relative_error(base, new, state["norm2"])
-                try:
-                    m.backend.set_weights(m.model, new)
-                    t1 = time.perf_counter()
-                    z_new = embed(m, missing, pooling, layer)
-                finally:
-                    t2 = time.perf_counter()
-                    m.backend.set_weights(m.model, {n: base[n] for n in new})
-                return z_new, {
-                    "relative_weight_error": error,
-                    "update_s": (t1 - t0) + (time.perf_counter() - t2),  # edit + restore
-                    "embed_s": t2 - t1,
-                }
-
-            rows, info, fresh = store.get(cache_key(parts), wanted, compute, parts)
-            rows = drift_ops.normalize(rows.astype(np.float64))
-            log.info(
-                "update %s %s: %d of %d texts embedded now (the rest cached)%s",
-                update.name,
-                step.label,
-                fresh,
-                len(wanted),
-                ""
-                if info.get("relative_weight_error") is None
-                else f", relative weight error {info['relative_weight_error']:.4g}",
-            )
+            rows, info, fresh = embedded_step(models, store, step, wanted)
         z_c, z_anchor = rows[: len(test)], rows[len(test) :]
         w = fit_map(z_anchor, z[anchors], update.map) if step.identity else None
         same = z_c.shape[1] == z.shape[1]
@@ -217,7 +257,7 @@ def update_checkpoints(
                 apply_map(z_c, w),
                 z_c if (same and w is not None) else None,
                 apply_map(z_anchor, w),
-                {**info, "embedded_now": fresh, "prepare_s": state.get("prepare_s", 0.0)},
+                {**info, "embedded_now": fresh, "prepare_s": models.prepare_s},
             )
         )
     return out
