@@ -134,7 +134,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "method",
         {"metrics", "align", "drift", "checkpoints", "twin", "mitigations", "classifier"}
-        | {"monitors", "fit_cache", "rho"},
+        | {"monitors", "fit_cache", "rho", "intervals"},
     ),
     # every model computation: loading, the backends (torch and mlx forwards, generation,
     # training, CE), embeddings, the padding-free forward, real model updates
