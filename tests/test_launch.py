@@ -182,22 +182,9 @@ def test_bad_input_stops_before_any_work_with_one_clear_message(
 
 
 def launch(tmp_path, *args, check=True):
-    flags = [a for a in args if a.startswith("-")]
-    overrides = [a for a in args if not a.startswith("-")]
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "launch.py"),
-            *flags,
-            f"runtime.output_root={tmp_path / 'outputs'}",
-            "runtime.progress=false",
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
+    """launch.py with its outputs under ``tmp_path / "outputs"`` (``launch_at``); by default
+    the command must succeed."""
+    out = launch_at(tmp_path, f"runtime.output_root={tmp_path / 'outputs'}", *args)
     if check:
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
