@@ -34,8 +34,8 @@ from driftbench import drift as drift_ops  # noqa: E402
 from driftbench import metrics as M  # noqa: E402
 from driftbench.classifier import make_classifier  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
-from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
-from driftbench.tasks.drift_monitoring import Monitoring  # noqa: E402
+from driftbench.tasks.drift_eval.monitoring import Monitoring  # noqa: E402
+from driftbench.tasks.drift_eval.task import embed_data, load_data  # noqa: E402
 
 SIGMAS = [0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.25]
 

@@ -11,7 +11,7 @@ reference, windows of 200 test texts after Gaussian drift at sigma = 0.02.
   with the median-heuristic RBF kernel; the baseline permutes the pooled rows and recomputes
   distances, bandwidth and kernel each time (what a per-permutation call of a two-sample
   function does). The run fails if a statistic differs by more than 1e-9.
-* One checkpoint: ``drift_monitoring.Monitoring.checkpoint`` (monitor=all, its default
+* One checkpoint: ``tasks.drift_eval.monitoring.Monitoring.checkpoint`` (monitor=all, its default
   windows) against a fresh fit of the run's classifier (``classifier/``'s default, as
   ``drift_eval`` fits it on a cache miss), interleaved, ``--repeats`` times each: the ratio
   of the fastest of each; also the run's two undrifted sets (once a run) and one checkpoint at
@@ -46,8 +46,8 @@ from driftbench import drift as drift_ops  # noqa: E402
 from driftbench import monitors as MON  # noqa: E402
 from driftbench.classifier import make_classifier  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
-from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
-from driftbench.tasks.drift_monitoring import Monitoring, pool_outcomes  # noqa: E402
+from driftbench.tasks.drift_eval.monitoring import Monitoring, pool_outcomes  # noqa: E402
+from driftbench.tasks.drift_eval.task import embed_data, load_data  # noqa: E402
 
 SIGMA = 0.02
 

@@ -97,7 +97,8 @@ def install(phases: Phases) -> None:
     from hydra.plugins import sweeper
 
     from driftbench import fileio, launcher, metrics, plots, report, runs
-    from driftbench.tasks import drift_eval, drift_monitoring
+    from driftbench.tasks.drift_eval import monitoring as drift_monitoring
+    from driftbench.tasks.drift_eval import task as drift_eval
 
     w = phases.wrap
     w(launcher.SweepPlan, "on_multirun_start", "sweep plan")
@@ -163,7 +164,7 @@ def child_embed(cache_dir: Path, timings: Path) -> None:
     from hydra import compose, initialize_config_dir
 
     import driftbench  # noqa: F401
-    from driftbench.tasks.drift_eval import embed_data, load_data
+    from driftbench.tasks.drift_eval.task import embed_data, load_data
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config")

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
-from driftbench.tasks.drift_eval import embed_data, load_data  # noqa: E402
-from driftbench.tasks.drift_updates import anchor_rows, update_checkpoints  # noqa: E402
+from driftbench.tasks.drift_eval.task import embed_data, load_data  # noqa: E402
+from driftbench.tasks.drift_eval.updates import anchor_rows, update_checkpoints  # noqa: E402
 
 
 def main() -> None:

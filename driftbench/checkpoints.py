@@ -6,7 +6,7 @@ adds its own columns to each checkpoint's row (an update: its twins) and its own
 run's metrics. The task loops over a source and never asks which kind it has.
 
 Pure numpy here: the synthetic source; the real updates' source embeds with the updated models
-(``driftbench.tasks.drift_updates``).
+(``driftbench.tasks.drift_eval.updates``).
 """
 
 from __future__ import annotations

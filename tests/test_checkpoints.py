@@ -12,7 +12,7 @@ from hydra.core.config_store import ConfigStore
 from driftbench import drift as D
 from driftbench.launcher import run
 from driftbench.report import report
-from driftbench.tasks.drift_eval_summary_updates import build_update_figure
+from driftbench.tasks.drift_eval.summary_updates import build_update_figure
 from driftbench.twin import mean_angle, synthetic_twin, twin_draws
 
 TINY = ["model=tiny_random", "data.n_samples=200", "monitor=none", "runtime.figures=true"]

@@ -163,7 +163,7 @@ def test_embed_max_length_embeds_a_long_text_as_its_first_tokens(
     """``embed.max_length`` as a run reads it (``embed_data``, the task's one embedding call):
     a text longer than max_length embeds as the Hugging Face forward of its first max_length
     tokens, and not as the whole text."""
-    from driftbench.tasks.drift_eval import embed_data, load_data
+    from driftbench.tasks.drift_eval.task import embed_data, load_data
 
     cache = tmp_path / "cache"  # its own: no embedding cached before; the tokenizer shared
     cache.mkdir()

@@ -410,7 +410,7 @@ def test_rerunning_a_sweep_skips_complete_jobs_and_reruns_missing_or_failed_ones
 
 @pytest.mark.parametrize("k, expected", [(8, [0, 2, 4, 7]), (26, [0, 6, 13, 25]), (2, [0, 1])])
 def test_calibration_figure_defaults_to_the_papers_checkpoints(k, expected):
-    from driftbench.tasks.drift_eval import calibration_checkpoints
+    from driftbench.tasks.drift_eval.task import calibration_checkpoints
 
     cfg = OmegaConf.create({"task": {"calibration_checkpoints": None}})
     assert calibration_checkpoints(cfg, k) == expected  # figure 3: checkpoints 0, 2, 4, 7 of 8

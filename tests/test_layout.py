@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 80
 # Which task a module of driftbench/tasks/ belongs to, by its name's prefix (or its folder);
 # modules of no task (the registry, the contract) may be imported by any task.
-TASK_PREFIXES = {"drift_eval": "drift_", "rho_sft": "rho_sft"}
-SHARED = {"__init__", "contract"}
+SHARED = {"__init__", "contract"}  # the registry and the contract: modules of tasks/ itself
 
 
 # ── the task contract ────────────────────────────────────────────────────────────────────────
@@ -120,14 +119,11 @@ def test_the_length_check_finds_a_long_function_and_method(tmp_path):
 
 
 def task_of(module: str) -> str | None:
-    """The task a module of ``driftbench.tasks`` belongs to (``driftbench.tasks.drift_updates``
-    -> ``drift_eval``; ``driftbench.tasks.rho_sft.study`` -> ``rho_sft``), None for anything
-    else (the registry, the contract, a name of the registry's ``__init__``)."""
+    """The task a module of ``driftbench.tasks`` belongs to: each task is a package named after
+    it (``driftbench.tasks.drift_eval.updates`` -> ``drift_eval``), None for anything else (the
+    registry, the contract, a name of the registry's ``__init__``)."""
     parts = module.split(".")[2:]
-    for task, prefix in TASK_PREFIXES.items():
-        if parts and (parts[0] == task or parts[0].startswith(prefix)):
-            return task
-    return None
+    return parts[0] if parts and parts[0] in TASKS else None
 
 
 def imported_modules(path: Path, module: str) -> list[tuple[int, str]]:
@@ -173,7 +169,7 @@ def test_every_module_of_tasks_belongs_to_one_task_or_is_shared():
         if path.stem not in SHARED
         and task_of(".".join(path.relative_to(ROOT).with_suffix("").parts)) is None
     ]
-    assert not stray, "modules of no task (name them after one, or add them to SHARED): " + (
+    assert not stray, "modules of no task (move them into a task's package, or SHARED): " + (
         ", ".join(stray)
     )
 
@@ -185,23 +181,25 @@ def test_no_task_imports_another_tasks_modules():
 
 def test_the_cross_task_check_sees_function_level_relative_and_package_imports(tmp_path):
     tasks = tmp_path / "tasks"
-    tasks.mkdir()
+    for package in ("drift_eval", "rho_sft"):
+        (tasks / package).mkdir(parents=True)
+        (tasks / package / "__init__.py").write_text("")
     (tasks / "__init__.py").write_text("")
     (tasks / "contract.py").write_text("")
-    (tasks / "drift_adapter.py").write_text(
+    (tasks / "drift_eval" / "adapter.py").write_text(
         "from driftbench.tasks.contract import Task\n"  # shared: allowed
-        "from driftbench.tasks import drift_eval_summary\n"  # its own task: allowed
+        "from driftbench.tasks.drift_eval import summary\n"  # its own task: allowed
         "def trained():\n"
-        "    from driftbench.tasks.rho_sft import build_training_set\n"
+        "    from driftbench.tasks.rho_sft.task import build_training_set\n"
     )
-    (tasks / "rho_sft_summary.py").write_text(
-        "from . import drift_eval_summary\nimport driftbench.tasks.drift_updates\n"
+    (tasks / "rho_sft" / "summary.py").write_text(
+        "from ..drift_eval import summary\nimport driftbench.tasks.drift_eval.updates\n"
     )
     assert cross_task_imports(tasks) == [
-        "drift_adapter.py:4: driftbench.tasks.drift_adapter (drift_eval) imports "
-        "driftbench.tasks.rho_sft.build_training_set (rho_sft)",
-        "rho_sft_summary.py:1: driftbench.tasks.rho_sft_summary (rho_sft) imports "
-        "driftbench.tasks.drift_eval_summary (drift_eval)",
-        "rho_sft_summary.py:2: driftbench.tasks.rho_sft_summary (rho_sft) imports "
-        "driftbench.tasks.drift_updates (drift_eval)",
+        "adapter.py:4: driftbench.tasks.drift_eval.adapter (drift_eval) imports "
+        "driftbench.tasks.rho_sft.task.build_training_set (rho_sft)",
+        "summary.py:1: driftbench.tasks.rho_sft.summary (rho_sft) imports "
+        "driftbench.tasks.drift_eval.summary (drift_eval)",
+        "summary.py:2: driftbench.tasks.rho_sft.summary (rho_sft) imports "
+        "driftbench.tasks.drift_eval.updates (drift_eval)",
     ]

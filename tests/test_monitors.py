@@ -475,7 +475,7 @@ def monitored_run(drift: str, seed: int, alarm: float | None, collapse: float | 
 
 def test_report_tabulates_monitor_by_drift_type():
     from driftbench.report import group_runs
-    from driftbench.tasks.drift_eval_summary import monitor_table
+    from driftbench.tasks.drift_eval.summary import monitor_table
 
     runs = [
         monitored_run("gaussian", 1, 0.01, 0.02),
@@ -498,7 +498,7 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
 
     from driftbench import drift as drift_ops
     from driftbench.classifier import make_classifier
-    from driftbench.tasks.drift_monitoring import Monitoring
+    from driftbench.tasks.drift_eval.monitoring import Monitoring
 
     rng = np.random.default_rng(36)
     y = rng.integers(0, 2, 300)

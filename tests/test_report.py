@@ -54,7 +54,7 @@ def test_failure_cliff_and_auc_drop_of_a_real_run_follow_their_definitions(make_
     token embedding still ranks these tweets). From the run's checkpoints.csv, roc_auc_drop is
     the AUC at sigma 0 less the AUC at sigma max and failure_cliff_sigma the first sigma whose
     AUC is below 0.55; metrics.json, report.csv and the report's cliff table say the same."""
-    from driftbench.tasks.drift_eval import AUC_CHANCE_BAND
+    from driftbench.tasks.drift_eval.task import AUC_CHANCE_BAND
 
     assert AUC_CHANCE_BAND == 0.55  # the band the docs and the report's table name
     schedule = ["schedule=list", "schedule.sigmas=[0,0.1,0.15,0.2,0.25,0.3,1]"]
@@ -90,7 +90,7 @@ def test_report_cli_refuses_a_missing_path(tmp_path, capsys):
 def test_cohens_d_is_mean_difference_over_pooled_sd():
     import numpy as np
 
-    from driftbench.tasks.rho_sft_summary_stats import cohens_d
+    from driftbench.tasks.rho_sft.summary_stats import cohens_d
 
     a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0, 5.0])
     pooled = np.sqrt((2 * 1.0 + 3 * np.var(b, ddof=1)) / 5)
@@ -199,7 +199,7 @@ def test_rho_tables_compare_conditions_with_welch_t_test():
     from scipy.stats import ttest_ind
 
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import rho_tables
+    from driftbench.tasks.rho_sft.summary import rho_tables
 
     def fake(condition, delta, seed):
         return rho_run(condition, {"factual": {"delta_rho": delta}}, seed)
@@ -220,7 +220,7 @@ def test_rho_tables_also_give_the_confidence_gap_of_the_seeds_tables():
     from scipy.stats import ttest_ind
 
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import rho_measure, rho_tables
+    from driftbench.tasks.rho_sft.summary import rho_measure, rho_tables
 
     def fake(condition, gap_before, gap_after, stored, seed=0):
         tox = {"delta_rho": 0.0, "mean_ce_gap_before": gap_before, "mean_ce_gap_after": gap_after}
@@ -253,7 +253,7 @@ def test_stress_tables_count_refusals_like_the_seeds_table():
     """'72% (18/25)' per condition, summed over seeds, the untouched model first; and 'k/n' per
     category. Older metrics without n_refused give the count from the rate."""
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import stress_tables
+    from driftbench.tasks.rho_sft.summary import stress_tables
 
     def side(cats: dict[str, tuple[int, int]], with_counts=True):
         k, n = sum(v[0] for v in cats.values()), sum(v[1] for v in cats.values())
@@ -330,7 +330,7 @@ def test_drift_runs_are_averaged_over_seeds_alone(tmp_path):
     assert sum("[0.0, 0.1, 0.3]" in line for line in cliff_rows) == 1
 
     from driftbench.report import collect, group_runs
-    from driftbench.tasks.drift_eval_summary import curves
+    from driftbench.tasks.drift_eval.summary import curves
 
     groups = group_runs(collect([sweep])[0])
     assert len(groups) == len(DRIFT_VARIANTS) and all(sorted(g.seeds) == [0, 1] for g in groups)

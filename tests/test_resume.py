@@ -75,7 +75,7 @@ def test_the_task_is_handed_only_the_groups_it_reads(make_cfg, tmp_path):
 
 
 def test_a_new_results_version_reruns(make_cfg, tmp_path, monkeypatch):
-    from driftbench.tasks import drift_eval
+    from driftbench.tasks.drift_eval import task as drift_eval
 
     run(make_cfg(*TINY))
     monkeypatch.setattr(drift_eval, "RESULTS_VERSION", drift_eval.RESULTS_VERSION + 1)

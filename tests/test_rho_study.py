@@ -14,7 +14,7 @@ from statsmodels.stats.power import TTestIndPower
 from test_launch import launch
 from test_report import config, rho_run
 
-from driftbench.tasks.rho_sft_summary_stats import (
+from driftbench.tasks.rho_sft.summary_stats import (
     compare,
     detectable_d,
     detectable_difference,
@@ -129,7 +129,7 @@ def study_runs() -> list[dict]:
 
 def test_the_report_compares_each_arm_and_the_margins_and_states_the_power():
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import study_tables
+    from driftbench.tasks.rho_sft.summary import study_tables
 
     runs, values = study_runs()
     md = study_tables(group_runs(runs))
@@ -155,7 +155,7 @@ def test_arms_without_any_spread_get_no_d_or_p():
     """rho's audit is coarse: two arms can give the same Δρ in every seed. Welch's test is then
     undefined (scipy gives p = 0 for different means): both tables say –, not p = 0."""
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import rho_tables
+    from driftbench.tasks.rho_sft.summary import rho_tables
 
     runs = []
     for condition, delta in (("sft_only", 0.0), ("rho_guided", 0.0025)):
@@ -173,7 +173,7 @@ def test_a_sweep_over_conditions_gets_a_figure_of_them(tmp_path):
     and a dot per seed; a Δgap panel, empty here (no run has a gap)."""
     from driftbench.plots import pyplot
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import build_condition_figure, condition_figure
+    from driftbench.tasks.rho_sft.summary import build_condition_figure, condition_figure
 
     runs, values = study_runs()
     fig = build_condition_figure(group_runs(runs))
@@ -202,7 +202,7 @@ def test_a_sweep_over_conditions_gets_a_figure_of_them(tmp_path):
 
 def test_the_report_of_one_seed_has_no_study_table():
     from driftbench.report import group_runs
-    from driftbench.tasks.rho_sft_summary import study_tables
+    from driftbench.tasks.rho_sft.summary import study_tables
 
     runs, _ = study_runs()
     assert study_tables(group_runs([r for r in runs if r["config"]["seed"] == 0])) == ""

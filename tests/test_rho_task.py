@@ -84,7 +84,7 @@ def check_loss_figure(d):
     """loss_curve.png as drawn from loss_curve.csv: each loss per optimizer step, the share of
     active hinges on its own axis."""
     from driftbench.plots import pyplot
-    from driftbench.tasks.rho_sft import build_loss_figure
+    from driftbench.tasks.rho_sft.task import build_loss_figure
 
     rows = list(csv.DictReader((d / "loss_curve.csv").open()))
     history = [
@@ -145,7 +145,7 @@ def test_rho_guided_run_writes_audits_adapter_loss_curve_and_delta_rho(
     assert stress["harmful"]["refusal_rate"] == stress["harmful"]["n_refused"] / 2
     # the sweep report's stress table reads what metrics.json keeps of it
     from driftbench.report import collect, group_runs
-    from driftbench.tasks.rho_sft_summary import stress_tables
+    from driftbench.tasks.rho_sft.summary import stress_tables
 
     k = stress["harmful"]["n_refused"]
     md = stress_tables(group_runs(collect([d])[0]))
@@ -184,7 +184,7 @@ def test_the_saved_adapter_reloads_to_the_trained_weights_and_logits(tiny_model,
     from peft import PeftModel
 
     from driftbench.backends.torch_train import train
-    from driftbench.tasks.rho_sft import save_adapter
+    from driftbench.tasks.rho_sft.task import save_adapter
 
     tok = tiny_model.tokenizer
     cfg = sft_config("sft.optim.lr=5e-3", "sft.optim.grad_accum=1", "sft.optim.max_steps=2")
@@ -367,7 +367,7 @@ def check_dose_response_figures(run_dirs):
 
     from driftbench.plots import pyplot
     from driftbench.report import collect, group_runs
-    from driftbench.tasks.rho_sft_summary import build_rho_figures
+    from driftbench.tasks.rho_sft.summary import build_rho_figures
 
     metrics = [json.loads((d / "metrics.json").read_text()) for d in run_dirs]
     figs = build_rho_figures(group_runs(collect(run_dirs)[0]))

@@ -61,7 +61,7 @@ def said_cached(caplog) -> list[bool]:
     return [
         "from the cache" in r.getMessage()
         for r in caplog.records
-        if r.name == "driftbench.tasks.drift_eval" and r.getMessage().startswith("classifier ")
+        if r.name == "driftbench.tasks.drift_eval.task" and r.getMessage().startswith("classifier ")
     ]
 
 

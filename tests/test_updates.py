@@ -285,7 +285,7 @@ def check_update_figure(m):
     metric (mitigation=none: the frozen classifier's own row), each twin's line its twin columns
     of the row, one tick per checkpoint with its mean angle."""
     from driftbench.plots import pyplot
-    from driftbench.tasks.drift_eval_summary_updates import PANELS, build_update_figure
+    from driftbench.tasks.drift_eval.summary_updates import PANELS, build_update_figure
 
     rows = m["checkpoints"]
     assert m["mitigation"]["name"] == "none"
@@ -502,7 +502,7 @@ def test_the_update_table_has_one_row_set_per_classifier_whatever_the_mitigation
     """Runs that differ in mitigation alone repeat the frozen classifier's numbers: the
     report's one update table shows each classifier once, not once per mitigation."""
     from driftbench.report import group_runs
-    from driftbench.tasks.drift_eval_summary_updates import tables
+    from driftbench.tasks.drift_eval.summary_updates import tables
 
     def record(label, auc):
         twin = {"sigma": 0.01, "roc_auc": auc - 0.1, "silent_failure_rate_pct": 5.0,

@@ -1,7 +1,8 @@
 """The task contract: what ``driftbench/launcher.py`` uses of a task module (``task=<name>``,
 resolved once by ``driftbench.tasks.get_task``). A task is a module, not a class: the launcher
-reads its constants and calls its functions, and nothing else, so a new task is one module with
-these seven names (and a sweep summary beside it, ``driftbench.tasks.SUMMARIES``).
+reads its constants and calls its functions, and nothing else, so a new task is a package
+``driftbench/tasks/<name>/`` whose ``task`` module has these six names (and a sweep summary
+beside it, ``driftbench.tasks.SUMMARIES``).
 
 ``contract_violations`` checks a module against :class:`Task` for real: every name present,
 each constant of its declared type, each function callable with the contract's parameter names

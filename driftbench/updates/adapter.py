@@ -18,7 +18,7 @@ class Adapter(Update):
     @property
     def trains(self) -> bool:
         """No adapter given: the run trains one with ``drift.train`` (the sft group's settings;
-        driftbench/tasks/drift_adapter.py) and sets ``adapter`` to it before the first step."""
+        driftbench/tasks/drift_eval/adapter.py) and sets ``adapter`` to it before the first step."""
         return self.settings.get("adapter") is None
 
     def folder(self) -> Path:

@@ -24,7 +24,7 @@ from driftbench.checkpoints import Checkpoint, CheckpointSource, SyntheticSource
 from driftbench.digests import cache_key
 from driftbench.embed import embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_shape
-from driftbench.tasks.drift_eval_summary_updates import update_figure
+from driftbench.tasks.drift_eval.summary_updates import update_figure
 from driftbench.twin import synthetic_twin, twin_draws, twin_drifts
 from driftbench.updates import Update, is_update, make_update
 from driftbench.updates.store import UpdateStore
@@ -237,7 +237,7 @@ def update_checkpoints(
     wanted = [texts[i] for i in test] + [texts[i] for i in anchors]
     models = UpdateModels(cfg, update, cache_dir)
     if getattr(update, "trains", False):
-        from driftbench.tasks.drift_adapter import trained_adapter
+        from driftbench.tasks.drift_eval.adapter import trained_adapter
 
         update.settings["adapter"] = str(trained_adapter(cfg))
     out = []

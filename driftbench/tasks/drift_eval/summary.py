@@ -1,6 +1,6 @@
 """How the sweep report summarises drift_eval runs: headline numbers per run, the failure-cliff
 table and the drift curves, the monitors; classifiers and mitigations in
-drift_eval_summary_mitigations.py, real model updates in drift_eval_summary_updates.py. numpy and
+summary_mitigations.py, real model updates in summary_updates.py. numpy and
 matplotlib only (no torch), so a report runs anywhere the run dirs are."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
-from driftbench.tasks import drift_eval_summary_mitigations as mitigations
-from driftbench.tasks import drift_eval_summary_updates as updates
+from driftbench.tasks.drift_eval import summary_mitigations as mitigations
+from driftbench.tasks.drift_eval import summary_updates as updates
 
 DRIFT_HEADLINE = [
     ("roc_auc_at_0", "summary.roc_auc_at_0"),

@@ -39,13 +39,13 @@ from driftbench.fileio import atomic_write_csv
 from driftbench.fit_cache import fitted_classifier
 from driftbench.intervals import bootstrap_intervals, interval_columns
 from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
-from driftbench.tasks.drift_monitoring import (
+from driftbench.tasks.drift_eval.monitoring import (
     Monitoring,
     check_monitoring,
     monitor_digest,
     monitor_names,
 )
-from driftbench.tasks.drift_updates import check_update, make_source, update_of
+from driftbench.tasks.drift_eval.updates import check_update, make_source, update_of
 from driftbench.updates import UPDATES, is_update
 
 log = logging.getLogger(__name__)

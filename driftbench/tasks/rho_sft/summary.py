@@ -12,7 +12,7 @@ import numpy as np
 
 from driftbench.fileio import save_figure
 from driftbench.plots import pyplot
-from driftbench.tasks import rho_sft_summary_stats as stats
+from driftbench.tasks.rho_sft import summary_stats as stats
 
 
 def headline(run: dict) -> dict:
@@ -177,7 +177,7 @@ def margin_twin(g, groups: list):
 
 
 def study_tables(groups: list, measure: str = "delta_rho") -> str:
-    """What the sweep can conclude (``rho_sft_summary_stats``): each group against its sft_only
+    """What the sweep can conclude (``summary_stats``): each group against its sft_only
     group and each γ > 0 against its γ = 0 twin (difference, d, Welch p, δ*), then the power
     statement from the run-to-run spread of the trained groups."""
     behaviors = _measured_behaviors(groups, measure)

@@ -15,7 +15,7 @@ for Welch's test, so δ* is solved here (scipy's noncentral t and brentq). In Co
 (s_a = s_b = s, pooled df = n_a + n_b − 2), d* = δ*/s is a function of n_a and n_b alone:
 statsmodels' ``TTestIndPower.solve_power``. With 3 seeds per arm d* = 3.07: only effects of about
 three run-to-run standard deviations are found with 80% probability. numpy, scipy and statsmodels
-only; the sweep report (``rho_sft_summary``) picks the arms.
+only; the sweep report (``summary``) picks the arms.
 """
 
 from __future__ import annotations

@@ -387,7 +387,7 @@ def delta(before: dict, after: dict) -> dict:
             out[f"{k}_before"] = before["paired"][k]
             out[f"{k}_after"] = after["paired"][k]
     if out.get("mean_ce_gap_before") is not None and out.get("mean_ce_gap_after") is not None:
-        # rho-eval's mlx_quick_rho, the unit of the seed's tables (rho_sft_summary.RHO_MEASURES)
+        # rho-eval's mlx_quick_rho, the unit of the seed's tables (summary.RHO_MEASURES)
         out["delta_mean_ce_gap"] = out["mean_ce_gap_after"] - out["mean_ce_gap_before"]
     return out
 
