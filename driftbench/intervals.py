@@ -125,3 +125,36 @@ def interval_columns(intervals: dict[str, tuple[float, float]]) -> dict[str, flo
         for name, (lo, hi) in intervals.items()
         for side, bound in (("low", lo), ("high", hi))
     }
+
+
+# ── across replicates (runs that differ in seed or data.seed alone) ──────────────────────────
+
+
+def replicate_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of one number over a group's replicate runs: Student's t interval of
+    the mean (``scipy.stats.t.interval`` with the sample's standard error). With n runs it has
+    n - 1 degrees of freedom, so three seeds give an interval about 2.5 standard errors wide on
+    each side: a finding that needs more seeds says so by its width. NaN values (a run where the
+    number is undefined) are left out; (mean, NaN, NaN) below two runs."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (float("nan"),) * 3
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    sem = float(x.std(ddof=1) / np.sqrt(x.size))
+    if sem == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(level, x.size - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool | None:
+    """Whether two (mean, low, high) intervals overlap: if they do, the two settings are not told
+    apart at this number of replicates. None where either has no interval."""
+    if not all(np.isfinite([a[1], a[2], b[1], b[2]])):
+        return None
+    return bool(a[1] <= b[2] and b[1] <= a[2])

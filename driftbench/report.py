@@ -6,12 +6,12 @@ One row per complete run: the config values that vary across the runs as columns
 headline metrics. Works on partial sweeps: running, failed or half-written runs are listed as
 skipped, with the reason.
 
-Runs are averaged only where they differ in ``seed`` alone: every other config value that varies
-(model, data, drift, sigmas, classifier, condition, lambda_rho, ...) keeps runs apart, as a
-column of a table or a line, facet or legend entry of a figure. ``group_runs`` forms those groups
-once, here; each task's summary (``tasks.SUMMARIES``: ``headline(run)``, ``tables(groups)``,
-``figures(groups, out)``, beside the task) tabulates and draws them, so a new task never edits
-this module.
+Runs are averaged only where they differ in ``seed`` or ``data.seed`` alone (``REPLICATES``): every
+other config value that varies (model, data, drift, sigmas, classifier, condition, lambda_rho, ...)
+keeps runs apart, as a column of a table or a line, facet or legend entry of a figure.
+``group_runs`` forms those groups once, here; each task's summary (``tasks.SUMMARIES``:
+``headline(run)``, ``tables(groups)``, ``figures(groups, out)``, beside the task) tabulates and
+draws them, so a new task never edits this module.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from driftbench.tasks import SUMMARIES, get_summary
 log = logging.getLogger(__name__)
 
 NOT_AXES = ("runtime", "hydra")  # where and how a run executed: never an axis of the sweep
+# draws of the same setting: the run seed (drift, fits) and the data seed (texts, split). Runs
+# that differ in these alone are replicates, averaged with an interval, never axes.
+REPLICATES = ("seed", "data.seed")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -131,10 +134,10 @@ def _skipped(key: str, skip: tuple[str, ...]) -> bool:
 
 @dataclass
 class RunGroup:
-    """Runs of one task that differ in ``seed`` alone: the only runs the report averages.
+    """Runs of one task that differ in ``REPLICATES`` alone: the only runs the report averages.
     ``values``: the group's value of every config key that varies across the task's runs (the
-    sweep's axes, dotted, seed excluded); ``names``: their readable names. ``skip`` arguments
-    take keys or key prefixes (``"sft"`` skips every ``sft.*``)."""
+    sweep's axes, dotted, replicate keys excluded); ``names``: their readable names. ``skip``
+    arguments take keys or key prefixes (``"sft"`` skips every ``sft.*``)."""
 
     values: dict[str, Any]
     names: dict[str, str]
@@ -165,9 +168,9 @@ def _natural(values) -> tuple:
 
 
 def group_runs(runs: list[dict]) -> list[RunGroup]:
-    """The runs (of one task) in groups that differ in seed alone, keyed by every other config
-    value that varies across them; in the natural order of those values."""
-    axes = [k for k in varying_keys(runs) if k != "seed"]
+    """The runs (of one task) in groups that differ in ``REPLICATES`` alone, keyed by every other
+    config value that varies across them; in the natural order of those values."""
+    axes = [k for k in varying_keys(runs) if k not in REPLICATES]
     names = readable_names(axes)
     groups: dict[tuple, RunGroup] = {}
     for r in runs:

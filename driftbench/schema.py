@@ -97,7 +97,7 @@ class Data:
     threshold: float = req(**score())
     n_samples: int = req(**at_least(1))
     split: list[float] = req()
-    sample_seed: int = req(**at_least(0))
+    seed: int = req(**at_least(0))
 
 
 @dataclass

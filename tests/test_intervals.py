@@ -106,3 +106,34 @@ def test_a_figure_draws_the_interval_as_a_band_between_its_bounds():
         assert {(0.0, 0.6), (1.0, 0.5), (0.0, 0.8), (1.0, 0.7)} <= xy
     finally:
         plt.close(fig)
+
+
+# ── across replicates ────────────────────────────────────────────────────────────────────────
+
+
+def test_the_replicate_interval_is_students_t_on_the_runs_mean():
+    from scipy import stats
+
+    x = [0.71, 0.74, 0.69, 0.80]
+    mean, low, high = I.replicate_interval(x, 0.95)
+    # by hand: mean ± t_{0.975, 3} · s / sqrt(4), s the sample standard deviation
+    s = np.sqrt(sum((v - np.mean(x)) ** 2 for v in x) / 3)
+    half = stats.t.ppf(0.975, 3) * s / 2
+    assert mean == pytest.approx(np.mean(x), rel=1e-12)
+    assert (low, high) == pytest.approx((np.mean(x) - half, np.mean(x) + half), rel=1e-12)
+    assert stats.t.ppf(0.975, 3) == pytest.approx(3.182, abs=1e-3)  # three df: a wide interval
+
+
+def test_one_run_has_no_interval_and_undefined_runs_are_left_out():
+    assert np.isnan(I.replicate_interval([0.7])[1:]).all()
+    assert I.replicate_interval([0.7])[0] == 0.7
+    assert I.replicate_interval([0.7, None, float("nan"), 0.9])[0] == pytest.approx(0.8)
+    assert np.isnan(I.replicate_interval([])).all()
+    assert I.replicate_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_two_intervals_overlap_when_each_reaches_the_other():
+    assert I.overlap((0.5, 0.4, 0.6), (0.65, 0.6, 0.7)) is True  # touching counts
+    assert I.overlap((0.5, 0.4, 0.6), (0.7, 0.61, 0.8)) is False
+    assert I.overlap((0.5, 0.4, 0.6), (0.55, 0.45, 0.5)) is True  # one inside the other
+    assert I.overlap((0.5, float("nan"), float("nan")), (0.5, 0.4, 0.6)) is None

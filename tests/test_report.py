@@ -421,3 +421,44 @@ def test_report_lists_a_running_run_whose_process_is_gone_as_died(tmp_path):
     res = report([write_runs(tmp_path / "sweep", runs)], tmp_path / "rep")
     assert res["n_runs"] == 1 and [why for _, why in res["skipped"]] == ["status died"]
     assert "status died" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def replicate(seed: int, data_seed: int, auc: float, drift: str = "gaussian") -> dict:
+    """A drift_eval run (``drift_run``) of one setting with its seed, data seed and ROC-AUC
+    from 1.0 at sigma 0 to ``auc`` at the largest sigma."""
+    cfg = config(seed=seed, drift={"name": drift})
+    cfg["data"]["seed"] = data_seed
+    run = drift_run(cfg, [1.0, 0.9, auc])
+    run["metrics"]["summary"].update(silent_failure_rate_pct_at_max=40.0, ece_at_max=0.1)
+    return run
+
+
+def test_runs_that_differ_in_seed_or_data_seed_alone_are_replicates_of_one_setting():
+    from driftbench.report import group_runs
+
+    runs = [replicate(s, d, 0.7) for s in (0, 1) for d in (42, 43)]
+    runs += [replicate(0, 42, 0.6, drift="directional")]
+    groups = group_runs(runs)
+    assert [len(g.runs) for g in groups] == [1, 4]  # directional, gaussian
+    assert list(groups[0].values) == ["drift.name"]  # neither seed is an axis
+
+
+def test_the_replicate_table_gives_each_settings_interval_and_which_ones_overlap():
+    from driftbench.intervals import replicate_interval
+    from driftbench.report import group_runs
+    from driftbench.tasks.drift_eval.summary import replicate_table
+
+    aucs = {"directional": [0.60, 0.62, 0.61], "gaussian": [0.70, 0.72, 0.71]}
+    aucs["subspace"] = [0.59, 0.75, 0.67]  # wide: reaches both others
+    runs = [replicate(0, 42 + i, a, d) for d, values in aucs.items() for i, a in enumerate(values)]
+    text = replicate_table(group_runs(runs))
+    rows = {
+        line.split(" | ")[1]: line
+        for line in text.splitlines()
+        if line.startswith("| A") or line.startswith("| B") or line.startswith("| C")
+    }
+    mean, low, high = replicate_interval(aucs["gaussian"])
+    assert f"{mean:.3f} [{low:.3f}, {high:.3f}] ~C" in rows["gaussian"]
+    assert "~C" in rows["directional"] and "~A, B" in rows["subspace"]
+    assert "3 (1 × 3)" in rows["gaussian"]
+    assert replicate_table(group_runs([replicate(0, 42, 0.7)])) == ""  # one run: no interval

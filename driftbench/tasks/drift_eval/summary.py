@@ -11,6 +11,7 @@ import numpy as np
 
 from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
+from driftbench.intervals import overlap, replicate_interval
 from driftbench.plots import pyplot
 from driftbench.tasks.drift_eval import summary_mitigations as mitigations
 from driftbench.tasks.drift_eval import summary_updates as updates
@@ -149,14 +150,16 @@ def drift_figures(groups: list, out: Path) -> list[str]:
 
 
 def separability(groups: list) -> list[dict]:
-    """Separability per embedding setting (the groups' axes less NOT_SEPARABILITY), each seed
-    counted once: ``label``, ``variant`` (base or instruct) and the mean of each measure."""
+    """Separability per embedding setting (the groups' axes less NOT_SEPARABILITY), each
+    replicate (seed, data seed) counted once: ``label``, ``variant`` (base or instruct) and the
+    mean of each measure."""
     merged: dict[tuple, dict] = {}
     for g in groups:
         key = g.key(skip=NOT_SEPARABILITY)
         entry = merged.setdefault(key, {"group": g, "by_seed": {}})
         for r in g.runs:
-            entry["by_seed"].setdefault(r["config"].get("seed"), r["metrics"])
+            replicate = (r["config"].get("seed"), (r["config"].get("data") or {}).get("seed"))
+            entry["by_seed"].setdefault(replicate, r["metrics"])
     out = []
     for entry in merged.values():
         g, ms = entry["group"], list(entry["by_seed"].values())
@@ -284,8 +287,56 @@ def monitor_table(groups: list) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
+# the numbers compared across settings, with their interval over the group's replicate runs
+REPLICATED = [
+    ("roc_auc_at_max", "ROC-AUC at max", "{:.3f}"),
+    ("silent_failure_rate_pct_at_max", "SFR % at max", "{:.1f}"),
+    ("ece_at_max", "ECE at max", "{:.3f}"),
+]
+
+
+def replicate_cells(groups: list, key: str, fmt: str) -> list[str]:
+    """Per group, ``mean [low, high] ~B, D``: the 95% t-interval of the run summary's ``key``
+    over the group's runs, and the groups (by letter) whose interval overlaps it: settings the
+    replicates cannot tell apart on this number."""
+    ivs = [replicate_interval([r["metrics"]["summary"].get(key) for r in g.runs]) for g in groups]
+    cells = []
+    for i, iv in enumerate(ivs):
+        shown = fmt.format(iv[0]) if np.isfinite(iv[0]) else "–"
+        if np.isfinite(iv[1]):
+            shown += f" [{fmt.format(iv[1])}, {fmt.format(iv[2])}]"
+        same = [chr(65 + j) for j, other in enumerate(ivs) if j != i and overlap(iv, other)]
+        cells.append(shown + (f" ~{', '.join(same)}" if same else ""))
+    return cells
+
+
+def replicate_table(groups: list) -> str:
+    """Each setting's headline numbers as mean and 95% interval over its replicate runs (runs
+    that differ in ``seed`` or ``data.seed`` alone), and where two settings' intervals overlap
+    (``~B``): the table a claim "A beats B" is checked against. Empty where no setting has two
+    runs (one run has no interval across replicates)."""
+    if not groups or max(len(g.runs) for g in groups) < 2:
+        return ""
+    extra = list(groups[0].columns())
+    head = ["", *extra, "runs (seeds × data seeds)", *(title for _, title, _ in REPLICATED)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cols = [replicate_cells(groups, key, fmt) for key, _, fmt in REPLICATED]
+    for i, g in enumerate(groups):
+        seeds = {r["config"].get("seed") for r in g.runs}
+        data_seeds = {(r["config"].get("data") or {}).get("seed") for r in g.runs}
+        runs = f"{len(g.runs)} ({len(seeds)} × {len(data_seeds)})"
+        cells = [chr(65 + i), *g.columns().values(), runs, *(c[i] for c in cols)]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        "**Across replicates.** Mean [95% t-interval over the runs]; `~B`: the setting's interval "
+        "overlaps B's, so these runs do not tell the two apart on that number.\n\n"
+    )
+    return note + "\n".join(lines) + "\n"
+
+
 def tables(groups: list) -> list[str]:
     return [
+        replicate_table(groups),
         cliff_table(synthetic(groups)),
         monitor_table(groups),
         *mitigations.tables(groups),

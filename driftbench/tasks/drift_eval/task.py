@@ -162,7 +162,9 @@ def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
 
 
 def load_data(cfg: DictConfig):
-    """The run's balanced sample of the ``data/`` group, split by the run's seed."""
+    """The run's balanced sample of the ``data/`` group, drawn and split with ``data.seed``: a
+    data seed is one draw of texts and split, the run ``seed`` one draw of drift and fits, so a
+    sweep can vary either and the report averages over both (``report.REPLICATES``)."""
     return load_toxicity(
         resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
         text_column=cfg.data.text_column,
@@ -170,8 +172,8 @@ def load_data(cfg: DictConfig):
         threshold=float(cfg.data.threshold),
         n_samples=int(cfg.data.n_samples),
         split=tuple(cfg.data.split),
-        sample_seed=int(cfg.data.sample_seed),
-        split_seed=int(cfg.seed),
+        sample_seed=cfg.data.seed,
+        split_seed=cfg.data.seed,
         rule=LabelRule(
             tuple(cfg.data.get("positive_labels") or ()),
             tuple(cfg.data.get("negative_labels") or ()),
