@@ -1,10 +1,11 @@
 """Task ``drift_eval``: the study of 000_b7270e02dd833497.txt, wired end to end.
 
 data -> embeddings (cached) -> classifier on checkpoint 0 (``classifier/``, frozen) -> drifted
-test sets on the sigma schedule -> B.4 metrics, realized drift and (for a linear classifier)
-amplification per checkpoint -> figures; a mitigation (``mitigation/``) scored against the
-frozen classifier on the same texts; label-free monitors on windows of every checkpoint, scored
-against the collapse (monitors.py).
+test sets on the sigma schedule -> B.4 metrics, flips and the coherent share of the move against
+the undrifted texts, realized drift and (for a linear classifier) amplification per checkpoint
+-> figures; a mitigation (``mitigation/``) scored against the frozen classifier on the same
+texts; label-free monitors on windows of every checkpoint, scored against the collapse
+(monitors.py).
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ class Scoring:
     """What every checkpoint is scored with: the frozen classifier, the mitigation fitted beside
     it (``fit_s``), the test texts whose labels it may read (``labelled``) and those every
     number is computed on (``scored``); the frozen classifier's probabilities on the undrifted
-    test texts (``p_start``: checkpoint 0, which every checkpoint's flips compare against)."""
+    test texts (``p_start``: what every checkpoint's flips compare against, as its realized
+    angle compares with ``z_test``; checkpoint 0 of every update and of a schedule from 0)."""
 
     clf: Any
     mitigation: MIT.Mitigation
@@ -324,7 +326,7 @@ def score_checkpoint(c: int, ckpt, s: Scoring, source, trace: Trace) -> np.ndarr
         p = at(zc[s.scored])
     trace.apply_s.append(time.perf_counter() - t_apply)
     scores = M.checkpoint_metrics(y[s.scored], p, s.tau, s.n_bins)
-    p_start = s.p_start[s.scored]  # what checkpoint 0 predicted: the flips are against it
+    p_start = s.p_start[s.scored]  # the undrifted texts' predictions: the flips' reference
     row = {"checkpoint": c, source.knob.name: float(ckpt.knob), **scores}
     row.update(M.flip_rates(y[s.scored], p_start, p))
     angle = drift_ops.realized_angle_deg(s.z_test, zc)
