@@ -3,16 +3,21 @@
 A checkpoint's numbers come from one sample of test texts; resampling those texts with
 replacement says how far they could move on another sample of the same size. One matrix of
 resamples (as counts of each text) serves every metric, each computed for all resamples at once
-with the definitions of ``driftbench.metrics`` (eq. 15, 18-21 of the drift paper), so the
+with the definitions of ``driftbench.metrics`` (eq. 15, 18-21 of the drift paper, and the
+flips against checkpoint 0 of Yan et al. 2021), so the
 interval of every metric costs a few matrix products per checkpoint. Percentile intervals, as
-``scipy.stats.bootstrap(method="percentile")`` gives them. Pure numpy and scipy.
+``scipy.stats.bootstrap(method="percentile")`` gives them. Pure numpy (the metric names from
+``driftbench.metrics``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# the metrics of driftbench.metrics.checkpoint_metrics that carry an interval (f1 does not)
+from driftbench.metrics import FLIP_METRICS
+
+# the metrics of driftbench.metrics.checkpoint_metrics that carry an interval (f1 does not), and
+# the flips of driftbench.metrics.flip_rates: each a share of texts, resampled with them
 INTERVAL_METRICS = (
     "roc_auc",
     "accuracy",
@@ -22,6 +27,7 @@ INTERVAL_METRICS = (
     "high_confidence_error_rate",
     "ece",
     "accuracy_at_conf_0.9",
+    *FLIP_METRICS,
 )
 
 
@@ -59,14 +65,24 @@ def _roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def batched_metrics(
-    y: np.ndarray, p: np.ndarray, counts: np.ndarray, tau: float, n_bins: int
+    y: np.ndarray,
+    p: np.ndarray,
+    counts: np.ndarray,
+    tau: float,
+    n_bins: int,
+    *,
+    p_before: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Every metric of ``INTERVAL_METRICS`` for each resample (a row of ``counts``: how often
-    each text is in it), by the definitions of ``driftbench.metrics``."""
+    each text is in it), by the definitions of ``driftbench.metrics``; ``p_before``: the same
+    texts' probabilities at checkpoint 0, which the flips compare against."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=np.float64)
     conf = np.maximum(p, 1.0 - p)
-    correct = ((p >= 0.5).astype(int) == y).astype(float)
+    positive = (p >= 0.5).astype(float)
+    correct = (positive.astype(int) == y).astype(float)
+    positive_before = (np.asarray(p_before, dtype=np.float64) >= 0.5).astype(float)
+    correct_before = (positive_before.astype(int) == y).astype(float)
     errors = 1.0 - correct
     confident = (conf >= tau).astype(float)
     sure = (conf >= 0.9).astype(float)
@@ -89,6 +105,9 @@ def batched_metrics(
         "high_confidence_error_rate": counts @ (errors * confident) / n,
         "ece": ece.sum(axis=1) / n,
         "accuracy_at_conf_0.9": _ratio(counts @ (correct * sure), counts @ sure),
+        "negative_flip_rate": counts @ (correct_before * errors) / n,
+        "positive_flip_rate": counts @ ((1.0 - correct_before) * correct) / n,
+        "positive_rate_change": counts @ (positive - positive_before) / n,
     }
 
 
@@ -96,19 +115,21 @@ def bootstrap_intervals(
     y: np.ndarray,
     p: np.ndarray,
     *,
+    p_before: np.ndarray,
     tau: float,
     n_bins: int,
     n_resamples: int,
     level: float,
     rng: np.random.Generator,
 ) -> dict[str, tuple[float, float]]:
-    """(low, high) percentile interval of each metric over resamples of the texts; a resample
+    """(low, high) percentile interval of each metric over resamples of the texts (``p``: their
+    probabilities at this checkpoint, ``p_before``: at checkpoint 0, for the flips); a resample
     where a metric is undefined (no error for SFR, one class for ROC-AUC) is left out of that
     metric's interval, and an interval with no defined resample is (NaN, NaN)."""
     if not 0 < level < 1:
         raise ValueError(f"interval level={level}; accepted: 0 < level < 1")
     counts = resample_counts(len(y), n_resamples, rng)
-    values = batched_metrics(y, p, counts, tau, n_bins)
+    values = batched_metrics(y, p, counts, tau, n_bins, p_before=p_before)
     tails = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out = {}
     for name in INTERVAL_METRICS:

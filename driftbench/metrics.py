@@ -119,6 +119,51 @@ def checkpoint_metrics(y: np.ndarray, p: np.ndarray, tau: float = 0.8, n_bins: i
     }
 
 
+# what changed between checkpoint 0 and a checkpoint, text by text (``flip_rates``)
+FLIP_METRICS = ("negative_flip_rate", "positive_flip_rate", "positive_rate_change")
+# what kind of change a checkpoint is, against checkpoint 0 (``flip_rates``, ``coherent_share``)
+CHANGE_METRICS = (*FLIP_METRICS, "coherent_share")
+# no movement below this share of the embeddings' mean norm: rounding, not a change
+STILL_RTOL = 1e-12
+
+
+def flip_rates(y: np.ndarray, p_before: np.ndarray, p_after: np.ndarray) -> dict:
+    """What a change did to each text's prediction, as shares of all texts: negative flips
+    (right before, wrong after: the regressions of Yan et al. 2021, "Positive-Congruent
+    Training"), positive flips (wrong before, right after) and the change in the share predicted
+    positive (toxic), at the threshold of ``predict``. Accuracy moves by positive minus negative
+    flips, so an unchanged accuracy can hide many flips both ways; a change in the positive rate
+    says the errors lean one way (a shift), where flips with no change in it do not."""
+    y, p_before = _check(y, p_before)
+    _, p_after = _check(y, p_after)
+    right_before, right_after = predict(p_before) == y, predict(p_after) == y
+    return {
+        "negative_flip_rate": float(np.mean(right_before & ~right_after)),
+        "positive_flip_rate": float(np.mean(~right_before & right_after)),
+        "positive_rate_change": float(np.mean(predict(p_after)) - np.mean(predict(p_before))),
+    }
+
+
+def coherent_share(z_before: np.ndarray, z_after: np.ndarray) -> float:
+    """``||mean_i (z_after[i] - z_before[i])|| / mean_i ||z_after[i] - z_before[i]||``: how much
+    of the texts' displacement is one common move. 1 when every text moves by the same vector (a
+    shift, which a classifier's bias can absorb or not, but moves every text the same way); about
+    1/sqrt(n) for n independent random moves, which cancel in the mean. NaN when nothing moved
+    (mean displacement at most ``STILL_RTOL`` of the mean norm: float rounding of an unmoved
+    checkpoint): a move that did not happen has no direction, and 0 would read as "pure noise"."""
+    z_before, z_after = np.asarray(z_before, np.float64), np.asarray(z_after, np.float64)
+    if z_before.shape != z_after.shape or z_before.ndim != 2 or len(z_before) == 0:
+        raise ValueError(
+            f"z_before and z_after must be (n, d) of one shape with n > 0, got {z_before.shape} "
+            f"and {z_after.shape}"
+        )
+    moves = z_after - z_before
+    mean_move = float(np.linalg.norm(moves, axis=1).mean())
+    if mean_move <= STILL_RTOL * float(np.linalg.norm(z_before, axis=1).mean()):
+        return math.nan
+    return float(np.linalg.norm(moves.mean(axis=0)) / mean_move)
+
+
 def snr_eq29(logits: np.ndarray, w_norm: float, sigma: float) -> float:
     """eq. (29) ``|f(z)|^2 / (||w||^2 sigma^2)``, the median over samples. Infinite at sigma = 0."""
     if sigma == 0:

@@ -57,6 +57,16 @@ def match_sigma(
     return None  # the angle is not monotone in sigma here, or not resolvable
 
 
+def _scored(z0, zd, y, p0, predict_proba, tau: float, n_bins: int) -> dict:
+    """One draw's numbers: the classifier's on ``zd`` and what changed from ``z0``."""
+    p = predict_proba(zd)
+    return {
+        **M.checkpoint_metrics(y, p, tau, n_bins),
+        **M.flip_rates(y, p0, p),
+        "coherent_share": M.coherent_share(z0, zd),
+    }
+
+
 def synthetic_twin(
     z0: np.ndarray,
     y: np.ndarray,
@@ -71,7 +81,9 @@ def synthetic_twin(
     drifted: list[Callable] | None = None,
 ) -> dict:
     """sigma of equal mean angle for drift ``kind``, and the classifier's ROC-AUC, silent
-    failure rate, mean confidence and ECE there, averaged over ``draws`` draws. ``drifted``:
+    failure rate, mean confidence and ECE there, with the kind of change it is (flips against
+    the classifier on ``z0``, the coherent share of the move: ``metrics.CHANGE_METRICS``),
+    averaged over ``draws`` draws. ``drifted``:
     the draws of ``twin_draws`` for these arguments, when the caller reuses them across
     checkpoints (a rotation's QR costs more than the search)."""
     drifted = drifted or twin_draws(kind, z0, draws, seed)
@@ -79,8 +91,9 @@ def synthetic_twin(
     out = {"drift": kind, "sigma": sigma, "draws": draws}
     if sigma is None:
         return {**out, "angle_deg": None}
-    per = [M.checkpoint_metrics(y, predict_proba(f(sigma)), tau, n_bins) for f in drifted]
-    keys = ("roc_auc", "silent_failure_rate_pct", "mean_confidence", "ece")
+    p0 = predict_proba(z0)
+    per = [_scored(z0, f(sigma), y, p0, predict_proba, tau, n_bins) for f in drifted]
+    keys = ("roc_auc", "silent_failure_rate_pct", "mean_confidence", "ece", *M.CHANGE_METRICS)
     return {
         **out,
         "angle_deg": mean_angle(z0, drifted, sigma),

@@ -106,6 +106,6 @@ def test_a_real_update_gets_a_twin_of_the_fourth_drift_and_the_report_shows_it(
 
     report([tmp_path / "outputs"], tmp_path / "rep")  # the sweep report, from the run dir
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| stretch twin: σ / AUC / SFR |" in md
+    assert "| stretch twin: σ / AUC / SFR / coherent / flips − |" in md
     assert "| rung at alarm (≥ " in md and "σ at alarm" not in md
     assert "| rung_max |" in md and "sigma_max" not in md

@@ -20,15 +20,25 @@ def checkpoint(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
+def start(y: np.ndarray, seed: int = 9) -> np.ndarray:
+    """The same texts' probabilities at checkpoint 0, which the flips compare against."""
+    noise = np.random.default_rng(seed).standard_normal(len(y))
+    return 1 / (1 + np.exp(-(1.0 * (2 * y - 1) + noise)))
+
+
 def test_every_resample_is_scored_by_the_metrics_definitions():
     y, p = checkpoint(80)
     p[:10] = p[10:20]  # ties, counted one half by ROC-AUC
+    p0 = start(y)
     counts = I.resample_counts(80, 40, np.random.default_rng(1))
     assert (counts.sum(axis=1) == 80).all()
-    batched = I.batched_metrics(y, p, counts, tau=0.8, n_bins=5)
+    batched = I.batched_metrics(y, p, counts, tau=0.8, n_bins=5, p_before=p0)
     for r, w in enumerate(counts.astype(int)):
         rows = np.repeat(np.arange(80), w)  # the resample as the texts it holds
-        one = M.checkpoint_metrics(y[rows], p[rows], 0.8, 5)
+        one = {
+            **M.checkpoint_metrics(y[rows], p[rows], 0.8, 5),
+            **M.flip_rates(y[rows], p0[rows], p[rows]),
+        }
         for name in I.INTERVAL_METRICS:
             np.testing.assert_allclose(batched[name][r], one[name], rtol=1e-12, atol=1e-15)
 
@@ -37,7 +47,7 @@ def test_a_resample_without_errors_or_without_a_class_leaves_those_metrics_undef
     y = np.array([1, 1, 0, 1])
     p = np.array([0.9, 0.8, 0.2, 0.6])
     counts = np.array([[1.0, 2, 0, 1], [1, 1, 1, 1]])  # a resample without a negative
-    out = I.batched_metrics(y, p, counts, tau=0.8, n_bins=5)
+    out = I.batched_metrics(y, p, counts, tau=0.8, n_bins=5, p_before=p)
     assert np.isnan(out["roc_auc"][0]) and np.isnan(out["balanced_accuracy"][0])
     assert np.isnan(out["silent_failure_rate_pct"]).all()  # no error: eq. (18) is undefined
     assert out["roc_auc"][1] == 1.0 and out["accuracy"][1] == 1.0
@@ -46,18 +56,27 @@ def test_a_resample_without_errors_or_without_a_class_leaves_those_metrics_undef
 @pytest.mark.parametrize(
     "name, statistic",
     [
-        ("roc_auc", lambda y, p: roc_auc_score(y, p)),
-        ("mean_confidence", lambda y, p: M.confidence(p).mean()),
-        ("ece", lambda y, p: M.expected_calibration_error(y, p, 5)),
+        ("roc_auc", lambda y, p, p0: roc_auc_score(y, p)),
+        ("mean_confidence", lambda y, p, p0: M.confidence(p).mean()),
+        ("ece", lambda y, p, p0: M.expected_calibration_error(y, p, 5)),
+        ("negative_flip_rate", lambda y, p, p0: M.flip_rates(y, p0, p)["negative_flip_rate"]),
     ],
 )
 def test_the_interval_is_scipys_percentile_bootstrap(name, statistic):
     y, p = checkpoint(120, seed=3)
+    p0 = start(y)
     ours = I.bootstrap_intervals(
-        y, p, tau=0.8, n_bins=5, n_resamples=4000, level=0.95, rng=np.random.default_rng(4)
+        y,
+        p,
+        p_before=p0,
+        tau=0.8,
+        n_bins=5,
+        n_resamples=4000,
+        level=0.95,
+        rng=np.random.default_rng(4),
     )[name]
     ref = bootstrap(
-        (y, p),
+        (y, p, p0),
         statistic,
         paired=True,
         vectorized=False,
@@ -70,13 +89,13 @@ def test_the_interval_is_scipys_percentile_bootstrap(name, statistic):
     assert width > 0
     # two Monte Carlo estimates of the same percentiles: within a tenth of the interval's width
     assert abs(ours[0] - ref.low) < 0.1 * width and abs(ours[1] - ref.high) < 0.1 * width
-    point = statistic(y, p)
+    point = statistic(y, p, p0)
     assert ours[0] <= point <= ours[1]
 
 
 def test_a_wider_level_gives_a_wider_interval_and_a_bad_level_is_refused():
     y, p = checkpoint(100)
-    kw = {"tau": 0.8, "n_bins": 5, "n_resamples": 500}
+    kw = {"p_before": p, "tau": 0.8, "n_bins": 5, "n_resamples": 500}
     lo90, hi90 = I.bootstrap_intervals(y, p, level=0.9, rng=np.random.default_rng(0), **kw)["ece"]
     lo99, hi99 = I.bootstrap_intervals(y, p, level=0.99, rng=np.random.default_rng(0), **kw)["ece"]
     assert lo99 <= lo90 < hi90 <= hi99

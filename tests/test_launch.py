@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from driftbench.intervals import INTERVAL_METRICS
 from driftbench.launcher import ConfigError, run
+from driftbench.metrics import FLIP_METRICS
 from driftbench.runs import config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,16 @@ def test_end_to_end_tiny_run_writes_a_complete_run_dir(make_cfg, tmp_path):
         for name in ("accuracy", "mean_confidence"):  # a mean sits inside its interval
             assert row[f"{name}_ci_low"] <= row[name] <= row[f"{name}_ci_high"]
     assert on_disk["checkpoints"][0]["realized_angle_deg"] == pytest.approx(0.0, abs=1e-9)
+    # what kind of change each checkpoint is, against checkpoint 0: at sigma = 0 nothing flips
+    # and nothing moved (the coherent share is undefined, null); then shares of the texts
+    header = (d / "checkpoints.csv").read_text().splitlines()[0].split(",")
+    assert {*FLIP_METRICS, "coherent_share"} <= set(header)
+    start, *drifted = on_disk["checkpoints"]
+    assert [start[k] for k in FLIP_METRICS] == [0.0, 0.0, 0.0]
+    assert start["coherent_share"] is None
+    for row in drifted:
+        assert 0 <= row["negative_flip_rate"] <= 1 and 0 <= row["positive_flip_rate"] <= 1
+        assert 0 < row["coherent_share"] <= 1
     assert (
         on_disk["checkpoints"][2]["realized_angle_deg"]
         > on_disk["checkpoints"][1]["realized_angle_deg"]

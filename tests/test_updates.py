@@ -17,6 +17,7 @@ from driftbench import drift as D
 from driftbench.align import apply_map, fit_map
 from driftbench.embed import extract_embeddings
 from driftbench.launcher import ConfigError, run
+from driftbench.metrics import CHANGE_METRICS, FLIP_METRICS
 from driftbench.report import report
 from driftbench.twin import mean_angle, synthetic_twin, twin_drifts
 from driftbench.updates.weights import (
@@ -272,8 +273,24 @@ def check_update_run(d, m, labels):
     about = m["update"]["checkpoints"]
     assert [a["checkpoint"] for a in about] == labels
     assert all(set(a["twins"]) == set(twin_drifts()) for a in about)
+    check_change(rows, about)
     assert (d / "update_vs_twins.png").stat().st_size > 0
     check_update_figure(m)
+
+
+def check_change(rows, about):
+    """What kind of change each checkpoint is: the original model flips nothing and moves
+    nothing (its coherent share undefined, null); the record's frozen numbers are the row's
+    (mitigation=none scores every text); each twin that is reached has its own."""
+    assert [rows[0][k] for k in FLIP_METRICS] == [0.0, 0.0, 0.0]
+    assert rows[0]["coherent_share"] is None
+    for r, a in zip(rows, about, strict=True):
+        for k in CHANGE_METRICS:
+            assert a["frozen"][k] == r[k]
+        assert r["coherent_share"] is None or 0 < r["coherent_share"] <= 1
+        for kind in twin_drifts():
+            assert set(CHANGE_METRICS) <= set(a["twins"][kind]) or a["twins"][kind]["sigma"] is None
+            assert f"twin_{kind}_coherent_share" in r
 
 
 def _nan(v) -> float:
@@ -329,6 +346,13 @@ def test_quantize_end_to_end_then_from_the_cache(make_cfg, tmp_path, caplog):
     assert [(row[0], row[1], row[3]) for row in q4] == [
         ("| knn", "1", f"{errors[2]:.4f}"),
         ("| logreg", "1", f"{errors[2]:.4f}"),
+    ]
+    # the embeddings' move is the update's, whatever reads them: one coherent share for both
+    frozen = {r["classifier"]["name"]: r["update"]["checkpoints"][2]["frozen"] for r in (m, again)}
+    assert [row[8] for row in q4] == [f"{frozen['knn']['coherent_share']:.2f}"] * 2
+    assert [row[9] for row in q4] == [
+        f"{frozen[c]['negative_flip_rate']:.3f} / {frozen[c]['positive_flip_rate']:.3f}"
+        for c in ("knn", "logreg")
     ]
 
 
@@ -531,3 +555,5 @@ def test_the_update_table_has_one_row_set_per_classifier_whatever_the_mitigation
         ["| logreg", "1", "a=1"],
     ]
     assert rows[-1].split(" | ")[5] == "0.850"  # ROC-AUC
+    # runs from before the flips were recorded: their change columns are blank, not an error
+    assert rows[-1].split(" | ")[8:11] == ["–", "– / –", "–"]

@@ -2,7 +2,8 @@
 ``interpolate`` or ``swap``): per checkpoint, the frozen classifier on the updated model's
 embeddings beside its synthetic twins (each synthetic drift at the same mean angle), as one
 run's figure (``update_vs_twins.png``) and, per group of runs that differ in seed alone, the
-sweep report's table and ``report_updates.png``. numpy and matplotlib only."""
+sweep report's table and ``report_updates.png``, with what kind of change each is (flips and
+the coherent share of ``driftbench.metrics``, whose names it reads). numpy and matplotlib."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.fileio import figures_on, save_figure
+from driftbench.metrics import CHANGE_METRICS
 from driftbench.plots import pyplot
 
 PANELS = (
@@ -29,6 +31,7 @@ def _mean(values: list) -> float:
     return float(np.nanmean(xs)) if np.isfinite(xs).any() else np.nan
 
 
+SHOWN = (*(key for key, _ in PANELS), *CHANGE_METRICS)  # what a report averages over seeds
 MARKERS = ("s--", "^--", "v--", "D--", "P--", "x--")  # one per twin drift, in turn
 
 
@@ -47,7 +50,8 @@ def update_groups(groups: list) -> list:
 
 def per_checkpoint(group) -> tuple[list[dict], int]:
     """The group's update records averaged over its seeds (twins over the seeds that reached
-    them: ``reached``), and how many runs that is (runs of another length are left out)."""
+    them: ``reached``), and how many runs that is (runs of another length are left out). A run
+    from before the flips were recorded has none: its ``CHANGE_METRICS`` are NaN."""
     k = len(_records(group.runs[0]))
     runs = [r for r in group.runs if len(_records(r)) == k]
     out = []
@@ -58,7 +62,7 @@ def per_checkpoint(group) -> tuple[list[dict], int]:
             reached = [x["twins"][t] for x in recs if x["twins"][t].get("sigma") is not None]
             twins[t] = {
                 "sigma": _mean([x["sigma"] for x in reached]),
-                **{key: _mean([x.get(key) for x in reached]) for key, _ in PANELS},
+                **{key: _mean([x.get(key) for x in reached]) for key in SHOWN},
                 "reached": len(reached),
             }
         out.append(
@@ -66,7 +70,7 @@ def per_checkpoint(group) -> tuple[list[dict], int]:
                 "checkpoint": recs[0]["checkpoint"],
                 "realized_angle_deg": _mean([x["realized_angle_deg"] for x in recs]),
                 "relative_weight_error": _mean([x.get("relative_weight_error") for x in recs]),
-                "frozen": {key: _mean([x["frozen"][key] for x in recs]) for key, _ in PANELS},
+                "frozen": {key: _mean([x["frozen"].get(key) for x in recs]) for key in SHOWN},
                 "twins": twins,
             }
         )
@@ -127,9 +131,48 @@ def distinct_groups(groups: list) -> list:
     return list(seen.values())
 
 
+CHANGE_NOTE = (
+    "What kind of change each is, against the original model on the same texts: *coherent*, "
+    "the coherent share of the embedding change (norm of the mean move over the mean move's "
+    "norm, in the space the classifier reads: 1 when every text moves by one vector, about "
+    "1/√n for independent moves of n texts); *flips − / +*, the share of texts right before and "
+    "wrong after (negative flips, Yan et al. 2021) and wrong before and right after; *Δ pos.*, "
+    "the change in the share predicted toxic."
+)
+
+
+def row_cells(r: dict, kinds: list[str]) -> list[str]:
+    """One checkpoint's cells of the update table: the real update, then each twin."""
+    frozen = r["frozen"]
+    return [
+        r["checkpoint"],
+        _f("{:.4f}", r["relative_weight_error"]),
+        _f("{:.2f}", r["realized_angle_deg"]),
+        _f("{:.3f}", frozen["roc_auc"]),
+        _f("{:.1f}", frozen["silent_failure_rate_pct"]),
+        _f("{:.3f}", frozen["mean_confidence"]),
+        _f("{:.2f}", frozen["coherent_share"]),
+        f"{_f('{:.3f}', frozen['negative_flip_rate'])} / "
+        f"{_f('{:.3f}', frozen['positive_flip_rate'])}",
+        _f("{:+.3f}", frozen["positive_rate_change"]),
+        *(
+            " / ".join(
+                (
+                    _f("{:.4g}", r["twins"][t]["sigma"]),
+                    _f("{:.3f}", r["twins"][t]["roc_auc"]),
+                    _f("{:.1f}", r["twins"][t]["silent_failure_rate_pct"]),
+                    _f("{:.2f}", r["twins"][t]["coherent_share"]),
+                    _f("{:.3f}", r["twins"][t]["negative_flip_rate"]),
+                )
+            )
+            for t in kinds
+        ),
+    ]
+
+
 def tables(groups: list) -> list[str]:
     """One table for every update group: a row per group and checkpoint, the groups' axes
-    (less the mitigation) in the first columns."""
+    (less the mitigation) in the first columns, the real update beside its twins."""
     chosen = distinct_groups(groups)
     if not chosen:
         return []
@@ -145,12 +188,15 @@ def tables(groups: list) -> list[str]:
         "ROC-AUC",
         "SFR (%)",
         "conf.",
-        *(f"{t} twin: σ / AUC / SFR" for t in kinds),
+        "coherent",
+        "flips − / +",
+        "Δ pos.",
+        *(f"{t} twin: σ / AUC / SFR / coherent / flips −" for t in kinds),
     ]
     lines = [
         "**Real update** (mean over the n seeds): the frozen classifier on every test text, "
         f"beside each synthetic drift at the same mean angle (its twin, {draws} draws; a twin "
-        "no draw reaches is –).",
+        "no draw reaches is –). " + CHANGE_NOTE,
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
@@ -159,26 +205,7 @@ def tables(groups: list) -> list[str]:
         records, n = per_checkpoint(g)
         lead = [*g.columns(skip=("mitigation",)).values(), str(n)]
         for r in records:
-            cells = [
-                *lead,
-                r["checkpoint"],
-                _f("{:.4f}", r["relative_weight_error"]),
-                _f("{:.2f}", r["realized_angle_deg"]),
-                _f("{:.3f}", r["frozen"]["roc_auc"]),
-                _f("{:.1f}", r["frozen"]["silent_failure_rate_pct"]),
-                _f("{:.3f}", r["frozen"]["mean_confidence"]),
-                *(
-                    " / ".join(
-                        (
-                            _f("{:.4g}", r["twins"][t]["sigma"]),
-                            _f("{:.3f}", r["twins"][t]["roc_auc"]),
-                            _f("{:.1f}", r["twins"][t]["silent_failure_rate_pct"]),
-                        )
-                    )
-                    for t in kinds
-                ),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join([*lead, *row_cells(r, kinds)]) + " |")
     return ["\n".join(lines) + "\n"]
 
 

@@ -1,10 +1,11 @@
 """Task ``drift_eval``: the study of 000_b7270e02dd833497.txt, wired end to end.
 
 data -> embeddings (cached) -> classifier on checkpoint 0 (``classifier/``, frozen) -> drifted
-test sets on the sigma schedule -> B.4 metrics, realized drift and (for a linear classifier)
-amplification per checkpoint -> figures; a mitigation (``mitigation/``) scored against the
-frozen classifier on the same texts; label-free monitors on windows of every checkpoint, scored
-against the collapse (monitors.py).
+test sets on the sigma schedule -> B.4 metrics, flips and the coherent share of the move against
+the undrifted texts, realized drift and (for a linear classifier) amplification per checkpoint
+-> figures; a mitigation (``mitigation/``) scored against the frozen classifier on the same
+texts; label-free monitors on windows of every checkpoint, scored against the collapse
+(monitors.py).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ CONFIG_GROUPS = (
 # 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded;
 # 7: monitors draw one random stream per pool (run on workers), an undrifted checkpoint reuses
 # the undrifted windows' outcomes
-RESULTS_VERSION = 8  # 8: every checkpoint metric with its bootstrap interval
+# 8: every checkpoint metric with its bootstrap interval
+RESULTS_VERSION = 9  # 9: flips against checkpoint 0 and the coherent share, twins' too
 # ~60% of a cached job (bench/sweep.py); the sweep report draws the sweep's own figures
 FIGURES_IN_SWEEPS = False
 # separability of a run's training split by its fit key (which covers the training bytes), for
@@ -249,12 +251,15 @@ def fit_classifier(cfg: DictConfig, z: np.ndarray, y: np.ndarray, split: dict) -
 class Scoring:
     """What every checkpoint is scored with: the frozen classifier, the mitigation fitted beside
     it (``fit_s``), the test texts whose labels it may read (``labelled``) and those every
-    number is computed on (``scored``)."""
+    number is computed on (``scored``); the frozen classifier's probabilities on the undrifted
+    test texts (``p_start``: what every checkpoint's flips compare against, as its realized
+    angle compares with ``z_test``; checkpoint 0 of every update and of a schedule from 0)."""
 
     clf: Any
     mitigation: MIT.Mitigation
     z_test: np.ndarray
     y_test: np.ndarray
+    p_start: np.ndarray
     labelled: np.ndarray
     scored: np.ndarray
     tau: float
@@ -278,8 +283,20 @@ def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: d
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
     tau, n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
     boot = int(cfg.task.bootstrap_resamples), float(cfg.task.interval_level)
+    p_start = clf.predict_proba(z[te])
     return Scoring(
-        clf, mitigation, z[te], y[te], labelled, scored, tau, n_bins, fit_s, *boot, int(cfg.seed)
+        clf,
+        mitigation,
+        z[te],
+        y[te],
+        p_start,
+        labelled,
+        scored,
+        tau,
+        n_bins,
+        fit_s,
+        *boot,
+        int(cfg.seed),
     )
 
 
@@ -311,9 +328,13 @@ def score_checkpoint(c: int, ckpt, s: Scoring, source, trace: Trace) -> np.ndarr
         p = at(zc[s.scored])
     trace.apply_s.append(time.perf_counter() - t_apply)
     scores = M.checkpoint_metrics(y[s.scored], p, s.tau, s.n_bins)
+    p_start = s.p_start[s.scored]  # the undrifted texts' predictions: the flips' reference
     row = {"checkpoint": c, source.knob.name: float(ckpt.knob), **scores}
+    row.update(M.flip_rates(y[s.scored], p_start, p))
     angle = drift_ops.realized_angle_deg(s.z_test, zc)
     row.update(realized_angle_deg=float(angle.mean()), realized_angle_deg_max=float(angle.max()))
+    # on every test text, in the space the classifier reads (a swap's: after its map)
+    row["coherent_share"] = M.coherent_share(s.z_test, zc)
     # the source's own columns (an update: its twins at the same mean angle), and the sigma the
     # amplification diagnostic reads
     extra, sigma_eq = source.describe(ckpt, row["realized_angle_deg"], s.clf, y, p_frozen)
@@ -322,7 +343,8 @@ def score_checkpoint(c: int, ckpt, s: Scoring, source, trace: Trace) -> np.ndarr
     if s.resamples:  # each metric's interval over resamples of the scored texts
         rng = np.random.default_rng([s.seed, 8, c])
         kw = {"tau": s.tau, "n_bins": s.n_bins, "n_resamples": s.resamples, "level": s.level}
-        row.update(interval_columns(bootstrap_intervals(y[s.scored], p, rng=rng, **kw)))
+        intervals = bootstrap_intervals(y[s.scored], p, p_before=p_start, rng=rng, **kw)
+        row.update(interval_columns(intervals))
     trace.rows.append(row)
     trace.knobs.append(ckpt.knob)
     trace.reliability.append(M.reliability_table(y[s.scored], p, s.n_bins))
@@ -366,7 +388,7 @@ def monitor_report(
     monitoring: Monitoring, s: Scoring, trace: Trace, fit_s: float, run_dir: Path, title, knob
 ) -> dict:
     """The monitors' scorecard (monitors.csv, its figure, one log line)."""
-    auc0 = M.roc_auc(s.y_test, s.clf.predict_proba(s.z_test))
+    auc0 = M.roc_auc(s.y_test, s.p_start)
     scores, monitor_rows = monitoring.score(trace.knobs, trace.frozen_auc, auc0, fit_s, knob.name)
     timing = scores["timing"]
     log.info(

@@ -33,7 +33,7 @@ from driftbench.updates.weights import relative_error, squared_norm
 log = logging.getLogger(__name__)
 UPDATE_CACHE_VERSION = 1
 TWIN_METRICS = ("roc_auc", "silent_failure_rate_pct", "mean_confidence", "ece")
-TWIN_KEYS = ("sigma", "roc_auc", "silent_failure_rate_pct", "mean_confidence")
+TWIN_KEYS = ("sigma", "roc_auc", "silent_failure_rate_pct", "mean_confidence", *M.CHANGE_METRICS)
 
 
 def update_of(cfg: DictConfig) -> Update | None:
@@ -324,6 +324,10 @@ class UpdateSource:
         cfg = self.cfg
         twin = twins(cfg, self.z_test, y_test, clf, angle_deg, self.drawn)
         frozen = M.checkpoint_metrics(y_test, p_frozen, float(cfg.task.tau), int(cfg.task.ece_bins))
+        change = {
+            **M.flip_rates(y_test, clf.predict_proba(self.z_test), p_frozen),
+            "coherent_share": M.coherent_share(self.z_test, ckpt.z),
+        }
         info = {k: v for k, v in ckpt.info.items() if k != "unmapped"}
         extra = {
             "update": ckpt.label,
@@ -340,7 +344,7 @@ class UpdateSource:
                 **info,
                 # the frozen classifier on every test text: what the twins are (a mitigation's
                 # numbers, in the row, are on the texts it did not read)
-                "frozen": {k: frozen[k] for k in TWIN_METRICS},
+                "frozen": {**{k: frozen[k] for k in TWIN_METRICS}, **change},
                 "twins": twin,
             }
         )
