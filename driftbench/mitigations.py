@@ -23,7 +23,7 @@ from scipy.special import expit, logit
 
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
-from driftbench.align import MAPS, apply_map, fit_map
+from driftbench.adapters import make_adapter
 
 Predict = Callable[[np.ndarray], np.ndarray]
 P_CLIP = 1e-12  # probabilities of exactly 0 or 1 (a kNN vote) get a finite logit
@@ -208,7 +208,7 @@ class Retrain(_Labelled):
 
 class Realign(Mitigation):
     """The map from the current checkpoint's embeddings of ``anchors`` training texts to
-    checkpoint 0's embeddings of the same texts (``driftbench.align``: orthogonal Procrustes,
+    checkpoint 0's embeddings of the same texts (``driftbench.adapters``: orthogonal Procrustes,
     the map a model swap uses, or least squares), applied before the frozen classifier. No
     labels: the anchors are texts the team already has, embedded by both models."""
 
@@ -216,14 +216,14 @@ class Realign(Mitigation):
 
     def __init__(self, *, anchors: int, map: str, seed: int):
         super().__init__(seed=seed)
-        if map not in MAPS or map == "none":
+        if map not in ("procrustes", "lstsq"):
             raise ValueError(f"mitigation.map={map!r}; accepted: procrustes, lstsq")
         self.anchors, self.map = int(anchors), map
 
     def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         z0, zc = anchors
-        w = fit_map(zc, z0, self.map)
-        return lambda z: self.clf.predict_proba(apply_map(z, w))
+        adapter = make_adapter(self.map, rank=None, seed=self.seed).fit(zc, z0)
+        return lambda z: self.clf.predict_proba(adapter.apply(z))
 
     def describe(self) -> dict:
         return {"anchors": self.anchors, "map": self.map}
