@@ -418,6 +418,15 @@ def test_a_same_width_swap_reports_the_auc_with_the_map_and_without_it(make_cfg,
             "accepted: drift.map=procrustes or lstsq",
         ),
         (["drift=swap", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
+        (
+            [
+                "drift=swap",
+                "model@drift.target=tiny_random",
+                "mitigation=adapter",
+                "mitigation.pairs=50",
+            ],
+            "mitigation=adapter with drift=swap: the swap's own map (drift.map) already realigns",
+        ),
         (["drift=quantize", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
         (
             ["drift=quantize", "drift.map=lstsq"],

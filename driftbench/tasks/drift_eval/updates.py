@@ -44,14 +44,15 @@ def update_of(cfg: DictConfig) -> Update | None:
     return make_update(settings, spec, Path(cfg.runtime.cache_dir).expanduser())
 
 
-def check_update(cfg: DictConfig, n_train: int) -> None:
-    """An update's settings, its files and what the backend can do: before any embedding."""
+def check_update(cfg: DictConfig, n_train: int, mitigation_anchors: int) -> None:
+    """An update's settings, its files and what the backend can do: before any embedding.
+    ``mitigation_anchors``: the training texts the run's mitigation maps with."""
     update = update_of(cfg)
     if update is None:
         return
     update.check_map()
     update.check()
-    if not update.in_place and int(cfg.mitigation.get("anchors", 0)):
+    if not update.in_place and mitigation_anchors:
         raise ValueError(
             f"mitigation={cfg.mitigation.name} with drift={update.name}: the swap's own map "
             "(drift.map) already realigns its embeddings; accepted: drift=quantize, adapter, "
