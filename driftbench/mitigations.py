@@ -1,16 +1,17 @@
 """What a team could do about a frozen classifier whose embeddings drift (``mitigation/`` group),
 measured on the same checkpoints as doing nothing. numpy, scipy and scikit-learn only.
 
-Every mitigation has one small interface: ``fit(clf, z_train, y_train, z_val, y_val)`` once, at
-checkpoint 0, and ``at_checkpoint(z_window, z_labelled, y_labelled)``, which returns the
-probability function deployed at that checkpoint. ``labels`` says how many labelled texts of
-each checkpoint it reads (0: none); the task draws them (``labelled_rows``) and scores every
-mitigation, and the unmitigated classifier, on the other texts. A mitigation asks its
-classifier (``refit``, ``predict_proba``), never which family it is.
+Every mitigation has one small interface: ``check(n_test, n_train)`` before any model loads,
+``fit(clf, z_train, y_train, z_val, y_val)`` once, at checkpoint 0, and
+``at_checkpoint(z_window, z_labelled, y_labelled)``, which returns the probability function
+deployed at that checkpoint. ``labels`` says how many labelled texts of each checkpoint it reads
+(0: none); the task draws them (``labelled_rows``) and scores every mitigation, and the
+unmitigated classifier, on the other texts. A mitigation asks its classifier (``refit``,
+``predict_proba``), never which family it is.
 
 ``anchors`` says how many training texts it needs embedded at checkpoint 0 and at the current
-checkpoint (``realign``, which maps the current embeddings back onto checkpoint 0's); the task
-passes both as ``anchors=(z0, zc)``.
+checkpoint (``adapter``, which maps the current embeddings back into checkpoint 0's space); the
+task passes both as ``anchors=(z0, zc)``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scipy.special import expit, logit
 
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
-from driftbench.align import MAPS, apply_map, fit_map
+from driftbench.adapters import ADAPTERS, make_adapter
 
 Predict = Callable[[np.ndarray], np.ndarray]
 P_CLIP = 1e-12  # probabilities of exactly 0 or 1 (a kNN vote) get a finite logit
@@ -40,8 +41,9 @@ class Mitigation:
         self.seed = seed
         self.warnings: list[str] = []
 
-    def check(self, n_checkpoint: int) -> None:
-        """Refuse settings a checkpoint of ``n_checkpoint`` test texts cannot serve."""
+    def check(self, n_test: int, n_train: int) -> None:
+        """Refuse settings that checkpoints of ``n_test`` test texts, or a training split of
+        ``n_train`` texts, cannot serve."""
 
     def fit(self, clf, z_train, y_train, z_val, y_val) -> None:
         self.clf = clf
@@ -170,11 +172,11 @@ class _Labelled(Mitigation):
         super().__init__(seed=seed)
         self.labels = int(m)
 
-    def check(self, n_checkpoint: int) -> None:
-        if not 4 <= self.labels <= n_checkpoint - 2:
+    def check(self, n_test: int, n_train: int) -> None:
+        if not 4 <= self.labels <= n_test - 2:
             raise ValueError(
-                f"mitigation.m={self.labels} labelled texts of a checkpoint of {n_checkpoint} "
-                f"test texts; accepted: 4..{n_checkpoint - 2} (the others are scored)"
+                f"mitigation.m={self.labels} labelled texts of a checkpoint of {n_test} "
+                f"test texts; accepted: 4..{n_test - 2} (the others are scored)"
             )
 
     def describe(self) -> dict:
@@ -206,27 +208,42 @@ class Retrain(_Labelled):
         return self.clf.refit(z_labelled, y_labelled).predict_proba
 
 
-class Realign(Mitigation):
-    """The map from the current checkpoint's embeddings of ``anchors`` training texts to
-    checkpoint 0's embeddings of the same texts (``driftbench.align``: orthogonal Procrustes,
-    the map a model swap uses, or least squares), applied before the frozen classifier. No
-    labels: the anchors are texts the team already has, embedded by both models."""
+class Adapt(Mitigation):
+    """``adapter``: a map from the current checkpoint's embeddings into checkpoint 0's space
+    (``driftbench.adapters``: ``kind`` procrustes, lstsq, affine, low_rank of ``rank``, or
+    mlp), fitted at every checkpoint on ``pairs`` training texts embedded at both, applied before
+    the frozen classifier, the mapped rows back on the unit sphere. No labels: the pairs are
+    texts the team already has, embedded by both models. kind=procrustes was ``realign`` (the
+    same numbers)."""
 
     identity = False
 
-    def __init__(self, *, anchors: int, map: str, seed: int):
+    def __init__(self, *, kind: str, pairs: int, rank: int | None, seed: int):
         super().__init__(seed=seed)
-        if map not in MAPS or map == "none":
-            raise ValueError(f"mitigation.map={map!r}; accepted: procrustes, lstsq")
-        self.anchors, self.map = int(anchors), map
+        make_adapter(kind, rank=rank, seed=seed, key="mitigation.")  # its settings checked now
+        least = ADAPTERS[kind].min_pairs
+        if pairs < least:
+            raise ValueError(
+                f"mitigation.pairs={pairs} with mitigation.kind={kind}; accepted: at least {least}"
+            )
+        self.kind, self.rank, self.anchors = kind, rank, int(pairs)
+        self.fitted: list[dict] = []
+
+    def check(self, n_test: int, n_train: int) -> None:
+        if self.anchors > n_train:
+            raise ValueError(
+                f"mitigation.pairs={self.anchors} is more than the {n_train} training texts; "
+                f"accepted: {ADAPTERS[self.kind].min_pairs}..{n_train}"
+            )
 
     def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         z0, zc = anchors
-        w = fit_map(zc, z0, self.map)
-        return lambda z: self.clf.predict_proba(apply_map(z, w))
+        adapter = make_adapter(self.kind, rank=self.rank, seed=self.seed).fit(zc, z0)
+        self.fitted.append(adapter.describe())
+        return lambda z: self.clf.predict_proba(adapter.apply(z))
 
     def describe(self) -> dict:
-        return {"anchors": self.anchors, "map": self.map}
+        return {"kind": self.kind, "pairs": self.anchors, "rank": self.rank, "fitted": self.fitted}
 
 
 MITIGATIONS: dict[str, type[Mitigation]] = {
@@ -235,7 +252,7 @@ MITIGATIONS: dict[str, type[Mitigation]] = {
     "test_time_standardize": StandardizeOnWindow,
     "recalibrate": Recalibrate,
     "retrain": Retrain,
-    "realign": Realign,
+    "adapter": Adapt,
 }
 
 

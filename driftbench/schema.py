@@ -198,9 +198,10 @@ class NoiseAugmentMitigation(Mitigation):
 
 
 @dataclass
-class RealignMitigation(Mitigation):
-    anchors: int = req(**at_least(2))
-    map: str = req()
+class AdapterMitigation(Mitigation):
+    kind: str = req()
+    pairs: int = req(**at_least(2))
+    rank: int | None = opt(**at_least(1))
 
 
 @dataclass
@@ -378,7 +379,7 @@ def register() -> None:
         ("mitigation", "schema_mitigation", Mitigation),
         ("mitigation", "schema_noise_augment", NoiseAugmentMitigation),
         ("mitigation", "schema_labelled", LabelledMitigation),
-        ("mitigation", "schema_realign", RealignMitigation),
+        ("mitigation", "schema_adapter", AdapterMitigation),
     ):
         cs.store(group=group, name=name, node=node)
 

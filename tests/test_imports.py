@@ -133,7 +133,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # monitors, mitigations; rho (probes, pairs, the hinge, the training plan, audit statistics)
     (
         "method",
-        {"metrics", "align", "drift", "checkpoints", "twin", "mitigations", "classifier"}
+        {"metrics", "adapters", "drift", "checkpoints", "twin", "mitigations", "classifier"}
         | {"monitors", "fit_cache", "rho", "intervals"},
     ),
     # every model computation: loading, the backends (torch and mlx forwards, generation,

@@ -188,10 +188,33 @@ def test_a_drift_run_scores_the_mitigation_against_the_frozen_classifier_and_rep
         (["mitigation=recalibrate", "mitigation.m=2"], "mitigation.m=2; accepted: an integer >= 4"),
         (["mitigation.name=pray"], "mitigation='pray'; accepted: none, noise_augment, "),
         (["classifier=knn", "classifier.k_grid=[5,2000]"], "accepted: k of at most the 1400"),
-        (["mitigation=realign", "mitigation.map=none"], "mitigation.map='none'; accepted: "),
         (
-            ["mitigation=realign", "mitigation.anchors=2000"],
-            "mitigation.anchors=2000 is more than the 1400 training texts; accepted: 2..1400",
+            ["mitigation=adapter", "mitigation.kind=cca"],
+            "mitigation.kind='cca'; accepted: procrustes, lstsq, affine, low_rank, mlp",
+        ),
+        (
+            ["mitigation=adapter", "mitigation.kind=low_rank"],
+            "mitigation.rank=None with mitigation.kind=low_rank; accepted: an integer >= 1",
+        ),
+        (
+            ["mitigation=adapter", "mitigation.kind=low_rank", "mitigation.rank=0"],
+            "mitigation.rank=0; accepted: an integer >= 1",
+        ),
+        (
+            ["mitigation=adapter", "mitigation.rank=8"],
+            "mitigation.rank=8 with mitigation.kind=procrustes; accepted: null (only low_rank",
+        ),
+        (
+            ["mitigation=adapter", "mitigation.pairs=1"],
+            "mitigation.pairs=1; accepted: an integer >= 2",
+        ),
+        (
+            ["mitigation=adapter", "mitigation.kind=mlp", "mitigation.pairs=5"],
+            "mitigation.pairs=5 with mitigation.kind=mlp; accepted: at least 10",
+        ),
+        (
+            ["mitigation=adapter", "mitigation.pairs=2000"],
+            "mitigation.pairs=2000 is more than the 1400 training texts; accepted: 2..1400",
         ),
     ],
 )
@@ -212,31 +235,45 @@ def test_an_unknown_choice_is_one_line_listing_the_choices(tmp_path):
     )
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
     assert out.stderr.strip() == (
-        "error: mitigation=pray: no such option; accepted: noise_augment, none, realign, "
+        "error: mitigation=pray: no such option; accepted: adapter, noise_augment, none, "
         "recalibrate, retrain, test_time_standardize"
     )
 
 
-def realigned(z0_anchor, zc_anchor, clf, z):
-    realign = MIT.Realign(anchors=len(z0_anchor), map="procrustes", seed=0)
-    realign.fit(clf, None, None, None, None)
-    return realign.at_checkpoint(z, z[:0], np.array([], dtype=int), (z0_anchor, zc_anchor))(z)
+def adapted(z0_anchor, zc_anchor, clf, z, kind="procrustes", rank=None):
+    """The frozen classifier behind the adapter fitted on the anchor pairs."""
+    mitigation = MIT.Adapt(kind=kind, pairs=len(z0_anchor), rank=rank, seed=0)
+    mitigation.fit(clf, None, None, None, None)
+    return mitigation.at_checkpoint(z, z[:0], np.array([], dtype=int), (z0_anchor, zc_anchor))(z)
 
 
-def test_realign_undoes_a_rotation_of_the_embeddings_and_changes_nothing_undrifted():
+def test_the_procrustes_adapter_undoes_a_rotation_and_changes_nothing_undrifted():
     train, val, (z, _) = splits()
     clf = fitted("logreg", train, val)
     anchors = train[0][:100]
     q = D.random_orthogonal(z.shape[1], np.random.default_rng(3))
     np.testing.assert_allclose(
-        realigned(anchors, anchors @ q.T, clf, z @ q.T), clf.predict_proba(z), atol=1e-8
+        adapted(anchors, anchors @ q.T, clf, z @ q.T), clf.predict_proba(z), atol=1e-8
     )
-    np.testing.assert_allclose(
-        realigned(anchors, anchors, clf, z), clf.predict_proba(z), atol=1e-10
-    )
+    np.testing.assert_allclose(adapted(anchors, anchors, clf, z), clf.predict_proba(z), atol=1e-10)
 
 
-def test_realign_restores_the_ranking_under_subspace_drift_but_not_under_gaussian():
+def test_the_procrustes_adapter_is_what_realign_was():
+    """realign's numbers, kept: the map ``U V^T`` of the SVD of ``zc^T z0`` (with its 1e-10 ridge
+    towards the identity), applied to the rows, back on the unit sphere, then the classifier."""
+    train, val, (z, _) = splits()
+    clf = fitted("logreg", train, val)
+    anchors = train[0][:100]
+    moved = D.make_drift("subspace", z.shape[1], np.random.default_rng(1))
+    zc, zc_anchor = moved(z, 0.5), moved(anchors, 0.5)
+    m = zc_anchor.T @ anchors
+    u, _, vt = np.linalg.svd(m + 1e-10 * np.linalg.norm(m, 2) * np.eye(*m.shape))
+    by_hand = zc @ (u @ vt)
+    by_hand /= np.linalg.norm(by_hand, axis=1, keepdims=True)
+    np.testing.assert_array_equal(adapted(anchors, zc_anchor, clf, zc), clf.predict_proba(by_hand))
+
+
+def test_adapters_restore_the_ranking_under_subspace_drift_but_not_under_gaussian():
     """Subspace drift turns every embedding by (nearly) one linear map, which anchors drifted the
     same way recover; Gaussian noise is independent per text, which no map can undo."""
     train, val, (z, y) = splits()
@@ -249,15 +286,16 @@ def test_realign_restores_the_ranking_under_subspace_drift_but_not_under_gaussia
         sigma = 0.5 if name == "subspace" else 0.3
         zc = op(z, sigma)
         frozen = M.roc_auc(y, clf.predict_proba(zc))
-        fixed = M.roc_auc(y, realigned(anchors, moved(anchors, sigma), clf, zc))
-        if helped:
-            undrifted = M.roc_auc(y, clf.predict_proba(z))
-            assert fixed > frozen + 0.05 and fixed > undrifted - 0.03, (frozen, fixed, undrifted)
-        else:
-            assert abs(fixed - frozen) < 0.03, (frozen, fixed)
+        for kind in ("procrustes", "affine"):
+            fixed = M.roc_auc(y, adapted(anchors, moved(anchors, sigma), clf, zc, kind))
+            if helped:
+                undrifted = M.roc_auc(y, clf.predict_proba(z))
+                assert fixed > frozen + 0.05 and fixed > undrifted - 0.03, (kind, frozen, fixed)
+            else:
+                assert abs(fixed - frozen) < 0.03, (kind, frozen, fixed)
 
 
-def test_realign_on_a_real_update_runs_and_costs_nothing_undrifted(make_cfg, tmp_path):
+def test_an_adapter_on_a_real_update_runs_and_costs_nothing_undrifted(make_cfg, tmp_path):
     run(
         make_cfg(
             "model=tiny_random",
@@ -265,11 +303,17 @@ def test_realign_on_a_real_update_runs_and_costs_nothing_undrifted(make_cfg, tmp
             "monitor=none",
             "drift=quantize",
             "drift.levels=[Q4_0]",
-            "mitigation=realign",
-            "mitigation.anchors=50",
+            "mitigation=adapter",
+            "mitigation.pairs=50",
         )
     )
     m = json.loads(next((tmp_path / "outputs").glob("**/metrics.json")).read_text())
     mit = m["mitigation"]
-    assert mit["name"] == "realign" and mit["anchors"] == 50 and mit["map"] == "procrustes"
+    assert (mit["name"], mit["kind"], mit["pairs"], mit["rank"]) == (
+        "adapter",
+        "procrustes",
+        50,
+        None,
+    )
+    assert [f["kind"] for f in mit["fitted"]] == ["procrustes"] * 2  # one map per checkpoint
     assert abs(mit["cost_at_0"]["roc_auc"]) < 1e-9

@@ -1,6 +1,6 @@
 """Real model updates as drift (driftbench/updates/, driftbench/twin.py): each update's weights
 against the gguf package, peft and the interpolation formula; the swap map against a known
-rotation; the synthetic twin's angle; every update end to end on tiny random models, served from
+isometry; the synthetic twin's angle; every update end to end on tiny random models, served from
 the cache the second time; bad input refused in one line before any embedding."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from driftbench import drift as D
-from driftbench.align import apply_map, fit_map
 from driftbench.embed import extract_embeddings
 from driftbench.launcher import ConfigError, run
 from driftbench.metrics import CHANGE_METRICS, FLIP_METRICS
 from driftbench.report import report
+from driftbench.tasks.drift_eval.updates import fit_map, mapped
 from driftbench.twin import mean_angle, synthetic_twin, twin_drifts
 from driftbench.updates.weights import (
     LADDER,
@@ -168,30 +168,20 @@ def unit(n, d, seed):
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
-def test_procrustes_recovers_a_known_rotation_and_a_wider_embedding():
+def test_the_swap_map_is_the_adapter_of_its_name_and_none_needs_equal_widths():
+    """drift.map is fitted by driftbench.adapters (tests/test_adapters.py checks each map); a
+    wider model that holds the old space isometrically is mapped back exactly, on the sphere."""
     z_old = unit(300, 24, 0)
-    q = D.random_orthogonal(24, np.random.default_rng(1))
-    z_new = z_old @ q.T  # the new model is the old one rotated
-    np.testing.assert_allclose(z_new @ fit_map(z_new, z_old, "procrustes"), z_old, atol=1e-8)
     wide = np.linalg.qr(np.random.default_rng(2).standard_normal((40, 24)))[0]  # 40 x 24
-    z_wide = z_old @ wide.T  # a 40-wide model that holds the old space isometrically
-    np.testing.assert_allclose(
-        apply_map(z_wide, fit_map(z_wide, z_old, "procrustes")), z_old, atol=1e-8
-    )
-    np.testing.assert_allclose(z_wide @ fit_map(z_wide, z_old, "lstsq"), z_old, atol=1e-8)
-    from scipy.linalg import orthogonal_procrustes
-
-    noisy = z_new + 0.1 * unit(300, 24, 5)
-    np.testing.assert_allclose(
-        fit_map(noisy, z_old, "procrustes"), orthogonal_procrustes(noisy, z_old)[0], atol=1e-8
-    )
-    few = z_old[:10]  # fewer anchors than dimensions: the map leaves the rest where it is
-    w = fit_map(few @ q.T, few, "procrustes")
-    np.testing.assert_allclose(few @ q.T @ w, few, atol=1e-8)
-    np.testing.assert_allclose(w @ w.T, np.eye(24), atol=1e-8)
-    np.testing.assert_allclose(fit_map(few, few, "procrustes"), np.eye(24), atol=1e-6)
+    z_wide = z_old @ wide.T
+    for kind in ("procrustes", "lstsq"):
+        np.testing.assert_allclose(
+            mapped(z_wide, fit_map(kind, z_wide, z_old, 0)), z_old, atol=1e-8
+        )
+    assert fit_map("none", z_old, z_old, 0) is None
+    np.testing.assert_array_equal(mapped(z_old, None), D.normalize(z_old))
     with pytest.raises(ValueError, match="map=none with widths 40 -> 24; accepted"):
-        fit_map(z_wide, z_old, "none")
+        fit_map("none", z_wide, z_old, 0)
 
 
 def twin_of(z0: np.ndarray, target: float, kind: str, seed: int = 0, sharp: float = 1.0) -> dict:
@@ -452,6 +442,15 @@ def test_a_same_width_swap_reports_the_auc_with_the_map_and_without_it(make_cfg,
             "accepted: drift.map=procrustes or lstsq",
         ),
         (["drift=swap", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
+        (
+            [
+                "drift=swap",
+                "model@drift.target=tiny_random",
+                "mitigation=adapter",
+                "mitigation.pairs=50",
+            ],
+            "mitigation=adapter with drift=swap: the swap's own map (drift.map) already realigns",
+        ),
         (["drift=quantize", "drift.map=cca"], "drift.map='cca'; accepted: procrustes, lstsq, none"),
         (
             ["drift=quantize", "drift.map=lstsq"],

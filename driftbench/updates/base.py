@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from driftbench.align import MAPS
 from driftbench.checkpoints import Knob
 from driftbench.models import ModelSpec
+
+# drift.map: the adapters (driftbench.adapters) a model swap fits on its anchors, or none
+MAPS = ("procrustes", "lstsq", "none")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``drift=swap``: M_1 is another model (``drift.target``, a ``model/`` choice). Its width may
 differ, so its embeddings are mapped into M_0's space by a map fitted on anchor texts of the
-training split that both models embed (``driftbench.align``)."""
+training split that both models embed (``driftbench.adapters``)."""
 
 from __future__ import annotations
 

@@ -130,13 +130,8 @@ def validate(cfg: DictConfig) -> None:
     check_sample_size(int(cfg.data.n_samples), tuple(cfg.data.split))
     sizes = split_sizes(cfg)
     classifier.check_train_size(sizes["train"])
-    mitigation.check(sizes["test"])
-    if mitigation.anchors > sizes["train"]:
-        raise ValueError(
-            f"mitigation.anchors={mitigation.anchors} is more than the {sizes['train']} "
-            f"training texts; accepted: 2..{sizes['train']}"
-        )
-    check_update(cfg, sizes["train"])
+    mitigation.check(sizes["test"], sizes["train"])
+    check_update(cfg, sizes["train"], mitigation.anchors)
     check_monitoring(cfg)
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     check_spec(spec)

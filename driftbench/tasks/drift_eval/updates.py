@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
-from driftbench.align import apply_map, fit_map
+from driftbench.adapters import Adapter, make_adapter
 from driftbench.backends import BACKENDS, get_backend, load_model
 from driftbench.checkpoints import Checkpoint, CheckpointSource, SyntheticSource
 from driftbench.digests import cache_key
@@ -44,14 +44,15 @@ def update_of(cfg: DictConfig) -> Update | None:
     return make_update(settings, spec, Path(cfg.runtime.cache_dir).expanduser())
 
 
-def check_update(cfg: DictConfig, n_train: int) -> None:
-    """An update's settings, its files and what the backend can do: before any embedding."""
+def check_update(cfg: DictConfig, n_train: int, mitigation_anchors: int) -> None:
+    """An update's settings, its files and what the backend can do: before any embedding.
+    ``mitigation_anchors``: the training texts the run's mitigation maps with."""
     update = update_of(cfg)
     if update is None:
         return
     update.check_map()
     update.check()
-    if not update.in_place and int(cfg.mitigation.get("anchors", 0)):
+    if not update.in_place and mitigation_anchors:
         raise ValueError(
             f"mitigation={cfg.mitigation.name} with drift={update.name}: the swap's own map "
             "(drift.map) already realigns its embeddings; accepted: drift=quantize, adapter, "
@@ -226,6 +227,24 @@ def embedded_step(
     return rows, info, fresh
 
 
+def fit_map(kind: str, z_new: np.ndarray, z_old: np.ndarray, seed: int) -> Adapter | None:
+    """``drift.map`` fitted on the anchors (rows: the same texts, embedded by M_c and M_0), or
+    None for ``none``, where the widths must then match."""
+    if kind != "none":
+        return make_adapter(kind, rank=None, seed=seed).fit(z_new, z_old)
+    if z_new.shape[1] != z_old.shape[1]:
+        raise ValueError(
+            f"map=none with widths {z_new.shape[1]} -> {z_old.shape[1]}; accepted: procrustes "
+            "or lstsq when the widths differ"
+        )
+    return None
+
+
+def mapped(z: np.ndarray, adapter: Adapter | None) -> np.ndarray:
+    """Rows of M_c mapped into M_0's space, back on the unit sphere (eq. 4)."""
+    return drift_ops.normalize(z) if adapter is None else adapter.apply(z)
+
+
 def update_checkpoints(
     cfg: DictConfig, texts: list[str], z: np.ndarray, test: np.ndarray, anchors: np.ndarray
 ) -> list[Embedded]:
@@ -248,15 +267,17 @@ def update_checkpoints(
         else:
             rows, info, fresh = embedded_step(models, store, step, wanted)
         z_c, z_anchor = rows[: len(test)], rows[len(test) :]
-        w = fit_map(z_anchor, z[anchors], update.map) if step.identity else None
+        adapter = (
+            fit_map(update.map, z_anchor, z[anchors], int(cfg.seed)) if step.identity else None
+        )
         same = z_c.shape[1] == z.shape[1]
         out.append(
             Embedded(
                 step.label,
                 step.knob,
-                apply_map(z_c, w),
-                z_c if (same and w is not None) else None,
-                apply_map(z_anchor, w),
+                mapped(z_c, adapter),
+                z_c if (same and adapter is not None) else None,
+                mapped(z_anchor, adapter),
                 {**info, "embedded_now": fresh, "prepare_s": models.prepare_s},
             )
         )
