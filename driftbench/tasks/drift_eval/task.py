@@ -70,8 +70,10 @@ CONFIG_GROUPS = (
 # windows at once (C2ST fitted by Newton, one MMD permutation draw per checkpoint, 50 windows);
 # 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded;
 # 7: monitors draw one random stream per pool (run on workers), an undrifted checkpoint reuses
-# the undrifted windows' outcomes
-RESULTS_VERSION = 8  # 8: every checkpoint metric with its bootstrap interval
+# the undrifted windows' outcomes; 8: every checkpoint metric with its bootstrap interval
+# 9: monitor thresholds from a calibration pool disjoint from the evaluation pool (windows of
+# 100), the collapse by named criteria (ROC-AUC, balanced accuracy, ECE, SFR)
+RESULTS_VERSION = 9
 # ~60% of a cached job (bench/sweep.py); the sweep report draws the sweep's own figures
 FIGURES_IN_SWEEPS = False
 # separability of a run's training split by its fit key (which covers the training bytes), for
@@ -135,7 +137,7 @@ def validate(cfg: DictConfig) -> None:
             f"training texts; accepted: 2..{sizes['train']}"
         )
     check_update(cfg, sizes["train"])
-    check_monitoring(cfg)
+    check_monitoring(cfg, sizes["test"])
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     check_spec(spec)
     layer = int(cfg.embed.layer)
@@ -361,11 +363,10 @@ def mitigation_report(cfg, s: Scoring, trace: Trace, run_dir: Path, title: str, 
 
 
 def monitor_report(
-    monitoring: Monitoring, s: Scoring, trace: Trace, fit_s: float, run_dir: Path, title, knob
+    monitoring: Monitoring, trace: Trace, fit_s: float, run_dir: Path, title, knob
 ) -> dict:
     """The monitors' scorecard (monitors.csv, its figure, one log line)."""
-    auc0 = M.roc_auc(s.y_test, s.clf.predict_proba(s.z_test))
-    scores, monitor_rows = monitoring.score(trace.knobs, trace.frozen_auc, auc0, fit_s, knob.name)
+    scores, monitor_rows = monitoring.score(trace.knobs, fit_s, knob.name)
     timing = scores["timing"]
     log.info(
         "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d workers "
@@ -419,7 +420,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     extra = {"mitigation": mitigation_report(cfg, scoring, trace, run_dir, title, knob)}
     if monitoring is not None:
         extra["monitors"] = monitor_report(
-            monitoring, scoring, trace, fitted.fit.fit_s, run_dir, title, knob
+            monitoring, trace, fitted.fit.fit_s, run_dir, title, knob
         )
     return {
         "task": "drift_eval",
