@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 import driftbench  # noqa: E402,F401
 from driftbench import drift as drift_ops  # noqa: E402
-from driftbench import metrics as M  # noqa: E402
 from driftbench.classifier import make_classifier  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.tasks.drift_eval.monitoring import Monitoring  # noqa: E402
@@ -61,8 +60,6 @@ def scorecards(seed: int, windows: list[int], draws: int) -> dict[int, list[dict
     operator = drift_ops.make_drift("gaussian", z.shape[1], np.random.default_rng([seed, 1]))
     drifted = [operator(z[te], s) for s in SIGMAS]
     p = [clf.predict_proba(zc) for zc in drifted]
-    rows = [{"roc_auc": M.roc_auc(y[te], pc)} for pc in p]
-    auc0 = M.roc_auc(y[te], clf.predict_proba(z[te]))
     out = {}
     for n in windows:
         cfg.monitor.n_windows = n
@@ -71,7 +68,7 @@ def scorecards(seed: int, windows: list[int], draws: int) -> dict[int, list[dict
             monitoring = Monitoring(cfg, clf, z, y, data.split, 1000 * (draw + 1) + seed)
             for zc, pc in zip(drifted, p, strict=True):
                 monitoring.checkpoint(zc, pc)
-            out[n].append(monitoring.score(SIGMAS, rows, auc0, 0.0, "sigma")[0])
+            out[n].append(monitoring.score(SIGMAS, 0.0, "sigma")[0])
     return out
 
 

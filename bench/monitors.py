@@ -5,7 +5,8 @@ same monitors window by window (``Monitor.test``); and all of them against the c
 
 On the default run's data (SmolLM2-135M-Instruct embeddings of 2,000 Davidson tweets, cached by
 any drift run, else computed once, about 2 minutes): the validation split (200) as the
-reference, windows of 200 test texts after Gaussian drift at sigma = 0.02.
+reference, windows of ``monitor.window`` test texts (100 of the evaluation pool since drift_eval's
+results version 9; 200 of the whole test split before) after Gaussian drift at sigma = 0.02.
 
 * MMD: both sides compute the unbiased MMD^2 of the same B assignments (``random_assignments``)
   with the median-heuristic RBF kernel; the baseline permutes the pooled rows and recomputes
@@ -120,7 +121,7 @@ def main() -> None:
 
     def one_checkpoint(mon: Monitoring) -> float:
         """Every monitor on one checkpoint's windows, on this thread: its seconds."""
-        pool = mon.pool
+        pool = mon.pools.evaluation
         args_ = (mon.reference, mon.names, mon.settings, seed, 2)
         return pool_outcomes(*args_, zc[pool], p[pool], mon.windows)[1]
 
@@ -137,7 +138,8 @@ def main() -> None:
     monitoring_100.close()
     checkpoint_100_s = min(one_checkpoint(monitoring_100) for _ in range(args.repeats))
 
-    wins = MON.Windows(MON.View(zc[monitoring.pool], p[monitoring.pool]), monitoring.windows)
+    pool = monitoring.pools.evaluation
+    wins = MON.Windows(MON.View(zc[pool], p[pool]), monitoring.windows)
     ref, settings_m = monitoring.reference, monitoring.settings
     batch_ms, one_ms, agreement = {}, {}, {}
     with threadpool_limits(1):

@@ -216,9 +216,10 @@ def monitor_figure(
     run_dir: Path, rows: list[dict], scores: dict, title: str, knob: Knob
 ) -> list[str]:
     """Left: each monitor's detection power (share of windows that alarm) per checkpoint, over
-    the ROC-AUC curve, with the collapse (AUC down by auc_drop) marked. Right: the accuracy
-    estimators' estimates against the windows' true accuracy. x: checkpoints, labelled by sigma
-    (a schedule of uneven steps stays readable)."""
+    the ROC-AUC curve, with the collapse (the first checkpoint any criterion of
+    ``monitor.collapse`` fires at) marked and the criteria that fire there named. Right: the
+    accuracy estimators' estimates against the windows' true accuracy. x: checkpoints,
+    labelled by sigma (a schedule of uneven steps stays readable)."""
     if not figures_on():
         return []
     plt = pyplot()
@@ -242,7 +243,8 @@ def monitor_figure(
     collapse = scores["collapse"]["checkpoint"]
     if collapse is not None:
         ax.axvline(collapse, color="C3", lw=1, ls="-.")
-        ax.text(collapse, 1.0, " collapse", color="C3", fontsize=7, va="top")
+        criteria = ", ".join(scores["collapse"]["criteria"])
+        ax.text(collapse, 1.0, f" collapse ({criteria})", color="C3", fontsize=7, va="top")
     ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
     estimators = [(i, n, m) for i, (n, m) in enumerate(by.items()) if "accuracy_estimate" in m]
     if estimators:

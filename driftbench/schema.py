@@ -210,19 +210,31 @@ class LabelledMitigation(Mitigation):
 
 
 @dataclass
+class Collapse:
+    """The collapse criteria of the monitor group (driftbench/monitors/collapse.py): each a
+    threshold, or null where that criterion is off."""
+
+    roc_auc_drop: float | None = opt(**positive())
+    balanced_accuracy_drop: float | None = opt(**positive())
+    ece_rise: float | None = opt(**positive())
+    silent_failure_rate_rise_pct: float | None = opt(**positive("a number of points"))
+
+
+@dataclass
 class Monitor:
-    """The label-free monitors of a drift run (driftbench/monitors.py); ``monitors``: null for
+    """The label-free monitors of a drift run (driftbench/monitors/); ``monitors``: null for
     every one, a list of names, or [] for none."""
 
     name: str = req()
     monitors: list[str] | None = opt()
     reference: str = req()
     reference_share: float = req(**rule("a number in (0, 1)", lambda v: 0 < v < 1))
+    calibration_share: float = req(**rule("a number in (0, 1)", lambda v: 0 < v < 1))
     window: int = req(**at_least(2))
     n_windows: int = req(**at_least(1))
     alpha: float = req(**rule("a number in (0, 1)", lambda v: 0 < v < 1))
     power_level: float = req(**rule("a number in (0, 1]", lambda v: 0 < v <= 1))
-    auc_drop: float = req(**positive())
+    collapse: Collapse = field(default_factory=Collapse)
     mmd_permutations: int = req(**at_least(1))
     pca_components: int = req(**at_least(1))
     c2st_holdout: float = req(**rule("a number in (0, 1)", lambda v: 0 < v < 1))

@@ -371,18 +371,20 @@ def test_scorecard_reads_false_alarms_power_alarm_and_collapse_sigma_and_errors(
         },
     ]
     true_acc = [np.full(4, 0.8), np.full(4, 0.7), np.full(4, 0.5)]
+    aucs = [{"roc_auc": a} for a in (0.9, 0.86, 0.84)]  # down by >= 0.05 first at sigma 0.02
+    collapse = MON.collapse_points(
+        aucs, {"roc_auc": 0.9}, {"roc_auc_drop": 0.05}, [0.0, 0.01, 0.02], "sigma"
+    )
     scores, rows = MON.scorecard(
         names,
         calib,
         undrifted,
         ckpts,
         [0.0, 0.01, 0.02],
-        [0.9, 0.86, 0.84],  # AUC down by >= 0.05 first at sigma 0.02
-        0.9,
+        collapse,
         true_acc,
         alpha=ALPHA,
         power_level=0.8,
-        auc_drop=0.05,
         knob="sigma",
     )
     assert scores["collapse"]["sigma"] == 0.02 and scores["collapse"]["checkpoint"] == 2
@@ -390,6 +392,7 @@ def test_scorecard_reads_false_alarms_power_alarm_and_collapse_sigma_and_errors(
     assert mmd["false_alarm_rate"] == 0.25 and mmd["threshold"] is None
     assert mmd["power"] == [0.0, 0.75, 1.0]
     assert mmd["sigma_at_alarm"] == 0.02 and mmd["lead_checkpoints"] == 0
+    assert mmd["lead_by_criterion"] == {"roc_auc_drop": 0}
     assert conf["threshold"] == pytest.approx(np.quantile([0.0, 0.01, 0.02, 0.03], 0.95))
     assert conf["sigma_at_alarm"] == 0.01 and conf["lead_checkpoints"] == 1
     assert conf["false_alarm_rate"] == 0.0 and "abs_error" not in conf
@@ -399,6 +402,168 @@ def test_scorecard_reads_false_alarms_power_alarm_and_collapse_sigma_and_errors(
     assert doc["abs_error_at_max"] == pytest.approx(0.3)
     assert len(rows) == 3 * (1 + 3)
     assert {r["windows"] for r in rows} == {"undrifted", "drifted"}
+
+
+# --- the collapse, by criterion ------------------------------------------------------------------
+
+THRESHOLDS = {  # conf/monitor/all.yaml's
+    "roc_auc_drop": 0.05,
+    "balanced_accuracy_drop": 0.05,
+    "ece_rise": 0.05,
+    "silent_failure_rate_rise_pct": 10.0,
+}
+SIGMAS = [0.0, 0.01, 0.02, 0.05]
+
+
+def metric_rows(auc, balanced_accuracy, ece, sfr_pct) -> list[dict]:
+    """A run's checkpoints as the frozen classifier scores them, one metric per argument."""
+    columns = zip(auc, balanced_accuracy, ece, sfr_pct, strict=True)
+    return [
+        {"roc_auc": a, "balanced_accuracy": b, "ece": e, "silent_failure_rate_pct": f}
+        for a, b, e, f in columns
+    ]
+
+
+HOLDS = metric_rows([0.88] * 4, [0.80] * 4, [0.087] * 4, [47.5] * 4)
+ECE_ALONE = metric_rows(
+    [0.88, 0.88, 0.87, 0.87], [0.80] * 4, [0.087, 0.10, 0.14, 0.245], [47.5] * 4
+)
+
+
+def collapse_of(rows: list[dict]) -> dict:
+    """The collapse of a run whose first checkpoint is the undrifted texts."""
+    return MON.collapse_points(rows, rows[0], THRESHOLDS, SIGMAS[: len(rows)], "sigma")
+
+
+def monitored_run(drift: str, seed: int, rows: list[dict], alarm: int | None) -> dict:
+    """A run as the sweep report reads it: its collapse found in ``rows`` (the frozen
+    classifier's metrics at ``SIGMAS``), MMD alarming at checkpoint ``alarm``, ATC never."""
+    collapse = collapse_of(rows)
+    by = {
+        "mmd": {
+            "false_alarm_rate": 0.05,
+            "sigma_at_alarm": None if alarm is None else SIGMAS[alarm],
+            "lead_by_criterion": MON.leads(alarm, collapse),
+        },
+        "atc": {
+            "false_alarm_rate": 0.0,
+            "sigma_at_alarm": None,
+            "lead_by_criterion": MON.leads(None, collapse),
+            "abs_error_mean": 0.1,
+        },
+    }
+    monitors = {"alpha": 0.05, "power_level": 0.8, "collapse": collapse, "by_monitor": by}
+    return {
+        "config": {"drift": {"name": drift}, "seed": seed},
+        "metrics": {"monitors": monitors},
+    }
+
+
+def test_a_collapse_fires_on_ece_alone():
+    """ROC-AUC, balanced accuracy and SFR hold; ECE rises by 0.053 >= 0.05 at sigma 0.02. The
+    collapse is ECE's, and neither the report nor the run's log says nothing broke."""
+    from driftbench.checkpoints import SIGMA
+    from driftbench.report import group_runs
+    from driftbench.tasks.drift_eval.monitoring import monitor_digest
+    from driftbench.tasks.drift_eval.summary import collapse_table
+
+    collapse = collapse_of(ECE_ALONE)
+    assert collapse["checkpoint"] == 2 and collapse["sigma"] == 0.02
+    assert collapse["criteria"] == ["ece_rise"]
+    ece = collapse["by_criterion"]["ece_rise"]
+    assert ece["checkpoint"] == 2 and ece["value"] == 0.14 and ece["undrifted"] == 0.087
+    for name in ("roc_auc_drop", "balanced_accuracy_drop", "silent_failure_rate_rise_pct"):
+        assert collapse["by_criterion"][name]["checkpoint"] is None, name
+    table = collapse_table(group_runs([monitored_run("directional", 1, ECE_ALONE, alarm=None)]))
+    assert table.splitlines()[-1].endswith("| none | none | 0.02 | none | 0.02 by ECE |")
+    assert "nothing broke" not in table
+    digest = monitor_digest({"collapse": collapse, "by_monitor": {}}, SIGMA)
+    assert digest.startswith("collapse at σ=0.02 by ece_rise") and "nothing broke" not in digest
+
+
+def test_nothing_broke_only_where_no_criterion_fires():
+    collapse = collapse_of(HOLDS)
+    assert collapse["checkpoint"] is None and collapse["sigma"] is None
+    assert collapse["criteria"] == []
+    # the ECE-only run, judged by ROC-AUC alone (the definition before), would say nothing broke
+    auc_only = MON.collapse_points(ECE_ALONE, ECE_ALONE[0], {"roc_auc_drop": 0.05}, SIGMAS, "sigma")
+    assert auc_only["checkpoint"] is None and list(auc_only["by_criterion"]) == ["roc_auc_drop"]
+
+
+def test_each_criterion_fires_at_its_threshold_in_its_own_direction():
+    rows = metric_rows(
+        [0.88, 0.84, 0.83, 0.83],  # AUC -0.05 at 0.02 (a rise would never fire)
+        [0.80, 0.80, 0.76, 0.74],  # balanced accuracy -0.06 at 0.05
+        [0.087, 0.05, 0.05, 0.05],  # ECE falls: better calibrated, not a collapse
+        [47.5, 57.5, 60.0, 60.0],  # SFR +10 points at 0.01
+    )
+    by = collapse_of(rows)["by_criterion"]
+    assert [by[n]["sigma"] for n in THRESHOLDS] == [0.02, 0.05, None, 0.01]
+    assert collapse_of(rows)["criteria"] == ["silent_failure_rate_rise_pct"]
+    nan_sfr = metric_rows([0.88] * 2, [1.0] * 2, [0.0] * 2, [float("nan"), 90.0])  # no error
+    assert collapse_of(nan_sfr)["checkpoint"] is None  # an undefined SFR never fires
+
+
+def test_lead_and_lag_against_each_criterion_by_hand():
+    """SFR fires at checkpoint 1, ROC-AUC at 2, balanced accuracy at 3, ECE never. A monitor
+    alarming at checkpoint 2 lags SFR by 1, is level with ROC-AUC, leads balanced accuracy by 1;
+    against ECE there is nothing to lead. Its lead on the collapse (SFR, the first) is -1."""
+    rows = metric_rows(
+        [0.88, 0.86, 0.82, 0.80], [0.80, 0.79, 0.77, 0.74], [0.087] * 4, [47.5, 58.0, 60.0, 61.0]
+    )
+    collapse = collapse_of(rows)
+    assert collapse["checkpoint"] == 1 and collapse["criteria"] == ["silent_failure_rate_rise_pct"]
+    assert MON.leads(2, collapse) == {
+        "roc_auc_drop": 0,
+        "balanced_accuracy_drop": 1,
+        "ece_rise": None,
+        "silent_failure_rate_rise_pct": -1,
+    }
+    assert set(MON.leads(None, collapse).values()) == {None}  # never alarms: no lead anywhere
+    # the scorecard reads the same off the windows: all 4 alarm from checkpoint 2 on
+    null, fires = outcomes([0.0] * 4, p=[0.5] * 4), outcomes([1.0] * 4, p=[0.01] * 4)
+    scores, _ = MON.scorecard(
+        ["mmd"],
+        {},
+        {"mmd": null},
+        [{"mmd": null}, {"mmd": null}, {"mmd": fires}, {"mmd": fires}],
+        SIGMAS,
+        collapse,
+        [np.full(4, 0.8)] * 4,
+        alpha=ALPHA,
+        power_level=0.8,
+        knob="sigma",
+    )
+    mmd = scores["by_monitor"]["mmd"]
+    assert mmd["lead_checkpoints"] == -1 and mmd["lead_by_criterion"] == MON.leads(2, collapse)
+
+
+def test_collapse_criteria_are_checked():
+    assert MON.check_criteria({"ece_rise": 0.05, "roc_auc_drop": None}) == {"ece_rise": 0.05}
+    with pytest.raises(ValueError, match="every criterion is null"):
+        MON.check_criteria(dict.fromkeys(THRESHOLDS))
+    with pytest.raises(ValueError, match="no criterion accuracy_drop; accepted: roc_auc_drop"):
+        MON.check_criteria({"accuracy_drop": 0.05})
+
+
+# --- the pools: thresholds from texts the scored windows never see -------------------------------
+
+
+@pytest.mark.parametrize("share", [None, 0.25])  # the validation split, or a test share
+def test_the_calibration_pool_is_disjoint_from_the_evaluation_pool(share):
+    pools = MON.split_pools(400, 0.5, share, np.random.default_rng(0))
+    cal, ev = pools.calibration, pools.evaluation
+    assert np.intersect1d(cal, ev).size == 0  # no index in both
+    held = [] if share is None else list(pools.reference)
+    assert np.intersect1d(held, np.r_[cal, ev]).size == 0
+    assert sorted([*held, *cal, *ev]) == list(range(400))  # every test text in one pool
+    assert len(held) == (0 if share is None else 100)
+    assert len(cal) == len(ev) == (400 - len(held)) // 2
+
+
+def test_pools_too_small_for_a_window_are_refused():
+    with pytest.raises(ValueError, match=r"calibration_share=0.5 leaves pools of .* of the 3 test"):
+        MON.pool_sizes(3, 0.5, None)
 
 
 def test_monitor_names_are_checked_against_the_registry():
@@ -429,11 +594,23 @@ def test_a_drift_run_scores_every_monitor(make_cfg, tmp_path, caplog):
     on_disk = json.loads((d / "metrics.json").read_text())["monitors"]
     assert on_disk == json.loads(json.dumps(metrics["monitors"]))
     assert set(on_disk["by_monitor"]) == set(MON.MONITORS)
-    # 40 test texts: the default window of 200 is cut to the pool, one window, and the log says so
-    assert on_disk["window"] == 40 and on_disk["n_windows"] == 1
-    assert "monitor.window=200 is more than the 40 test texts" in caplog.text
+    # 40 test texts, 20 in each pool: the default window of 100 is cut to 20, one window per
+    # pool, and the log says so
+    assert on_disk["pools"] == {"calibration": 20, "evaluation": 20}
+    assert on_disk["window"] == 20 and on_disk["n_windows"] == on_disk["n_calibration_windows"] == 1
+    assert "monitor.window=100 is more than the 20 texts of the smaller pool" in caplog.text
     for name, m in on_disk["by_monitor"].items():
         assert len(m["power"]) == 3 and 0 <= m["false_alarm_rate"] <= 1, name
+        assert set(m["lead_by_criterion"]) == set(MON.CRITERIA), name
+    # the collapse reads the frozen classifier on every test text: with no mitigation, the run's
+    # own checkpoint rows (sigma 0: the undrifted texts renormalised, equal to 1e-12)
+    rows = metrics["checkpoints"]
+    want = MON.collapse_points(rows, rows[0], THRESHOLDS, metrics["sigmas"], "sigma")
+    got = on_disk["collapse"]
+    assert (got["checkpoint"], got["criteria"]) == (want["checkpoint"], want["criteria"])
+    for name, b in want["by_criterion"].items():
+        assert got["by_criterion"][name]["checkpoint"] == b["checkpoint"], name
+        assert got["by_criterion"][name]["undrifted"] == pytest.approx(b["undrifted"], rel=1e-12)
     lines = (d / "monitors.csv").read_text().splitlines()
     assert len(lines) == 1 + len(MON.MONITORS) * (1 + 3)
     assert on_disk["timing"]["classifier_fit_s"] > 0
@@ -456,44 +633,58 @@ def test_monitor_none_skips_monitoring(make_cfg, tmp_path):
     assert "monitors" not in metrics and not (d / "monitors.csv").exists()
 
 
-def monitored_run(drift: str, seed: int, alarm: float | None, collapse: float | None) -> dict:
-    by = {
-        "mmd": {"false_alarm_rate": 0.05, "sigma_at_alarm": alarm},
-        "atc": {"false_alarm_rate": 0.0, "sigma_at_alarm": None, "abs_error_mean": 0.1},
-    }
-    monitors = {
-        "alpha": 0.05,
-        "power_level": 0.8,
-        "collapse": {"sigma": collapse, "auc_drop": 0.05},
-        "by_monitor": by,
-    }
-    return {
-        "config": {"drift": {"name": drift}, "seed": seed},
-        "metrics": {"monitors": monitors},
-    }
-
-
-def test_report_tabulates_monitor_by_drift_type():
+def test_report_tabulates_the_collapse_and_each_monitors_lead_by_drift_type():
     from driftbench.report import group_runs
-    from driftbench.tasks.drift_eval.summary import monitor_table
+    from driftbench.tasks.drift_eval.summary import collapse_table, monitor_table
 
     runs = [
-        monitored_run("gaussian", 1, 0.01, 0.02),
-        monitored_run("gaussian", 2, 0.02, 0.02),
-        monitored_run("subspace", 1, None, None),
+        # ECE up at 0.01, ROC-AUC down at 0.02, balanced accuracy at 0.05; MMD alarms at 0.01
+        monitored_run(
+            "gaussian",
+            1,
+            metric_rows(
+                [0.88, 0.86, 0.82, 0.70],
+                [0.80, 0.79, 0.78, 0.70],
+                [0.087, 0.14, 0.2, 0.3],
+                [47.5] * 4,
+            ),
+            alarm=1,
+        ),
+        monitored_run("gaussian", 2, ECE_ALONE, alarm=2),
+        monitored_run("subspace", 1, HOLDS, alarm=None),
         {"config": {"drift": {"name": "directional"}, "seed": 1}, "metrics": {}},  # monitor=none
     ]
+    lines = collapse_table(group_runs(runs)).splitlines()
+    assert lines[0] == (
+        "| drift | n | σ at ROC-AUC − 0.05, per seed | σ at balanced accuracy − 0.05, per seed "
+        "| σ at ECE + 0.05, per seed | σ at SFR + 10 points, per seed "
+        "| collapse (first criterion), per seed |"
+    )
+    assert lines[2:] == [
+        "| gaussian | 2 | 0.02, none | 0.05, none | 0.01, 0.02 | none, none "
+        "| 0.01 by ECE; 0.02 by ECE |",
+        "| subspace | 1 | none | none | none | none | nothing broke |",
+    ]
     lines = monitor_table(group_runs(runs)).splitlines()
-    assert lines[0].startswith("| drift | monitor | n | false alarms (α = 0.05) | σ at alarm")
-    assert "| gaussian | mmd | 2 | 5% | 0.01, 0.02 | 0.02, 0.02 |  |" in lines
-    assert "| gaussian | atc | 2 | 0% | none, none | 0.02, 0.02 | 0.100 |" in lines
-    assert "| subspace | mmd | 1 | 5% | none | none |  |" in lines
-    assert len(lines) == 2 + 4 and not any("directional" in ln for ln in lines)
+    assert lines[0].startswith(
+        "| drift | monitor | n | false alarms (α = 0.05) | σ at alarm (≥ 80% of windows), per "
+        "seed | σ at collapse (first criterion), per seed | lead on ROC-AUC − 0.05 (checkpoints)"
+    )
+    # lead: the criterion's checkpoint less the alarm's; "missed": it fired, the monitor did not
+    # alarm; "–": it never fired
+    assert lines[2:] == [
+        "| gaussian | mmd | 2 | 5% | 0.01, 0.02 | 0.01, 0.02 | +1, – | +2, – | 0, 0 | –, – |  |",
+        "| gaussian | atc | 2 | 0% | none, none | 0.01, 0.02 | missed, – | missed, – "
+        "| missed, missed | –, – | 0.100 |",
+        "| subspace | mmd | 1 | 5% | none | none | – | – | – | – |  |",
+        "| subspace | atc | 1 | 0% | none | none | – | – | – | – | 0.100 |",
+    ]
 
 
-def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
-    """A scorecard of ``Monitoring`` as a drift run drives it: the classifier of conf/ on
-    synthetic unit embeddings, Gaussian drift at ``sigmas``."""
+def monitoring_of(workers: int, sigmas=(0.0, 0.1, 0.4), **monitor):
+    """``Monitoring`` as a drift run drives it, every checkpoint queued: the classifier of conf/
+    on synthetic unit embeddings, Gaussian drift at ``sigmas``; ``monitor``: overrides of
+    conf/monitor/all.yaml."""
     from omegaconf import OmegaConf
 
     from driftbench import drift as drift_ops
@@ -504,8 +695,13 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
     y = rng.integers(0, 2, 300)
     z = drift_ops.normalize(rng.standard_normal((300, 12)) + 0.8 * y[:, None] * np.eye(12)[0])
     split = {"train": np.arange(150), "val": np.arange(150, 200), "test": np.arange(200, 300)}
-    cfg = OmegaConf.create({"monitor": OmegaConf.load(ROOT / "conf/monitor/all.yaml")})
-    cfg.monitor.update(window=40, n_windows=6, mmd_permutations=19, pca_components=3)
+    cfg = OmegaConf.create(
+        {
+            "monitor": OmegaConf.load(ROOT / "conf/monitor/all.yaml"),
+            "task": OmegaConf.load(ROOT / "conf/task/drift_eval.yaml"),  # tau, ECE bins
+        }
+    )
+    cfg.monitor.update(window=20, n_windows=6, mmd_permutations=19, pca_components=3, **monitor)
     settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/classifier/logreg.yaml"))
     settings.pop("defaults")
     clf = make_classifier(settings, 0).fit(z[:150], y[:150], z[150:200], y[150:200])
@@ -514,8 +710,27 @@ def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> dict:
     for sigma in sigmas:
         zc = operator(z[200:], sigma)  # sigma = 0: the texts renormalised, equal to 1e-12
         monitoring.checkpoint(zc, clf.predict_proba(zc))
-    rows = [{"roc_auc": 0.9}] * len(sigmas)
-    return monitoring.score(list(sigmas), rows, 0.9, 0.0, "sigma")
+    return monitoring
+
+
+def monitored(workers: int, sigmas=(0.0, 0.1, 0.4)) -> tuple[dict, list[dict]]:
+    """The scorecard of ``monitoring_of``: (metrics.json's monitors, monitors.csv's rows)."""
+    return monitoring_of(workers, sigmas).score(list(sigmas), 0.0, "sigma")
+
+
+@pytest.mark.parametrize("reference", ["val", "test"])
+def test_a_runs_thresholds_and_scored_windows_hold_no_text_in_common(reference):
+    """The texts (test-split indices) the calibration windows hold and those the scored windows
+    hold: none in both, and none in the reference where the test split gives it."""
+    m = monitoring_of(1, sigmas=(0.0,), reference=reference)
+    calibration_texts = m.pools.calibration[m.calibration_windows]
+    scored_texts = m.pools.evaluation[m.windows]
+    assert np.intersect1d(calibration_texts, scored_texts).size == 0
+    assert np.intersect1d(m.pools.calibration, m.pools.evaluation).size == 0
+    if reference == "test":
+        used = np.r_[calibration_texts.ravel(), scored_texts.ravel()]
+        assert np.intersect1d(m.pools.reference, used).size == 0
+    m.close()
 
 
 def test_monitors_on_two_worker_processes_score_what_one_thread_scores():

@@ -13,13 +13,19 @@ Pure numpy / scipy / scikit-learn: no torch, no Hydra, no files. Vocabulary:
 * the ``Reference`` is an undrifted, held-out ``View`` with its labels (a team has labelled
   validation data when it deploys), plus the principal components of the training embeddings;
 * a window is the ``View`` of the w texts a team sees in a day; ``Windows``, k windows as rows
-  of one pool (a checkpoint's test texts).
+  of one pool (a checkpoint's test texts);
+* ``Pools``: the test split cut into disjoint pools (``split_pools``): the calibration windows,
+  which set the thresholds, are drawn from texts the scored (evaluation) windows never hold.
 
 Every monitor in ``MONITORS`` maps (reference, window) to an ``Outcome``: a statistic that grows
 with drift, its p-value where the statistic has a calibrated test, and an accuracy estimate for the
 estimators; its ``batch`` does the same for all windows of a pool at once (``batched``), which is
 how runs call it. A monitor without a p-value alarms above the (1 - alpha) quantile of its
 statistic over undrifted calibration windows (``null_threshold``).
+
+The collapse a monitor should catch is named criteria (``CRITERIA``: ROC-AUC drop,
+balanced-accuracy drop, ECE rise, silent-failure-rate rise; ``collapse_points``), and a
+monitor's lead is counted against each (``leads``).
 """
 
 from driftbench.monitors.batched import (
@@ -28,13 +34,23 @@ from driftbench.monitors.batched import (
     logistic_dual_fit,
     mmd_windows,
 )
+from driftbench.monitors.collapse import (
+    CRITERIA,
+    Criterion,
+    check_criteria,
+    collapse_points,
+    leads,
+)
 from driftbench.monitors.registry import MONITORS, Monitor, check_names
 from driftbench.monitors.scoring import (
+    Pools,
     alarms,
     draw_windows,
     null_threshold,
+    pool_sizes,
     run_windows,
     scorecard,
+    split_pools,
 )
 from driftbench.monitors.statistics import (
     atc_estimate,
@@ -56,10 +72,13 @@ from driftbench.monitors.statistics import (
 from driftbench.monitors.views import REFERENCES, Outcome, Reference, Settings, View, Windows
 
 __all__ = [
+    "CRITERIA",
     "MONITORS",
     "REFERENCES",
+    "Criterion",
     "Monitor",
     "Outcome",
+    "Pools",
     "Reference",
     "Settings",
     "View",
@@ -71,11 +90,14 @@ __all__ = [
     "c2st_split",
     "c2st_windows",
     "cbpe_estimate",
+    "check_criteria",
     "check_names",
+    "collapse_points",
     "doc_estimate",
     "draw_windows",
     "ks_bonferroni",
     "ks_windows",
+    "leads",
     "logistic_dual_fit",
     "median_bandwidth",
     "mmd2_permuted",
@@ -85,8 +107,10 @@ __all__ = [
     "null_threshold",
     "pairwise_sq_dists",
     "permutation_p_value",
+    "pool_sizes",
     "random_assignments",
     "rbf_kernel",
     "run_windows",
     "scorecard",
+    "split_pools",
 ]

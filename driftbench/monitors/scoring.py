@@ -1,16 +1,60 @@
-"""Windows, and scoring a run's monitors against the collapse the benchmark knows."""
+"""Pools and windows, and scoring a run's monitors against the collapse the benchmark knows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
+from driftbench.monitors.collapse import leads
 from driftbench.monitors.registry import MONITORS
 from driftbench.monitors.views import Outcome, Reference, Settings, Windows
 
-# --- windows, and scoring a run's monitors ------------------------------------------------------
+# --- pools and windows, and scoring a run's monitors --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Row indices into the test split, pairwise disjoint: the ``reference`` (None: the
+    validation split is the reference), the ``calibration`` pool whose undrifted windows set the
+    alarm thresholds, and the ``evaluation`` pool whose windows are scored (undrifted: false
+    alarms; at every checkpoint: power)."""
+
+    reference: np.ndarray | None
+    calibration: np.ndarray
+    evaluation: np.ndarray
+
+
+def pool_sizes(n_test: int, calibration_share: float, reference_share: float | None) -> dict:
+    """How many test texts each pool holds (``split_pools``), so a run checks them before any
+    heavy work: ``reference_share`` of the test split (None: the reference is the validation
+    split; at least 2), then ``calibration_share`` of what is left, the rest for evaluation."""
+    n_ref = 0 if reference_share is None else max(2, int(round(reference_share * n_test)))
+    n_cal = int(round(calibration_share * (n_test - n_ref)))
+    sizes = {"reference": n_ref, "calibration": n_cal, "evaluation": n_test - n_ref - n_cal}
+    if min(sizes["calibration"], sizes["evaluation"]) < 2:
+        raise ValueError(
+            f"monitor.calibration_share={calibration_share:g} leaves pools of {sizes} of the "
+            f"{n_test} test texts; accepted: a share that leaves at least 2 texts in each pool"
+        )
+    return sizes
+
+
+def split_pools(n_test: int, calibration_share: float, reference_share: float | None, rng) -> Pools:
+    """The test split shuffled once and cut into the pools of ``pool_sizes``, each sorted.
+    Thresholds come from texts the scored windows never see: a window that shares texts with
+    the calibration windows shares their statistics, and the false alarms it counts then
+    measure how well the threshold fits those texts, not the level a team would get."""
+    sizes = pool_sizes(n_test, calibration_share, reference_share)
+    order = rng.permutation(n_test)
+    ref, cal = sizes["reference"], sizes["reference"] + sizes["calibration"]
+    return Pools(
+        reference=None if reference_share is None else np.sort(order[:ref]),
+        calibration=np.sort(order[ref:cal]),
+        evaluation=np.sort(order[cal:]),
+    )
 
 
 def draw_windows(n_pool: int, window: int, n_windows: int, rng) -> np.ndarray:
@@ -102,36 +146,25 @@ def scorecard(
     undrifted: dict[str, list[Outcome]],
     checkpoints: Sequence[dict[str, list[Outcome]]],
     sigmas: Sequence[float],
-    roc_aucs: Sequence[float],
-    roc_auc_undrifted: float,
+    collapse: Mapping,
     true_accuracy: Sequence[np.ndarray],
     *,
     alpha: float,
     power_level: float,
-    auc_drop: float,
     knob: str,
 ) -> tuple[dict, list[dict]]:
     """Score each monitor of a run: its false-alarm rate on undrifted windows (thresholds come
     from other, calibration windows), its detection power per checkpoint (the share of windows
-    that alarm), the first sigma with power >= ``power_level`` against the first sigma with
-    ROC-AUC <= the undrifted AUC - ``auc_drop`` (the collapse it should catch), and for the
-    estimators |estimate - true accuracy| per checkpoint (mean over windows).
+    that alarm), the first sigma with power >= ``power_level`` and its lead on the ``collapse``
+    (``collapse_points``: per criterion, and on the first any fires), and for the estimators
+    |estimate - true accuracy| per checkpoint (mean over windows).
 
     ``checkpoints[c][name]``: the outcomes on checkpoint c's windows; ``true_accuracy[c]``: each
     of those windows' real accuracy. ``sigmas``: the checkpoints' knob values, named ``knob``
     in what is returned (``sigma_at_alarm``; ``rung_at_alarm`` on a quantization ladder).
     Returns (scores for metrics.json, rows for monitors.csv)."""
     sigmas = [float(s) for s in sigmas]
-    collapse = first_index([a <= roc_auc_undrifted - auc_drop for a in roc_aucs])
-    scores: dict = {
-        "collapse": {
-            "roc_auc_undrifted": roc_auc_undrifted,
-            "auc_drop": auc_drop,
-            "checkpoint": collapse,
-            knob: None if collapse is None else sigmas[collapse],
-        },
-        "by_monitor": {},
-    }
+    scores: dict = {"collapse": dict(collapse), "by_monitor": {}}
     rows = []
     for name in names:
         entry, monitor_rows = monitor_score(
@@ -158,7 +191,7 @@ def monitor_score(
     checkpoints: Sequence[dict[str, list[Outcome]]],
     sigmas: list[float],
     true_accuracy: Sequence[np.ndarray],
-    collapse: int | None,
+    collapse: Mapping,
     *,
     alpha: float,
     power_level: float,
@@ -167,7 +200,8 @@ def monitor_score(
     """Monitor ``name``'s entry of :func:`scorecard` (same arguments) and its rows (undrifted,
     then each checkpoint): its threshold from the calibration windows (none for a monitor with a
     p-value, which has no calibration windows), false-alarm rate, power per checkpoint, first
-    alarm and its lead on the ``collapse`` checkpoint."""
+    alarm and its lead on the ``collapse``: on its first checkpoint (any criterion) and on each
+    criterion's own."""
     mon = MONITORS[name]
     threshold = (
         None if mon.has_p_value else null_threshold([o.statistic for o in calibration[name]], alpha)
@@ -190,6 +224,7 @@ def monitor_score(
     ]
     power = [r["alarm_rate"] for r in ckpt_rows]
     alarm = first_index([p >= power_level for p in power])
+    first = collapse["checkpoint"]
     entry = {
         "has_p_value": mon.has_p_value,
         "threshold": threshold,
@@ -199,7 +234,8 @@ def monitor_score(
         "statistic_mean": [r["statistic_mean"] for r in ckpt_rows],
         "alarm_checkpoint": alarm,
         f"{knob}_at_alarm": None if alarm is None else sigmas[alarm],
-        "lead_checkpoints": None if alarm is None or collapse is None else collapse - alarm,
+        "lead_checkpoints": None if alarm is None or first is None else first - alarm,
+        "lead_by_criterion": leads(alarm, collapse),
     }
     if mon.estimates_accuracy:
         err = [r["accuracy_abs_error_mean"] for r in ckpt_rows]

@@ -11,7 +11,7 @@ import weakref
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
 from driftbench import metrics as M
@@ -22,13 +22,24 @@ from driftbench.workers import can_fork, process_workers
 log = logging.getLogger(__name__)
 
 
-def check_monitoring(cfg: DictConfig) -> None:
-    """The monitor group's registry names (monitors and reference): before any heavy work."""
-    monitor_names(cfg)
-    if cfg.monitor.reference not in MON.REFERENCES:
+def check_monitoring(cfg: DictConfig, n_test: int) -> None:
+    """The monitor group's registry names (monitors, reference, collapse criteria) and its pools
+    of the ``n_test`` test texts (where any monitor runs): before any heavy work."""
+    names = monitor_names(cfg)
+    m = cfg.monitor
+    if m.reference not in MON.REFERENCES:
         raise ValueError(
-            f"monitor.reference={cfg.monitor.reference!r}; accepted: {', '.join(MON.REFERENCES)}"
+            f"monitor.reference={m.reference!r}; accepted: {', '.join(MON.REFERENCES)}"
         )
+    MON.check_criteria(OmegaConf.to_container(m.collapse))
+    if names:
+        MON.pool_sizes(n_test, float(m.calibration_share), reference_share(cfg))
+
+
+def reference_share(cfg: DictConfig) -> float | None:
+    """The share of the test split held out as the reference; None where it is the validation
+    split."""
+    return None if cfg.monitor.reference == "val" else float(cfg.monitor.reference_share)
 
 
 def monitor_names(cfg: DictConfig) -> list[str]:
@@ -67,11 +78,38 @@ def _release(executor: ThreadPoolExecutor | None, limits) -> None:
     limits.restore_original_limits()
 
 
+def window_size(window: int, n_windows: int, pools: MON.Pools) -> tuple[int, int]:
+    """Texts per window and windows per pool: ``monitor.window`` cut to the smaller of the two
+    pools the windows are drawn from, with one window where it is cut (every window would
+    hold the same texts), and the log says so."""
+    smaller = min(len(pools.calibration), len(pools.evaluation))
+    if window <= smaller:
+        return window, n_windows
+    log.warning(
+        "monitor.window=%d is more than the %d texts of the smaller pool (calibration %d, "
+        "evaluation %d test texts): one window of %d per pool",
+        window,
+        smaller,
+        len(pools.calibration),
+        len(pools.evaluation),
+        smaller,
+    )
+    return smaller, 1
+
+
 class Monitoring:
-    """The monitors of one run (``monitor/`` group): an undrifted, labelled reference, a pool
-    of test texts the windows are drawn from (the same row indices at every checkpoint), and
-    each checkpoint's outcomes. Undrifted windows are scored twice over: one draw sets the
-    thresholds of the monitors without a p-value, another counts false alarms.
+    """The monitors of one run (``monitor/`` group): an undrifted, labelled reference, and the
+    test split cut into disjoint pools (``MON.split_pools``): a calibration pool, whose undrifted
+    windows set the thresholds of the monitors without a p-value, and an evaluation pool, whose
+    windows (the same row indices at every checkpoint) are scored: undrifted, they count the
+    false alarms; drifted, the power. The thresholds thus come from texts the scored windows
+    never see. Why a held-out share of the test split and not the validation split: the
+    validation split is the default reference, and a window of the reference's own texts
+    compared with it gives statistics near zero, thresholds too low.
+
+    The truth the monitors are scored against is the frozen classifier's metrics on every test
+    text at each checkpoint (``truth``), against the same on the undrifted texts: where each
+    criterion of ``monitor.collapse`` fires (``MON.collapse_points``).
 
     Pools run on ``workers`` worker processes while the run goes on (one thread in the
     background where that is 1 or there is no fork), each on one BLAS thread (two threads of
@@ -85,35 +123,25 @@ class Monitoring:
         tr, va, te = (split[s] for s in ("train", "val", "test"))
         self.names = monitor_names(cfg)
         self.clf, self.alpha, self.seed = clf, float(m.alpha), int(seed)
-        self.power_level, self.auc_drop = float(m.power_level), float(m.auc_drop)
+        self.power_level = float(m.power_level)
+        self.criteria = MON.check_criteria(OmegaConf.to_container(m.collapse))
+        self.tau, self.n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
         self.settings = MON.Settings(
             mmd_permutations=int(m.mmd_permutations),
             c2st_holdout=float(m.c2st_holdout),
             c2st_c=float(m.c2st_c),
         )
         rng = np.random.default_rng([seed, 2])
-        if m.reference == "val":
-            z_ref, y_ref, self.pool = z[va], y[va], np.arange(len(te))
-        else:
-            order = rng.permutation(len(te))
-            n_ref = max(2, int(round(float(m.reference_share) * len(te))))
-            z_ref, y_ref, self.pool = z[te][order[:n_ref]], y[te][order[:n_ref]], order[n_ref:]
+        self.pools = MON.split_pools(len(te), float(m.calibration_share), reference_share(cfg), rng)
+        ref = va if self.pools.reference is None else te[self.pools.reference]
         self.reference = MON.Reference(
-            MON.View(z_ref, clf.predict_proba(z_ref)), y_ref, z[tr], int(m.pca_components)
+            MON.View(z[ref], clf.predict_proba(z[ref])), y[ref], z[tr], int(m.pca_components)
         )
-        self.window, n = min(int(m.window), len(self.pool)), int(m.n_windows)
-        if self.window < int(m.window):  # every window would hold the same texts: one will do
-            log.warning(
-                "monitor.window=%d is more than the %d test texts the windows are drawn from: "
-                "one window of all %d per checkpoint",
-                m.window,
-                len(self.pool),
-                self.window,
-            )
-            n = 1
-        self.windows = MON.draw_windows(len(self.pool), self.window, n, rng)
-        self.calibration_windows = MON.draw_windows(len(self.pool), self.window, n, rng)
-        self.y_pool = y[te][self.pool]
+        self.window, n = window_size(int(m.window), int(m.n_windows), self.pools)
+        cal, ev = self.pools.calibration, self.pools.evaluation
+        self.windows = MON.draw_windows(len(ev), self.window, n, rng)
+        self.calibration_windows = MON.draw_windows(len(cal), self.window, n, rng)
+        self.y_test, self.y_pool = y[te], y[te][ev]
         self.workers = workers or process_workers(2)
         if self.workers > 1 and can_fork():
             self._executor, owned = _processes(self.workers), None
@@ -122,16 +150,18 @@ class Monitoring:
         # score() gives back the BLAS limit and a thread of its own; so does an error that
         # drops the run
         self._finalize = weakref.finalize(self, _release, owned, threadpool_limits(1))
-        self._z0 = z[te][self.pool]
-        p0 = clf.predict_proba(self._z0)
+        z_test, p_test = z[te], clf.predict_proba(z[te])
+        self.truth_undrifted = M.checkpoint_metrics(self.y_test, p_test, self.tau, self.n_bins)
+        self._z0 = z_test[ev]
         # the calibration windows set the thresholds of the monitors without a p-value alone
         thresholded = [n for n in self.names if not MON.MONITORS[n].has_p_value]
         self._calibration = self._submit(
-            0, self._z0, p0, self.calibration_windows, names=thresholded
+            0, z_test[cal], p_test[cal], self.calibration_windows, names=thresholded
         )
-        self._undrifted = self._submit(1, self._z0, p0, self.windows)
+        self._undrifted = self._submit(1, self._z0, p_test[ev], self.windows)
         self._checkpoints: list[Future] = []
         self.true_accuracy: list[np.ndarray] = []
+        self.truth: list[dict] = []
 
     def _submit(self, key: int, z_pool, p_pool, windows, names=None) -> Future:
         names = self.names if names is None else names
@@ -150,8 +180,10 @@ class Monitoring:
         self._finalize()
 
     def checkpoint(self, zc_test: np.ndarray, p_test: np.ndarray) -> None:
-        """Queue every monitor on this checkpoint's windows (``score`` waits for them)."""
-        z_pool, p_pool = zc_test[self.pool], p_test[self.pool]
+        """Queue every monitor on this checkpoint's windows (``score`` waits for them), and
+        record the truth: the frozen classifier's metrics on every test text."""
+        self.truth.append(M.checkpoint_metrics(self.y_test, p_test, self.tau, self.n_bins))
+        z_pool, p_pool = zc_test[self.pools.evaluation], p_test[self.pools.evaluation]
         self.true_accuracy.append((M.predict(p_pool) == self.y_pool)[self.windows].mean(axis=1))
         if z_pool.shape == self._z0.shape and np.allclose(z_pool, self._z0, rtol=0, atol=1e-12):
             self._checkpoints.append(self._undrifted)
@@ -159,32 +191,41 @@ class Monitoring:
             key = 2 + len(self._checkpoints)
             self._checkpoints.append(self._submit(key, z_pool, p_pool, self.windows))
 
-    def score(self, knobs, rows: list[dict], roc_auc_undrifted: float, fit_s: float, knob: str):
-        """Wait for every pool, then score each monitor (``MON.scorecard``) at the checkpoints'
-        ``knobs``, named ``knob`` (the run's source: sigma, or an update's rung, alpha, ...)."""
+    def score(self, knobs, fit_s: float, knob: str):
+        """Wait for every pool, then find the collapse (``MON.collapse_points`` on ``truth``)
+        and score each monitor against it (``MON.scorecard``) at the checkpoints' ``knobs``,
+        named ``knob`` (the run's source: sigma, or an update's rung, alpha, ...)."""
         calibration, undrifted = self._calibration.result()[0], self._undrifted.result()[0]
         done = [f.result() for f in self._checkpoints]
         self._finalize()
+        collapse = MON.collapse_points(self.truth, self.truth_undrifted, self.criteria, knobs, knob)
         scores, csv_rows = MON.scorecard(
             self.names,
             calibration,
             undrifted,
             [out for out, _ in done],
             knobs,
-            [r["roc_auc"] for r in rows],
-            roc_auc_undrifted,
+            collapse,
             self.true_accuracy,
             alpha=self.alpha,
             power_level=self.power_level,
-            auc_drop=self.auc_drop,
             knob=knob,
         )
         head = {
             "monitors": self.names,
-            "reference": {"n": len(self.reference.y), "accuracy": self.reference.accuracy},
-            "pool": len(self.pool),
+            "reference": {
+                "split": "val" if self.pools.reference is None else "test",
+                "n": len(self.reference.y),
+                "accuracy": self.reference.accuracy,
+            },
+            # test texts of each pool: thresholds from the one, false alarms and power the other
+            "pools": {
+                "calibration": len(self.pools.calibration),
+                "evaluation": len(self.pools.evaluation),
+            },
             "window": self.window,
             "n_windows": len(self.windows),
+            "n_calibration_windows": len(self.calibration_windows),
             "alpha": self.alpha,
             "power_level": self.power_level,
             "timing": {
@@ -202,14 +243,19 @@ class Monitoring:
 
 
 def monitor_digest(scores: dict, knob: Knob) -> str:
-    """One log line: each monitor's false-alarm rate and knob at alarm, against the collapse."""
+    """One log line: the collapse (and by which criteria), then each monitor's false-alarm rate
+    and knob at alarm."""
 
     def at(value: float | None) -> str:
         return "none" if value is None else f"{value:.3g}"
 
-    k, sym = knob.name, knob.symbol
+    k, sym, collapse = knob.name, knob.symbol, scores["collapse"]
     parts = [
         f"{n} false alarms {m['false_alarm_rate']:.0%}, alarm at {sym}={at(m[f'{k}_at_alarm'])}"
         for n, m in scores["by_monitor"].items()
     ]
-    return f"collapse at {sym}={at(scores['collapse'][k])}; " + "; ".join(parts)
+    if collapse["checkpoint"] is None:
+        head = "no collapse criterion fires (nothing broke)"
+    else:
+        head = f"collapse at {sym}={at(collapse[k])} by {', '.join(collapse['criteria'])}"
+    return f"{head}; " + "; ".join(parts)

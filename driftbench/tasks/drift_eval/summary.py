@@ -1,7 +1,8 @@
 """How the sweep report summarises drift_eval runs: headline numbers per run, the failure-cliff
-table and the drift curves, the monitors; classifiers and mitigations in
-summary_mitigations.py, real model updates in summary_updates.py. numpy and
-matplotlib only (no torch), so a report runs anywhere the run dirs are."""
+table and the drift curves, the collapse by criterion and the monitors against it; classifiers
+and mitigations in summary_mitigations.py, real model updates in summary_updates.py. numpy,
+matplotlib and the monitors' criteria only (no torch), so a report runs anywhere the run dirs
+are."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
 from driftbench.intervals import overlap, replicate_interval
+from driftbench.monitors.collapse import CRITERIA
 from driftbench.plots import pyplot
 from driftbench.tasks.drift_eval import summary_mitigations as mitigations
 from driftbench.tasks.drift_eval import summary_updates as updates
@@ -238,49 +240,147 @@ def _sigmas(values: list) -> str:
     return ", ".join("none" if v is None else f"{v:.3g}" for v in values)
 
 
-def monitor_table(groups: list) -> str:
-    """Label-free monitors (driftbench/monitors.py) per group of runs that differ in seed alone
-    and per monitor: the false-alarm rate on undrifted windows (mean over seeds), the first
-    sigma where >= power_level of the windows alarm, the first sigma where ROC-AUC has fallen
-    by auc_drop (the collapse to catch), both per seed, and the accuracy estimators' mean
-    |estimate - true accuracy| over checkpoints. Runs without monitors are left out."""
-    rows, symbols = [], set()
+def monitored(g) -> list[dict]:
+    """The runs of a group that scored monitors, in the order of their seeds (a "per seed"
+    cell lists them so; the group holds them in the order their run dirs sort, which a resumed
+    job changes). A run made before the collapse had criteria (results version 9) is refused:
+    its collapse is ROC-AUC alone, and a table that mixed it with the others would call an ECE
+    collapse nothing broken."""
+    runs = [r for r in g.runs if "monitors" in r["metrics"]]
+    runs.sort(key=lambda r: int(r["config"].get("seed") or 0))
+    for r in runs:
+        if "by_criterion" not in r["metrics"]["monitors"]["collapse"]:
+            raise ValueError(
+                f"run {r.get('dir', '?')}: its monitors' collapse is ROC-AUC alone (made before "
+                "drift_eval's results version 9); rerun it"
+            )
+    return runs
+
+
+def criterion_heads(groups: list) -> dict[str, str]:
+    """The collapse criteria of the runs' monitors, in ``CRITERIA``'s order, each as a column
+    head: with its threshold (``ECE + 0.05``) where every run shares it, else its name alone
+    (the threshold is then an axis of the table)."""
+    seen: dict[str, set] = {}
     for g in groups:
-        runs = [r for r in g.runs if "monitors" in r["metrics"]]
+        for r in monitored(g):
+            for name, b in r["metrics"]["monitors"]["collapse"]["by_criterion"].items():
+                seen.setdefault(name, set()).add(b["threshold"])
+    return {
+        n: CRITERIA[n].describe(next(iter(seen[n]))) if len(seen[n]) == 1 else CRITERIA[n].label
+        for n in CRITERIA
+        if n in seen
+    }
+
+
+def collapse_cell(collapse: dict, knob: str) -> str:
+    """One run's collapse: ``0.01 by ROC-AUC, ECE`` (the first knob any criterion fires at, and
+    the criteria that fire there), or ``nothing broke`` where no criterion fires."""
+    if collapse["checkpoint"] is None:
+        return "nothing broke"
+    return f"{collapse[knob]:.3g} by " + ", ".join(CRITERIA[n].label for n in collapse["criteria"])
+
+
+def collapse_table(groups: list) -> str:
+    """Where the frozen classifier breaks, per group of runs that differ in seed alone: per
+    collapse criterion (``monitor.collapse``) the knob it first fires at, per seed ("off" where
+    a run switched it off), and the collapse: the first of them, or "nothing broke" where no
+    criterion fires. Runs without monitors are left out (they do not score the collapse)."""
+    heads, rows, symbols = criterion_heads(groups), [], set()
+    for g in groups:
+        runs = monitored(g)
         if not runs:
             continue
-        first = runs[0]["metrics"]["monitors"]
         knob = knob_of(runs[0]["metrics"])[0]
         symbols.add(knob.symbol)
-        axes = g.columns()
-        for name in first["by_monitor"]:
-            per = [r["metrics"]["monitors"]["by_monitor"].get(name) for r in runs]
-            per = [m for m in per if m is not None]
-            errors = [m["abs_error_mean"] for m in per if "abs_error_mean" in m]
-            rows.append(
-                [
-                    *axes.values(),
-                    name,
-                    str(len(per)),
-                    f"{100 * np.mean([m['false_alarm_rate'] for m in per]):.0f}%",
-                    _sigmas([m[f"{knob.name}_at_alarm"] for m in per]),
-                    _sigmas([r["metrics"]["monitors"]["collapse"][knob.name] for r in runs]),
-                    f"{np.mean(errors):.3f}" if errors else "",
-                ]
-            )
-        header = list(axes)
+        per_run = [r["metrics"]["monitors"]["collapse"] for r in runs]
+        cells = [
+            _sigmas([c["by_criterion"][n][knob.name] for c in per_run])
+            if all(n in c["by_criterion"] for c in per_run)
+            else "off"
+            for n in heads
+        ]
+        collapse = "; ".join(collapse_cell(c, knob.name) for c in per_run)
+        rows.append([*g.columns().values(), str(len(runs)), *cells, collapse])
+        header = list(g.columns())
     if not rows:
         return ""
-    level = f"{first['power_level']:.0%}"
     at = next(iter(symbols)) if len(symbols) == 1 else "knob (σ or an update's own)"
-    drop = f"{first['collapse']['auc_drop']:g}"
     cols = [
         *header,
+        "n",
+        *(f"{at} at {h}, per seed" for h in heads.values()),
+        "collapse (first criterion), per seed",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def lead_cell(run: dict, name: str, criterion: str) -> str:
+    """One run's lead of monitor ``name`` on ``criterion``, in checkpoints: ``+2`` (alarm two
+    checkpoints ahead), ``0``, ``-1`` (one behind), ``missed`` (the criterion fires, the
+    monitor never alarms), ``–`` (the criterion never fires), ``off`` (switched off)."""
+    collapse = run["metrics"]["monitors"]["collapse"]["by_criterion"].get(criterion)
+    if collapse is None:
+        return "off"
+    if collapse["checkpoint"] is None:
+        return "–"
+    lead = run["metrics"]["monitors"]["by_monitor"][name]["lead_by_criterion"][criterion]
+    if lead is None:
+        return "missed"
+    return f"{lead:+d}" if lead else "0"
+
+
+def monitor_rows(g, heads: dict[str, str]) -> list[list[str]]:
+    """The rows of ``monitor_table`` for one group of runs that differ in seed alone."""
+    runs = monitored(g)
+    if not runs:
+        return []
+    knob = knob_of(runs[0]["metrics"])[0]
+    rows = []
+    for name in runs[0]["metrics"]["monitors"]["by_monitor"]:
+        has = [r for r in runs if name in r["metrics"]["monitors"]["by_monitor"]]
+        per = [r["metrics"]["monitors"]["by_monitor"][name] for r in has]
+        errors = [m["abs_error_mean"] for m in per if "abs_error_mean" in m]
+        rows.append(
+            [
+                *g.columns().values(),
+                name,
+                str(len(per)),
+                f"{100 * np.mean([m['false_alarm_rate'] for m in per]):.0f}%",
+                _sigmas([m[f"{knob.name}_at_alarm"] for m in per]),
+                _sigmas([r["metrics"]["monitors"]["collapse"][knob.name] for r in has]),
+                *(", ".join(lead_cell(r, name, c) for r in has) for c in heads),
+                f"{np.mean(errors):.3f}" if errors else "",
+            ]
+        )
+    return rows
+
+
+def monitor_table(groups: list) -> str:
+    """Label-free monitors (driftbench/monitors/) per group of runs that differ in seed alone
+    and per monitor: the false-alarm rate on undrifted windows (mean over seeds), the first
+    knob value where >= power_level of the windows alarm, the first where any collapse
+    criterion fires (``collapse_table``), both per seed, the monitor's lead on each criterion
+    per seed (``lead_cell``), and the accuracy estimators' mean |estimate - true accuracy| over
+    checkpoints. Runs without monitors are left out."""
+    heads = criterion_heads(groups)
+    monitored_groups = [g for g in groups if monitored(g)]
+    rows = [row for g in monitored_groups for row in monitor_rows(g, heads)]
+    if not rows:
+        return ""
+    first = monitored(monitored_groups[-1])[0]["metrics"]
+    symbols = {knob_of(monitored(g)[0]["metrics"])[0].symbol for g in monitored_groups}
+    at = next(iter(symbols)) if len(symbols) == 1 else "knob (σ or an update's own)"
+    level = f"{first['monitors']['power_level']:.0%}"
+    cols = [
+        *monitored_groups[-1].columns(),
         "monitor",
         "n",
-        f"false alarms (α = {first['alpha']:g})",
+        f"false alarms (α = {first['monitors']['alpha']:g})",
         f"{at} at alarm (≥ {level} of windows), per seed",
-        f"{at} at collapse (AUC − {drop}), per seed",
+        f"{at} at collapse (first criterion), per seed",
+        *(f"lead on {h} (checkpoints), per seed" for h in heads.values()),
         "accuracy estimate: mean abs error",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -338,6 +438,7 @@ def tables(groups: list) -> list[str]:
     return [
         replicate_table(groups),
         cliff_table(synthetic(groups)),
+        collapse_table(groups),
         monitor_table(groups),
         *mitigations.tables(groups),
         *updates.tables(groups),

@@ -71,9 +71,11 @@ CONFIG_GROUPS = (
 # windows at once (C2ST fitted by Newton, one MMD permutation draw per checkpoint, 50 windows);
 # 6: real-update twins searched to a relative 1e-3 of the angle, the frozen numbers recorded;
 # 7: monitors draw one random stream per pool (run on workers), an undrifted checkpoint reuses
-# the undrifted windows' outcomes
-# 8: every checkpoint metric with its bootstrap interval
-RESULTS_VERSION = 9  # 9: flips against checkpoint 0 and the coherent share, twins' too
+# the undrifted windows' outcomes; 8: every checkpoint metric with its bootstrap interval
+# 9: flips against checkpoint 0 and the coherent share (twins' too); monitor thresholds from a
+# calibration pool disjoint from the evaluation pool (windows of 100), the collapse by named
+# criteria (ROC-AUC, balanced accuracy, ECE, SFR)
+RESULTS_VERSION = 9
 # ~60% of a cached job (bench/sweep.py); the sweep report draws the sweep's own figures
 FIGURES_IN_SWEEPS = False
 # separability of a run's training split by its fit key (which covers the training bytes), for
@@ -132,7 +134,7 @@ def validate(cfg: DictConfig) -> None:
     classifier.check_train_size(sizes["train"])
     mitigation.check(sizes["test"], sizes["train"])
     check_update(cfg, sizes["train"], mitigation.anchors)
-    check_monitoring(cfg)
+    check_monitoring(cfg, sizes["test"])
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     check_spec(spec)
     layer = int(cfg.embed.layer)
@@ -298,13 +300,11 @@ def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: d
 @dataclass
 class Trace:
     """Every checkpoint's numbers, in order: its row, reliability table, the frozen classifier's
-    numbers on the scored texts (``unmitigated``) and its AUC on every test text, the
-    mitigation's time and the knob."""
+    numbers on the scored texts (``unmitigated``), the mitigation's time and the knob."""
 
     rows: list[dict] = field(default_factory=list)
     reliability: list[list[dict]] = field(default_factory=list)
     unmitigated: list[dict] = field(default_factory=list)
-    frozen_auc: list[dict] = field(default_factory=list)
     apply_s: list[float] = field(default_factory=list)
     knobs: list[float] = field(default_factory=list)
 
@@ -348,7 +348,6 @@ def score_checkpoint(c: int, ckpt, s: Scoring, source, trace: Trace) -> np.ndarr
         if s.mitigation.identity
         else M.checkpoint_metrics(y[s.scored], p_frozen[s.scored], s.tau, s.n_bins)
     )
-    trace.frozen_auc.append({"roc_auc": M.roc_auc(y, p_frozen)})
     log.info(
         "checkpoint %d %s angle=%.1f deg  AUC=%.3f  conf=%.3f  SFR=%.1f%%  ECE=%.3f",
         c,
@@ -380,11 +379,10 @@ def mitigation_report(cfg, s: Scoring, trace: Trace, run_dir: Path, title: str, 
 
 
 def monitor_report(
-    monitoring: Monitoring, s: Scoring, trace: Trace, fit_s: float, run_dir: Path, title, knob
+    monitoring: Monitoring, trace: Trace, fit_s: float, run_dir: Path, title, knob
 ) -> dict:
     """The monitors' scorecard (monitors.csv, its figure, one log line)."""
-    auc0 = M.roc_auc(s.y_test, s.p_start)
-    scores, monitor_rows = monitoring.score(trace.knobs, trace.frozen_auc, auc0, fit_s, knob.name)
+    scores, monitor_rows = monitoring.score(trace.knobs, fit_s, knob.name)
     timing = scores["timing"]
     log.info(
         "%d monitors on %d windows a checkpoint: %.2f s a checkpoint on %d workers "
@@ -438,7 +436,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     extra = {"mitigation": mitigation_report(cfg, scoring, trace, run_dir, title, knob)}
     if monitoring is not None:
         extra["monitors"] = monitor_report(
-            monitoring, scoring, trace, fitted.fit.fit_s, run_dir, title, knob
+            monitoring, trace, fitted.fit.fit_s, run_dir, title, knob
         )
     return {
         "task": "drift_eval",
