@@ -256,7 +256,8 @@ def monitor_figure(
         ax_acc.plot(x, est, "--", marker="o", ms=3, color=colors[i % 20], label=label)
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0.4, 1.0)
-    ax_acc.legend(fontsize=7, loc="lower left")
+    if estimators:  # no estimator among the run's monitors: an empty panel, no legend
+        ax_acc.legend(fontsize=7, loc="lower left")
     ax_acc.set_title("label-free accuracy estimates (mean over windows)", fontsize=9)
     for a in (ax, ax_acc):
         a.set_xticks(x)
