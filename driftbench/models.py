@@ -168,6 +168,64 @@ def _transformers_version() -> str:
     return version("transformers")
 
 
+# GGUF metadata value types (the GGUF spec): struct format of each scalar; 8 a string, 9 an array
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q"}
+_GGUF_SCALARS[12] = "d"
+
+
+def _gguf_value(f, kind: int, keep: bool):
+    """One metadata value of type ``kind`` read from ``f`` (skipped, None, unless ``keep``)."""
+    import struct
+
+    if kind == 8:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if keep:
+            return f.read(n).decode("utf-8", "replace")
+        f.seek(n, 1)
+        return None
+    if kind == 9:
+        item, count = struct.unpack("<IQ", f.read(12))
+        if item in _GGUF_SCALARS:  # a numeric array: one seek
+            f.seek(count * struct.calcsize("<" + _GGUF_SCALARS[item]), 1)
+        else:
+            for _ in range(count):
+                _gguf_value(f, item, False)
+        return None
+    fmt = "<" + _GGUF_SCALARS[kind]
+    (value,) = struct.unpack(fmt, f.read(struct.calcsize(fmt)))
+    return value
+
+
+def gguf_metadata(path: Path, wanted) -> dict:
+    """``general.architecture`` and the ``wanted`` keys (``{arch}`` filled in) of a GGUF file's
+    metadata, reading the header only as far as they are. The gguf package's reader parses every
+    field first, the tokenizer's vocabulary included: 20-100 s for Gemma-3's 262k tokens, which
+    a sweep's validation paid once per job before any model was needed."""
+    import struct
+
+    wanted, found = list(wanted), {}
+    with open(path, "rb") as f:
+        magic, _version, _tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
+        if magic != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file (it starts with {magic!r})")
+        for _ in range(n_kv):
+            (n,) = struct.unpack("<Q", f.read(8))
+            key = f.read(n).decode("utf-8", "replace")
+            (kind,) = struct.unpack("<I", f.read(4))
+            arch = found.get("general.architecture")
+            keys = {"general.architecture"} | {w.format(arch=arch) for w in wanted if arch}
+            value = _gguf_value(f, kind, key in keys)
+            if key in keys:
+                found[key] = value
+            if arch and all(w.format(arch=arch) in found for w in wanted):
+                return found
+    arch = found.get("general.architecture", "{arch}")
+    missing = [w.format(arch=arch) for w in wanted if w.format(arch=arch) not in found]
+    raise ValueError(
+        f"{path} lacks the GGUF metadata {', '.join(missing) or 'general.architecture'}"
+    )
+
+
 def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
     """The model's architecture and shape (``architecture``, ``hidden_size``,
     ``num_hidden_layers``, ``intermediate_size``, ``num_attention_heads``), read from its config
@@ -182,21 +240,18 @@ def model_shape(spec: ModelSpec, cache_dir: Path) -> dict | None:
             "num_attention_heads": int(spec.tiny["num_attention_heads"]),
         }
     if spec.source == "gguf":
-        import gguf
-
-        reader = gguf.GGUFReader(_gguf_path(spec, cache_dir))
-
-        def field(name):
-            f = reader.fields[name]
-            return f.parts[f.data[0]]
-
-        arch = bytes(field("general.architecture")).decode()
-        return {
-            "architecture": arch,
-            "hidden_size": int(field(f"{arch}.embedding_length")[0]),
-            "num_hidden_layers": int(field(f"{arch}.block_count")[0]),
-            "intermediate_size": int(field(f"{arch}.feed_forward_length")[0]),
-            "num_attention_heads": int(field(f"{arch}.attention.head_count")[0]),
+        shape = {
+            "hidden_size": "embedding_length",
+            "num_hidden_layers": "block_count",
+            "intermediate_size": "feed_forward_length",
+            "num_attention_heads": "attention.head_count",
+        }
+        values = gguf_metadata(
+            _gguf_path(spec, cache_dir), [f"{{arch}}.{k}" for k in shape.values()]
+        )
+        return {"architecture": values["general.architecture"]} | {
+            name: int(values[f"{values['general.architecture']}.{key}"])
+            for name, key in shape.items()
         }
     local = resolve_local_path(spec.name_or_path)
     path = _hub_config(spec.name_or_path) if local is None else local / "config.json"

@@ -146,3 +146,43 @@ def test_gemma3_gguf_converts_to_its_dequantized_tensors_config_and_vocabulary(s
     with torch.no_grad():
         out = lm.model.generate(**prompt, max_new_tokens=2, do_sample=False)
     assert tok.decode(out[0, prompt["input_ids"].shape[1] :]).startswith(" Paris")
+
+
+def test_gguf_metadata_reads_the_header_as_the_gguf_package_does(tmp_path):
+    """model_shape reads a GGUF file's metadata up to the keys it needs, past arrays of strings
+    and numbers (a tokenizer's vocabulary), and gets what gguf.GGUFReader parses."""
+    import gguf
+    import numpy as np
+
+    from driftbench.models import gguf_metadata
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(300)])
+    writer.add_array("tokenizer.ggml.scores", [0.5] * 300)
+    writer.add_string("general.name", "tiny")
+    writer.add_uint32("llama.embedding_length", 96)
+    writer.add_uint32("llama.block_count", 3)
+    writer.add_tensor("w", np.zeros((2, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    wanted = ["{arch}.embedding_length", "{arch}.block_count"]
+    reader = gguf.GGUFReader(path)
+    field = {k: reader.fields[k].parts[reader.fields[k].data[0]] for k in reader.fields}
+    assert (
+        gguf_metadata(path, wanted)
+        == {
+            "general.architecture": bytes(field["general.architecture"]).decode(),
+            "llama.embedding_length": int(field["llama.embedding_length"][0]),
+            "llama.block_count": int(field["llama.block_count"][0]),
+        }
+        == {"general.architecture": "llama", "llama.embedding_length": 96, "llama.block_count": 3}
+    )
+    with pytest.raises(ValueError, match=r"lacks the GGUF metadata llama\.head_count"):
+        gguf_metadata(path, ["{arch}.head_count"])
+    (tmp_path / "x.gguf").write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        gguf_metadata(tmp_path / "x.gguf", wanted)
