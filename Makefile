@@ -15,9 +15,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 run: setup
 	$(PY) launch.py $(ARGS)
 
-# Lint first (seconds): the style habits are checked, not hoped for.
+# Lint first (seconds): the style habits are checked, not hoped for. The suite runs on
+# TEST_WORKERS pytest-xdist workers (one test file each at a time; each takes its share of the
+# cores for torch, tests/conftest.py): on 2 cores much of a test is Python, so two overlap.
+TEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: setup
 	$(PY) -m ruff format --check . && $(PY) -m ruff check .

@@ -92,7 +92,9 @@ def check(venv: Path) -> int:
     )
     junit = OUT / "junit.xml"
     junit.unlink(missing_ok=True)
-    subprocess.run([py, "-m", "pytest", "-q", f"--junitxml={junit}"], cwd=ROOT)
+    subprocess.run(
+        [py, "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", f"--junitxml={junit}"], cwd=ROOT
+    )
     counts, broken = failures(junit)
     now = installed(venv)
     locked = pins(LOCK.read_text().splitlines()) if LOCK.exists() else {}

@@ -45,6 +45,18 @@ def sft_config(*overrides: str):
     return OmegaConf.to_object(cfg.sft)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n 2``) each worker takes its share of the cores
+    for torch, as driftbench's own workers do (driftbench/workers.py): two workers of two
+    threads each on two cores stall each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // workers))
+
+
 @contextmanager
 def one_torch_thread():
     """One torch thread for a reference computation: on a shared 2-core machine two threads
