@@ -1,4 +1,4 @@
-"""Drift operators and the sigma schedule of 000_b7270e02dd833497.txt, eq. (5)-(9).
+"""Drift operators and the sigma schedule of the drift paper, eq. (5)-(9).
 
 Pure numpy: no torch, no Hydra, no files. Every operator takes unit-norm embeddings ``z0`` of
 shape (n, d) and returns drifted unit-norm embeddings, so the realized drift can be measured as

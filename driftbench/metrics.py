@@ -1,4 +1,4 @@
-"""Evaluation and separability metrics of 000_b7270e02dd833497.txt, B.4-B.6 (eq. 15-29).
+"""Evaluation and separability metrics of the drift paper, B.4-B.6 (eq. 15-29).
 
 Pure numpy/sklearn. ``p`` is always the predicted probability of the toxic class (y = 1);
 the confidence of a prediction is ``max(p, 1 - p)`` (eq. 16, 21), so it lies in [0.5, 1].

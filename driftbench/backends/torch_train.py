@@ -1,4 +1,4 @@
-"""LoRA SFT with the contrastive hinge of 003_c2ae76f2d78a8631.txt, one screen of training loop:
+"""LoRA SFT with the contrastive hinge of the rho-guided SFT notes, one screen of training loop:
 the torch backend's. The data order, pair sampling, schedule and history come from
 :class:`driftbench.rho.plan.TrainingPlan`, which the mlx loop (``backends/mlx_train.py``) shares;
 the hinge from ``driftbench.rho.loss``, the per-text CE from ``torch_loss``.

@@ -1,4 +1,4 @@
-"""The safety classifier of 000_b7270e02dd833497.txt, B.3: standardise, then L2 logistic regression
+"""The safety classifier of the drift paper, B.3: standardise, then L2 logistic regression
 (``classifier=logreg``), and the same without standardisation (``logreg_raw``): the amplification
 of drift by 1/std that standardising brings is then gone."""
 

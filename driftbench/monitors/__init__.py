@@ -1,10 +1,10 @@
 """Label-free monitors of a frozen safety classifier, scored against a collapse the benchmark knows.
 
-The drift paper (000_b7270e02dd833497.txt, section 4) warns that a collapsed classifier stays
-confident, so "standard unsupervised monitoring based on average confidence" will not catch it.
-driftbench knows, at every checkpoint, what a team sees without labels and what really happened,
-so it can score each monitor: how often it alarms on undrifted data, at which sigma it alarms,
-and (for the accuracy estimators) how far its estimate is from the truth.
+The drift paper ("I Can't Believe It's Not Robust", section 4) warns that a collapsed classifier
+stays confident, so "standard unsupervised monitoring based on average confidence" will not catch
+it. driftbench knows, at every checkpoint, what a team sees without labels and what really happened,
+so it can score each monitor: how often it alarms on undrifted data, at which sigma it alarms, and
+(for the accuracy estimators) how far its estimate is from the truth.
 
 Pure numpy / scipy / scikit-learn: no torch, no Hydra, no files. Vocabulary:
 

@@ -1,4 +1,4 @@
-"""The rho-guided SFT objective of 003_c2ae76f2d78a8631.txt ("Loss Function"):
+"""The rho-guided SFT objective ("Research Notes: Rho-Guided SFT", "Loss Function"):
 
     L_total = L_SFT + lambda_rho * L_contrastive
     L_contrastive = mean over pairs of max(0, CE(x+) - CE(x-) + gamma)

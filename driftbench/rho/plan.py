@@ -4,7 +4,7 @@ learning-rate schedule and the per-step history. The knobs are the ``sft`` confi
 :class:`SftKnobs` says which, so the method imports no config schema (and no Hydra).
 
 ``driftbench.backends.torch_train`` (torch) and ``driftbench.backends.mlx_train`` (mlx) each run
-the loop of 003_c2ae76f2d78a8631.txt over the micro-batches of one :class:`TrainingPlan`, so for
+the loop of the rho-guided SFT notes over the micro-batches of one :class:`TrainingPlan`, so for
 one seed they see the same texts and pairs in the same order.
 """
 

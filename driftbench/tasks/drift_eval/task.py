@@ -1,4 +1,4 @@
-"""Task ``drift_eval``: the study of 000_b7270e02dd833497.txt, wired end to end.
+"""Task ``drift_eval``: the study of the drift paper, wired end to end.
 
 data -> embeddings (cached) -> classifier on checkpoint 0 (``classifier/``, frozen) -> drifted
 test sets on the sigma schedule -> B.4 metrics, flips and the coherent share of the move against

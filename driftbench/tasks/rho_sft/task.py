@@ -1,4 +1,4 @@
-"""Task ``rho_sft``: the study of 003_c2ae76f2d78a8631.txt, wired end to end.
+"""Task ``rho_sft``: the study of the rho-guided SFT notes, wired end to end.
 
 model -> rho audit + stress test (before) -> LoRA SFT with the contrastive hinge (per condition)
 -> adapter saved -> rho audit + stress test (after) -> delta rho, loss curve, metrics.
