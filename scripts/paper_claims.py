@@ -329,11 +329,12 @@ def undrifted_rows(
     row per setting less the drift, each replicate (seed, data seed) counted once."""
     rows = []
     for together in by_replicate(groups, skip=("drift", "schedule")).values():
-        first = {}
+        first = {}  # draw -> its checkpoint 0 (the first run of the draw that has the metric)
         for g in together:
             for r in g.runs:
-                if undrifted(r) is not None:
-                    first.setdefault(replicate_key(r), undrifted(r))
+                c = undrifted(r)
+                if c is not None and math.isfinite(value(c, metric)):
+                    first.setdefault(replicate_key(r), c)
         cps = list(first.values()) or [{}]
         est = estimate([value(c, metric) for c in cps], ci(cps[0], metric))
         label = setting(together[0], skip=("drift", "schedule"))
