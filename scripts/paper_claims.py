@@ -440,14 +440,18 @@ def variant(run: dict) -> str | None:
     )
 
 
-def family(run: dict) -> str:
-    """A model's family: its name less a variant suffix (``smollm2_135m_instruct`` ->
-    ``smollm2_135m``); a ``model=hf`` run's by its path's last part."""
+def model_id(run: dict) -> str:
+    """Which model a run embeds with: its config name, or a ``model=hf`` run's path or id."""
     model = run["config"]["model"]
-    name = model["name"]
-    if name == "hf" and model.get("name_or_path"):
-        name = Path(str(model["name_or_path"])).name
-    return VARIANT_SUFFIX.sub("", name.lower())
+    if model["name"] == "hf" and model.get("name_or_path"):
+        return str(model["name_or_path"])
+    return model["name"]
+
+
+def family(run: dict) -> str:
+    """A model's family: its name (a path's or Hub id's last part) less a variant suffix
+    (``smollm2_135m_instruct`` -> ``smollm2_135m``, ``Qwen/Qwen3-0.6B-Base`` -> ``qwen3-0.6b``)."""
+    return VARIANT_SUFFIX.sub("", Path(model_id(run)).name.lower())
 
 
 def model_pairs(groups: list[RunGroup], skip: tuple[str, ...]) -> tuple[list, dict[str, str]]:
@@ -459,8 +463,8 @@ def model_pairs(groups: list[RunGroup], skip: tuple[str, ...]) -> tuple[list, di
         models: dict[str, dict] = {}  # model name -> {draw: run}
         for g in together:
             for r in g.runs:
-                models.setdefault(r["config"]["model"]["name"], {}).setdefault(replicate_key(r), r)
-                seen[r["config"]["model"]["name"]] = str(variant(r))
+                models.setdefault(model_id(r), {}).setdefault(replicate_key(r), r)
+                seen[model_id(r)] = str(variant(r))
         for base, b in models.items():
             for instruct, i in models.items():
                 first_b, first_i = next(iter(b.values())), next(iter(i.values()))

@@ -207,6 +207,15 @@ def test_a_base_and_instruct_model_of_one_family_are_compared_draw_by_draw():
     assert fragile.verdict == "holds in shape"  # +0.95 points: the instruct model drops more
 
 
+def test_a_models_family_is_its_name_less_the_variant_suffix():
+    def run(name: str, name_or_path: str | None = None) -> dict:
+        return {"config": {"model": {"name": name, "name_or_path": name_or_path}}}
+
+    assert pc.family(run("smollm2_135m_instruct")) == pc.family(run("smollm2_135m"))
+    assert pc.family(run("hf", "Qwen/Qwen3-0.6B-Base")) == pc.family(run("hf", "Qwen/Qwen3-0.6B"))
+    assert pc.family(run("gemma3_270m")) != pc.family(run("smollm2_135m_instruct"))
+
+
 def test_the_command_reads_run_dirs_as_the_report_does_and_lists_what_it_left_out(tmp_path, capsys):
     update = claims_run("quantize", 0, **GAUSS_0)
     update["metrics"]["update"] = {"name": "quantize"}
