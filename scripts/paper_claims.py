@@ -221,6 +221,8 @@ class AtSigma:
 
 
 def at_sigma(g: RunGroup, metric: str, sigma: float, relative: bool = False) -> AtSigma:
+    """``metric`` over the group's runs at their sigma nearest ``sigma`` (``relative``: its
+    change from sigma 0, in %), and its change from sigma 0 per run (``AtSigma``)."""
     at = [checkpoint(r, sigma) for r in g.runs]
     base = [undrifted(r) for r in g.runs]
     if any(c is None for c in at + base):
