@@ -124,6 +124,17 @@ def playbook_figure(path: Path, runs_rows: list[list[dict]], title: str) -> list
     return [path.name]
 
 
+def other_axes(g) -> str:
+    """The group's axes besides the update, which ``update`` names (drift.*, and the sft
+    settings a trained LoRA update reads)."""
+    label = g.label(skip=("drift", "sft"))
+    return "" if label == "all" else f"{label}, "
+
+
+def run_count(g) -> str:
+    return f"{len(g.runs)} run{'' if len(g.runs) == 1 else 's'}"
+
+
 def playbook_groups(groups: list) -> list:
     return [g for g in groups if g.runs and all("playbook" in r["metrics"] for r in g.runs)]
 
@@ -177,7 +188,7 @@ def table(g) -> str:
         cols += [LABELS[k], "recovery"]
     cols.append("AUC − original")
     head = (
-        f"**Upgrade playbook: {first['update']}** ({g.label()}; {len(g.runs)} runs, "
+        f"**Upgrade playbook: {first['update']}** ({other_axes(g)}{run_count(g)}, "
         f"{first['n_train']} training texts). Mean [95% t-interval over the runs]; recovery = "
         "(option − frozen) / (re-embedded − frozen), not clipped; re-embedding changes "
         f"{gains(g)} against the frozen classifier."
@@ -207,6 +218,6 @@ def figures(groups: list, out: Path) -> list[str]:
         update = g.runs[0]["metrics"]["playbook"]["update"]
         name = figure_name(update, taken)
         runs_rows = [r["metrics"]["playbook"]["options"] for r in g.runs]
-        title = f"upgrade playbook: {update} ({g.label()}, {len(g.runs)} runs)"
+        title = f"upgrade playbook: {update} ({other_axes(g)}{run_count(g)})"
         drawn += playbook_figure(out / name, runs_rows, title)
     return drawn
