@@ -67,10 +67,20 @@ def reference(entries: list[dict], option: str) -> dict:
     return next(e for e in entries if e["option"] == option)
 
 
+def readable_ticks(ticks: set[int]) -> list[int]:
+    """The N or m worth a tick label on a log axis: the largest (all) and each one far enough
+    below the next kept for its label not to overlap (N = 1000 beside all = 1050 is not)."""
+    kept: list[int] = []
+    for t in sorted(ticks, reverse=True):
+        if not kept or np.log10(kept[-1] / t) >= 0.12:
+            kept.append(t)
+    return sorted(kept)
+
+
 def draw(ax, entries: list[dict], lines: list[tuple[str, str]], key: str) -> None:
     """One panel: each line's recovery of ``key`` against its N or m (its interval as a band),
     re-embedding at 1, the frozen classifier at 0 and the original's recovery as references."""
-    rec, ticks = f"recovery_{key}", set()
+    rec, ticks, means = f"recovery_{key}", set(), [0.0, 1.0]
     for i, (option, kind) in enumerate(lines):
         pts = sorted(
             (e for e in entries if e["option"] == option and e["kind"] == kind),
@@ -80,6 +90,7 @@ def draw(ax, entries: list[dict], lines: list[tuple[str, str]], key: str) -> Non
         ticks.update(x)
         mean, low, high = (np.array([e[rec][j] for e in pts], dtype=float) for j in range(3))
         ax.plot(x, mean, "o-", ms=3, color=f"C{i}", label=kind or option)
+        means += list(mean)
         if np.isfinite(low).any():
             ax.fill_between(x, low, high, color=f"C{i}", alpha=0.15)
     ax.axhline(1.0, color="k", lw=1.2, label="re-embed + retrain")
@@ -87,8 +98,14 @@ def draw(ax, entries: list[dict], lines: list[tuple[str, str]], key: str) -> Non
     original = reference(entries, "original")[rec][0]
     if np.isfinite(original):
         ax.axhline(original, color="k", ls="--", lw=1, label="original")
+        means.append(original)
+    # the means and references in view; a band wider than that runs off the panel (the table
+    # has its bounds), where it would otherwise flatten every line
+    lo, hi = np.nanmin(means), np.nanmax(means)
+    ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
     ax.set_xscale("log")
-    ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+    shown = readable_ticks(ticks)
+    ax.set_xticks(shown, [str(t) for t in shown])
     ax.minorticks_off()
     ax.grid(alpha=0.3)
 
