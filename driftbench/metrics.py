@@ -164,6 +164,25 @@ def coherent_share(z_before: np.ndarray, z_after: np.ndarray) -> float:
     return float(np.linalg.norm(moves.mean(axis=0)) / mean_move)
 
 
+def recovery(fixed, frozen, reembedded) -> np.ndarray:
+    """How much of what re-embedding the training set and retraining achieves a cheaper fix
+    achieves: ``(fixed - frozen) / (reembedded - frozen)``, element-wise, for any metric (where
+    lower is better, as for ECE and silent failures, both differences change sign together).
+    1: as good as re-embedding; 0: no better than the frozen classifier; above 1: better than
+    re-embedding, which an update that loses information allows (a map onto the old space keeps
+    the old model's information, retraining on the new model cannot). Not clipped, so such a
+    case shows. NaN where re-embedding changes nothing (a zero denominator) or a term is NaN:
+    there is nothing to recover. The playbook's measure (docs/playbook.md; Drift-Adapter,
+    Vejendla, EMNLP 2025, reports the same ratio for retrieval)."""
+    fixed, frozen, reembedded = (
+        np.asarray(x, dtype=np.float64) for x in (fixed, frozen, reembedded)
+    )
+    gain = reembedded - frozen
+    out = np.full(np.broadcast(fixed, frozen, reembedded).shape, np.nan)
+    np.divide(fixed - frozen, gain, out=out, where=gain != 0)
+    return out
+
+
 def snr_eq29(logits: np.ndarray, w_norm: float, sigma: float) -> float:
     """eq. (29) ``|f(z)|^2 / (||w||^2 sigma^2)``, the median over samples. Infinite at sigma = 0."""
     if sigma == 0:

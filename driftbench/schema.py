@@ -35,6 +35,27 @@ from driftbench.ranges import (
 # --- the groups ----------------------------------------------------------------------------------
 
 
+def _pairs_ok(v: list) -> bool:
+    return len(v) > 0 and all(
+        x == "all" or (isinstance(x, int) and not isinstance(x, bool) and x >= 2) for x in v
+    )
+
+
+@dataclass
+class Playbook:
+    """The upgrade playbook of a drift run (tasks/drift_eval/playbook.py, docs/playbook.md):
+    the adapters it fits (kinds of ``driftbench.adapters``, checked there), on how many paired
+    training texts, and how many fresh labels the label options read."""
+
+    enabled: bool = req()
+    adapters: list[str] = req(**rule("a non-empty list of adapter kinds", lambda v: len(v) > 0))
+    rank: int = req(**at_least(1))
+    pairs: list[Any] = req(**rule("a non-empty list of integers >= 2 or 'all'", _pairs_ok))
+    m: list[int] = req(
+        **rule("a non-empty list of integers >= 4", lambda v: len(v) > 0 and min(v) >= 4)
+    )
+
+
 @dataclass
 class DriftEvalTask:
     name: str = req()
@@ -43,6 +64,7 @@ class DriftEvalTask:
     calibration_checkpoints: list[int] | None = opt()
     bootstrap_resamples: int = req(**at_least(0))
     interval_level: float = req(**within(0.5, 1.0, closed_hi=False))
+    playbook: Playbook = field(default_factory=Playbook)
 
 
 @dataclass

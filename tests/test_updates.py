@@ -370,12 +370,60 @@ def test_interpolate_to_another_tiny_model_end_to_end(make_cfg, tmp_path):
     check_update_run(d, m, ["a=0", "a=0.5", "a=1"])
 
 
+def check_playbook_run(d, m) -> None:
+    """The upgrade playbook of a run at its last checkpoint: every reference once, every adapter
+    at every N and both label options at every m (capped at the 140 training texts), each
+    scored on every test text: the frozen classifier's numbers are the update record's, the
+    original's checkpoint 0's; recovery is 0 and 1 at the references; re-embedding costs one
+    pass of the training and validation texts, at the seconds the target was measured at. The
+    report's playbook table has a row per option."""
+    from driftbench.adapters import ADAPTERS
+    from driftbench.report import collect, group_runs
+    from driftbench.tasks.drift_eval.summary_playbook import METRICS, tables
+
+    pb = m["playbook"]
+    assert (pb["pairs"], pb["m"], pb["n_train"], pb["n_val"]) == (
+        [100, 140],
+        [25, 50, 100, 140],
+        140,
+        20,
+    )
+    rows = pb["options"]
+    assert [(r["option"], r["kind"], r["n"]) for r in rows] == [
+        ("frozen", "", None),
+        ("original", "", None),
+        ("reembed_retrain", "", None),
+        *(("adapter", kind, n) for kind in ADAPTERS for n in (100, 140)),
+        *((option, "", k) for option in ("recalibrate", "retrain") for k in (25, 50, 100, 140)),
+    ]
+    ref = {r["option"]: r for r in rows[:3]}
+    record = m["update"]["checkpoints"]
+    assert ref["frozen"]["roc_auc"] == record[-1]["frozen"]["roc_auc"]
+    assert ref["original"]["roc_auc"] == record[0]["frozen"]["roc_auc"]
+    for k in METRICS:
+        assert ref["frozen"][f"recovery_{k}"] == 0 and ref["reembed_retrain"][f"recovery_{k}"] == 1
+    re = ref["reembed_retrain"]
+    assert (re["new_texts"], re["passes"]) == (160, 1.0) and re["embed_s"] > 0
+    assert pb["seconds_per_text"] > 0 and re["embed_s"] == pytest.approx(
+        160 * pb["seconds_per_text"]
+    )
+    assert (d / "playbook.csv").exists() and (d / "playbook.png").stat().st_size > 0
+    (table,) = tables(group_runs(collect([d])[0]))
+    assert f"**Upgrade playbook: {pb['update']}**" in table
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(rows)
+
+
 def test_swap_to_a_narrower_tiny_model_end_to_end(make_cfg, tmp_path):
+    """With the upgrade playbook on: its adapters map the target's own 32-wide embeddings
+    into the 64-wide original space, re-embedding retrains in the target's space."""
     target = ["model@drift.target=tiny_random", "drift.target.init_seed=7"]
-    run(make_cfg(*TINY, "drift=swap", *target, "drift.target.hidden_size=32", "drift.anchors=60"))
+    swap = ["drift=swap", *target, "drift.target.hidden_size=32", "drift.anchors=60"]
+    run(make_cfg(*TINY, *swap, "task.playbook.enabled=true"))
     d, m = one_run(tmp_path)
     check_update_run(d, m, ["original", "tiny_random"])
     assert "roc_auc_unmapped" not in m["checkpoints"][1]  # widths differ: no unmapped AUC
+    check_playbook_run(d, m)
+    assert (m["playbook"]["widths"], m["playbook"]["rank"]) == ([32, 64], 32)  # rank capped
     run(make_cfg(*TINY, "drift=swap", *target, "drift.anchors=60", "drift.map=none"))
     _, same_width = one_run(tmp_path)
     assert same_width["checkpoints"][1]["update"] == "tiny_random"

@@ -16,6 +16,7 @@ from driftbench.intervals import overlap, replicate_interval
 from driftbench.monitors.collapse import CRITERIA
 from driftbench.plots import pyplot
 from driftbench.tasks.drift_eval import summary_mitigations as mitigations
+from driftbench.tasks.drift_eval import summary_playbook as playbook
 from driftbench.tasks.drift_eval import summary_updates as updates
 
 DRIFT_HEADLINE = [
@@ -442,6 +443,7 @@ def tables(groups: list) -> list[str]:
         monitor_table(groups),
         *mitigations.tables(groups),
         *updates.tables(groups),
+        *playbook.tables(groups),
     ]
 
 
@@ -454,4 +456,5 @@ def synthetic(groups: list) -> list:
 
 def figures(groups: list, out: Path) -> list[str]:
     drawn = drift_figures(synthetic(groups), out) if synthetic(groups) else []
-    return drawn + mitigations.figure(groups, out) + updates.figure(groups, out)
+    drawn += mitigations.figure(groups, out) + updates.figure(groups, out)
+    return drawn + playbook.figures(groups, out)

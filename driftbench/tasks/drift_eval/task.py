@@ -5,7 +5,8 @@ test sets on the sigma schedule -> B.4 metrics, flips and the coherent share of 
 the undrifted texts, realized drift and (for a linear classifier) amplification per checkpoint
 -> figures; a mitigation (``mitigation/``) scored against the frozen classifier on the same
 texts; label-free monitors on windows of every checkpoint, scored against the collapse
-(monitors.py).
+(monitors.py); with ``task.playbook.enabled``, the upgrade playbook at the last checkpoint
+(playbook.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from driftbench.tasks.drift_eval.monitoring import (
     monitor_digest,
     monitor_names,
 )
+from driftbench.tasks.drift_eval.playbook import check_playbook, plan_of, run_playbook
 from driftbench.tasks.drift_eval.updates import check_update, make_source, update_of
 from driftbench.updates import UPDATES, is_update
 
@@ -134,6 +136,7 @@ def validate(cfg: DictConfig) -> None:
     classifier.check_train_size(sizes["train"])
     mitigation.check(sizes["test"], sizes["train"])
     check_update(cfg, sizes["train"], mitigation.anchors)
+    check_playbook(cfg, sizes["train"])
     check_monitoring(cfg, sizes["test"])
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     check_spec(spec)
@@ -415,7 +418,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     y, split = data.labels, data.split
     fitted = fit_classifier(cfg, z, y, split)
     scoring = prepare_scoring(cfg, fitted.clf, z, y, split)
-    source = make_source(cfg, data, z, schedule_of(cfg), scoring.mitigation.anchors)
+    plan = plan_of(cfg, split)  # the upgrade playbook's, None when it is off
+    reembed = None if plan is None else plan.rows  # what the last checkpoint's model embeds too
+    source = make_source(cfg, data, z, schedule_of(cfg), scoring.mitigation.anchors, reembed)
     knob = source.knob  # sigma, or an update's own axis: rows and summaries name it
     # after the source is made (an update's re-quantization forks workers of its own): the
     # monitors start their work once nothing else forks
@@ -434,6 +439,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     cal = calibration_checkpoints(cfg, len(trace.knobs))
     plots.drift_figures(run_dir, trace.rows, trace.reliability, cal, title, knob)
     extra = {"mitigation": mitigation_report(cfg, scoring, trace, run_dir, title, knob)}
+    if plan is not None:  # at the last checkpoint, which carries its model's training embeddings
+        extra["playbook"] = run_playbook(plan, cfg, ckpt, fitted.clf, z, y, split, run_dir, title)
     if monitoring is not None:
         extra["monitors"] = monitor_report(
             monitoring, trace, fitted.fit.fit_s, run_dir, title, knob

@@ -1,12 +1,14 @@
 """Real model updates in a drift_eval run (``drift=quantize|adapter|interpolate|swap``):
 checkpoint c's test texts (and the anchor texts of the training split) embedded by the updated
 model M_c, cached text by text under the update's identity; the map into M_0's space where one
-is asked for; and each checkpoint's synthetic twin (``driftbench.twin``). The updates
-themselves are ``driftbench.updates``."""
+is asked for; the last checkpoint's embeddings of the rows a run asks for (the upgrade
+playbook's training and validation texts, in M_c's own space); and each checkpoint's synthetic
+twin (``driftbench.twin``). The updates themselves are ``driftbench.updates``."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,7 +22,7 @@ from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench.adapters import Adapter, make_adapter
 from driftbench.backends import BACKENDS, get_backend, load_model
-from driftbench.checkpoints import Checkpoint, CheckpointSource, SyntheticSource
+from driftbench.checkpoints import Checkpoint, CheckpointSource, Reembedding, SyntheticSource
 from driftbench.digests import cache_key
 from driftbench.embed import embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_shape
@@ -91,6 +93,7 @@ class Embedded:
     unmapped: np.ndarray | None  # the same without the map, where the widths match
     anchors: np.ndarray  # anchor embeddings of M_c, unit norm, mapped like ``z``
     info: dict = field(default_factory=dict)
+    reembedded: Reembedding | None = None  # the rows a run asked for (last checkpoint only)
 
 
 @dataclass
@@ -161,9 +164,10 @@ def embed_step(
     or M_0 with the step's weights set (and restored after), with the seconds each part took."""
     update, cfg = models.update, models.cfg
     if not update.in_place:
+        m = models.model(spec)  # loaded once, outside the timing
         t0 = time.perf_counter()
-        z_new = embed_rows(cfg, models.model(spec), missing, pooling, layer)
-        return z_new, {"embed_s": time.perf_counter() - t0}
+        z_new = embed_rows(cfg, m, missing, pooling, layer)
+        return z_new, {"embed_s": time.perf_counter() - t0, "embed_s_texts": len(missing)}
     base = models.base_weights()
     m = models.model(update.spec)
     t0 = time.perf_counter()
@@ -180,6 +184,7 @@ def embed_step(
         "relative_weight_error": error,
         "update_s": (t1 - t0) + (time.perf_counter() - t2),  # edit + restore
         "embed_s": t2 - t1,
+        "embed_s_texts": len(missing),  # embed_s is these texts' (the cache keeps the last)
     }
 
 
@@ -245,11 +250,39 @@ def mapped(z: np.ndarray, adapter: Adapter | None) -> np.ndarray:
     return drift_ops.normalize(z) if adapter is None else adapter.apply(z)
 
 
+def reembedded_at(
+    models: UpdateModels,
+    store: UpdateStore,
+    step,
+    texts: list[str],
+    z: np.ndarray,
+    rows,
+    z_c,
+    adapter,
+) -> Reembedding:
+    """Checkpoint ``step``'s embeddings of ``rows`` (of ``texts``) in M_c's own space and as the
+    frozen classifier reads them (through ``adapter``, the checkpoint's map), beside its own
+    test embeddings ``z_c``, with the seconds per text M_c embedded at when last measured (the
+    cache keeps that measurement with its rows, so a run served from it reports the same cost)."""
+    if step.identity is None:  # M_0 itself: its embeddings are the run's
+        return Reembedding(z_c, z[rows], z[rows], 0.0, 0)
+    own, info, fresh = embedded_step(models, store, step, [texts[i] for i in rows])
+    measured = info.get("embed_s_texts")
+    per_text = info["embed_s"] / measured if measured else math.nan
+    return Reembedding(z_c, own, mapped(own, adapter), per_text, fresh)
+
+
 def update_checkpoints(
-    cfg: DictConfig, texts: list[str], z: np.ndarray, test: np.ndarray, anchors: np.ndarray
+    cfg: DictConfig,
+    texts: list[str],
+    z: np.ndarray,
+    test: np.ndarray,
+    anchors: np.ndarray,
+    reembed: np.ndarray | None = None,
 ) -> list[Embedded]:
     """Every checkpoint's embeddings of the test texts then the anchor texts (rows of ``texts``;
-    ``z``: M_0's unit-norm embeddings of all texts). Only texts the cache lacks are embedded."""
+    ``z``: M_0's unit-norm embeddings of all texts), and the last one's of the rows ``reembed``
+    where given. Only texts the cache lacks are embedded."""
     update = update_of(cfg)
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
     store = UpdateStore(cache_dir)
@@ -259,8 +292,8 @@ def update_checkpoints(
         from driftbench.tasks.drift_eval.adapter import trained_adapter
 
         update.settings["adapter"] = str(trained_adapter(cfg))
-    out = []
-    for step in update.steps():
+    out, steps = [], update.steps()
+    for i, step in enumerate(steps):
         if step.identity is None:
             rows, info = np.concatenate([z[test], z[anchors]]), {"relative_weight_error": 0.0}
             fresh = 0
@@ -271,6 +304,7 @@ def update_checkpoints(
             fit_map(update.map, z_anchor, z[anchors], int(cfg.seed)) if step.identity else None
         )
         same = z_c.shape[1] == z.shape[1]
+        last = i == len(steps) - 1 and reembed is not None
         out.append(
             Embedded(
                 step.label,
@@ -279,6 +313,9 @@ def update_checkpoints(
                 z_c if (same and adapter is not None) else None,
                 mapped(z_anchor, adapter),
                 {**info, "embedded_now": fresh, "prepare_s": models.prepare_s},
+                reembedded_at(models, store, step, texts, z, reembed, z_c, adapter)
+                if last
+                else None,
             )
         )
     return out
@@ -326,19 +363,20 @@ class UpdateSource:
 
     noun = "update"
 
-    def __init__(self, cfg: DictConfig, data, z: np.ndarray, anchors: np.ndarray):
+    def __init__(self, cfg: DictConfig, data, z: np.ndarray, anchors: np.ndarray, reembed=None):
         self.cfg, self.update = cfg, update_of(cfg)
         self.knob = self.update.knob
         te = data.split["test"]
         self.z_test, self.z0_anchor = z[te], z[anchors]
-        self.embedded = update_checkpoints(cfg, data.texts, z, te, anchors)
+        self.embedded = update_checkpoints(cfg, data.texts, z, te, anchors, reembed)
         self.drawn: dict = {}  # each twin drift's draws, shared by the checkpoints
         self.records: list[dict] = []
 
     def checkpoints(self):
         for e in self.embedded:
             info = {**e.info, "unmapped": e.unmapped}
-            yield Checkpoint(e.label, e.knob, e.z, (self.z0_anchor, e.anchors), info)
+            anchors = (self.z0_anchor, e.anchors)
+            yield Checkpoint(e.label, e.knob, e.z, anchors, info, e.reembedded)
 
     def describe(self, ckpt, angle_deg, clf, y_test, p_frozen) -> tuple[dict, float]:
         """The update's columns (its twins'), its record, and its Gaussian twin's sigma."""
@@ -378,15 +416,16 @@ class UpdateSource:
 
 
 def make_source(
-    cfg: DictConfig, data, z: np.ndarray, sigmas, n_anchors: int = 0
+    cfg: DictConfig, data, z: np.ndarray, sigmas, n_anchors: int = 0, reembed=None
 ) -> CheckpointSource:
     """The run's checkpoint source, chosen once: a real update (``driftbench.updates``) or a
     synthetic drift (``driftbench.drift``) on the schedule's sigmas. ``n_anchors`` training
     texts (a mitigation's) come with each checkpoint, or the update's own ``drift.anchors``
-    where it asks for more."""
+    where it asks for more; the rows ``reembed`` (of ``data``'s texts) with the last one."""
     seed, update = int(cfg.seed), is_update(cfg.drift.name)
     wanted = max(n_anchors, int(cfg.drift.anchors) if update else 0)
     rows = anchor_rows(data.split["train"], wanted, seed)
     if update:
-        return UpdateSource(cfg, data, z, rows)
-    return SyntheticSource(cfg.drift.name, sigmas, z[data.split["test"]], z[rows], seed)
+        return UpdateSource(cfg, data, z, rows, reembed)
+    z0_rows = None if reembed is None else z[reembed]
+    return SyntheticSource(cfg.drift.name, sigmas, z[data.split["test"]], z[rows], seed, z0_rows)
