@@ -140,8 +140,22 @@ def _max_norm_batch(ref, windows, settings, rng) -> list[Outcome]:
     return [_max_norm(ref, windows.view(i), settings, rng) for i in range(len(windows))]
 
 
+@pytest.fixture
+def fresh_monitor_processes(monkeypatch):
+    """The monitors' worker processes are forked once per process, from its imports: a monitor
+    registers at import time (as the shipped ones do), so one registered inside a test needs
+    workers forked after it."""
+    from driftbench.tasks.drift_eval import monitoring
+
+    pools: dict = {}
+    monkeypatch.setattr(monitoring, "_PROCESSES", pools)
+    yield
+    for pool in pools.values():
+        pool.shutdown()
+
+
 def test_a_monitor_added_by_its_recipe_is_scored_beside_the_shipped_ones(
-    monkeypatch, make_cfg, tmp_path
+    monkeypatch, make_cfg, tmp_path, fresh_monitor_processes
 ):
     monitor = Monitor(_max_norm, _max_norm_batch, False, False, "largest coordinate shift")
     monkeypatch.setitem(MON.MONITORS, "max_coordinate", monitor)
