@@ -4,6 +4,7 @@ run its task inside a fresh run dir. Called by ``launch.py`` for every job of a 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -58,7 +59,7 @@ def prepare(cfg: DictConfig) -> Job:
     task.validate(cfg)
     check_backend(
         cfg.backend.name,
-        ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)),
+        ModelSpec.from_dict(cfg.model),
         cfg.runtime.cache_dir,
     )
     trackers = resolve_trackers(cfg.get("logger"))
@@ -71,9 +72,20 @@ def prepare(cfg: DictConfig) -> Job:
         "inputs": inputs,
         "results_version": task.RESULTS_VERSION,
     }
-    handed = OmegaConf.create({**read, "runtime": full["runtime"]})
-    OmegaConf.set_struct(handed, True)
-    return Job(task, handed, key, trackers)
+    return Job(task, typed_view(cfg, ("seed", *task.CONFIG_GROUPS, "runtime")), key, trackers)
+
+
+def typed_view(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:
+    """The groups ``keys`` of the composed config, resolved and read-only, each node still typed
+    by its schema (``driftbench/schema.py``): an int field reads as an int and a float field as a
+    float even where the command line wrote ``1``, and ``OmegaConf.to_object`` of a group gives
+    its schema object. Tasks read values as they are, with no casts."""
+    resolved = copy.deepcopy(cfg)
+    OmegaConf.resolve(resolved)
+    view = OmegaConf.masked_copy(resolved, list(keys))
+    OmegaConf.set_struct(view, True)
+    OmegaConf.set_readonly(view, True)
+    return view
 
 
 def _hydra_job() -> dict:
@@ -168,7 +180,7 @@ def run(cfg: DictConfig) -> dict | None:
             OmegaConf.to_yaml(job.cfg),
             job_meta,
             key=job.key,
-            stale_after_s=float(cfg.runtime.stale_after_s),
+            stale_after_s=cfg.runtime.stale_after_s,
             figures=bool(figures),
         ) as r:
             metrics = job.task.run(job.cfg, run_dir)

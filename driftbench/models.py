@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,8 @@ class ModelSpec:
     tiny: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
+    def from_dict(cls, d: Mapping) -> ModelSpec:
+        """``d``: the ``model`` group, as a dict or as the config node a task is handed."""
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "tiny"}
         tiny = {k: v for k, v in d.items() if k not in cls.__dataclass_fields__}
         return cls(**known, tiny=tiny)

@@ -424,7 +424,7 @@ def check(cfg: DictConfig) -> None:
 
 
 def sft_settings(group: DictConfig) -> Sft:
-    """The ``sft`` group as its schema object, the training loops' knobs by their YAML names (a
-    task is handed a plain copy of its groups: the schema types it again). The rho_sft task and
-    the drift task's trained adapter both train with it."""
+    """The ``sft`` group as its schema object, the training loops' knobs by their YAML names. The
+    rho_sft task and the drift task's trained adapter both train with it; the adapter reads it
+    from ``drift.train``, which the schema types as ``Any``, so the merge types it again."""
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Sft), group))

@@ -127,6 +127,25 @@ def test_run_files_and_caches_get_the_mode_a_plain_write_would(make_cfg, tmp_pat
         assert stat.S_IMODE(p.stat().st_mode) == want, p
 
 
+def test_a_task_is_handed_its_groups_typed_by_the_schema_and_read_only(make_cfg):
+    """What the command line writes as ``1`` reaches a float field as 1.0, an int field as an
+    int, a group converts to its schema object, and the task cannot write into its config or
+    read a group it did not declare."""
+    from omegaconf.errors import ConfigAttributeError, ReadonlyConfigError
+
+    from driftbench.launcher import prepare
+    from driftbench.schema import Monitor
+
+    job = prepare(make_cfg(*TINY, "monitor.alpha=1e-1", "monitor.power_level=1", "seed=7"))
+    assert job.cfg.monitor.power_level == 1.0 and type(job.cfg.monitor.power_level) is float
+    assert type(job.cfg.data.n_samples) is int and type(job.cfg.seed) is int
+    assert isinstance(OmegaConf.to_object(job.cfg.monitor), Monitor)
+    with pytest.raises(ReadonlyConfigError):
+        job.cfg.data.n_samples = 10
+    with pytest.raises(ConfigAttributeError):
+        _ = job.cfg.sft
+
+
 def test_identical_config_is_skipped_unless_forced(make_cfg, tmp_path):
     run(make_cfg(*TINY))
     run(make_cfg(*TINY))

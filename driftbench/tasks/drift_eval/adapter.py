@@ -24,7 +24,7 @@ def training_cfg(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(
         {
             "sft": OmegaConf.to_container(cfg.drift.train, resolve=True),
-            "seed": int(cfg.drift.train_seed),
+            "seed": cfg.drift.train_seed,
             "runtime": {"data_dir": cfg.runtime.data_dir},
         }
     )
@@ -35,14 +35,14 @@ def trained_adapter(cfg: DictConfig) -> Path:
     from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
     from driftbench.schema import sft_settings
 
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
     tcfg = training_cfg(cfg)
-    n_probes, probe_seed = cfg.drift.train_probes, int(cfg.drift.train_probe_seed)
+    n_probes, probe_seed = cfg.drift.train_probes, cfg.drift.train_probe_seed
     parts = {
         "model": model_identity(spec, cache_dir),
         "train": OmegaConf.to_container(tcfg, resolve=True)["sft"],
-        "seed": int(cfg.drift.train_seed),
+        "seed": cfg.drift.train_seed,
         "probes": [n_probes, probe_seed],
         "alpaca": content_sha256(
             resolve_data_path(tcfg.sft.data.alpaca_path, tcfg.runtime.data_dir)
@@ -70,8 +70,8 @@ def trained_adapter(cfg: DictConfig) -> Path:
             texts,
             pairs,
             sft,
-            int(cfg.drift.train_seed),
-            bool(cfg.runtime.progress),
+            cfg.drift.train_seed,
+            cfg.runtime.progress,
         )
         model.save_pretrained(tmp, safe_serialization=True)
         log.info(

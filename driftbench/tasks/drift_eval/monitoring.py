@@ -33,13 +33,13 @@ def check_monitoring(cfg: DictConfig, n_test: int) -> None:
         )
     MON.check_criteria(OmegaConf.to_container(m.collapse))
     if names:
-        MON.pool_sizes(n_test, float(m.calibration_share), reference_share(cfg))
+        MON.pool_sizes(n_test, m.calibration_share, reference_share(cfg))
 
 
 def reference_share(cfg: DictConfig) -> float | None:
     """The share of the test split held out as the reference; None where it is the validation
     split."""
-    return None if cfg.monitor.reference == "val" else float(cfg.monitor.reference_share)
+    return None if cfg.monitor.reference == "val" else cfg.monitor.reference_share
 
 
 def monitor_names(cfg: DictConfig) -> list[str]:
@@ -122,22 +122,22 @@ class Monitoring:
         m = cfg.monitor
         tr, va, te = (split[s] for s in ("train", "val", "test"))
         self.names = monitor_names(cfg)
-        self.clf, self.alpha, self.seed = clf, float(m.alpha), int(seed)
-        self.power_level = float(m.power_level)
+        self.clf, self.alpha, self.seed = clf, m.alpha, int(seed)
+        self.power_level = m.power_level
         self.criteria = MON.check_criteria(OmegaConf.to_container(m.collapse))
-        self.tau, self.n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
+        self.tau, self.n_bins = cfg.task.tau, cfg.task.ece_bins
         self.settings = MON.Settings(
-            mmd_permutations=int(m.mmd_permutations),
+            mmd_permutations=m.mmd_permutations,
             c2st_holdout=float(m.c2st_holdout),
             c2st_c=float(m.c2st_c),
         )
         rng = np.random.default_rng([seed, 2])
-        self.pools = MON.split_pools(len(te), float(m.calibration_share), reference_share(cfg), rng)
+        self.pools = MON.split_pools(len(te), m.calibration_share, reference_share(cfg), rng)
         ref = va if self.pools.reference is None else te[self.pools.reference]
         self.reference = MON.Reference(
-            MON.View(z[ref], clf.predict_proba(z[ref])), y[ref], z[tr], int(m.pca_components)
+            MON.View(z[ref], clf.predict_proba(z[ref])), y[ref], z[tr], m.pca_components
         )
-        self.window, n = window_size(int(m.window), int(m.n_windows), self.pools)
+        self.window, n = window_size(m.window, m.n_windows, self.pools)
         cal, ev = self.pools.calibration, self.pools.evaluation
         self.windows = MON.draw_windows(len(ev), self.window, n, rng)
         self.calibration_windows = MON.draw_windows(len(cal), self.window, n, rng)

@@ -79,12 +79,12 @@ def plan_of(cfg: DictConfig, split: dict) -> Plan | None:
     n = len(split["train"])
     return Plan(
         list(pb.adapters),
-        int(pb.rank),
+        pb.rank,
         capped(pb.pairs, n),
         capped(pb.m, n),
         split["train"],
         split["val"],
-        int(cfg.seed),
+        cfg.seed,
     )
 
 
@@ -232,7 +232,7 @@ def run_playbook(
         *adapter_options(plan, ckpt, clf, z[plan.train]),
         *label_options(plan, ckpt, clf, z, y),
     ]
-    tau, n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
+    tau, n_bins = cfg.task.tau, cfg.task.ece_bins
     rows = option_rows(options, y[te], tau, n_bins, plan, ckpt)
     atomic_write_csv(run_dir / "playbook.csv", rows)
     update = f"{cfg.drift.name} {ckpt.label}"

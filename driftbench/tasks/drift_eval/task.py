@@ -87,7 +87,7 @@ _SEPARABILITY: dict[str, dict] = {}
 
 def inputs(cfg: DictConfig) -> dict:
     """Digests of what the run reads besides its config: the data file and the model's weights."""
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     update = update_of(cfg)
     return {
         "data": content_sha256(resolve_data_path(cfg.data.path, cfg.runtime.data_dir)),
@@ -104,18 +104,18 @@ def schedule_of(cfg: DictConfig) -> np.ndarray:
 
 def split_sizes(cfg: DictConfig) -> dict[str, int]:
     """Texts per split of the balanced sample, as ``load_toxicity`` will cut it (nothing read)."""
-    n = int(cfg.data.n_samples)
+    n = cfg.data.n_samples
     parts = stratified_split(np.repeat([0, 1], n // 2), tuple(cfg.data.split))
     return {k: len(v) for k, v in parts.items()}
 
 
 def classifier_of(cfg: DictConfig):
-    return make_classifier(OmegaConf.to_container(cfg.classifier, resolve=True), int(cfg.seed))
+    return make_classifier(OmegaConf.to_container(cfg.classifier, resolve=True), cfg.seed)
 
 
 def mitigation_of(cfg: DictConfig) -> MIT.Mitigation:
     settings = OmegaConf.to_container(cfg.mitigation, resolve=True)
-    return MIT.make_mitigation(settings, int(cfg.seed))
+    return MIT.make_mitigation(settings, cfg.seed)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -129,18 +129,18 @@ def validate(cfg: DictConfig) -> None:
     schedule_of(cfg)
     if cfg.embed.pooling not in POOLINGS:
         raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
-    get_backend(cfg.backend.name).check_embed_layer(int(cfg.embed.layer))
+    get_backend(cfg.backend.name).check_embed_layer(cfg.embed.layer)
     classifier, mitigation = classifier_of(cfg), mitigation_of(cfg)
-    check_sample_size(int(cfg.data.n_samples), tuple(cfg.data.split))
+    check_sample_size(cfg.data.n_samples, tuple(cfg.data.split))
     sizes = split_sizes(cfg)
     classifier.check_train_size(sizes["train"])
     mitigation.check(sizes["test"], sizes["train"])
     check_update(cfg, sizes["train"], mitigation.anchors)
     check_playbook(cfg, sizes["train"])
     check_monitoring(cfg, sizes["test"])
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     check_spec(spec)
-    layer = int(cfg.embed.layer)
+    layer = cfg.embed.layer
     if layer != -1:
         n = num_hidden_layers(spec, Path(cfg.runtime.cache_dir).expanduser())
         if n is not None and not -(n + 1) <= layer <= n:
@@ -171,8 +171,8 @@ def load_data(cfg: DictConfig):
         resolve_data_path(cfg.data.path, cfg.runtime.data_dir),
         text_column=cfg.data.text_column,
         label_column=cfg.data.label_column,
-        threshold=float(cfg.data.threshold),
-        n_samples=int(cfg.data.n_samples),
+        threshold=cfg.data.threshold,
+        n_samples=cfg.data.n_samples,
         split=tuple(cfg.data.split),
         sample_seed=cfg.data.seed,
         split_seed=cfg.data.seed,
@@ -188,20 +188,20 @@ def embed_data(cfg: DictConfig, data, cache_dir: str | Path | None = None):
     """(embeddings as the model gives them, about them) of every text of ``data``, from the
     embedding cache (``cache_dir``, default the run's) or computed now and cached. The one call
     the task and the benchmarks share, so they embed the same way."""
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     return cached_embeddings(
         spec,
         data.texts,
         pooling=cfg.embed.pooling,
-        max_length=int(cfg.embed.max_length),
-        layer=int(cfg.embed.layer),
-        batch_tokens=int(cfg.embed.batch_tokens),
+        max_length=cfg.embed.max_length,
+        layer=cfg.embed.layer,
+        batch_tokens=cfg.embed.batch_tokens,
         cache_dir=cfg.runtime.cache_dir if cache_dir is None else cache_dir,
         device=cfg.runtime.device,
-        progress=bool(cfg.runtime.progress),
+        progress=cfg.runtime.progress,
         extra_key={"data_file_sha256": data.file_sha256},
         backend=cfg.backend.name,
-        packed=bool(cfg.embed.packed),
+        packed=cfg.embed.packed,
     )
 
 
@@ -223,7 +223,7 @@ def fit_classifier(cfg: DictConfig, z: np.ndarray, y: np.ndarray, split: dict) -
     tr, va = split["train"], split["val"]
     clf, fit = fitted_classifier(
         OmegaConf.to_container(cfg.classifier, resolve=True),
-        int(cfg.seed),
+        cfg.seed,
         z[tr],
         y[tr],
         z[va],
@@ -278,11 +278,11 @@ def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: d
     fit_s = time.perf_counter() - t_fit
     for warning in mitigation.warnings:
         log.warning(warning)
-    rng = np.random.default_rng([int(cfg.seed), 4])
+    rng = np.random.default_rng([cfg.seed, 4])
     labelled = MIT.labelled_rows(y[te], mitigation.labels, rng)
     scored = np.setdiff1d(np.arange(len(te)), labelled)  # every mitigation is scored on these
-    tau, n_bins = float(cfg.task.tau), int(cfg.task.ece_bins)
-    boot = int(cfg.task.bootstrap_resamples), float(cfg.task.interval_level)
+    tau, n_bins = cfg.task.tau, cfg.task.ece_bins
+    boot = cfg.task.bootstrap_resamples, cfg.task.interval_level
     p_start = clf.predict_proba(z[te])
     return Scoring(
         clf,
@@ -296,7 +296,7 @@ def prepare_scoring(cfg: DictConfig, clf, z: np.ndarray, y: np.ndarray, split: d
         n_bins,
         fit_s,
         *boot,
-        int(cfg.seed),
+        cfg.seed,
     )
 
 
@@ -424,16 +424,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     knob = source.knob  # sigma, or an update's own axis: rows and summaries name it
     # after the source is made (an update's re-quantization forks workers of its own): the
     # monitors start their work once nothing else forks
-    monitoring = (
-        Monitoring(cfg, fitted.clf, z, y, split, int(cfg.seed)) if monitor_names(cfg) else None
-    )
+    monitoring = Monitoring(cfg, fitted.clf, z, y, split, cfg.seed) if monitor_names(cfg) else None
     trace = Trace()
     for c, ckpt in enumerate(source.checkpoints()):
         p_frozen = score_checkpoint(c, ckpt, scoring, source, trace)
         if monitoring is not None:  # the monitors watch the frozen classifier (on workers)
             monitoring.checkpoint(ckpt.z, p_frozen)
     atomic_write_csv(run_dir / "checkpoints.csv", trace.rows)
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     title = f"{spec.name} ({spec.variant}), {cfg.drift.name} {source.noun}, {data.path.name}"
     from_source = source.finish(run_dir, title)
     cal = calibration_checkpoints(cfg, len(trace.knobs))

