@@ -604,3 +604,40 @@ def test_the_update_table_has_one_row_set_per_classifier_whatever_the_mitigation
     assert rows[-1].split(" | ")[5] == "0.850"  # ROC-AUC
     # runs from before the flips were recorded: their change columns are blank, not an error
     assert rows[-1].split(" | ")[8:11] == ["–", "– / –", "–"]
+
+
+def test_the_update_table_gives_the_real_update_less_its_twin_paired_by_seed_with_intervals():
+    """Three seeds: the real update's AUC 0.80, 0.82, 0.84 against its twins' 0.70, 0.71, 0.72
+    is a gap of 0.10, 0.11, 0.12, whose t-interval is scipy's; it excludes 0 even at the
+    Bonferroni level over the table's gaps (‡). An SFR gap of -1, 0, +1 excludes nothing."""
+    from scipy import stats
+
+    from driftbench.report import group_runs
+    from driftbench.tasks.drift_eval.summary_updates import tables
+
+    def record(auc, twin_auc, sfr_gap):
+        twin = {"sigma": 0.01, "roc_auc": twin_auc, "silent_failure_rate_pct": 40.0,
+                "mean_confidence": 0.8, "draws": 5}  # fmt: skip
+        frozen = {"roc_auc": auc, "silent_failure_rate_pct": 40.0 + sfr_gap,
+                  "mean_confidence": 0.9}  # fmt: skip
+        return {"checkpoint": "Q4_0", "realized_angle_deg": 3.0, "relative_weight_error": 0.01,
+                "frozen": frozen, "twins": {t: dict(twin) for t in twin_drifts()}}  # fmt: skip
+
+    runs = [
+        {
+            "config": {"seed": 0, "data": {"seed": s}},
+            "metrics": {"update": {"checkpoints": [record(a, t, g)]}},
+        }
+        for s, a, t, g in ((42, 0.80, 0.70, -1), (43, 0.82, 0.71, 0), (44, 0.84, 0.72, 1))
+    ]
+    (table,) = tables(group_runs(runs))
+    header, _, row = [line for line in table.splitlines() if line.startswith("|")]
+    cells = dict(zip(header.split(" | "), row.split(" | "), strict=True))
+    low, high = stats.t.interval(0.95, 2, loc=0.11, scale=0.01 / np.sqrt(3))
+    auc_gap, sfr_gap = cells[f"real − {twin_drifts()[0]} twin: AUC / SFR"].split(" / ")
+    assert auc_gap == f"+0.110 [{low:+.3f}, {high:+.3f}]‡"
+    assert sfr_gap.startswith("+0.0 [") and not sfr_gap.endswith(("†", "‡"))
+    m = 2 * len(twin_drifts())  # one row: an AUC and an SFR gap per twin
+    assert f"1 − 0.05/{m}" in table
+    lo, hi = stats.t.interval(0.95, 2, loc=0.82, scale=0.02 / np.sqrt(3))
+    assert cells["ROC-AUC"] == f"0.820 [{lo:.3f}, {hi:.3f}]"

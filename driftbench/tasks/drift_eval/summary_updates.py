@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.fileio import figures_on, save_figure
+from driftbench.intervals import replicate_interval
 from driftbench.metrics import CHANGE_METRICS
 from driftbench.plots import pyplot
 
@@ -48,30 +49,51 @@ def update_groups(groups: list) -> list:
     return [g for g in groups if g.runs and all("update" in r["metrics"] for r in g.runs)]
 
 
+GAPPED = ("roc_auc", "silent_failure_rate_pct")  # real − twin, paired by seed, with an interval
+
+
+def _gap(recs: list[dict], t: str, key: str) -> list[float]:
+    """The real update's number less its ``t`` twin's, per seed whose twin was reached."""
+    return [
+        _num(x["frozen"].get(key)) - _num(x["twins"][t].get(key))
+        for x in recs
+        if x["twins"][t].get("sigma") is not None
+    ]
+
+
+def _twin_summary(recs: list[dict], t: str) -> dict:
+    """One twin kind at one checkpoint over the seeds: its means over the seeds that reached it
+    (``reached``), and the real update's paired difference from it with a t-interval (``gap``)."""
+    reached = [x["twins"][t] for x in recs if x["twins"][t].get("sigma") is not None]
+    return {
+        "sigma": _mean([x["sigma"] for x in reached]),
+        **{key: _mean([x.get(key) for x in reached]) for key in SHOWN},
+        "reached": len(reached),
+        "gap": {key: _gap(recs, t, key) for key in GAPPED},
+    }
+
+
 def per_checkpoint(group) -> tuple[list[dict], int]:
     """The group's update records averaged over its seeds (twins over the seeds that reached
-    them: ``reached``), and how many runs that is (runs of another length are left out). A run
-    from before the flips were recorded has none: its ``CHANGE_METRICS`` are NaN."""
+    them; ``gap``: the real update less each twin, per seed), with a t-interval over the seeds
+    for the real update's ``GAPPED`` numbers (``frozen_iv``), and how many runs that is (runs
+    of another length are left out). A run from before the flips were recorded has none: its
+    ``CHANGE_METRICS`` are NaN."""
     k = len(_records(group.runs[0]))
     runs = [r for r in group.runs if len(_records(r)) == k]
     out = []
     for c in range(k):
         recs = [_records(r)[c] for r in runs]
-        twins = {}
-        for t in twin_kinds(recs):
-            reached = [x["twins"][t] for x in recs if x["twins"][t].get("sigma") is not None]
-            twins[t] = {
-                "sigma": _mean([x["sigma"] for x in reached]),
-                **{key: _mean([x.get(key) for x in reached]) for key in SHOWN},
-                "reached": len(reached),
-            }
         out.append(
             {
                 "checkpoint": recs[0]["checkpoint"],
                 "realized_angle_deg": _mean([x["realized_angle_deg"] for x in recs]),
                 "relative_weight_error": _mean([x.get("relative_weight_error") for x in recs]),
                 "frozen": {key: _mean([x["frozen"].get(key) for x in recs]) for key in SHOWN},
-                "twins": twins,
+                "frozen_iv": {
+                    key: replicate_interval([x["frozen"].get(key) for x in recs]) for key in GAPPED
+                },
+                "twins": {t: _twin_summary(recs, t) for t in twin_kinds(recs)},
             }
         )
     return out, len(runs)
@@ -141,15 +163,36 @@ CHANGE_NOTE = (
 )
 
 
-def row_cells(r: dict, kinds: list[str]) -> list[str]:
-    """One checkpoint's cells of the update table: the real update, then each twin."""
-    frozen = r["frozen"]
+def _iv(fmt: str, iv: tuple[float, float, float]) -> str:
+    """A mean, with its interval where there is one: ``0.850 [0.830, 0.870]``."""
+    mean, low, high = iv
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return _f(fmt, mean)
+    return f"{_f(fmt, mean)} [{_f(fmt, low)}, {_f(fmt, high)}]"
+
+
+def gap_cell(values: list[float], fmt: str, corrected: float) -> str:
+    """The real update less its twin over the seeds, mean [95% t-interval]; † where that interval
+    excludes 0, ‡ where the interval at the table's corrected level (``corrected``, Bonferroni
+    over every gap the table tests) excludes 0 too."""
+    iv = replicate_interval(values)
+    wide = replicate_interval(values, corrected)
+    mark = ""
+    if np.isfinite(iv[1]) and not iv[1] <= 0 <= iv[2]:
+        mark = "‡" if not wide[1] <= 0 <= wide[2] else "†"
+    return _iv(fmt, iv) + mark
+
+
+def row_cells(r: dict, kinds: list[str], corrected: float) -> list[str]:
+    """One checkpoint's cells of the update table: the real update, then each twin, then the real
+    update less each twin (``gap_cell``)."""
+    frozen, ivs = r["frozen"], r["frozen_iv"]
     return [
         r["checkpoint"],
         _f("{:.4f}", r["relative_weight_error"]),
         _f("{:.2f}", r["realized_angle_deg"]),
-        _f("{:.3f}", frozen["roc_auc"]),
-        _f("{:.1f}", frozen["silent_failure_rate_pct"]),
+        _iv("{:.3f}", ivs["roc_auc"]),
+        _iv("{:.1f}", ivs["silent_failure_rate_pct"]),
         _f("{:.3f}", frozen["mean_confidence"]),
         _f("{:.2f}", frozen["coherent_share"]),
         f"{_f('{:.3f}', frozen['negative_flip_rate'])} / "
@@ -167,7 +210,28 @@ def row_cells(r: dict, kinds: list[str]) -> list[str]:
             )
             for t in kinds
         ),
+        *(
+            gap_cell(r["twins"][t]["gap"]["roc_auc"], "{:+.3f}", corrected)
+            + " / "
+            + gap_cell(r["twins"][t]["gap"]["silent_failure_rate_pct"], "{:+.1f}", corrected)
+            for t in kinds
+        ),
     ]
+
+
+def corrected_level(rows: list[dict], kinds: list[str], level: float = 0.95) -> float:
+    """Bonferroni's level for the table's gaps: 1 − (1 − level) / m, m the gaps with an interval
+    (at least two seeds), so that a ‡ holds for the table as a whole, not for one cell."""
+    m = sum(len(r["twins"][t]["gap"][key]) >= 2 for r in rows for t in kinds for key in GAPPED)
+    return 1 - (1 - level) / max(m, 1)
+
+
+GAP_NOTE = (
+    "*real − twin*: the real update's ROC-AUC / SFR less its twin's, paired by seed, mean "
+    "[95% t-interval over the seeds that reach the twin]; † where that interval excludes 0, "
+    "‡ where it still does at the Bonferroni level over every gap in this table "
+    "(1 − 0.05/{m}: {level:.5f}). ROC-AUC and SFR carry a 95% t-interval over the n seeds."
+)
 
 
 def tables(groups: list) -> list[str]:
@@ -192,20 +256,23 @@ def tables(groups: list) -> list[str]:
         "flips − / +",
         "Δ pos.",
         *(f"{t} twin: σ / AUC / SFR / coherent / flips −" for t in kinds),
+        *(f"real − {t} twin: AUC / SFR" for t in kinds),
     ]
+    summaries = [(g, *per_checkpoint(g)) for g in chosen]
+    corrected = corrected_level([r for _, rows, _ in summaries for r in rows], kinds)
+    m = round(0.05 / (1 - corrected))
     lines = [
         "**Real update** (mean over the n seeds): the frozen classifier on every test text, "
         f"beside each synthetic drift at the same mean angle (its twin, {draws} draws; a twin "
-        "no draw reaches is –). " + CHANGE_NOTE,
+        "no draw reaches is –). " + CHANGE_NOTE + " " + GAP_NOTE.format(m=m, level=corrected),
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
     ]
-    for g in chosen:
-        records, n = per_checkpoint(g)
+    for g, records, n in summaries:
         lead = [*g.columns(skip=("mitigation",)).values(), str(n)]
         for r in records:
-            lines.append("| " + " | ".join([*lead, *row_cells(r, kinds)]) + " |")
+            lines.append("| " + " | ".join([*lead, *row_cells(r, kinds, corrected)]) + " |")
     return ["\n".join(lines) + "\n"]
 
 
