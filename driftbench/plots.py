@@ -217,7 +217,8 @@ def monitor_figure(
 ) -> list[str]:
     """Left: each monitor's detection power (share of windows that alarm) per checkpoint, over
     the ROC-AUC curve, with the collapse (the first checkpoint any criterion of
-    ``monitor.collapse`` fires at) marked and the criteria that fire there named. Right: the
+    ``monitor.collapse`` fires at) marked and the criteria that fire there named in the legend.
+    Right: the
     accuracy estimators' estimates against the windows' true accuracy. x: checkpoints,
     labelled by sigma (a schedule of uneven steps stays readable)."""
     if not figures_on():
@@ -241,10 +242,9 @@ def monitor_figure(
     auc.set_ylabel("ROC-AUC (thick grey)")
     auc.set_ylim(0.4, 1.0)
     collapse = scores["collapse"]["checkpoint"]
-    if collapse is not None:
-        ax.axvline(collapse, color="C3", lw=1, ls="-.")
+    if collapse is not None:  # named in the legend: a label on the panel hides the curves
         criteria = ", ".join(scores["collapse"]["criteria"])
-        ax.text(collapse, 1.0, f" collapse ({criteria})", color="C3", fontsize=7, va="top")
+        ax.axvline(collapse, color="C3", lw=1, ls="-.", label=f"collapse ({criteria})")
     ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
     estimators = [(i, n, m) for i, (n, m) in enumerate(by.items()) if "accuracy_estimate" in m]
     if estimators:
