@@ -22,6 +22,13 @@ def cache_key(parts: dict) -> str:
     return json_sha256(parts)[:32]
 
 
+def dtype_key(dtype: str) -> dict:
+    """What a result or cache key adds for the dtype a model computes in (``runtime.dtype``,
+    resolved): nothing for float32, the only dtype before there was a choice, so every key made
+    then stays valid; ``{"dtype": dtype}`` for any other."""
+    return {} if dtype == "float32" else {"dtype": dtype}
+
+
 def file_sha256(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - process-wide memo
     """sha256 of a file, memoised on (path, size, mtime) so repeated lookups are free."""
     st = path.stat()

@@ -21,7 +21,7 @@ import numpy as np
 
 from driftbench.backends import backend_of
 from driftbench.batching import bucket_batches, token_chunks
-from driftbench.digests import cache_key, texts_sha256
+from driftbench.digests import cache_key, dtype_key, texts_sha256
 
 POOLINGS = ("last_token", "mean")
 CACHE_VERSION = 2
@@ -162,11 +162,19 @@ class EmbeddingCache:
 
 
 def embedding_parts(
-    spec, cache_dir: Path, pooling: str, max_length: int, layer: int, packed: bool, backend: str
+    spec,
+    cache_dir: Path,
+    pooling: str,
+    max_length: int,
+    layer: int,
+    packed: bool,
+    backend: str,
+    dtype: str = "float32",
 ) -> dict:
     """What decides one text's embedding besides the text: the model's identity (file hashes
-    or tiny config), pooling, max_length, layer and the forward asked for (``packed``; the
-    backend, when not torch)."""
+    or tiny config), pooling, max_length, layer, the forward asked for (``packed``; the
+    backend, when not torch) and the dtype the model computes in, when not float32
+    (``digests.dtype_key``: float32 entries keep the keys they had before the choice)."""
     from driftbench.backends import get_backend
     from driftbench.models import model_identity
 
@@ -178,6 +186,7 @@ def embedding_parts(
         "layer": layer,
         "packed": packed,
         **get_backend(backend).cache_key,
+        **dtype_key(dtype),
     }
 
 
@@ -194,17 +203,20 @@ def cached_embeddings(
     extra_key: dict | None = None,
     backend: str = "torch",
     packed: bool = True,
+    dtype: str = "float32",
 ) -> tuple[np.ndarray, dict]:
-    """Embeddings from the cache, or from the model (loaded only on a miss) and then cached.
+    """Embeddings from the cache, or from the model (loaded only on a miss, computing in
+    ``dtype``) and then cached; float32 arrays whatever the model's dtype.
 
     The key covers the model's identity (file hashes or tiny config), the texts themselves,
-    pooling, max_length, layer and the forward asked for (``packed``; the backend, when not
-    torch): a sweep over drift, sigma, seed or classifier computes the embeddings once."""
+    pooling, max_length, layer, the forward asked for (``packed``; the backend, when not
+    torch) and the dtype when not float32: a sweep over drift, sigma, seed or classifier
+    computes the embeddings once."""
     from driftbench.backends import load_model
 
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
     parts = {
-        **embedding_parts(spec, cache_dir, pooling, max_length, layer, packed, backend),
+        **embedding_parts(spec, cache_dir, pooling, max_length, layer, packed, backend, dtype),
         "texts_sha256": texts_sha256(texts),
         "n_texts": len(texts),
         **(extra_key or {}),
@@ -216,7 +228,9 @@ def cached_embeddings(
     if z is not None:
         stats = EmbedStats(n_texts=len(texts), cache_hit=True)
     else:
-        loaded = load_model(spec, cache_dir, device=device, head="base", backend=backend)
+        loaded = load_model(
+            spec, cache_dir, device=device, head="base", backend=backend, dtype=dtype
+        )
         z, stats = extract_embeddings(
             loaded.model,
             loaded.tokenizer,

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from driftbench import schema
-from driftbench.backends import check_backend
+from driftbench.backends import check_backend, resolve_dtype
 from driftbench.fileio import read_json
 from driftbench.models import ModelSpec, check_device
 from driftbench.provenance import git_commit
@@ -51,11 +51,14 @@ class Job:
 def prepare(cfg: DictConfig) -> Job:
     """Every check that needs no model (raises ValueError/FileNotFoundError naming the bad
     value), then the result key. The task is handed its own config groups only, so the key
-    covers exactly what it reads: a change to a group it ignores never reruns it."""
+    covers exactly what it reads: a change to a group it ignores never reruns it. Of
+    ``runtime`` it reads the dtype alone, resolved here once (``auto`` becomes what this machine
+    computes in): the key, the config the task is handed and the run's meta.json hold that."""
     task = get_task(cfg.task.name)
     schema.check(cfg)
     check_writable_dir("runtime.cache_dir", cfg.runtime.cache_dir)
     check_device(cfg.runtime.device)
+    dtype = resolve_dtype(cfg.runtime.dtype, cfg.runtime.device, cfg.backend.name)
     task.validate(cfg)
     check_backend(
         cfg.backend.name,
@@ -68,11 +71,15 @@ def prepare(cfg: DictConfig) -> Job:
     read = {k: full[k] for k in ("seed", *task.CONFIG_GROUPS)}
     inputs = task.inputs(cfg)
     key = {
-        "result_key": result_key(read, inputs, task.RESULTS_VERSION),
+        "result_key": result_key(read, inputs, task.RESULTS_VERSION, dtype),
         "inputs": inputs,
         "results_version": task.RESULTS_VERSION,
+        "dtype": dtype,
     }
-    return Job(task, typed_view(cfg, ("seed", *task.CONFIG_GROUPS, "runtime")), key, trackers)
+    view = typed_view(cfg, ("seed", *task.CONFIG_GROUPS, "runtime"))
+    with read_write(view):
+        view.runtime.dtype = dtype
+    return Job(task, view, key, trackers)
 
 
 def typed_view(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:

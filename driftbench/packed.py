@@ -30,6 +30,8 @@ def unsupported(model) -> str | None:
         return f"{type(model).__name__} ({kind}) is not a plain LlamaModel"
     if model.training:
         return "the model is in training mode (dropout)"
+    if model.embed_tokens.weight.dtype != torch.float32:  # its rotation is a complex64 multiply
+        return f"weights in {model.embed_tokens.weight.dtype}; the packed forward is float32's"
     if config.hidden_act != "silu":
         return f"hidden_act={config.hidden_act}"
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):

@@ -17,6 +17,10 @@ def rule(accepted: str, ok: Callable[[Any], bool]) -> dict:
     return {"accepted": accepted, "ok": ok}
 
 
+def one_of(*names: str) -> dict:
+    return rule(", ".join(names), lambda v: v in names)
+
+
 def at_least(lo: float, what: str = "an integer") -> dict:
     return rule(f"{what} >= {lo}", lambda v: v >= lo)
 

@@ -19,7 +19,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from driftbench.digests import file_sha256, json_sha256
+from driftbench.digests import dtype_key, file_sha256, json_sha256
 from driftbench.fileio import _FIGURES, _jsonable, atomic_write_json, atomic_write_text, read_json
 from driftbench.provenance import environment
 
@@ -40,18 +40,22 @@ def config_hash(cfg: dict) -> str:
     return json_sha256(_jsonable(hashed_part(cfg)))
 
 
-def result_key(cfg_read: dict, inputs: dict, results_version: int) -> str:
+def result_key(cfg_read: dict, inputs: dict, results_version: int, dtype: str = "float32") -> str:
     """What decides a run's result, hashed: the config the task reads (not the groups it
     ignores), the digests of the input files it reads, and the task's results version (bumped
-    whenever a computation changes). Equal keys, equal results; resume reuses on this key."""
+    whenever a computation changes). Equal keys, equal results; resume reuses on this key.
+
+    ``dtype`` is the one runtime field that decides a result: the dtype the models compute in
+    (``runtime.dtype``, resolved: never ``auto``, so ``auto`` on a bf16 machine and an explicit
+    ``bfloat16`` share runs). The rest of ``runtime`` (paths, device, progress) never does, so
+    the group stays out of the key and the dtype enters as its own config entry
+    ``runtime.dtype``, and only when it is not float32 (``digests.dtype_key``): a float32 run
+    keeps the key it had before the dtype was a choice, and its complete runs are reused."""
+    config = hashed_part(cfg_read)
+    for name, value in dtype_key(dtype).items():
+        config[f"runtime.{name}"] = value
     return json_sha256(
-        _jsonable(
-            {
-                "config": hashed_part(cfg_read),
-                "inputs": inputs,
-                "results_version": results_version,
-            }
-        )
+        _jsonable({"config": config, "inputs": inputs, "results_version": results_version})
     )
 
 

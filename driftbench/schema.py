@@ -20,9 +20,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from driftbench.backends import DTYPES
 from driftbench.ranges import (
     at_least,
     check_node,
+    one_of,
     opt,
     positive,
     positive_list,
@@ -336,6 +338,7 @@ class Runtime:
     cache_dir: str = req()
     data_dir: str | None = opt()
     device: str = req()
+    dtype: str = req(**one_of(*DTYPES, "auto"))
     progress: bool = req()
     stale_after_s: float = req(**positive())
     force: bool = req()
@@ -365,7 +368,8 @@ class WandbLogger:
 @dataclass
 class Logger:
     """The experiment trackers a run is mirrored to (driftbench/trackers/): one key per
-    tracker, null where it is off. Like ``runtime``, never part of a result key."""
+    tracker, null where it is off. Like ``runtime`` (but its dtype), never part of a result
+    key."""
 
     mlflow: MlflowLogger | None = None
     tensorboard: TensorboardLogger | None = None

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from driftbench.backends.base import Backend, LoadedModel
+from driftbench.digests import dtype_key
 from driftbench.models import ModelSpec, check_spec
 
 HEADS = ("base", "causal_lm")
+DTYPES = ("float32", "bfloat16")  # what a model computes in; runtime.dtype adds auto
+CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16", "bf16"}  # /proc/cpuinfo: x86 (AMX, AVX512), arm64
 
 
 def _torch() -> Backend:
@@ -58,18 +61,78 @@ def check_backend(name: str, spec: ModelSpec | None = None, cache_dir=None) -> N
     get_backend(name).check(spec, cache_dir)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    return {
+        f
+        for line in text.splitlines()
+        if line.startswith(("flags", "Features"))
+        for f in line.partition(":")[2].split()
+    }
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` (``runtime.device``) computes bfloat16 in hardware: on CUDA as torch
+    says (``torch.cuda.is_bf16_supported``); on a CPU where it has AMX or AVX512-BF16 (x86,
+    from torch's own probe or /proc/cpuinfo) or BF16 instructions (arm64). ``get_cpu_capability``
+    is no help: it says AVX512 for CPUs with and without BF16. Without support torch still runs
+    bfloat16, emulated and slower than float32: ``resolve_dtype`` refuses it there rather than
+    slow a run down. The one place that asks the hardware."""
+    import torch
+
+    if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private; absent in old torch
+    return bool(probe is not None and probe()) or bool(CPU_BF16_FLAGS & cpu_flags())
+
+
+def resolve_dtype(dtype: str, device: str, backend: str = "torch") -> str:
+    """``runtime.dtype`` as the dtype a run computes in, resolved once per job (the launcher's
+    ``prepare``; the result key and the run's config record what it gives): ``auto`` is
+    bfloat16 where the backend computes in it and ``bf16_supported(device)``, else float32.
+    Raises ValueError, in one line, for bfloat16 asked of a backend or a machine without it."""
+    chosen = get_backend(backend)
+    if dtype == "auto":
+        able = "bfloat16" in chosen.dtypes and bf16_supported(device)
+        return "bfloat16" if able else "float32"
+    if dtype not in chosen.dtypes:
+        raise ValueError(
+            f"runtime.dtype={dtype} with backend={backend}; accepted: {', '.join(chosen.dtypes)} "
+            "or auto"
+        )
+    if dtype == "bfloat16" and not bf16_supported(device):
+        raise ValueError(
+            f"runtime.dtype=bfloat16 on runtime.device={device}, which has no bfloat16 "
+            "hardware (no AMX/AVX512-BF16 CPU, no bf16 CUDA device); accepted: float32 or auto"
+        )
+    return dtype
+
+
 def load_model(
     spec: ModelSpec,
     cache_dir: str | Path,
     device: str = "cpu",
     head: str = "base",
     backend: str = "torch",
+    dtype: str = "float32",
 ) -> LoadedModel:
-    """Load in fp32 (bf16 matmul is far slower on CPU). ``head='base'`` gives the transformer
-    without its LM head (embeddings); ``'causal_lm'`` the full model (CE, generation).
-    ``backend`` names the backend that loads and computes it."""
+    """Load the model to compute in ``dtype`` (resolved: ``resolve_dtype``). ``head='base'``
+    gives the transformer without its LM head (embeddings); ``'causal_lm'`` the full model (CE,
+    generation, training). ``backend`` names the backend that loads and computes it. The
+    identity that keys its cached results (``LoadedModel.identity``) carries the dtype where it
+    is not float32."""
     if head not in HEADS:
         raise ValueError(f"head={head!r}; accepted: {', '.join(HEADS)}")
     chosen = get_backend(backend)
+    if dtype not in chosen.dtypes:
+        raise ValueError(
+            f"dtype={dtype!r} with backend={backend}; accepted: {', '.join(chosen.dtypes)}"
+        )
     check_spec(spec)
-    return chosen.load(spec, Path(os.path.expanduser(str(cache_dir))), device, head)
+    loaded = chosen.load(spec, Path(os.path.expanduser(str(cache_dir))), device, head, dtype)
+    loaded.identity = {**loaded.identity, **dtype_key(dtype)}
+    return loaded

@@ -55,6 +55,8 @@ class Backend(ABC):
     cache_key: dict = {}
     # whether ``weights``/``set_weights`` work (real model updates edit weights in place)
     edits_weights: bool = False
+    # the dtypes it computes in (``runtime.dtype``, ``backends.resolve_dtype``)
+    dtypes: tuple[str, ...] = ("float32",)
 
     @abstractmethod
     def check(self, spec, cache_dir) -> None:
@@ -70,9 +72,10 @@ class Backend(ABC):
         """Refuse an ``embed.layer`` the backend cannot read."""
 
     @abstractmethod
-    def load(self, spec, cache_dir: Path, device: str, head: str) -> LoadedModel:
-        """The model of ``spec`` in fp32, without its LM head (``head='base'``, embeddings) or
-        with it (``'causal_lm'``: CE, generation, training)."""
+    def load(self, spec, cache_dir: Path, device: str, head: str, dtype: str) -> LoadedModel:
+        """The model of ``spec`` computing in ``dtype`` (one of ``dtypes``), without its LM
+        head (``head='base'``, embeddings) or with it (``'causal_lm'``: CE, generation,
+        training)."""
 
     @abstractmethod
     def embed_forward(

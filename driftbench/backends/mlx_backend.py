@@ -49,8 +49,12 @@ class MlxBackend(Backend):
         if layer != -1:
             raise ValueError(f"embed.layer={layer} with backend=mlx; accepted: -1")
 
-    def load(self, spec: ModelSpec, cache_dir: Path, device: str, head: str) -> LoadedModel:
-        """``device`` is not used: mlx runs on Metal on Apple silicon, on the CPU elsewhere."""
+    def load(
+        self, spec: ModelSpec, cache_dir: Path, device: str, head: str, dtype: str
+    ) -> LoadedModel:
+        """``device`` is not used: mlx runs on Metal on Apple silicon, on the CPU elsewhere.
+        ``dtype`` is float32, the one of ``dtypes``: ``mlx_model.load`` casts every weight to
+        float32, as the rho-guided SFT study ran (bfloat16 here is a step of its own)."""
         model, tokenizer, identity, folder = load(spec, cache_dir, head)
         return LoadedModel(model, tokenizer, identity, False, folder, self)
 

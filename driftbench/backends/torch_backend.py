@@ -40,6 +40,22 @@ def model_device(model):
     return next(model.parameters()).device
 
 
+def torch_dtype(dtype: str):
+    """The torch dtype of a resolved ``runtime.dtype`` (``backends.resolve_dtype``)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def cast_parameters(model, dtype):
+    """``model`` with its parameters in ``dtype`` and its buffers as they are, as
+    ``from_pretrained(dtype=...)`` loads a model: the rotary frequencies stay float32
+    (``model.to(dtype)`` would round them too)."""
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+    return model
+
+
 def tensors(rows: list[list[int]], pad_id: int, device):
     """``batching.pad_batch`` as long tensors on ``device``."""
     import torch
@@ -124,8 +140,8 @@ def hidden_at(model, input_ids, mask, layer: int):
 def pooled_batch(model, rows: list[list[int]], pad_id: int, pooling: str, layer: int):
     """One right-padded forward of token id lists -> pooled (len(rows), d) float32 array."""
     input_ids, mask = tensors(rows, pad_id, model_device(model))
-    hidden = hidden_at(model, input_ids, mask, layer)
-    return POOLERS[pooling](hidden, mask).float().cpu().numpy()
+    hidden = hidden_at(model, input_ids, mask, layer).float()  # a bf16 model pools in fp32
+    return POOLERS[pooling](hidden, mask).cpu().numpy()
 
 
 # ── per-token CE ─────────────────────────────────────────────────────────────────────────────
@@ -180,6 +196,7 @@ def packed_scorer(model):
 class TorchBackend(Backend):
     name = "torch"
     edits_weights = True
+    dtypes = ("float32", "bfloat16")
     cache_key: dict = {}  # embeddings cached before there were backends keep their keys
 
     def check(self, spec: ModelSpec | None, cache_dir) -> None:
@@ -192,16 +209,21 @@ class TorchBackend(Backend):
     def check_embed_layer(self, layer: int) -> None:
         """Nothing yet: the layer is checked against the model's depth when it is known."""
 
-    def load(self, spec: ModelSpec, cache_dir: Path, device: str, head: str) -> LoadedModel:
-        import torch
+    def load(
+        self, spec: ModelSpec, cache_dir: Path, device: str, head: str, dtype: str
+    ) -> LoadedModel:
+        """The weights in ``dtype``: a bfloat16 model is cast once at load, from the float32
+        weights (a converted GGUF folder stays float32 on disk, one folder for every dtype);
+        the training loop keeps its LoRA weights in float32 (``torch_train``)."""
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         identity = model_identity(spec, cache_dir)
+        weights = torch_dtype(dtype)
         folder = None
         try:
             if spec.source == "tiny_random":
                 tokenizer = tiny_tokenizer(cache_dir)
-                model = build_tiny_random(spec, tokenizer)
+                model = cast_parameters(build_tiny_random(spec, tokenizer), weights)
                 is_encoder = False
                 if head == "base":
                     model = model.get_decoder()
@@ -222,9 +244,9 @@ class TorchBackend(Backend):
                             f"model {spec.name!r} is an encoder ({', '.join(archs)}); this task "
                             "needs a causal language model"
                         )
-                    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+                    model = AutoModelForCausalLM.from_pretrained(where, dtype=weights)
                 else:
-                    model = AutoModel.from_pretrained(where, dtype=torch.float32)
+                    model = AutoModel.from_pretrained(where, dtype=weights)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise RuntimeError(f"model {spec.name!r} failed to load: {e}") from e
         if tokenizer.pad_token is None:

@@ -75,6 +75,19 @@ def select_text_ce(model, pad_id: int) -> Callable[..., torch.Tensor]:
     return lambda ids, masks=None, pairs=0: padded_text_ce(model, ids, masks, pad_id)
 
 
+def autocast_of(model, device):
+    """Where the frozen weights are bfloat16 (``runtime.dtype``), the forwards and losses run
+    under ``torch.autocast(dtype=bfloat16)`` and the backward outside it, as torch's automatic
+    mixed precision has it: the trainable LoRA weights (peft keeps them float32 beside a
+    bfloat16 base, ``autocast_adapter_dtype``) are the float32 master weights that AdamW
+    updates, and the matmuls run in bfloat16; a float32 model trains in float32, unchanged."""
+    import contextlib
+
+    if model.get_input_embeddings().weight.dtype != torch.bfloat16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def train(
     model,
     tokenizer,
@@ -96,6 +109,7 @@ def train(
     if not isinstance(model, PeftModel):
         model = apply_lora(model, sft.lora)
     device = next(model.parameters()).device
+    autocast = autocast_of(model, device)
     text_ce = select_text_ce(model, tokenizer.pad_token_id)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
@@ -106,18 +120,19 @@ def train(
         loss = torch.zeros((), device=device)
         sft_loss = c_loss = torch.zeros(())
         active = 0.0
-        if mb.rows:  # SFT texts and pair texts go through separate forwards
-            ce = text_ce(mb.rows)
-            weights = torch.tensor(
-                [max(len(x) - 1, 0) for x in mb.rows], dtype=ce.dtype, device=device
-            )
-            sft_loss = (ce * weights).sum() / weights.sum().clamp(min=1)  # token mean (labels=)
-            loss = loss + sft_loss
-        if mb.pos_ids:  # both texts of every pair in one forward, positives first
-            k = len(mb.pos_ids)
-            ce = text_ce(mb.pos_ids + mb.neg_ids, mb.loss_masks, pairs=k)
-            c_loss, active = contrastive_loss(ce[:k], ce[k:], sft.margin)
-            loss = loss + sft.lambda_rho * c_loss
+        with autocast:
+            if mb.rows:  # SFT texts and pair texts go through separate forwards
+                ce = text_ce(mb.rows)
+                weights = torch.tensor(
+                    [max(len(x) - 1, 0) for x in mb.rows], dtype=ce.dtype, device=device
+                )
+                sft_loss = (ce * weights).sum() / weights.sum().clamp(min=1)  # token mean
+                loss = loss + sft_loss
+            if mb.pos_ids:  # both texts of every pair in one forward, positives first
+                k = len(mb.pos_ids)
+                ce = text_ce(mb.pos_ids + mb.neg_ids, mb.loss_masks, pairs=k)
+                c_loss, active = contrastive_loss(ce[:k], ce[k:], sft.margin)
+                loss = loss + sft.lambda_rho * c_loss
         (loss / optim.grad_accum).backward()
         plan.add(mb, float(sft_loss.detach()), float(c_loss.detach()), active)
         if (micro + 1) % optim.grad_accum == 0:

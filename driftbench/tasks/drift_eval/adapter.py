@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from driftbench.backends import load_model
 from driftbench.data import content_sha256, resolve_data_path
-from driftbench.digests import cache_key
+from driftbench.digests import cache_key, dtype_key
 from driftbench.models import ModelSpec, build_folder_once, model_identity
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def trained_adapter(cfg: DictConfig) -> Path:
             resolve_data_path(tcfg.sft.data.alpaca_path, tcfg.runtime.data_dir)
         ),
         "backend": cfg.backend.name,
+        **dtype_key(cfg.runtime.dtype),  # bfloat16 trains under autocast: another adapter
     }
     out = cache_dir / "adapters" / cache_key(parts)
 
@@ -56,7 +57,12 @@ def trained_adapter(cfg: DictConfig) -> Path:
         probes = {b: load_probes(b, n, probe_seed) for b in pair_and_trap_behaviors(tcfg.sft)}
         texts, pairs, _ = build_training_set(tcfg.sft, probes, tcfg.seed, tcfg.runtime.data_dir)
         loaded = load_model(
-            spec, cache_dir, device=cfg.runtime.device, head="causal_lm", backend=cfg.backend.name
+            spec,
+            cache_dir,
+            device=cfg.runtime.device,
+            head="causal_lm",
+            backend=cfg.backend.name,
+            dtype=cfg.runtime.dtype,
         )
         sft = sft_settings(tcfg.sft)
         log.info(

@@ -202,6 +202,7 @@ def embed_data(cfg: DictConfig, data, cache_dir: str | Path | None = None):
         extra_key={"data_file_sha256": data.file_sha256},
         backend=cfg.backend.name,
         packed=cfg.embed.packed,
+        dtype=cfg.runtime.dtype,
     )
 
 

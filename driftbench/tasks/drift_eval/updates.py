@@ -120,6 +120,7 @@ class UpdateModels:
                 device=self.cfg.runtime.device,
                 head="base",
                 backend=self.cfg.backend.name,
+                dtype=self.cfg.runtime.dtype,
             )
         return self.loaded[name]
 
@@ -129,15 +130,21 @@ class UpdateModels:
             self.weights = m.backend.weights(m.model)
             t0 = time.perf_counter()
             self.norm2 = squared_norm(self.weights)
-            load = partial(cpu_weights, cache_dir=self.cache_dir, backend=self.cfg.backend.name)
+            load = partial(
+                cpu_weights,
+                cache_dir=self.cache_dir,
+                backend=self.cfg.backend.name,
+                dtype=self.cfg.runtime.dtype,
+            )
             self.update.prepare(self.weights, load)
             self.prepare_s = time.perf_counter() - t0
         return self.weights
 
 
-def cpu_weights(spec: ModelSpec, cache_dir: Path, backend: str) -> dict:
-    """Another model's weights, loaded on the CPU (what an update may prepare from)."""
-    other = load_model(spec, cache_dir, device="cpu", head="base", backend=backend)
+def cpu_weights(spec: ModelSpec, cache_dir: Path, backend: str, dtype: str) -> dict:
+    """Another model's weights, loaded on the CPU in the run's dtype, as M_0's are (what an
+    update may prepare from; float32 arrays of the values the model holds)."""
+    other = load_model(spec, cache_dir, device="cpu", head="base", backend=backend, dtype=dtype)
     return other.backend.weights(other.model)
 
 
@@ -200,7 +207,14 @@ def embedded_step(
     layer = int(e.layer) if update.in_place else -1
     parts = {
         **embedding_parts(
-            spec, cache_dir, pooling, int(e.max_length), layer, bool(e.packed), backend
+            spec,
+            cache_dir,
+            pooling,
+            int(e.max_length),
+            layer,
+            bool(e.packed),
+            backend,
+            cfg.runtime.dtype,
         ),
         "update": step.identity,
         "update_code": UPDATE_CACHE_VERSION,  # bumped with any change to what M_c is

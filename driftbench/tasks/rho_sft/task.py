@@ -178,6 +178,7 @@ def load_checked_model(cfg: DictConfig, spec: ModelSpec, sft):
         device=cfg.runtime.device,
         head="causal_lm",
         backend=cfg.backend.name,
+        dtype=cfg.runtime.dtype,
     )
     if cfg.task.stress_test.enabled:
         from driftbench.rho.stress import check_chat_template
