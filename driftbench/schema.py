@@ -161,6 +161,11 @@ class InterpolateDrift(UpdateDrift):
 
 
 @dataclass
+class PrecisionDrift(UpdateDrift):
+    dtypes: list[str] = req(**rule("a non-empty list of dtypes", lambda v: len(v) > 0))
+
+
+@dataclass
 class SwapDrift(UpdateDrift):
     target: Any = MISSING  # a model/ choice: model@drift.target=<name>
 
@@ -414,6 +419,7 @@ def register() -> None:
         ("drift", "schema_adapter", AdapterDrift),
         ("drift", "schema_interpolate", InterpolateDrift),
         ("drift", "schema_swap", SwapDrift),
+        ("drift", "schema_precision", PrecisionDrift),
         ("mitigation", "schema_mitigation", Mitigation),
         ("mitigation", "schema_noise_augment", NoiseAugmentMitigation),
         ("mitigation", "schema_labelled", LabelledMitigation),

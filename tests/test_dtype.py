@@ -206,3 +206,50 @@ def test_the_mlx_backend_computes_in_float32_only():
     assert str(err.value) == "runtime.dtype=bfloat16 with backend=mlx; accepted: float32 or auto"
     assert resolve_dtype("auto", "cpu", "mlx") == "float32"
     assert backends.get_backend("mlx").dtypes == ("float32",)
+
+
+# ── a change of precision, measured as an update ─────────────────────────────────────────────
+
+
+def test_a_change_of_precision_is_an_update_whose_angle_is_the_bf16_models_own(
+    make_cfg, tmp_path, shared_cache
+):
+    """drift=precision: checkpoint 1's test texts are embedded by the run's model computing in
+    bfloat16, with the run's pooling and layer; its realized angle is the mean angle between
+    the test texts as the float32 and the bfloat16 model embed them, computed here directly."""
+    cfg = make_cfg(*TINY, "drift=precision", "embed.pooling=mean")
+    metrics = run(cfg)
+    rows = metrics["checkpoints"]
+    assert [r["update"] for r in rows] == ["original", "bfloat16"]
+    assert [r["dtype"] for r in rows] == [0.0, 1.0]  # the knob, named for what it is
+    data = drift_task.load_data(cfg)
+    test = [data.texts[i] for i in data.split["test"]]
+    z = {}
+    for dtype in ("float32", "bfloat16"):
+        m = load_model(tiny_spec(make_cfg), shared_cache, head="base", dtype=dtype)
+        z[dtype], _ = extract_embeddings(
+            m.model, m.tokenizer, test, "mean", batch_tokens=2048, progress=False
+        )
+    unit = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in z.items()}
+    moved = np.degrees(
+        2
+        * np.arctan2(
+            np.linalg.norm(unit["float32"] - unit["bfloat16"], axis=1),
+            np.linalg.norm(unit["float32"] + unit["bfloat16"], axis=1),
+        )
+    )
+    assert rows[1]["realized_angle_deg"] == pytest.approx(moved.mean(), rel=1e-3)
+    assert 0.01 < rows[1]["realized_angle_deg"] < MAX_BF16_ANGLE_DEG
+
+
+def test_a_precision_update_to_a_dtype_the_machine_lacks_is_one_line(make_cfg, monkeypatch):
+    monkeypatch.setattr(backends, "bf16_supported", lambda device: False)
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*TINY, "drift=precision"))
+    assert "\n" not in str(err.value)
+    assert "drift.dtypes=bfloat16 on runtime.device=auto, which has no bfloat16" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*TINY, "drift=precision", "drift.dtypes=[float16]"))
+    assert "drift.dtypes=['float16']; accepted: a non-empty list of float32, bfloat16" in str(
+        err.value
+    )

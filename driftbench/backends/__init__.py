@@ -90,24 +90,28 @@ def bf16_supported(device: str) -> bool:
     return bool(probe is not None and probe()) or bool(CPU_BF16_FLAGS & cpu_flags())
 
 
-def resolve_dtype(dtype: str, device: str, backend: str = "torch") -> str:
+def resolve_dtype(
+    dtype: str, device: str, backend: str = "torch", key: str = "runtime.dtype"
+) -> str:
     """``runtime.dtype`` as the dtype a run computes in, resolved once per job (the launcher's
     ``prepare``; the result key and the run's config record what it gives): ``auto`` is
     bfloat16 where the backend computes in it and ``bf16_supported(device)``, else float32.
-    Raises ValueError, in one line, for bfloat16 asked of a backend or a machine without it."""
+    Raises ValueError, in one line naming ``key`` (the setting that asked), for bfloat16 asked
+    of a backend or a machine without it."""
     chosen = get_backend(backend)
     if dtype == "auto":
         able = "bfloat16" in chosen.dtypes and bf16_supported(device)
         return "bfloat16" if able else "float32"
     if dtype not in chosen.dtypes:
         raise ValueError(
-            f"runtime.dtype={dtype} with backend={backend}; accepted: {', '.join(chosen.dtypes)} "
-            "or auto"
+            f"{key}={dtype} with backend={backend}; accepted: {', '.join(chosen.dtypes)}"
+            + (" or auto" if key == "runtime.dtype" else "")
         )
     if dtype == "bfloat16" and not bf16_supported(device):
         raise ValueError(
-            f"runtime.dtype=bfloat16 on runtime.device={device}, which has no bfloat16 "
-            "hardware (no AMX/AVX512-BF16 CPU, no bf16 CUDA device); accepted: float32 or auto"
+            f"{key}=bfloat16 on runtime.device={device}, which has no bfloat16 hardware (no "
+            "AMX/AVX512-BF16 CPU, no bf16 CUDA device); accepted: float32"
+            + (" or auto" if key == "runtime.dtype" else "")
         )
     return dtype
 

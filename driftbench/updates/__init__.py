@@ -1,7 +1,7 @@
 """Real model updates as drift (``drift/`` choices beside the synthetic ones of
 ``driftbench.drift``): the classifier is fitted on the original model's embeddings and frozen,
 and checkpoint c's test texts are embedded by an updated model M_c instead of being drifted by
-noise. ``UPDATES`` mirrors conf/drift/{quantize,adapter,interpolate,swap}.yaml.
+noise. ``UPDATES`` mirrors conf/drift/{quantize,adapter,interpolate,swap,precision}.yaml.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from driftbench.models import ModelSpec
 from driftbench.updates.adapter import Adapter
 from driftbench.updates.base import Step, Update
 from driftbench.updates.interpolate import Interpolate
+from driftbench.updates.precision import Precision
 from driftbench.updates.quantize import Quantize
 from driftbench.updates.swap import Swap
 
@@ -20,6 +21,7 @@ UPDATES: dict[str, type[Update]] = {
     "adapter": Adapter,
     "interpolate": Interpolate,
     "swap": Swap,
+    "precision": Precision,
 }
 
 __all__ = ["UPDATES", "Step", "Update", "is_update", "make_update"]

@@ -32,9 +32,12 @@ class Update(ABC):
     M_0's embeddings; checkpoint c's test texts are embedded by M_c.
 
     ``in_place``: M_c is M_0 with edited weights (``weights_at``), so one loaded model serves
-    every checkpoint; otherwise ``target`` is another model that embeds the texts itself."""
+    every checkpoint; otherwise ``target`` is another model that embeds the texts itself, with
+    its own pooling at its last layer, unless ``run_embedding`` says it embeds as the run does
+    (the run's model again, in another dtype)."""
 
     in_place = True
+    run_embedding = False  # not in place, yet embeds as the run does (its pooling and layer)
     knob: Knob  # the update's own axis, named for what it is (never "sigma")
 
     def __init__(self, settings: dict, spec: ModelSpec, cache_dir: Path):
@@ -91,3 +94,12 @@ class Update(ABC):
 
     def target(self) -> ModelSpec:
         raise NotImplementedError(f"drift={self.name} edits the run's model in place")
+
+    def other_dtypes(self) -> list[str]:
+        """The dtypes its checkpoints compute in besides the run's (checked before any work)."""
+        return []
+
+    def dtype_at(self, step: Step, run_dtype: str) -> str:
+        """The dtype checkpoint ``step``'s model computes in: the run's (``runtime.dtype``)
+        unless the update is a change of precision."""
+        return run_dtype

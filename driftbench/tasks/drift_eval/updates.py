@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from driftbench import drift as drift_ops
 from driftbench import metrics as M
 from driftbench.adapters import Adapter, make_adapter
-from driftbench.backends import BACKENDS, get_backend, load_model
+from driftbench.backends import BACKENDS, get_backend, load_model, resolve_dtype
 from driftbench.checkpoints import Checkpoint, CheckpointSource, Reembedding, SyntheticSource
 from driftbench.digests import cache_key
 from driftbench.embed import embedding_parts, extract_embeddings
@@ -54,7 +54,9 @@ def check_update(cfg: DictConfig, n_train: int, mitigation_anchors: int) -> None
         return
     update.check_map()
     update.check()
-    if not update.in_place and mitigation_anchors:
+    for dtype in set(update.other_dtypes()) - {cfg.runtime.dtype}:  # the run's: the launcher's
+        resolve_dtype(dtype, cfg.runtime.device, cfg.backend.name, key="drift.dtypes")
+    if not (update.in_place or update.run_embedding) and mitigation_anchors:
         raise ValueError(
             f"mitigation={cfg.mitigation.name} with drift={update.name}: the swap's own map "
             "(drift.map) already realigns its embeddings; accepted: drift=quantize, adapter, "
@@ -111,8 +113,10 @@ class UpdateModels:
     norm2: float | None = None
     prepare_s: float = 0.0
 
-    def model(self, spec: ModelSpec):
-        name = "target" if spec is not self.update.spec else "base"
+    def model(self, spec: ModelSpec, dtype: str | None = None):
+        """``spec`` loaded once per dtype (the run's unless ``dtype`` says otherwise)."""
+        dtype = dtype or self.cfg.runtime.dtype
+        name = ("target" if spec is not self.update.spec else "base", dtype)
         if name not in self.loaded:
             self.loaded[name] = load_model(
                 spec,
@@ -120,7 +124,7 @@ class UpdateModels:
                 device=self.cfg.runtime.device,
                 head="base",
                 backend=self.cfg.backend.name,
-                dtype=self.cfg.runtime.dtype,
+                dtype=dtype,
             )
         return self.loaded[name]
 
@@ -171,7 +175,7 @@ def embed_step(
     or M_0 with the step's weights set (and restored after), with the seconds each part took."""
     update, cfg = models.update, models.cfg
     if not update.in_place:
-        m = models.model(spec)  # loaded once, outside the timing
+        m = models.model(spec, update.dtype_at(step, cfg.runtime.dtype))  # loaded once, untimed
         t0 = time.perf_counter()
         z_new = embed_rows(cfg, m, missing, pooling, layer)
         return z_new, {"embed_s": time.perf_counter() - t0, "embed_s_texts": len(missing)}
@@ -203,8 +207,9 @@ def embedded_step(
     update, cfg, cache_dir = models.update, models.cfg, models.cache_dir
     e, backend = cfg.embed, cfg.backend.name
     spec = update.spec if update.in_place else update.target()
-    pooling = e.pooling if update.in_place else spec.pooling
-    layer = int(e.layer) if update.in_place else -1
+    as_run = update.in_place or update.run_embedding
+    pooling = e.pooling if as_run else spec.pooling
+    layer = e.layer if as_run else -1
     parts = {
         **embedding_parts(
             spec,
@@ -214,7 +219,7 @@ def embedded_step(
             layer,
             bool(e.packed),
             backend,
-            cfg.runtime.dtype,
+            update.dtype_at(step, cfg.runtime.dtype),
         ),
         "update": step.identity,
         "update_code": UPDATE_CACHE_VERSION,  # bumped with any change to what M_c is
@@ -229,6 +234,7 @@ def embedded_step(
             int(e.layer),
             bool(e.packed),
             backend,
+            cfg.runtime.dtype,
         )["model"]
     compute = partial(embed_step, models, step, spec, pooling, layer)
     rows, info, fresh = store.get(cache_key(parts), wanted, compute, parts)
