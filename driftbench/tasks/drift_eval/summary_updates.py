@@ -171,10 +171,19 @@ def _iv(fmt: str, iv: tuple[float, float, float]) -> str:
     return f"{_f(fmt, mean)} [{_f(fmt, low)}, {_f(fmt, high)}]"
 
 
+def tested(values: list[float]) -> bool:
+    """Whether a gap is a test: two seeds at least, and not identically 0 (the original model
+    against its twin at σ = 0 is the same embeddings twice)."""
+    x = np.asarray(values, dtype=float)
+    return x.size >= 2 and not np.allclose(x, 0.0, rtol=0.0, atol=1e-12)
+
+
 def gap_cell(values: list[float], fmt: str, corrected: float) -> str:
     """The real update less its twin over the seeds, mean [95% t-interval]; † where that interval
     excludes 0, ‡ where the interval at the table's corrected level (``corrected``, Bonferroni
     over every gap the table tests) excludes 0 too."""
+    if not tested(values):
+        return "–"
     iv = replicate_interval(values)
     wide = replicate_interval(values, corrected)
     mark = ""
@@ -220,9 +229,9 @@ def row_cells(r: dict, kinds: list[str], corrected: float) -> list[str]:
 
 
 def corrected_level(rows: list[dict], kinds: list[str], level: float = 0.95) -> float:
-    """Bonferroni's level for the table's gaps: 1 − (1 − level) / m, m the gaps with an interval
-    (at least two seeds), so that a ‡ holds for the table as a whole, not for one cell."""
-    m = sum(len(r["twins"][t]["gap"][key]) >= 2 for r in rows for t in kinds for key in GAPPED)
+    """Bonferroni's level for the table's gaps: 1 − (1 − level) / m, m the gaps it tests
+    (``tested``), so that a ‡ holds for the table as a whole, not for one cell."""
+    m = sum(tested(r["twins"][t]["gap"][key]) for r in rows for t in kinds for key in GAPPED)
     return 1 - (1 - level) / max(m, 1)
 
 
