@@ -18,7 +18,10 @@ weight); the rotary embedding as ``q * cos + rotate_half(q) * sin`` with bfloat1
 product and the sum rounded (complex64 has no bfloat16 twin); and each residual add after its
 GEMM's output is rounded (``addmm_`` would round once: one rounding fewer than Hugging Face,
 which alone moved tokens 0.2 degrees from its forward after one block of the tiny test model).
-So on the test models the bfloat16 forward gives Hugging Face's bfloat16 numbers bit for bit.
+So on the test models the bfloat16 forward gives Hugging Face's bfloat16 numbers bit for bit. On
+SmolLM2 a GEMM over a chunk's rows sums in another order than over one text's and flips a few
+roundings, which 30 blocks amplify: bfloat16 embeddings depend on how texts are batched, in
+Hugging Face's forward as in this one (~0.7 degrees mean, docs/configuration.md).
 Hidden states come back in the weights' dtype, as Hugging Face's do; pooled embeddings in float32.
 
 Only the plain Llama block is covered (SiLU MLP, no biases, rotary positions from the model's
