@@ -21,7 +21,16 @@ All are measured in one run on the same machine and texts:
   * gemm_share: one more call of each under torch.profiler (all threads): the share of the op
     time spent in the linear layers' GEMMs, and their GFLOP/s (GEMM seconds summed over the
     workers, divided by the number of workers), which the machine's drift barely moves;
-  * cache: the same call again, served from the embedding cache.
+  * cache: the same call again, served from the embedding cache;
+  * bfloat16: the model loaded with ``dtype="bfloat16"`` (``driftbench.backends.load_model``),
+    the same packed forward on the same texts, one round right after each float32 round (so a
+    drift of the machine's rate hits both alike), each held to the higher of two readings,
+    before and after it, of the bf16 roofline for the model's own layer shapes (its block's
+    GEMMs at the packed chunk's token count, ``roofline.layer_gemm_gflops``, both layouts); the
+    median round is the result. Beside it: the square 2048 and layer-shape rooflines in both
+    dtypes (before and after all rounds), the bf16/fp32 speed (the median over rounds of each
+    pair's wall-time ratio), and the angle between the bf16 and fp32 embeddings of each text.
+    Targets: the bf16 pass at least 3x the fp32 pass and at least 50% of its roofline.
 Achieved GFLOP/s = 2 x non-embedding params x real tokens / s (the issue's definition). With
 last-token pooling the packed forward runs its last block's query, output projection and MLP for
 each text's last token only (nothing else reads the other rows), so it executes fewer FLOPs than
@@ -39,6 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -46,7 +56,12 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roofline import matmul_gflops, sustained_matmul_gflops  # noqa: E402  (bench/ is on sys.path when run as a script)
+from roofline import (  # noqa: E402  (bench/ is on sys.path when run as a script)
+    block_gemm_shapes,
+    layer_gemm_gflops,
+    matmul_gflops,
+    sustained_matmul_gflops,
+)
 
 import driftbench  # noqa: E402,F401
 from driftbench.backends import load_model  # noqa: E402
@@ -54,7 +69,10 @@ from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
 from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
-from driftbench.workers import cpu_workers  # noqa: E402
+from driftbench.workers import balanced_limit, cpu_workers  # noqa: E402
+
+TARGET_BF16_OVER_FP32 = 3.0  # the bf16 pass's speed over the fp32 pass's, same run
+TARGET_BF16_OF_ROOFLINE = 0.5  # the bf16 pass's share of the bf16 layer-shape roofline
 
 
 def non_embedding_params(model) -> int:
@@ -99,13 +117,136 @@ def gemm_profile(fn) -> dict:
     return {"gemm_share": gemm / total, "gemm_s": gemm / 1e6, "profiled_s": total / 1e6}
 
 
-def roofline() -> tuple[float, dict]:
+def roofline(dtype: torch.dtype = torch.float32) -> tuple[float, dict]:
     """The higher of the two matmul layouts (see the module docstring), and both readings."""
-    layouts = {"one_matmul": matmul_gflops()}
+    layouts = {"one_matmul": matmul_gflops(dtype=dtype)}
     workers = cpu_workers("cpu")
     if workers > 1:
-        layouts[f"{workers}_workers"] = matmul_gflops(workers=workers)
+        layouts[f"{workers}_workers"] = matmul_gflops(workers=workers, dtype=dtype)
     return max(layouts.values()), layouts
+
+
+def layer_roofline(shapes, tokens: int, dtype: torch.dtype) -> tuple[float, dict]:
+    """The model's own block GEMMs (``roofline.layer_gemm_gflops``): the higher of the two
+    layouts, and both readings."""
+    layouts = {"one_matmul": layer_gemm_gflops(tokens, shapes, dtype=dtype)}
+    workers = cpu_workers("cpu")
+    if workers > 1:
+        layouts[f"{workers}_workers"] = layer_gemm_gflops(
+            tokens, shapes, workers=workers, dtype=dtype
+        )
+    return max(r["gflops"] for r in layouts.values()), layouts
+
+
+def all_rooflines(shapes, tokens: int) -> dict:
+    """Square 2048 and layer-shape rooflines in float32 and bfloat16, each the higher layout."""
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        square, square_layouts = roofline(dtype)
+        layer, layer_layouts = layer_roofline(shapes, tokens, dtype)
+        out[name] = {
+            "square_2048_gflops": square,
+            "layer_shapes_gflops": layer,
+            "square_2048_layouts": square_layouts,
+            "layer_shapes_layouts": layer_layouts,
+        }
+    return out
+
+
+def higher_rooflines(before: dict, after: dict) -> dict:
+    """Per dtype, the higher of the readings before and after the rounds."""
+    keys = ("square_2048_gflops", "layer_shapes_gflops")
+    return {d: {k: max(before[d][k], after[d][k]) for k in keys} for d in before}
+
+
+def timed_bf16_round(extract, shapes, tokens: int) -> dict:
+    """One bf16 extraction between two bf16 layer-shape roofline readings (the higher one is
+    its roofline)."""
+    before, _ = layer_roofline(shapes, tokens, torch.bfloat16)
+    stats = extract()
+    after, _ = layer_roofline(shapes, tokens, torch.bfloat16)
+    return {
+        "stats": stats,
+        "roofline": max(before, after),
+        "roofline_before_after": [before, after],
+    }
+
+
+def angles_deg(a, b) -> np.ndarray:
+    """The angle between row i of ``a`` and row i of ``b``, in degrees (float64)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def bf16_summary(r: dict, n_texts: int, gflops, executed: float) -> dict:
+    """One bf16 round: its rate and its share of the bf16 layer-shape roofline."""
+    st = r["stats"]
+    return {
+        "forward": st.forward,
+        "workers": st.workers,
+        "wall_s": st.wall_s,
+        "texts_per_s": n_texts / st.wall_s,
+        "gflops": gflops(st.wall_s),
+        "executed_gflops": gflops(st.wall_s) * (executed if st.forward == "packed" else 1),
+        "layer_roofline_bf16_gflops": r["roofline"],
+        "roofline_before_after": r["roofline_before_after"],
+        "fraction_of_layer_roofline": gflops(st.wall_s) / r["roofline"],
+        "n_forward_batches": st.n_forward_batches,
+        "padded_tokens": st.padded_tokens,
+    }
+
+
+def bf16_result(rounds: list, rounds16: list, z32, z16, rooflines: dict, shapes, tokens) -> dict:
+    """The bf16 pass against the fp32 pass of the same run and against its own roofline."""
+    mid = len(rounds16) // 2
+    median16 = sorted(rounds16, key=lambda r: r["fraction_of_layer_roofline"])[mid]
+    paired = [r32["wall_s"] / r16["wall_s"] for r32, r16 in zip(rounds, rounds16, strict=True)]
+    speed = sorted(paired)[mid]
+    share = median16["fraction_of_layer_roofline"]
+    moved = angles_deg(z32, z16)
+    return {
+        "rooflines": {
+            **higher_rooflines(rooflines["before"], rooflines["after"]),
+            "readings": rooflines,
+            "layer_shapes": {"gemms_per_block": shapes, "tokens": tokens},
+        },
+        "driftbench_bf16": {**median16, "rounds": rounds16},
+        "bf16_over_fp32_speed": speed,
+        "bf16_over_fp32_speed_rounds": paired,
+        "bf16_vs_fp32_angle_deg": {"mean": float(moved.mean()), "max": float(moved.max())},
+        "targets": {
+            "bf16_over_fp32_speed": {
+                "target": TARGET_BF16_OVER_FP32,
+                "measured": speed,
+                "met": speed >= TARGET_BF16_OVER_FP32,
+            },
+            "bf16_fraction_of_layer_roofline": {
+                "target": TARGET_BF16_OF_ROOFLINE,
+                "measured": share,
+                "met": share >= TARGET_BF16_OF_ROOFLINE,
+            },
+        },
+    }
+
+
+def bf16_line(result: dict) -> str:
+    """The one summary line of the bf16 pass and its two targets."""
+    b, t = result["driftbench_bf16"], result["targets"]
+    speed, share = t["bf16_over_fp32_speed"], t["bf16_fraction_of_layer_roofline"]
+    roof, angle = result["rooflines"], result["bf16_vs_fp32_angle_deg"]
+    met = {True: "met", False: "NOT met"}
+    return (
+        f"bf16 {b['texts_per_s']:.1f} texts/s = {b['gflops']:.0f} GFLOP/s | "
+        f"x{speed['measured']:.2f} the fp32 pass (target {speed['target']:.0f}x: "
+        f"{met[speed['met']]}) | {100 * share['measured']:.0f}% of the bf16 layer-shape roofline "
+        f"{b['layer_roofline_bf16_gflops']:.0f} GFLOP/s (target {100 * share['target']:.0f}%: "
+        f"{met[share['met']]}) | rooflines fp32/bf16: square 2048 "
+        f"{roof['float32']['square_2048_gflops']:.0f}/{roof['bfloat16']['square_2048_gflops']:.0f}"
+        f", layer shapes {roof['float32']['layer_shapes_gflops']:.0f}/"
+        f"{roof['bfloat16']['layer_shapes_gflops']:.0f} GFLOP/s | bf16 vs fp32 embeddings "
+        f"{angle['mean']:.3f} deg mean, {angle['max']:.3f} max"
+    )
 
 
 def timed_round(extract, sustained_s: float, sustained_first: bool) -> dict:
@@ -144,6 +285,7 @@ def main() -> None:
     texts, max_length = data.texts, int(cfg.embed.max_length)
 
     base = load_model(spec, cache_dir, head="base")
+    base16 = load_model(spec, cache_dir, head="base", dtype="bfloat16")
     causal = load_model(spec, cache_dir, head="causal_lm")
     params = non_embedding_params(base.model)
     real_tokens = sum(
@@ -158,10 +300,10 @@ def main() -> None:
     skipped = skipped_params_per_token(base.model) * (real_tokens - len(texts)) if trims else 0
     executed = (params * real_tokens - skipped) / (params * real_tokens)
 
-    def extract(packed: bool = True, workers: int | None = None):
+    def embed(loaded, packed: bool = True, workers: int | None = None):
         return extract_embeddings(
-            base.model,
-            base.tokenizer,
+            loaded.model,
+            loaded.tokenizer,
             texts,
             pooling=spec.pooling,
             max_length=max_length,
@@ -169,7 +311,13 @@ def main() -> None:
             progress=False,
             packed=packed,
             workers=workers,
-        )[1]
+        )
+
+    def extract(packed: bool = True, workers: int | None = None):
+        return embed(base, packed, workers)[1]
+
+    def extract16():
+        return embed(base16)[1]
 
     def summary(r: dict) -> dict:
         st = r["stats"]
@@ -195,13 +343,21 @@ def main() -> None:
 
     naive_s = naive(causal.model, causal.tokenizer, texts, max_length)
     t = time.perf_counter()
-    extract()  # warm-up; its time sets the length of the sustained matmul readings
+    z32, _ = embed(base)  # warm-up; its time sets the length of the sustained matmul readings
     warm_s = time.perf_counter() - t
     extract(False)
-    rounds = [
-        summary(timed_round(extract, warm_s, sustained_first=i % 2 == 1))
-        for i in range(args.rounds)
-    ]
+    z16, warm16 = embed(base16)  # the bf16 pass's warm-up, and its embeddings
+    if warm16.forward != "packed":
+        raise RuntimeError(f"the bf16 model took the {warm16.forward} forward, not the packed one")
+    shapes = block_gemm_shapes(base.model.config)
+    chunk = balanced_limit(real_tokens, args.batch_tokens, cpu_workers("cpu"))
+    rooflines = {"before": all_rooflines(shapes, chunk)}
+    rounds, rounds16 = [], []
+    for i in range(args.rounds):  # a bf16 round right after each fp32 round
+        rounds.append(summary(timed_round(extract, warm_s, sustained_first=i % 2 == 1)))
+        r16 = timed_bf16_round(extract16, shapes, chunk)
+        rounds16.append(bf16_summary(r16, len(texts), gflops, executed))
+    rooflines["after"] = all_rooflines(shapes, chunk)
     median = sorted(rounds, key=lambda r: r["fraction_of_matmul_roofline"])[len(rounds) // 2]
     of_sustained = sorted(r["fraction_of_sustained_matmul"] for r in rounds)
     of_first = sorted(r["fraction_of_best_of_5_before"] for r in rounds)
@@ -212,6 +368,12 @@ def main() -> None:
         ran = executed if r["forward"] == "packed" else 1  # the FLOPs the GEMMs did run
         gemm_wall_s = prof["gemm_s"] / r["workers"]
         r["gemm_share"], r["gemm_gflops"] = prof["gemm_share"], gflops(gemm_wall_s) * ran
+    bf16 = bf16_result(rounds, rounds16, z32, z16, rooflines, shapes, chunk)
+    prof = gemm_profile(extract16)
+    median16 = bf16["driftbench_bf16"]
+    gemm_wall_s = prof["gemm_s"] / median16["workers"]
+    median16["gemm_share"] = prof["gemm_share"]
+    median16["gemm_gflops"] = gflops(gemm_wall_s) * executed  # the FLOPs its GEMMs did run
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "models").symlink_to(cache_dir / "models", target_is_directory=True)
@@ -261,6 +423,7 @@ def main() -> None:
             "cached_call_s": cached_s,
             "cached_over_first": cached_s / first_s,
         },
+        **bf16,
     }
     atomic_write_json(args.out, result)
     d = result["driftbench"]
@@ -281,6 +444,7 @@ def main() -> None:
         f"x{result['speedup_vs_hf_forward']:.2f} vs the HF forward | "
         f"cache {100 * cached_s / first_s:.2f}% of first"
     )
+    print(bf16_line(result))
     print(f"wrote {args.out}")
 
 

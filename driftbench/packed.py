@@ -11,6 +11,19 @@ is one in-place complex multiply, and the residual adds are folded into the GEMM
 10% of the time is left outside the matmuls. The result equals the Hugging Face forward up to
 float rounding; tests check this for every layer and both poolings.
 
+A model whose weights are bfloat16 computes as Hugging Face's LlamaModel does in bfloat16, with
+the same roundings: the GEMMs and attention in bfloat16; each RMSNorm's scale in float32 (the
+input upcast for the variance, the product rounded once to bfloat16, then times the bfloat16
+weight); the rotary embedding as ``q * cos + rotate_half(q) * sin`` with bfloat16 cos/sin, each
+product and the sum rounded (complex64 has no bfloat16 twin); and each residual add after its
+GEMM's output is rounded (``addmm_`` would round once: one rounding fewer than Hugging Face,
+which alone moved tokens 0.2 degrees from its forward after one block of the tiny test model).
+So on the test models the bfloat16 forward gives Hugging Face's bfloat16 numbers bit for bit. On
+SmolLM2 a GEMM over a chunk's rows sums in another order than over one text's and flips a few
+roundings, which 30 blocks amplify: bfloat16 embeddings depend on how texts are batched, in
+Hugging Face's forward as in this one (~0.7 degrees mean, docs/configuration.md).
+Hidden states come back in the weights' dtype, as Hugging Face's do; pooled embeddings in float32.
+
 Only the plain Llama block is covered (SiLU MLP, no biases, rotary positions from the model's
 own ``rotary_emb``, so rope scaling is honoured); :func:`unsupported` names why any other model
 takes the Hugging Face path.
@@ -21,6 +34,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+DTYPES = (torch.float32, torch.bfloat16)  # what the weights may be in, all of them in one
+
 
 def unsupported(model) -> str | None:
     """None if ``model`` (a base decoder, no LM head) can take the packed forward, else why."""
@@ -30,8 +45,10 @@ def unsupported(model) -> str | None:
         return f"{type(model).__name__} ({kind}) is not a plain LlamaModel"
     if model.training:
         return "the model is in training mode (dropout)"
-    if model.embed_tokens.weight.dtype != torch.float32:  # its rotation is a complex64 multiply
-        return f"weights in {model.embed_tokens.weight.dtype}; the packed forward is float32's"
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) != 1 or not dtypes <= set(DTYPES):
+        named = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+        return f"weights in {named}; the packed forward takes float32 or bfloat16, one for all"
     if config.hidden_act != "silu":
         return f"hidden_act={config.hidden_act}"
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
@@ -60,10 +77,38 @@ def equal_length_groups(lengths: list[int]) -> list[tuple[int, int, int]]:
 
 
 def _rms_norm(x, weight, eps: float, out):
-    """RMSNorm into ``out``: one vectorised norm per row, then two passes over the rows."""
-    scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+    """RMSNorm into ``out``: one vectorised norm per row, then two passes over the rows. The
+    scale is float32's whatever ``x`` is in, and ``x`` times it is rounded once to ``out``'s
+    dtype before the weight multiplies it, as Hugging Face's LlamaRMSNorm does in bfloat16."""
+    scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
     scale.div_(x.shape[-1]).add_(eps).rsqrt_()
     return torch.mul(x, scale, out=out).mul_(weight)
+
+
+def _rotate(qk, rotation, n_heads: int) -> None:
+    """The rotary embedding of q and k in place, ``qk`` (T, n_heads x hd). float32: in the
+    interleaved layout (see :class:`PackedLlama`), ``rotation`` (T, 1, hd/2) complex64, one
+    complex multiply. Otherwise in Hugging Face's half-split layout, ``rotation`` (cos, sin) in
+    ``qk``'s dtype, and Hugging Face's ``q * cos + rotate_half(q) * sin`` op for op: each
+    product and the sum rounded."""
+    if qk.dtype == torch.float32:
+        torch.view_as_complex(qk.view(qk.shape[0], n_heads, -1, 2)).mul_(rotation)
+        return
+    cos, sin = rotation
+    x1, x2 = qk.view(qk.shape[0], n_heads, 2, -1).unbind(2)
+    first = x1 * cos - x2 * sin
+    x2.copy_(x2 * cos + x1 * sin)
+    x1.copy_(first)
+
+
+def _add_product(x, a, weight, scratch) -> None:
+    """``x += a @ weight.T``, the residual add of a block: one ``addmm_`` in float32. In other
+    dtypes the product is rounded before the add, as Hugging Face's ``residual + out`` rounds
+    it (``addmm_`` rounds once); ``scratch`` (x's shape) holds the product."""
+    if x.dtype == torch.float32:
+        x.addmm_(a, weight.t())
+    else:
+        x.add_(torch.mm(a, weight.t(), out=scratch))
 
 
 def _attention(q, k, v, groups, out) -> None:
@@ -108,9 +153,10 @@ class PackedLlama:
     rows of q and k permuted within each head from Hugging Face's half-split rotary layout
     (x1 | x2) to interleaved pairs (x1_0, x2_0, x1_1, ...). Attention scores are dot products
     of q and k, which a permutation applied to both leaves unchanged, and in the interleaved
-    layout the rotary embedding is one complex multiply in place. Everything else uses the
-    model's own tensors, so later changes to the model's weights are not seen by q, k, v here:
-    build a new one after training."""
+    layout the rotary embedding is one complex multiply in place. Weights in bfloat16 keep
+    Hugging Face's layout (their rotation is Hugging Face's op for op, 2x faster on contiguous
+    halves than on interleaved pairs). Everything else uses the model's own tensors, so later
+    changes to the model's weights are not seen by q, k, v here: build a new one after training."""
 
     def __init__(self, model):
         why = unsupported(model)
@@ -124,6 +170,8 @@ class PackedLlama:
         half = self.head_dim // 2
         within = torch.stack([torch.arange(half), torch.arange(half) + half], 1).reshape(-1)
         perm = torch.cat([within + j * self.head_dim for j in range(self.heads + self.kv_heads)])
+        if model.embed_tokens.weight.dtype != torch.float32:  # no complex multiply: HF's layout
+            perm = torch.arange(len(perm))
         self.qkv = [
             torch.cat(
                 [
@@ -138,8 +186,9 @@ class PackedLlama:
 
     def hidden(self, rows: list[list[int]], layer: int = -1, last_only: bool = False):
         """``hidden_states[layer]`` of every token of ``rows`` (token id lists, sorted longest
-        first), packed: a (sum of lengths, d) tensor, text i's tokens following text i-1's.
-        ``last_only``: the (len(rows), d) states of each text's last token alone.
+        first), packed: a (sum of lengths, d) tensor in the weights' dtype, text i's tokens
+        following text i-1's. ``last_only``: the (len(rows), d) states of each text's last
+        token alone.
 
         Entry k of hidden_states is the residual stream after k blocks (only k blocks run); the
         last entry (``-1``) has the final norm applied, as in Hugging Face's forward. With
@@ -160,9 +209,10 @@ class PackedLlama:
         tokens = torch.tensor([t for r in rows for t in r], device=device)
         positions = torch.cat([torch.arange(n, device=device) for n in lengths])
         x = model.embed_tokens(tokens)
-        cos, sin = model.rotary_emb(x[None], positions[None])
-        # HF's cos/sin repeat the half-size frequencies twice; one copy, as complex rotations
-        rotation = torch.complex(cos[0, :, None, : hd // 2], sin[0, :, None, : hd // 2])
+        cos, sin = model.rotary_emb(x[None], positions[None])  # in x's dtype, as HF's
+        # HF's cos/sin repeat the half-size frequencies twice; one copy (float32: as complex)
+        cos, sin = cos[0, :, None, : hd // 2], sin[0, :, None, : hd // 2]
+        rotation = torch.complex(cos, sin) if x.dtype == torch.float32 else (cos, sin)
         groups = equal_length_groups(lengths)
         n_tokens, n_qk = x.shape[0], (heads + kv_heads) * hd
         # buffers reused by every block: fresh multi-MB tensors per op cost page faults
@@ -178,8 +228,7 @@ class PackedLlama:
             a, mlp = block.self_attn, block.mlp
             _rms_norm(x, block.input_layernorm.weight, eps, out=h)
             torch.mm(h, w_qkv.t(), out=qkv)
-            qk_pairs = qkv[:, :n_qk].view(n_tokens, heads + kv_heads, hd // 2, 2)
-            torch.view_as_complex(qk_pairs).mul_(rotation)
+            _rotate(qkv[:, :n_qk], rotation, heads + kv_heads)
             q = qkv[:, : heads * hd].view(n_tokens, heads, hd)
             k = qkv[:, heads * hd : n_qk].view(n_tokens, kv_heads, hd)
             v = qkv[:, n_qk:].view(n_tokens, kv_heads, hd)
@@ -189,11 +238,11 @@ class PackedLlama:
                 _last_query_attention(q, k, v, groups, att)
             else:
                 _attention(q, k, v, groups, att)
-            x.addmm_(att.view(x.shape[0], heads * hd), a.o_proj.weight.t())
+            _add_product(x, att.view(x.shape[0], heads * hd), a.o_proj.weight, h)
             _rms_norm(x, block.post_attention_layernorm.weight, eps, out=h)
             F.silu(torch.mm(h, mlp.gate_proj.weight.t(), out=gate), inplace=True)
             gate.mul_(torch.mm(h, mlp.up_proj.weight.t(), out=up))
-            x.addmm_(gate, mlp.down_proj.weight.t())
+            _add_product(x, gate, mlp.down_proj.weight, h)
         if last_only and n_run == 0:
             x = x[ends]
         if n_run == n_layers:
@@ -201,12 +250,12 @@ class PackedLlama:
         return x
 
     def pooled(self, rows: list[list[int]], pooling: str, layer: int = -1):
-        """Pooled (len(rows), d) hidden states: the last token of each text (eq. 2) or the mean
-        over its tokens (eq. 3)."""
+        """Pooled (len(rows), d) float32 hidden states: the last token of each text (eq. 2) or
+        the mean over its tokens (eq. 3), pooled in float32 whatever the weights' dtype."""
         if pooling == "last_token":
-            return self.hidden(rows, layer, last_only=True)
+            return self.hidden(rows, layer, last_only=True).float()
         if pooling == "mean":
-            hidden = self.hidden(rows, layer)
+            hidden = self.hidden(rows, layer).float()
             device = hidden.device
             lengths = torch.tensor([len(r) for r in rows], device=device)
             text_of_token = torch.repeat_interleave(torch.arange(len(rows), device=device), lengths)
