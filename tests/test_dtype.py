@@ -129,7 +129,9 @@ def test_the_embedding_cache_separates_bfloat16_and_keeps_float32_keys(make_cfg,
     args = (spec, shared_cache, "last_token", 256, -1, True, "torch")
     f32, bf16 = embedding_parts(*args), embedding_parts(*args, "bfloat16")
     assert "dtype" not in f32 and embedding_parts(*args, "float32") == f32
-    assert bf16 == {**f32, "dtype": "bfloat16"}
+    assert bf16 == {**f32, "dtype": "bfloat16", "bf16_packed": 1}  # not the old HF fallback's
+    hf = (spec, shared_cache, "last_token", 256, -1, False, "torch")
+    assert embedding_parts(*hf, "bfloat16") == {**embedding_parts(*hf), "dtype": "bfloat16"}
 
 
 # ── the numbers ──────────────────────────────────────────────────────────────────────────────
