@@ -9,7 +9,8 @@ texts, split and normalisation all count), the ``classifier/`` group's settings,
 source of ``driftbench/classifier/`` and the versions of the libraries that fit it. A hit is
 the same fitted object as a fresh fit (it is pickled), so every number a run writes is the one
 an uncached run writes. The mitigation does not enter the key: it reads the frozen classifier
-and never changes it.
+and never changes it. ``classifier=fitted`` (a team's own estimator, loaded from a file) is not
+cached: loading it is its fit; its key holds the file's sha256 all the same.
 
 Entries are pickles: like any cache dir of fitted models, ``runtime.cache_dir`` must be one
 you trust. Writes are atomic, so concurrent jobs of a sweep can share the folder.
@@ -70,7 +71,11 @@ def _code_digest(_memo: dict = {}) -> str:  # noqa: B006 - process-wide memo
     return _memo["digest"]
 
 
-def fit_key(settings: dict, seed: int, z_train, y_train, z_val, y_val) -> str:
+def fit_key(
+    settings: dict, seed: int, z_train, y_train, z_val, y_val, inputs: dict | None = None
+) -> str:
+    """``inputs``: the digests of the files the classifier reads (``Classifier.inputs``: the
+    file of ``classifier=fitted``); none for a family the run fits, whose keys stay as they were."""
     parts = {
         "version": FIT_CACHE_VERSION,
         "classifier": settings,
@@ -78,6 +83,8 @@ def fit_key(settings: dict, seed: int, z_train, y_train, z_val, y_val) -> str:
         "data_sha256": arrays_sha256(z_train, y_train, z_val, y_val),
         "code_sha256": _code_digest(),
     }
+    if inputs:
+        parts["inputs"] = inputs
     return cache_key(parts)
 
 
@@ -119,19 +126,39 @@ class FitCache:
 
 
 def fitted_classifier(
-    settings: dict, seed: int, z_train, y_train, z_val, y_val, *, cache_dir: str | Path
+    settings: dict,
+    seed: int,
+    z_train,
+    y_train,
+    z_val,
+    y_val,
+    *,
+    cache_dir: str | Path,
+    refit_of: Classifier | None = None,
 ) -> tuple[Classifier, Fit]:
     """The ``classifier/`` group's choice (``settings``: the group's config, ``name`` included)
     fitted on train with its hyper-parameter chosen on validation, from the cache or fitted now
-    and then cached. Every call returns its own object, so a run can never change another's."""
+    and then cached. Every call returns its own object, so a run can never change another's.
+
+    ``refit_of``: the run's frozen classifier, refitted instead (``Classifier.refit`` with the
+    validation split): for a family the run fits, the very same fit as a fresh one of
+    ``settings`` (and the same entry); for ``fitted``, a clone of the team's estimator fitted
+    here, where a fresh one would only be the file checked again. A family that is not
+    ``CACHED`` (``fitted``: loading is its fit) is fitted every time, under a key that holds
+    its file's digest."""
     settings = dict(settings)
-    key = fit_key(settings, seed, z_train, y_train, z_val, y_val)
-    cache = FitCache(cache_dir)
-    hit = cache.load(key, settings["name"])
+    fresh = make_classifier(settings, seed)
+    key = fit_key(settings, seed, z_train, y_train, z_val, y_val, fresh.inputs())
+    cache = FitCache(cache_dir) if fresh.CACHED else None
+    hit = None if cache is None else cache.load(key, settings["name"])
     if hit is not None:
         return hit[0], Fit(key, hit[1], True)
     t = time.perf_counter()
-    clf = make_classifier(settings, seed).fit(z_train, y_train, z_val, y_val)
+    if refit_of is None:
+        clf = fresh.fit(z_train, y_train, z_val, y_val)
+    else:
+        clf = refit_of.refit(z_train, y_train, z_val, y_val)
     fit_s = time.perf_counter() - t
-    cache.save(key, clf, fit_s)
+    if cache is not None:
+        cache.save(key, clf, fit_s)
     return clf, Fit(key, fit_s, False)

@@ -202,7 +202,8 @@ class Recalibrate(_Labelled):
 
 class Retrain(_Labelled):
     """The upper bound: the classifier refitted (same family and hyper-parameter, its
-    standardisation included) on the ``m`` labelled texts of the current checkpoint alone."""
+    standardisation included; ``classifier=fitted``: a clone of the team's estimator) on the
+    ``m`` labelled texts of the current checkpoint alone."""
 
     def at_checkpoint(self, z_window, z_labelled, y_labelled, anchors=None) -> Predict:
         return self.clf.refit(z_labelled, y_labelled).predict_proba

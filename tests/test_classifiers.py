@@ -1,6 +1,7 @@
-"""Every ``classifier/`` choice against scikit-learn's own estimator on the same data, the shared
-selection on validation (its rule and its warning at the grid's edge), refit, and the drift terms
-only a linear classifier has."""
+"""Every ``classifier/`` choice the run fits against scikit-learn's own estimator on the same
+data, the shared selection on validation (its rule and its warning at the grid's edge), refit, and
+the drift terms only a linear classifier has. ``fitted`` (a team's own estimator, loaded from a
+file) is tests/test_fitted_classifier.py's."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from driftbench import drift as D
 from driftbench.classifier import CLASSIFIERS, make_classifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "classifier"
+FITTED_BY_THE_RUN = sorted(n for n in CLASSIFIERS if n != "fitted")
 
 
 def settings(name: str, **changed) -> dict:
@@ -81,7 +83,7 @@ def reference(name: str, s: dict, z_train, y_train):
     return lambda z: m.predict_proba(scaler.transform(z) if scaler else z)[:, 1]
 
 
-@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("name", FITTED_BY_THE_RUN)
 def test_probabilities_match_scikit_learns_own_estimator(name):
     z, y = data()
     s = one_value(name)
@@ -97,7 +99,7 @@ def test_knn_probability_is_the_share_of_toxic_neighbours_by_cosine_distance():
     np.testing.assert_allclose(clf.predict_proba(z[180:]), y[:180][nearest].mean(axis=1))
 
 
-SELECTING = sorted(n for n in CLASSIFIERS if n != "paper_c1")  # paper_c1: one C, no choice
+SELECTING = [n for n in FITTED_BY_THE_RUN if n != "paper_c1"]  # paper_c1: one C, no choice
 
 
 @pytest.mark.parametrize("name", SELECTING)
@@ -119,7 +121,7 @@ def test_the_value_is_chosen_by_validation_auc_with_a_warning_at_the_grids_edge(
     assert clf.describe()["selected"].endswith(f"={chosen.value:g}")
 
 
-@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("name", FITTED_BY_THE_RUN)
 def test_refit_is_a_fresh_fit_at_the_chosen_value(name):
     z, y = data(seed=2)
     s = settings(name)
@@ -145,7 +147,7 @@ def test_refit_with_a_validation_split_chooses_again_from_the_whole_grid():
 def test_only_the_logreg_family_reports_the_drift_terms_of_a_linear_model():
     z, y = data()
     zc = D.make_drift("gaussian", z.shape[1], np.random.default_rng(0))(z, 0.05)
-    for name in CLASSIFIERS:
+    for name in FITTED_BY_THE_RUN:
         clf = make_classifier(one_value(name), seed=0).fit(z, y)
         terms = clf.amplification(z, zc, 0.05)
         if name in ("logreg", "logreg_raw", "paper_c1"):

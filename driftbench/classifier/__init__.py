@@ -2,8 +2,10 @@
 
 Every choice has the interface of ``base.Classifier`` (fit on train with its hyper-parameter
 chosen on validation, predict_proba, refit, describe, warnings, amplification), so a drift run
-and a mitigation never ask which family they hold. ``conf/classifier/`` lists the same names;
-each YAML holds its family's settings, given to the family's constructor by name.
+and a mitigation never ask which family they hold. ``fitted`` is a team's own classifier, fitted
+before the run: its fit only checks it, its refit fits a clone (``fitted.py``).
+``conf/classifier/`` lists the same names; each YAML holds its family's settings, given to the
+family's constructor by name.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .base import DEGENERATE_DIMS, SELECT_BY, Classifier, degenerate_dimensions
+from .fitted import Fitted
 from .knn import Knn
 from .linear_svm import LinearSvm
 from .logreg import Logreg
@@ -25,6 +28,7 @@ CLASSIFIERS: dict[str, type[Classifier]] = {
     "linear_svm": LinearSvm,
     "mlp": Mlp,
     "knn": Knn,
+    "fitted": Fitted,  # a team's own, fitted before the run: loaded from classifier.path, frozen
 }
 
 __all__ = [

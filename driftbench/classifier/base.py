@@ -109,6 +109,10 @@ class Classifier:
     LABEL: ClassVar[str]
     TIES: ClassVar[int] = 1
     SCALED: ClassVar[bool] = True
+    CACHED: ClassVar[bool] = True  # driftbench.fit_cache keeps its fits
+    # the embedding width it reads, where it was fitted before the run (``fitted``); a family
+    # the run fits reads any width
+    n_features_in: int | None = None
 
     def __init__(self, *, grid: Sequence[float], select_by: str, seed: int, scaling: dict):
         check_choice("select_by", select_by, SELECT_BY)
@@ -132,6 +136,15 @@ class Classifier:
 
     def check_train_size(self, n_train: int) -> None:
         """Refuse settings a training split of ``n_train`` texts cannot serve (before any load)."""
+
+    def check_width(self, width: int, whose: str) -> None:
+        """Refuse embeddings of ``width`` (``whose``: "the embeddings of <model>") where it reads
+        another (``n_features_in``); a family the run fits takes any width."""
+
+    def inputs(self) -> dict:
+        """Digests of the files it reads besides the embeddings (a run's result key and the fit
+        cache's key hold them); none for a family the run fits."""
+        return {}
 
     def _settings(self) -> dict:
         """The constructor's own keywords, for ``refit``."""

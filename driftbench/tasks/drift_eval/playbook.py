@@ -12,7 +12,8 @@ The options, each scored on every test text of that checkpoint:
 - ``original``: that classifier on M_0's embeddings, before the update (a second reference:
   an update that loses information can leave re-embedding below it);
 - ``reembed_retrain``: the classifier refitted, its hyper-parameter chosen on validation as at
-  checkpoint 0, on M_c's embeddings of the whole training split (the reference);
+  checkpoint 0, on M_c's embeddings of the whole training split (the reference; a team's own
+  classifier, ``classifier=fitted``: a clone of its estimator);
 - ``adapter``: each adapter kind of ``driftbench.adapters`` fitted on N paired training texts
   (M_c's own embeddings, any width, onto M_0's), read by the frozen classifier;
 - ``recalibrate`` and ``retrain`` on m labelled texts (the mitigations of those names),
@@ -126,8 +127,9 @@ class Option:
 
 
 def references(plan: Plan, cfg: DictConfig, ckpt: Checkpoint, clf, z0_test, y) -> list[Option]:
-    """The frozen classifier, the original, and re-embedding with retraining (cached like the
-    frozen fit: the same C selection, on M_c's training and validation embeddings)."""
+    """The frozen classifier, the original, and re-embedding with retraining (the frozen
+    classifier refitted, cached like its fit: the same C selection, on M_c's training and
+    validation embeddings; for ``classifier=fitted`` a clone of the team's estimator)."""
     r, n = ckpt.reembedded, len(plan.train)
     retrained, fit = fitted_classifier(
         OmegaConf.to_container(cfg.classifier, resolve=True),
@@ -137,6 +139,7 @@ def references(plan: Plan, cfg: DictConfig, ckpt: Checkpoint, clf, z0_test, y) -
         r.rows[n:],
         y[plan.val],
         cache_dir=cfg.runtime.cache_dir,
+        refit_of=clf,
     )
     about = {"selected": retrained.describe()["selected"]}
     return [

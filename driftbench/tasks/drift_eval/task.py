@@ -40,7 +40,13 @@ from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.fileio import atomic_write_csv
 from driftbench.fit_cache import fitted_classifier
 from driftbench.intervals import bootstrap_intervals, interval_columns
-from driftbench.models import ModelSpec, check_spec, model_identity, num_hidden_layers
+from driftbench.models import (
+    ModelSpec,
+    check_spec,
+    model_identity,
+    model_shape,
+    num_hidden_layers,
+)
 from driftbench.tasks.drift_eval.monitoring import (
     Monitoring,
     check_monitoring,
@@ -86,13 +92,15 @@ _SEPARABILITY: dict[str, dict] = {}
 
 
 def inputs(cfg: DictConfig) -> dict:
-    """Digests of what the run reads besides its config: the data file and the model's weights."""
+    """Digests of what the run reads besides its config: the data file, the model's weights, an
+    update's files and the classifier's (``classifier=fitted``: the team's estimator)."""
     spec = ModelSpec.from_dict(cfg.model)
     update = update_of(cfg)
     return {
         "data": content_sha256(resolve_data_path(cfg.data.path, cfg.runtime.data_dir)),
         "model": model_identity(spec, Path(cfg.runtime.cache_dir).expanduser()),
         **({} if update is None else update.inputs()),
+        **classifier_of(cfg).inputs(),
     }
 
 
@@ -140,6 +148,7 @@ def validate(cfg: DictConfig) -> None:
     check_monitoring(cfg, sizes["test"])
     spec = ModelSpec.from_dict(cfg.model)
     check_spec(spec)
+    check_classifier_width(cfg, classifier, spec)
     layer = cfg.embed.layer
     if layer != -1:
         n = num_hidden_layers(spec, Path(cfg.runtime.cache_dir).expanduser())
@@ -149,6 +158,17 @@ def validate(cfg: DictConfig) -> None:
             )
     check_text_file(resolve_data_path(cfg.data.path, cfg.runtime.data_dir))
     load_data(cfg)  # its labels and the sample it asks for (parsed once; the run reuses it)
+
+
+def check_classifier_width(cfg: DictConfig, classifier, spec: ModelSpec) -> None:
+    """A classifier fitted before the run (``n_features_in``) against the model's width, known
+    before anything is embedded (its config; ``embed.layer`` and the pooling keep it); checked
+    again on the embeddings (``Classifier.fit``), where the config does not say it."""
+    if classifier.n_features_in is None:
+        return
+    shape = model_shape(spec, Path(cfg.runtime.cache_dir).expanduser())
+    if shape is not None and shape.get("hidden_size"):
+        classifier.check_width(shape["hidden_size"], f"the embeddings of {spec.name}")
 
 
 def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
