@@ -48,6 +48,17 @@ def hashed_part(cfg: dict) -> dict:
     return out
 
 
+def with_key_defaults(cfg: dict) -> dict:
+    """A run's recorded config with each ``KEY_DEFAULTS`` entry its group lacks set to the
+    default: a run made before the entry existed ran with it, and a report that mixes it with
+    newer runs must not take the entry for a sweep axis."""
+    out = dict(cfg)
+    for (group, name), default in KEY_DEFAULTS.items():
+        if isinstance(out.get(group), dict) and name not in out[group]:
+            out[group] = {**out[group], name: default}
+    return out
+
+
 def config_hash(cfg: dict) -> str:
     """sha256 of a resolved config minus ``runtime``/``hydra``."""
     return json_sha256(_jsonable(hashed_part(cfg)))

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from test_launch import launch, one_error_line, only_run_dir
+from test_report import config, drift_run, write_runs
 
 from driftbench.data import DataError, LabelRule, load_toxicity, read_table
 from driftbench.digests import json_sha256
 from driftbench.fileio import _jsonable
 from driftbench.launcher import prepare
+from driftbench.report import collect, group_runs, varying_keys
 from driftbench.runs import NOT_HASHED
 from driftbench.tasks.drift_eval import task as drift_task
 
@@ -293,3 +295,15 @@ def test_a_split_column_enters_the_result_key(make_cfg, tmp_path):
     over = [f"data.path={path}", "data.balance=false", "data.n_samples=500"]
     given = prepare(composed(make_cfg, *over, "data.split_column=fold")).result_key
     assert given != prepare(composed(make_cfg, *over)).result_key
+
+
+def test_a_report_takes_a_run_from_before_the_new_keys_for_one_at_their_defaults(tmp_path):
+    """A reused run's config.yaml lacks data.balance and data.split_column: it ran balanced,
+    split at random, so it is a replicate of a new run at those defaults, not another setting."""
+    old = config(seed=0)
+    new = config(seed=1, data__balance=True, data__split_column=None)
+    natural = config(seed=0, data__balance=False, data__split_column=None)
+    runs = [drift_run(c, [0.9, 0.8, 0.7]) for c in (old, new, natural)]
+    collected = collect([write_runs(tmp_path / "sweep", runs)])[0]
+    assert varying_keys(collected) == ["data.balance", "seed"]
+    assert sorted(len(g.runs) for g in group_runs(collected)) == [1, 2]
