@@ -28,7 +28,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from driftbench.fileio import atomic_write_csv, atomic_write_text, read_json
-from driftbench.runs import effective_status, unverified
+from driftbench.runs import effective_status, unverified, with_key_defaults
 from driftbench.tasks import SUMMARIES, get_summary
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
             skipped.append((str(d), why))
             continue
         metrics = read_json(d / "metrics.json")
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        cfg = with_key_defaults(yaml.safe_load((d / "config.yaml").read_text()))
         runs.append({"dir": d, "meta": meta, "config": cfg, "metrics": metrics})
     return runs, skipped
 

@@ -31,8 +31,32 @@ UNDIGESTED = ("meta.json", "run.log")  # meta.json holds the digests; the log is
 log = logging.getLogger(__name__)
 
 
+# Config entries added after runs existed, at the value that does what every run did before
+# them: left out of the hashed config at that value, so those runs keep their keys and are
+# reused (as ``digests.dtype_key`` leaves float32 out).
+KEY_DEFAULTS = {("data", "balance"): True, ("data", "split_column"): None}
+
+
 def hashed_part(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    """A resolved config minus ``runtime``/``hydra`` and minus each ``KEY_DEFAULTS`` entry at
+    its default."""
+    out = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    for (group, name), default in KEY_DEFAULTS.items():
+        node = out.get(group)
+        if isinstance(node, dict) and name in node and node[name] is default:
+            out[group] = {k: v for k, v in node.items() if k != name}
+    return out
+
+
+def with_key_defaults(cfg: dict) -> dict:
+    """A run's recorded config with each ``KEY_DEFAULTS`` entry its group lacks set to the
+    default: a run made before the entry existed ran with it, and a report that mixes it with
+    newer runs must not take the entry for a sweep axis."""
+    out = dict(cfg)
+    for (group, name), default in KEY_DEFAULTS.items():
+        if isinstance(out.get(group), dict) and name not in out[group]:
+            out[group] = {**out[group], name: default}
+    return out
 
 
 def config_hash(cfg: dict) -> str:

@@ -119,6 +119,10 @@ class Data:
     negative_labels: list[str] | None = opt()
     bad_labels: str = req()
     threshold: float = req(**score())
+    # added after runs existed: a data group without them composes as before (balanced, split
+    # at random), and at these values they stay out of the result key (runs.KEY_DEFAULTS)
+    balance: bool = True
+    split_column: str | None = opt()
     n_samples: int = req(**at_least(1))
     split: list[float] = req()
     seed: int = req(**at_least(0))

@@ -67,6 +67,13 @@ USER_VALUE = {
         ),
         "data.path is not set",
     ),
+    ("data", "csv"): (
+        (
+            f"data.path={default_data_dir() / 'davidson2017_hate_offensive_tweets.csv.gz'}",
+            "data.balance=false",  # the file's own rate, as a team's file is read
+        ),
+        "data.path is not set",
+    ),
 }
 
 

@@ -29,12 +29,12 @@ from driftbench.backends import get_backend
 from driftbench.classifier import make_classifier
 from driftbench.data import (
     LabelRule,
+    ToxicityData,
+    check_data_file,
     check_sample_size,
-    check_text_file,
     content_sha256,
     load_toxicity,
     resolve_data_path,
-    stratified_split,
 )
 from driftbench.embed import POOLINGS, cached_embeddings
 from driftbench.fileio import atomic_write_csv
@@ -110,11 +110,13 @@ def schedule_of(cfg: DictConfig) -> np.ndarray:
     return drift_ops.sigma_schedule(s.get("sigma_min"), s.get("sigma_max"), s.get("k"), sigmas)
 
 
-def split_sizes(cfg: DictConfig) -> dict[str, int]:
-    """Texts per split of the balanced sample, as ``load_toxicity`` will cut it (nothing read)."""
-    n = cfg.data.n_samples
-    parts = stratified_split(np.repeat([0, 1], n // 2), tuple(cfg.data.split))
-    return {k: len(v) for k, v in parts.items()}
+def checked_data(cfg: DictConfig) -> ToxicityData:
+    """The run's sample, every data check passed: the sample size against the split (before
+    the file is read), the file's suffix and bytes, its columns, labels and splits."""
+    if cfg.data.split_column is None:
+        check_sample_size(cfg.data.n_samples, tuple(cfg.data.split), cfg.data.balance)
+    check_data_file(resolve_data_path(cfg.data.path, cfg.runtime.data_dir))
+    return load_data(cfg)  # parsed once; the run reuses it
 
 
 def classifier_of(cfg: DictConfig):
@@ -130,7 +132,8 @@ def validate(cfg: DictConfig) -> None:
     """The checks that need more than one field (driftbench/schema.py checks each field's type
     and range before this): registry names, the schedule, the sample size, the classifier's and
     the mitigation's settings against the splits, the model's files and layer count, the data
-    file. Runs before any heavy work."""
+    file and the sample it gives, whose split sizes the classifier, mitigation, update,
+    playbook and monitors are checked against. Runs before any heavy work."""
     if cfg.drift.name not in drift_ops.DRIFTS and not is_update(cfg.drift.name):
         accepted = [*drift_ops.DRIFTS, *UPDATES]
         raise ValueError(f"drift={cfg.drift.name!r}; accepted: {', '.join(accepted)}")
@@ -139,8 +142,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"embed.pooling={cfg.embed.pooling!r}; accepted: {', '.join(POOLINGS)}")
     get_backend(cfg.backend.name).check_embed_layer(cfg.embed.layer)
     classifier, mitigation = classifier_of(cfg), mitigation_of(cfg)
-    check_sample_size(cfg.data.n_samples, tuple(cfg.data.split))
-    sizes = split_sizes(cfg)
+    sizes = {name: len(idx) for name, idx in checked_data(cfg).split.items()}
     classifier.check_train_size(sizes["train"])
     mitigation.check(sizes["test"], sizes["train"])
     check_update(cfg, sizes["train"], mitigation.anchors)
@@ -156,8 +158,6 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(
                 f"embed.layer={layer}; accepted for {spec.name} ({n} blocks): -{n + 1}..{n}"
             )
-    check_text_file(resolve_data_path(cfg.data.path, cfg.runtime.data_dir))
-    load_data(cfg)  # its labels and the sample it asks for (parsed once; the run reuses it)
 
 
 def check_classifier_width(cfg: DictConfig, classifier, spec: ModelSpec) -> None:
@@ -183,8 +183,8 @@ def calibration_checkpoints(cfg: DictConfig, k: int) -> list[int]:
     return [int(c) for c in chosen]
 
 
-def load_data(cfg: DictConfig):
-    """The run's balanced sample of the ``data/`` group, drawn and split with ``data.seed``: a
+def load_data(cfg: DictConfig) -> ToxicityData:
+    """The run's sample of the ``data/`` group, drawn and split with ``data.seed``: a
     data seed is one draw of texts and split, the run ``seed`` one draw of drift and fits, so a
     sweep can vary either and the report averages over both (``report.REPLICATES``)."""
     return load_toxicity(
@@ -201,6 +201,8 @@ def load_data(cfg: DictConfig):
             tuple(cfg.data.get("negative_labels") or ()),
         ),
         bad_labels=cfg.data.bad_labels,
+        balance=cfg.data.balance,
+        split_column=cfg.data.split_column,
     )
 
 
@@ -428,10 +430,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     checkpoint of the run's source scored, with the monitors watching."""
     data = load_data(cfg)
     log.info(
-        "data %s: %d texts (%d/%d/%d), balanced pool available %s",
+        "data %s: %d texts (%d/%d/%d), positive rate %s, usable rows %s",
         data.path.name,
         len(data.texts),
         *(len(data.split[s]) for s in ("train", "val", "test")),
+        {s: round(r, 3) for s, r in data.positive_rate().items()},
         data.n_available,
     )
     z, emb = embed_data(cfg, data)
@@ -501,6 +504,11 @@ def data_record(cfg: DictConfig, data) -> dict:
         "n_samples": len(data.texts),
         **{f"n_{s}": len(data.split[s]) for s in ("train", "val", "test")},
         "available": data.n_available,
+        "balance": cfg.data.balance,
+        "split_column": cfg.data.split_column,
+        # the share of positive texts per split: 0.5 balanced, the file's own rate otherwise
+        "positive_rate": data.positive_rate(),
+        "n_positive": {s: int(data.labels[idx].sum()) for s, idx in data.split.items()},
     }
 
 
