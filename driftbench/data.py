@@ -281,7 +281,10 @@ BAD_LABELS = ("error", "drop")  # data.bad_labels: what a row with an unusable l
 @dataclass(frozen=True)
 class LabelRule:
     """What a label cell may hold: a number in [0, 1] (a score, binarised at the threshold) or,
-    where ``positive``/``negative`` are given, exactly one of those strings (1 and 0)."""
+    where ``positive``/``negative`` are given, one of those strings (1 and 0). Given one list
+    alone, every other non-empty cell is the other class, and the values read that way are
+    logged, so that a misspelt label shows up in the run's log rather than as the other class
+    unseen."""
 
     positive: tuple[str, ...] = ()
     negative: tuple[str, ...] = ()
@@ -293,14 +296,12 @@ class LabelRule:
     def accepted(self) -> str:
         if not self.named:
             return "a finite number in [0, 1]"
+        if not (self.positive and self.negative):
+            given = self.positive or self.negative
+            return f"any non-empty value ({', '.join(map(repr, given))} and the rest)"
         return f"one of {', '.join(map(repr, self.positive + self.negative))}"
 
     def check(self) -> None:
-        if self.named and not (self.positive and self.negative):
-            raise ValueError(
-                "data.positive_labels and data.negative_labels: give both or neither "
-                f"(given: {list(self.positive)} and {list(self.negative)})"
-            )
         if both := set(self.positive) & set(self.negative):
             raise ValueError(f"data.positive_labels and data.negative_labels share {sorted(both)}")
 
@@ -311,8 +312,21 @@ class LabelRule:
         if self.named:
             cells = column.astype(str).str.strip()
             out = np.full(len(cells), np.nan)
-            out[cells.isin(self.positive).to_numpy()] = 1.0
-            out[cells.isin(self.negative).to_numpy()] = 0.0
+            pos, neg = cells.isin(self.positive).to_numpy(), cells.isin(self.negative).to_numpy()
+            rest = ~(pos | neg) & (cells != "").to_numpy()
+            if not (self.positive and self.negative) and rest.any():
+                other = "negative" if self.positive else "positive"
+                values = sorted(set(cells[rest]))
+                log.info(
+                    "data.%s_labels not given: %d rows labelled %s count as %s",
+                    other, int(rest.sum()), values[:10] + (["..."] if len(values) > 10 else []),
+                    other,
+                )  # fmt: skip
+                if self.positive:
+                    neg = neg | rest
+                else:
+                    pos = pos | rest
+            out[pos], out[neg] = 1.0, 0.0
             return out
         out = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, copy=True)
         with np.errstate(invalid="ignore"):

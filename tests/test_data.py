@@ -128,10 +128,21 @@ def test_string_labels_are_read_through_the_names_given_for_each_class(tmp_path)
         load_toxicity(g, n_samples=20, rule=rule)
 
 
-def test_string_labels_need_both_classes_named_and_disjoint(tmp_path):
+def test_one_named_class_makes_every_other_label_the_other_class_and_says_which(tmp_path, caplog):
+    """positive_labels alone: 'clean' and the misspelt 'toxik' are negative, and the log names
+    both, so the misspelling is seen; an empty cell is still no label."""
+    f = labelled_csv(tmp_path / "x.csv", ["toxik", "toxik"], good=("clean", "toxic"))
+    with caplog.at_level("INFO", logger="driftbench.data"):
+        data = load_toxicity(f, n_samples=40, rule=LabelRule(positive=("toxic",)))
+    assert data.n_available == {"toxic": 20, "non_toxic": 22}
+    assert "22 rows labelled ['clean', 'toxik'] count as negative" in caplog.text
+    g = labelled_csv(tmp_path / "y.csv", [""], good=("clean", "toxic"))
+    with pytest.raises(DataError, match="1 rows"):
+        load_toxicity(g, n_samples=20, rule=LabelRule(negative=("clean",)))
+
+
+def test_string_labels_are_disjoint(tmp_path):
     f = labelled_csv(tmp_path / "x.csv", [], good=("clean", "toxic"))
-    with pytest.raises(ValueError, match="give both or neither"):
-        load_toxicity(f, n_samples=20, rule=LabelRule(positive=("toxic",)))
     with pytest.raises(ValueError, match=r"share \['toxic'\]"):
         load_toxicity(f, n_samples=20, rule=LabelRule(("toxic",), ("clean", "toxic")))
 
