@@ -4,6 +4,7 @@ every bad value is one line, exit code 2, no run dir; the shipped groups keep th
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 from pathlib import Path
@@ -89,6 +90,12 @@ def test_balance_false_keeps_the_files_positive_rate_in_every_split(tmp_path, na
     assert data["positive_rate"] == {"train": 0.2, "val": 0.2, "test": 0.2}
     assert data["balance"] is False and data["split_column"] is None
     assert data["available"] == {"toxic": N_TOXIC, "non_toxic": N_ROWS - N_TOXIC}
+    if name == "mine.csv":  # the report states the rate
+        from driftbench.report import report
+
+        report([tmp_path / "outputs"], tmp_path / "rep")
+        (row,) = csv.DictReader(open(tmp_path / "rep" / "report.csv"))
+        assert float(row["positive_rate_test"]) == 0.2
 
 
 def test_balance_true_draws_as_many_positive_as_negative_texts(tmp_path):

@@ -20,6 +20,7 @@ from driftbench.tasks.drift_eval import summary_playbook as playbook
 from driftbench.tasks.drift_eval import summary_updates as updates
 
 DRIFT_HEADLINE = [
+    ("positive_rate_test", "data.positive_rate.test"),  # 0.5 balanced; a file's own rate
     ("roc_auc_at_0", "summary.roc_auc_at_0"),
     ("roc_auc_at_max", "summary.roc_auc_at_max"),
     ("roc_auc_drop", "summary.roc_auc_drop"),
