@@ -74,7 +74,7 @@ def collect(paths: list[Path]) -> tuple[list[dict], list[tuple[str, str]]]:
             error = f": {meta['error']}" if meta.get("error") else ""
             skipped.append((str(d), f"status {status}{error}"))
             continue
-        if (why := unverified(d, meta)) is not None:  # cut short, edited or missing since
+        if (why := unverified(d, meta, figures=False)) is not None:  # cut short, edited, gone
             skipped.append((str(d), why))
             continue
         metrics = read_json(d / "metrics.json")

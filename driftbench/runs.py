@@ -175,14 +175,18 @@ def result_files(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def unverified(run_dir: Path, meta: dict) -> str | None:
+def unverified(run_dir: Path, meta: dict, figures: bool = True) -> str | None:
     """Why a completed run's results cannot be trusted as they are on disk, or None when every
-    file recorded at completion is there with the same digest."""
+    file recorded at completion is there with the same digest. ``figures=False`` (a report,
+    which reads numbers only) lets a figure be missing, as in a committed example that keeps a
+    sweep's numbers without its per-run figures; one that is there must still match."""
     recorded = meta.get("files")
     if not isinstance(recorded, dict) or "metrics.json" not in recorded:
         return "meta.json records no digests of its files (made before they were recorded)"
     for name, digest in recorded.items():
         path = run_dir / name
+        if not figures and name.endswith(".png") and not path.exists():
+            continue
         if not path.is_file():
             return f"its {name} is missing"
         if file_sha256(path) != digest:

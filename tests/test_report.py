@@ -49,6 +49,20 @@ def test_report_numbers_are_the_run_dirs_own_metrics(sweep, tmp_path):
         assert float(row["C"]) == m["classifier"]["c"]
 
 
+def test_a_run_kept_without_its_figures_is_reported_but_one_with_edited_numbers_is_not(
+    sweep, tmp_path
+):
+    """A committed example keeps a sweep's numbers and drops its per-run figures: the report
+    reads it; a metrics.json edited since the run completed is still refused."""
+    dirs = sorted(p.parent for p in sweep.glob("**/metrics.json"))
+    for png in dirs[0].glob("*.png"):
+        png.unlink()
+    (dirs[1] / "metrics.json").write_text((dirs[1] / "metrics.json").read_text() + " ")
+    res = report([sweep], tmp_path / "rep")
+    assert res["n_runs"] == 3
+    assert any(str(dirs[1]) in d and "does not match" in why for d, why in res["skipped"])
+
+
 def test_failure_cliff_and_auc_drop_of_a_real_run_follow_their_definitions(make_cfg, tmp_path):
     """A drift run whose AUC crosses the chance band (the tiny model with mean pooling: its mean
     token embedding still ranks these tweets). From the run's checkpoints.csv, roc_auc_drop is
