@@ -23,6 +23,7 @@ RUN_FILES = {
     "metrics.json",
     "meta.json",
     "checkpoints.csv",
+    "report.html",  # the run's page: its numbers, tables and figures in one file
     "run.log",
     "roc_auc_vs_sigma.png",
     "sfr_confidence_vs_sigma.png",
@@ -384,6 +385,7 @@ def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
     assert len(seen) == 6
     assert (sweeps[0] / "multirun.yaml").exists()
     assert "| gaussian |" in (sweeps[0] / "report.md").read_text()  # written by the callback
+    assert "<td>gaussian</td>" in (sweeps[0] / "report.html").read_text()  # and its page
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path, tiny_model):
