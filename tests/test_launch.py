@@ -368,7 +368,9 @@ def test_an_inf_label_is_one_line_with_the_count_and_no_run_dir(tmp_path):
 
 
 def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
-    launch(tmp_path, "-m", *TINY, "drift=gaussian,directional,subspace", "seed=0,1")
+    out = launch(tmp_path, "-m", *TINY, "drift=gaussian,directional,subspace", "seed=0,1")
+    said = out.stdout + out.stderr
+    assert all(f"job {i + 1} of 6 (#{i})" in said for i in range(6))  # each job says where it is
     sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
     assert len(sweeps) == 1
     dirs = sorted(p.parent for p in sweeps[0].glob("*/meta.json"))
