@@ -8,6 +8,7 @@ import base64
 import csv
 import json
 import logging
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -59,13 +60,19 @@ class Page(HTMLParser):
             self.cell.append(data)
 
 
+def unmarked(cell: str) -> str:
+    """A markdown cell's text as a reader sees it: ``code``, **bold** and *emphasis* marks
+    gone; a star inside a word (``δ*=0.05``) kept."""
+    cell = cell.replace("`", "").replace("**", "")
+    return re.sub(r"(?<!\w)\*(\S[^*]*?)\*(?!\w)", r"\1", cell)
+
+
 def markdown_rows(md: str) -> list[list[str]]:
     """Every row of every pipe table of the markdown, separators left out, marks removed."""
     rows = []
     for line in md.splitlines():
         if line.startswith("|") and not set(line) <= set("|-: "):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            rows.append([c.replace("`", "").replace("*", "") for c in cells])
+            rows.append([unmarked(c.strip()) for c in line.strip().strip("|").split("|")])
     return rows
 
 
