@@ -282,7 +282,10 @@ def composed_once(loader) -> _ComposedOnce:
 class SweepPlan(Callback):
     """Hydra callback (see conf/config.yaml): before a multirun's first job, every job's config
     is checked, so a bad value stops the sweep at once (one line per bad job, exit code 2) with
-    no run dir made; then how many jobs are already complete (resume)."""
+    no run dir made; then how many jobs are already complete (resume). Each job then starts
+    with ``job i of n``."""
+
+    n_jobs: int | None = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
         try:  # before Hydra makes the sweep dir under it; one line, not one per job
@@ -298,3 +301,10 @@ class SweepPlan(Callback):
             sys.exit(2)
         force = " (runtime.force=true: all rerun)" if config.runtime.force else ""
         log.info("resume: %d done, %d to run%s", done, todo, force)
+        self.n_jobs = done + todo
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if self.n_jobs is None:  # not a multirun (or a launcher that forgot its start)
+            return
+        num = int(config.hydra.job.num)  # the launcher logs its overrides as #num
+        log.info("job %d of %d (#%d)", num + 1, self.n_jobs, num)

@@ -1,4 +1,5 @@
-"""Sweep report: every run dir under the given paths -> one table (CSV + Markdown) and figures.
+"""Sweep report: every run dir under the given paths -> one table (CSV + Markdown) and figures,
+and report.html: the markdown and the figures in one self-contained page.
 
     python -m driftbench.report outputs/multirun/2026-11-22_20-00-00-ab12cd [more dirs ...]
 
@@ -30,6 +31,7 @@ from hydra.experimental.callback import Callback
 from driftbench.fileio import atomic_write_csv, atomic_write_text, read_json
 from driftbench.runs import effective_status, unverified, with_key_defaults
 from driftbench.tasks import SUMMARIES, get_summary
+from driftbench.webpage import RUN_PAGE, write_report_page
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +247,9 @@ def report(paths: list[Path], out: Path | None = None) -> dict:
             groups = group_runs(task_runs)
             tables += summary.tables(groups)
             figures += summary.figures(groups, out)
-    atomic_write_text(out / "report.md", "\n".join([md, *(t for t in tables if t)]))
+    text = "\n".join([md, *(t for t in tables if t)])
+    atomic_write_text(out / "report.md", text)
+    page = write_page(out, text, figures)
     for d, why in skipped:
         log.warning("skipped %s: %s", d, why)
     return {
@@ -254,7 +258,20 @@ def report(paths: list[Path], out: Path | None = None) -> dict:
         "axes": axes,
         "out": str(out),
         "figures": figures,
+        "page": page,
     }
+
+
+def write_page(out: Path, text: str, figures: list[str]) -> str | None:
+    """report.html beside report.md: that markdown and the figures, in one file. Not where
+    ``out`` is a run dir (``python -m driftbench.report <run dir>``): the run's own page is
+    there, one of the result files its meta.json records."""
+    if (out / "meta.json").exists():
+        log.info("%s is a run dir: its own %s is left as it is", out, RUN_PAGE)
+        return None
+    title = f"driftbench report: {out.resolve().name}"
+    write_report_page(out / RUN_PAGE, title, text, [out / f for f in figures])
+    return RUN_PAGE
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     res = report(args.paths, args.out)
     print(
         f"{res['n_runs']} runs, {len(res['skipped'])} skipped -> "
-        f"{res['out']}/report.md, report.csv, " + ", ".join(res["figures"])
+        f"{res['out']}/report.md, report.csv, "
+        + ", ".join([*([res["page"]] if res["page"] else []), *res["figures"]])
     )
 
 
@@ -294,7 +312,7 @@ class SweepReport(Callback):
             log.error("sweep report failed (%s); run: python -m driftbench.report %s", e, sweep_dir)
             return
         log.info(
-            "sweep report: %d runs, %d skipped -> %s/report.md",
+            "sweep report: %d runs, %d skipped -> %s/report.md, report.html",
             res["n_runs"],
             len(res["skipped"]),
             sweep_dir,

@@ -22,6 +22,7 @@ from pathlib import Path
 from driftbench.digests import dtype_key, file_sha256, json_sha256
 from driftbench.fileio import _FIGURES, _jsonable, atomic_write_json, atomic_write_text, read_json
 from driftbench.provenance import environment
+from driftbench.webpage import RUN_PAGE, write_run_page
 
 SCHEMA_VERSION = 2  # 2: meta.json records the digest of every result file ("files")
 NOT_HASHED = ("runtime", "hydra")  # where/how a run executes; never changes a result
@@ -178,14 +179,15 @@ def result_files(run_dir: Path) -> dict[str, str]:
 def unverified(run_dir: Path, meta: dict, figures: bool = True) -> str | None:
     """Why a completed run's results cannot be trusted as they are on disk, or None when every
     file recorded at completion is there with the same digest. ``figures=False`` (a report,
-    which reads numbers only) lets a figure be missing, as in a committed example that keeps a
-    sweep's numbers without its per-run figures; one that is there must still match."""
+    which reads numbers only) lets a figure or the run's page (report.html, which shows them)
+    be missing, as in a committed example that keeps a sweep's numbers without its per-run
+    figures; one that is there must still match."""
     recorded = meta.get("files")
     if not isinstance(recorded, dict) or "metrics.json" not in recorded:
         return "meta.json records no digests of its files (made before they were recorded)"
     for name, digest in recorded.items():
         path = run_dir / name
-        if not figures and name.endswith(".png") and not path.exists():
+        if not figures and (name.endswith(".png") or name == RUN_PAGE) and not path.exists():
             continue
         if not path.is_file():
             return f"its {name} is missing"
@@ -289,7 +291,10 @@ class Run:
         return self
 
     def write_metrics(self, metrics: dict) -> None:
+        """metrics.json, then the run's page (report.html: its headline numbers, its tables and
+        figures in one file), the task's last files: meta.json records both digests."""
         atomic_write_json(self.dir / "metrics.json", {"schema_version": SCHEMA_VERSION, **metrics})
+        write_run_page(self.dir, metrics)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         _FIGURES.reset(self._figures)

@@ -127,7 +127,17 @@ LAYERS: list[tuple[str, set[str]]] = [
     # provenance, the shipped data files
     (
         "utilities",
-        {"digests", "ranges", "batching", "workers", "fileio", "provenance", "runs", "data"},
+        {
+            "digests",
+            "ranges",
+            "batching",
+            "workers",
+            "fileio",
+            "webpage",
+            "provenance",
+            "runs",
+            "data",
+        },
     ),
     # the methods, on arrays: drift operators and checkpoint sources, metrics, classifiers,
     # monitors, mitigations; rho (probes, pairs, the hinge, the training plan, audit statistics)

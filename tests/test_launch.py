@@ -23,6 +23,7 @@ RUN_FILES = {
     "metrics.json",
     "meta.json",
     "checkpoints.csv",
+    "report.html",  # the run's page: its numbers, tables and figures in one file
     "run.log",
     "roc_auc_vs_sigma.png",
     "sfr_confidence_vs_sigma.png",
@@ -367,7 +368,9 @@ def test_an_inf_label_is_one_line_with_the_count_and_no_run_dir(tmp_path):
 
 
 def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
-    launch(tmp_path, "-m", *TINY, "drift=gaussian,directional,subspace", "seed=0,1")
+    out = launch(tmp_path, "-m", *TINY, "drift=gaussian,directional,subspace", "seed=0,1")
+    said = out.stdout + out.stderr
+    assert all(f"job {i + 1} of 6 (#{i})" in said for i in range(6))  # each job says where it is
     sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
     assert len(sweeps) == 1
     dirs = sorted(p.parent for p in sweeps[0].glob("*/meta.json"))
@@ -384,6 +387,7 @@ def test_multirun_gives_one_complete_run_dir_per_job(tmp_path):
     assert len(seen) == 6
     assert (sweeps[0] / "multirun.yaml").exists()
     assert "| gaussian |" in (sweeps[0] / "report.md").read_text()  # written by the callback
+    assert "<td>gaussian</td>" in (sweeps[0] / "report.html").read_text()  # and its page
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path, tiny_model):

@@ -8,7 +8,7 @@ import logging
 import multiprocessing
 import time
 import weakref
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -113,13 +113,25 @@ class Monitoring:
 
     Pools run on ``workers`` worker processes while the run goes on (one thread in the
     background where that is 1 or there is no fork), each on one BLAS thread (two threads of
-    BLAS per pool on top would oversubscribe the cores); ``score`` collects them.
+    BLAS per pool on top would oversubscribe the cores); ``score`` collects them, with a
+    progress bar (``progress``: ``runtime.progress``) while the last ones finish.
     A checkpoint whose pool is the undrifted one (to 1e-12: sigma = 0 renormalises unit
     vectors; a real update's original model) reuses the undrifted windows' outcomes: the same
     windows of the same texts."""
 
-    def __init__(self, cfg: DictConfig, clf, z, y, split: dict, seed: int, workers: int = 0):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        clf,
+        z,
+        y,
+        split: dict,
+        seed: int,
+        workers: int = 0,
+        progress: bool = False,
+    ):
         m = cfg.monitor
+        self.progress = progress
         tr, va, te = (split[s] for s in ("train", "val", "test"))
         self.names = monitor_names(cfg)
         self.clf, self.alpha, self.seed = clf, m.alpha, int(seed)
@@ -191,10 +203,22 @@ class Monitoring:
             key = 2 + len(self._checkpoints)
             self._checkpoints.append(self._submit(key, z_pool, p_pool, self.windows))
 
+    def _wait(self) -> None:
+        """Wait for every queued pool, a bar counting them as they finish: the monitors run
+        behind the checkpoint loop, and on a long run their last pools end after it."""
+        from tqdm.auto import tqdm
+
+        pending = list(dict.fromkeys([self._calibration, self._undrifted, *self._checkpoints]))
+        bar = tqdm(total=len(pending), desc="monitors", unit="pool", disable=not self.progress)
+        with bar:
+            for _ in as_completed(pending):
+                bar.update()
+
     def score(self, knobs, fit_s: float, knob: str):
         """Wait for every pool, then find the collapse (``MON.collapse_points`` on ``truth``)
         and score each monitor against it (``MON.scorecard``) at the checkpoints' ``knobs``,
         named ``knob`` (the run's source: sigma, or an update's rung, alpha, ...)."""
+        self._wait()
         calibration, undrifted = self._calibration.result()[0], self._undrifted.result()[0]
         done = [f.result() for f in self._checkpoints]
         self._finalize()

@@ -448,7 +448,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     knob = source.knob  # sigma, or an update's own axis: rows and summaries name it
     # after the source is made (an update's re-quantization forks workers of its own): the
     # monitors start their work once nothing else forks
-    monitoring = Monitoring(cfg, fitted.clf, z, y, split, cfg.seed) if monitor_names(cfg) else None
+    monitoring = None
+    if monitor_names(cfg):
+        monitoring = Monitoring(
+            cfg, fitted.clf, z, y, split, cfg.seed, progress=cfg.runtime.progress
+        )
     trace = Trace()
     for c, ckpt in enumerate(source.checkpoints()):
         p_frozen = score_checkpoint(c, ckpt, scoring, source, trace)
