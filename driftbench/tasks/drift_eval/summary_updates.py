@@ -32,6 +32,7 @@ def _mean(values: list) -> float:
     return float(np.nanmean(xs)) if np.isfinite(xs).any() else np.nan
 
 
+MIN_SPAN = {"roc_auc": 0.05, "silent_failure_rate_pct": 10.0, "mean_confidence": 0.05}
 SHOWN = (*(key for key, _ in PANELS), *CHANGE_METRICS)  # what a report averages over seeds
 MARKERS = ("s--", "^--", "v--", "D--", "P--", "x--")  # one per twin drift, in turn
 
@@ -113,6 +114,10 @@ def draw(ax, records: list[dict], key: str, label: str) -> None:
     )
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
+    low, high = ax.get_ylim()  # a span of at least MIN_SPAN: 0.002 of AUC must not fill a panel
+    if high - low < MIN_SPAN.get(key, 0):
+        mid = (low + high) / 2
+        ax.set_ylim(mid - MIN_SPAN[key] / 2, mid + MIN_SPAN[key] / 2)
 
 
 def build_update_figure(records: list[dict], title: str):
