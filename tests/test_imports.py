@@ -124,10 +124,11 @@ def test_driftbench_has_no_import_cycle():
 # (``drift.py``) belongs to one layer. Derived from what the code imports and what each part is.
 LAYERS: list[tuple[str, set[str]]] = [
     # leaf helpers: hashing, config ranges, batching, worker counts, atomic IO, run dirs and
-    # provenance, the shipped data files
+    # provenance, the shipped data files and where the shipped configs and data are
     (
         "utilities",
-        {"digests", "ranges", "batching", "workers", "fileio", "provenance", "runs", "data"},
+        {"digests", "ranges", "batching", "workers", "fileio", "provenance", "runs", "data"}
+        | {"shipped"},
     ),
     # the methods, on arrays: drift operators and checkpoint sources, metrics, classifiers,
     # monitors, mitigations; rho (probes, pairs, the hinge, the training plan, audit statistics)
@@ -143,8 +144,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("config", {"schema", "config_errors"}),
     # the tasks: they wire the layers below for one run, summarise its results and draw them
     ("tasks", {"tasks", "plots"}),
-    # one job, the sweep report, the trackers and the Slurm launcher
-    ("entry", {"launcher", "report", "trackers", "hydra_plugins"}),
+    # one job, the sweep report, the trackers and the Slurm launcher; the `driftbench` command
+    ("entry", {"launcher", "report", "trackers", "hydra_plugins", "cli"}),
 ]
 # The package's own ``__init__`` holds ``__version__`` and registers the config schemas; Python
 # runs it before any of its modules, so it sits outside the layers.
