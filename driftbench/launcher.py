@@ -223,6 +223,34 @@ def sweep_jobs(config) -> list[list[str]]:
     return [list(j) for batch in BasicSweeper.split_arguments(parsed, None) for j in batch]
 
 
+def sweep_refusal(config) -> str | None:
+    """One line for a single run of a config that sweeps (``hydra.sweeper.params``, as an
+    experiment preset's sweep does): a run without ``-m`` ignores the sweep and would run the
+    preset's base values alone, as if they were the study. None when nothing is swept, or when
+    the command sets every swept key itself (one job of the sweep, on purpose)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    if not params:
+        return None
+    parser = OverridesParser.create()
+    given = {
+        (o.key_or_group, o.package)
+        for o in parser.parse_overrides(list(config.hydra.overrides.task))
+    }
+    swept = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    unset = [o.get_key_element() for o in swept if (o.key_or_group, o.package) not in given]
+    if not unset:
+        return None
+    preset = config.hydra.runtime.choices.get("experiment")
+    what = f"experiment={preset}" if preset else "this config (hydra.sweeper.params)"
+    keys = ", ".join(o.get_key_element() for o in swept)
+    return (
+        f"{what} is a sweep ({len(sweep_jobs(config))} jobs over {keys}); run it with -m, "
+        f"or set {' and '.join(unset)} for one of its jobs"
+    )
+
+
 def plan_sweep(config) -> tuple[int, int, list[str]]:
     """(jobs already complete under the output root, jobs to run, one line per bad job),
     composing each job's config as the launcher will (``composed_once``)."""
@@ -282,7 +310,14 @@ def composed_once(loader) -> _ComposedOnce:
 class SweepPlan(Callback):
     """Hydra callback (see conf/config.yaml): before a multirun's first job, every job's config
     is checked, so a bad value stops the sweep at once (one line per bad job, exit code 2) with
-    no run dir made; then how many jobs are already complete (resume)."""
+    no run dir made; then how many jobs are already complete (resume). A single run (no ``-m``)
+    of a sweep preset stops before any work, in one line (``sweep_refusal``)."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        refusal = sweep_refusal(config)
+        if refusal:  # on stderr, as launch.py says a composition error
+            print(f"error: {refusal}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         try:  # before Hydra makes the sweep dir under it; one line, not one per job
