@@ -146,9 +146,25 @@ def _sigterm_to_exception(signum, frame):
     raise SystemExit(f"killed by signal {signum}")
 
 
+@dataclass(frozen=True)
+class Result:
+    """What one job gave: its run dir (for a reused run, the complete run with the same result
+    key), its metrics (``metrics.json``), and whether it was reused. A multirun job that was
+    refused or failed has no metrics (and a refused one no run dir)."""
+
+    run_dir: Path | None
+    metrics: dict | None
+    reused: bool = False
+
+
 def run(cfg: DictConfig) -> dict | None:
-    """Run one job. In a multirun a failing job is recorded as failed (meta.json) and returns
-    None, so the other jobs of the sweep still run; a single run raises."""
+    """Run one job; its metrics. In a multirun a failing job is recorded as failed (meta.json)
+    and returns None, so the other jobs of the sweep still run; a single run raises."""
+    return execute(cfg).metrics
+
+
+def execute(cfg: DictConfig) -> Result:
+    """``run``, saying where the run is (``driftbench.api.run`` hands this to a notebook)."""
     job_info = _hydra_job()
     output_root = Path(cfg.runtime.output_root)
     try:
@@ -158,7 +174,7 @@ def run(cfg: DictConfig) -> dict | None:
             raise ConfigError(str(e)) from e
         # SweepPlan refused bad jobs before the sweep started; this is a launcher without it
         log.error("job %d: %s", job_info["job_num"], e)
-        return None
+        return Result(None, None)
 
     if not cfg.runtime.force:
         done = find_complete_runs(output_root, job.result_key)
@@ -167,7 +183,7 @@ def run(cfg: DictConfig) -> dict | None:
                 link_into_sweep(
                     done[-1], Path(job_info["sweep_dir"]), job_info["job_num"], job.result_key
                 )
-            return reuse(done[-1])
+            return Result(done[-1], reuse(done[-1]), reused=True)
 
     run_dir = new_run_dir(output_root, job.result_key, job_info["sweep_dir"], job_info["job_num"])
     if hasattr(signal, "SIGTERM"):
@@ -196,7 +212,7 @@ def run(cfg: DictConfig) -> dict | None:
         if not job_info["multirun"]:
             raise
         log.error("job %d failed; its run dir says why: %s", job_info["job_num"], run_dir)
-        return None
+        return Result(run_dir, None)
     finally:
         log_run(job.trackers, run_dir)  # the run dir is complete (or failed) by now
     summary = metrics.get("summary", {})
@@ -209,7 +225,7 @@ def run(cfg: DictConfig) -> dict | None:
             for k, v in list(summary.items())[:6]
         ),
     )
-    return metrics
+    return Result(run_dir, metrics)
 
 
 def sweep_jobs(config) -> list[list[str]]:

@@ -145,7 +145,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     # the tasks: they wire the layers below for one run, summarise its results and draw them
     ("tasks", {"tasks", "plots"}),
     # one job, the sweep report, the trackers and the Slurm launcher; the `driftbench` command
-    ("entry", {"launcher", "report", "trackers", "hydra_plugins", "cli"}),
+    # and the Python API
+    ("entry", {"launcher", "report", "trackers", "hydra_plugins", "cli", "api"}),
 ]
 # The package's own ``__init__`` holds ``__version__`` and registers the config schemas; Python
 # runs it before any of its modules, so it sits outside the layers.
