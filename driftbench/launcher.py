@@ -1,5 +1,6 @@
 """One job: validate the config, skip it if a run with the same result key is complete, else
-run its task inside a fresh run dir. Called by ``launch.py`` for every job of a run or multirun;
+run its task inside a fresh run dir. Called by ``launch.py`` and the ``driftbench`` command
+(``driftbench/cli.py``) for every job of a run or multirun, and by ``driftbench.api.run``;
 ``SweepPlan`` checks every job of a multirun before the first one starts."""
 
 from __future__ import annotations
