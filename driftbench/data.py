@@ -6,7 +6,8 @@ drawn at the file's own positive rate, and split 70/10/20 stratified, or taken a
 directory first, then in the data directory, which defaults to the project's own ``data/`` folder
 (the shipped corpora, see data/README.md) and never depends on the working directory (Hydra may
 change it). Text files may be gzip-compressed (``.csv.gz``, ``.tsv.gz``, ``.jsonl.gz``); a path
-``X`` that is not found is served by ``X.gz`` where that exists.
+``X`` that is not found is served by ``X.gz`` where that exists. An installed wheel carries the
+corpora in the package (``driftbench/shipped.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.digests import file_sha256
+from driftbench.shipped import shipped_data_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEXT_COLUMNS = ("comment_text", "text")
 LABEL_COLUMNS = ("toxicity", "target")
 
@@ -42,8 +43,9 @@ _UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error)
 
 
 def default_data_dir() -> Path:
-    """The corpora shipped with the project (``<project root>/data``)."""
-    return PROJECT_ROOT / "data"
+    """The corpora shipped with the project (``<project root>/data``; an installed wheel's own
+    copy)."""
+    return shipped_data_dir()
 
 
 def unreadable_file_error(path: Path, e: Exception) -> DataError:

@@ -1,5 +1,6 @@
 """One job: validate the config, skip it if a run with the same result key is complete, else
-run its task inside a fresh run dir. Called by ``launch.py`` for every job of a run or multirun;
+run its task inside a fresh run dir. Called by ``launch.py`` and the ``driftbench`` command
+(``driftbench/cli.py``) for every job of a run or multirun, and by ``driftbench.api.run``;
 ``SweepPlan`` checks every job of a multirun before the first one starts."""
 
 from __future__ import annotations
@@ -146,9 +147,25 @@ def _sigterm_to_exception(signum, frame):
     raise SystemExit(f"killed by signal {signum}")
 
 
+@dataclass(frozen=True)
+class Result:
+    """What one job gave: its run dir (for a reused run, the complete run with the same result
+    key), its metrics (``metrics.json``), and whether it was reused. A multirun job that was
+    refused or failed has no metrics (and a refused one no run dir)."""
+
+    run_dir: Path | None
+    metrics: dict | None
+    reused: bool = False
+
+
 def run(cfg: DictConfig) -> dict | None:
-    """Run one job. In a multirun a failing job is recorded as failed (meta.json) and returns
-    None, so the other jobs of the sweep still run; a single run raises."""
+    """Run one job; its metrics. In a multirun a failing job is recorded as failed (meta.json)
+    and returns None, so the other jobs of the sweep still run; a single run raises."""
+    return execute(cfg).metrics
+
+
+def execute(cfg: DictConfig) -> Result:
+    """``run``, saying where the run is (``driftbench.api.run`` hands this to a notebook)."""
     job_info = _hydra_job()
     output_root = Path(cfg.runtime.output_root)
     try:
@@ -158,7 +175,7 @@ def run(cfg: DictConfig) -> dict | None:
             raise ConfigError(str(e)) from e
         # SweepPlan refused bad jobs before the sweep started; this is a launcher without it
         log.error("job %d: %s", job_info["job_num"], e)
-        return None
+        return Result(None, None)
 
     if not cfg.runtime.force:
         done = find_complete_runs(output_root, job.result_key)
@@ -167,7 +184,7 @@ def run(cfg: DictConfig) -> dict | None:
                 link_into_sweep(
                     done[-1], Path(job_info["sweep_dir"]), job_info["job_num"], job.result_key
                 )
-            return reuse(done[-1])
+            return Result(done[-1], reuse(done[-1]), reused=True)
 
     run_dir = new_run_dir(output_root, job.result_key, job_info["sweep_dir"], job_info["job_num"])
     if hasattr(signal, "SIGTERM"):
@@ -196,7 +213,7 @@ def run(cfg: DictConfig) -> dict | None:
         if not job_info["multirun"]:
             raise
         log.error("job %d failed; its run dir says why: %s", job_info["job_num"], run_dir)
-        return None
+        return Result(run_dir, None)
     finally:
         log_run(job.trackers, run_dir)  # the run dir is complete (or failed) by now
     summary = metrics.get("summary", {})
@@ -209,7 +226,7 @@ def run(cfg: DictConfig) -> dict | None:
             for k, v in list(summary.items())[:6]
         ),
     )
-    return metrics
+    return Result(run_dir, metrics)
 
 
 def sweep_jobs(config) -> list[list[str]]:
@@ -221,6 +238,34 @@ def sweep_jobs(config) -> list[list[str]]:
     args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     parsed = OverridesParser.create().parse_overrides(args)
     return [list(j) for batch in BasicSweeper.split_arguments(parsed, None) for j in batch]
+
+
+def sweep_refusal(config) -> str | None:
+    """One line for a single run of a config that sweeps (``hydra.sweeper.params``, as an
+    experiment preset's sweep does): a run without ``-m`` ignores the sweep and would run the
+    preset's base values alone, as if they were the study. None when nothing is swept, or when
+    the command sets every swept key itself (one job of the sweep, on purpose)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    if not params:
+        return None
+    parser = OverridesParser.create()
+    given = {
+        (o.key_or_group, o.package)
+        for o in parser.parse_overrides(list(config.hydra.overrides.task))
+    }
+    swept = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    unset = [o.get_key_element() for o in swept if (o.key_or_group, o.package) not in given]
+    if not unset:
+        return None
+    preset = config.hydra.runtime.choices.get("experiment")
+    what = f"experiment={preset}" if preset else "this config (hydra.sweeper.params)"
+    keys = ", ".join(o.get_key_element() for o in swept)
+    return (
+        f"{what} is a sweep ({len(sweep_jobs(config))} jobs over {keys}); run it with -m, "
+        f"or set {' and '.join(unset)} for one of its jobs"
+    )
 
 
 def plan_sweep(config) -> tuple[int, int, list[str]]:
@@ -283,9 +328,16 @@ class SweepPlan(Callback):
     """Hydra callback (see conf/config.yaml): before a multirun's first job, every job's config
     is checked, so a bad value stops the sweep at once (one line per bad job, exit code 2) with
     no run dir made; then how many jobs are already complete (resume). Each job then starts
-    with ``job i of n``."""
+    with ``job i of n``. A single run (no ``-m``) of a sweep preset stops before any work, in
+    one line (``sweep_refusal``)."""
 
     n_jobs: int | None = None
+
+    def on_run_start(self, config, **kwargs) -> None:
+        refusal = sweep_refusal(config)
+        if refusal:  # on stderr, as launch.py says a composition error
+            print(f"error: {refusal}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         try:  # before Hydra makes the sweep dir under it; one line, not one per job

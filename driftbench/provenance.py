@@ -9,13 +9,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-from driftbench.data import PROJECT_ROOT
+from driftbench.shipped import checkout
 
 
 def _git(*args: str) -> str | None:
+    root = checkout()
+    if root is None:  # an installed wheel: no commit of its own
+        return None
     try:
         out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -23,7 +26,7 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """The checkout's HEAD commit, or None outside a git checkout."""
+    """The checkout's HEAD commit, or None outside a git checkout (an installed wheel)."""
     return _git("rev-parse", "HEAD")
 
 

@@ -124,7 +124,7 @@ def test_driftbench_has_no_import_cycle():
 # (``drift.py``) belongs to one layer. Derived from what the code imports and what each part is.
 LAYERS: list[tuple[str, set[str]]] = [
     # leaf helpers: hashing, config ranges, batching, worker counts, atomic IO, run dirs and
-    # provenance, the shipped data files
+    # provenance, the shipped data files and where the shipped configs and data are
     (
         "utilities",
         {
@@ -137,6 +137,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "provenance",
             "runs",
             "data",
+            "shipped",
         },
     ),
     # the methods, on arrays: drift operators and checkpoint sources, metrics, classifiers,
@@ -153,8 +154,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("config", {"schema", "config_errors"}),
     # the tasks: they wire the layers below for one run, summarise its results and draw them
     ("tasks", {"tasks", "plots"}),
-    # one job, the sweep report, the trackers and the Slurm launcher
-    ("entry", {"launcher", "report", "trackers", "hydra_plugins"}),
+    # one job, the sweep report, the trackers and the Slurm launcher; the `driftbench` command
+    # and the Python API
+    ("entry", {"launcher", "report", "trackers", "hydra_plugins", "cli", "api"}),
 ]
 # The package's own ``__init__`` holds ``__version__`` and registers the config schemas; Python
 # runs it before any of its modules, so it sits outside the layers.
