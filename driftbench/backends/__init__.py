@@ -102,16 +102,15 @@ def resolve_dtype(
     if dtype == "auto":
         able = "bfloat16" in chosen.dtypes and bf16_supported(device)
         return "bfloat16" if able else "float32"
+    or_auto = " or auto" if key == "runtime.dtype" else ""  # drift.dtypes takes no auto
     if dtype not in chosen.dtypes:
         raise ValueError(
-            f"{key}={dtype} with backend={backend}; accepted: {', '.join(chosen.dtypes)}"
-            + (" or auto" if key == "runtime.dtype" else "")
+            f"{key}={dtype} with backend={backend}; accepted: {', '.join(chosen.dtypes)}{or_auto}"
         )
     if dtype == "bfloat16" and not bf16_supported(device):
         raise ValueError(
             f"{key}=bfloat16 on runtime.device={device}, which has no bfloat16 hardware (no "
-            "AMX/AVX512-BF16 CPU, no bf16 CUDA device); accepted: float32"
-            + (" or auto" if key == "runtime.dtype" else "")
+            f"AMX/AVX512-BF16 CPU, no bf16 CUDA device); accepted: float32{or_auto}"
         )
     return dtype
 

@@ -25,7 +25,7 @@ from driftbench.backends import BACKENDS, get_backend, load_model, resolve_dtype
 from driftbench.checkpoints import Checkpoint, CheckpointSource, Reembedding, SyntheticSource
 from driftbench.digests import cache_key
 from driftbench.embed import embedding_parts, extract_embeddings
-from driftbench.models import ModelSpec, model_shape
+from driftbench.models import ModelSpec, model_identity, model_shape
 from driftbench.tasks.drift_eval.summary_updates import update_figure
 from driftbench.twin import synthetic_twin, twin_draws, twin_drifts
 from driftbench.updates import Update, is_update, make_update
@@ -226,16 +226,7 @@ def embedded_step(
         "gguf": package_version("gguf"),
     }
     if not update.in_place:
-        parts["base"] = embedding_parts(
-            update.spec,
-            cache_dir,
-            e.pooling,
-            e.max_length,
-            e.layer,
-            e.packed,
-            backend,
-            cfg.runtime.dtype,
-        )["model"]
+        parts["base"] = model_identity(update.spec, cache_dir)  # embedding_parts' "model"
     compute = partial(embed_step, models, step, spec, pooling, layer)
     rows, info, fresh = store.get(cache_key(parts), wanted, compute, parts)
     rows = drift_ops.normalize(rows.astype(np.float64))
