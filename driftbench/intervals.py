@@ -173,6 +173,18 @@ def replicate_interval(values, level: float = 0.95) -> tuple[float, float, float
     return mean, float(low), float(high)
 
 
+def interval_cell(iv: tuple[float, float, float], fmt: str) -> str:
+    """A (mean, low, high) of ``replicate_interval`` as a report shows it: ``0.850 [0.830,
+    0.870]``; the mean alone where there is no interval (one run), – where there is no mean."""
+    mean, low, high = iv
+    if not np.isfinite(mean):
+        return "–"
+    shown = fmt.format(mean)
+    if np.isfinite(low) and np.isfinite(high):
+        shown += f" [{fmt.format(low)}, {fmt.format(high)}]"
+    return shown
+
+
 def overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool | None:
     """Whether two (mean, low, high) intervals overlap: if they do, the two settings are not told
     apart at this number of replicates. None where either has no interval."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
-from driftbench.intervals import overlap, replicate_interval
+from driftbench.intervals import interval_cell, overlap, replicate_interval
 from driftbench.monitors.collapse import CRITERIA
 from driftbench.plots import pyplot
 from driftbench.tasks.drift_eval import summary_mitigations as mitigations
@@ -404,9 +404,7 @@ def replicate_cells(groups: list, key: str, fmt: str) -> list[str]:
     ivs = [replicate_interval([r["metrics"]["summary"].get(key) for r in g.runs]) for g in groups]
     cells = []
     for i, iv in enumerate(ivs):
-        shown = fmt.format(iv[0]) if np.isfinite(iv[0]) else "–"
-        if np.isfinite(iv[1]):
-            shown += f" [{fmt.format(iv[1])}, {fmt.format(iv[2])}]"
+        shown = interval_cell(iv, fmt)
         same = [chr(65 + j) for j, other in enumerate(ivs) if j != i and overlap(iv, other)]
         cells.append(shown + (f" ~{', '.join(same)}" if same else ""))
     return cells

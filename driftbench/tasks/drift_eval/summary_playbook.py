@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.fileio import figures_on, save_figure
-from driftbench.intervals import replicate_interval
+from driftbench.intervals import interval_cell, replicate_interval
 from driftbench.plots import pyplot
 
 METRICS = ("roc_auc", "ece", "silent_failure_rate_pct")
@@ -156,14 +156,6 @@ def playbook_groups(groups: list) -> list:
     return [g for g in groups if g.runs and all("playbook" in r["metrics"] for r in g.runs)]
 
 
-def _cell(iv: tuple, fmt: str) -> str:
-    mean, low, high = iv
-    if not np.isfinite(mean):
-        return "–"
-    shown = fmt.format(mean)
-    return shown + (f" [{fmt.format(low)}, {fmt.format(high)}]" if np.isfinite(low) else "")
-
-
 def cost_cells(e: dict) -> list[str]:
     """Texts M_c embeds (share of a re-embedding pass), seconds (embedding + fits), labels."""
     if e["option"] == "original":
@@ -178,8 +170,8 @@ def row_cells(e: dict) -> list[str]:
     n = "" if e["n"] is None else str(e["n"])
     cells = [name, n, *cost_cells(e)]
     for k in METRICS:
-        cells += [_cell(e[k], FORMATS[k]), _cell(e[f"recovery_{k}"], "{:.2f}")]
-    return [*cells, _cell(e["gap_roc_auc"], "{:+.3f}")]
+        cells += [interval_cell(e[k], FORMATS[k]), interval_cell(e[f"recovery_{k}"], "{:.2f}")]
+    return [*cells, interval_cell(e["gap_roc_auc"], "{:+.3f}")]
 
 
 def gains(g) -> str:
@@ -192,7 +184,7 @@ def gains(g) -> str:
             ref = {o["option"]: o for o in r["metrics"]["playbook"]["options"]}
             a, b = ref["reembed_retrain"].get(k), ref["frozen"].get(k)
             per_run.append(None if a is None or b is None else a - b)
-        parts.append(f"{LABELS[k]} {_cell(replicate_interval(per_run), '{:+.3f}')}")
+        parts.append(f"{LABELS[k]} {interval_cell(replicate_interval(per_run), '{:+.3f}')}")
     return ", ".join(parts)
 
 

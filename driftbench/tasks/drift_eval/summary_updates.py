@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.fileio import figures_on, save_figure
-from driftbench.intervals import replicate_interval
+from driftbench.intervals import interval_cell, replicate_interval
 from driftbench.metrics import CHANGE_METRICS
 from driftbench.plots import pyplot
 
@@ -168,14 +168,6 @@ CHANGE_NOTE = (
 )
 
 
-def _iv(fmt: str, iv: tuple[float, float, float]) -> str:
-    """A mean, with its interval where there is one: ``0.850 [0.830, 0.870]``."""
-    mean, low, high = iv
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return _f(fmt, mean)
-    return f"{_f(fmt, mean)} [{_f(fmt, low)}, {_f(fmt, high)}]"
-
-
 def tested(values: list[float]) -> bool:
     """Whether a gap is a test: two seeds at least, and not identically 0 (the original model
     against its twin at σ = 0 is the same embeddings twice)."""
@@ -194,7 +186,7 @@ def gap_cell(values: list[float], fmt: str, corrected: float) -> str:
     mark = ""
     if np.isfinite(iv[1]) and not iv[1] <= 0 <= iv[2]:
         mark = "‡" if not wide[1] <= 0 <= wide[2] else "†"
-    return _iv(fmt, iv) + mark
+    return interval_cell(iv, fmt) + mark
 
 
 def row_cells(r: dict, kinds: list[str], corrected: float) -> list[str]:
@@ -205,8 +197,8 @@ def row_cells(r: dict, kinds: list[str], corrected: float) -> list[str]:
         r["checkpoint"],
         _f("{:.4f}", r["relative_weight_error"]),
         _f("{:.2f}", r["realized_angle_deg"]),
-        _iv("{:.3f}", ivs["roc_auc"]),
-        _iv("{:.1f}", ivs["silent_failure_rate_pct"]),
+        interval_cell(ivs["roc_auc"], "{:.3f}"),
+        interval_cell(ivs["silent_failure_rate_pct"], "{:.1f}"),
         _f("{:.3f}", frozen["mean_confidence"]),
         _f("{:.2f}", frozen["coherent_share"]),
         f"{_f('{:.3f}', frozen['negative_flip_rate'])} / "
