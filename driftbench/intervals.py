@@ -191,3 +191,34 @@ def overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> boo
     if not all(np.isfinite([a[1], a[2], b[1], b[2]])):
         return None
     return bool(a[1] <= b[2] and b[1] <= a[2])
+
+
+# ── paired differences over replicates (a setting less another on the same texts) ────────────
+
+
+def tested(values: list[float]) -> bool:
+    """Whether a difference over replicates is a test: two runs at least, and not identically 0
+    (a setting against itself, e.g. the original model against its twin at σ = 0)."""
+    x = np.asarray(values, dtype=float)
+    return x.size >= 2 and not np.allclose(x, 0.0, rtol=0.0, atol=1e-12)
+
+
+def bonferroni_level(m: int, level: float = 0.95) -> float:
+    """1 − (1 − level) / m: the level at which each of a table's m tests is read, so that a ‡
+    holds for the table as a whole, not for one cell."""
+    return 1 - (1 - level) / max(m, 1)
+
+
+def difference_cell(values: list[float], fmt: str, corrected: float) -> str:
+    """A difference paired by replicate, mean [95% t-interval]; † where that interval excludes
+    0, ‡ where the interval at the table's corrected level (``corrected``: ``bonferroni_level``
+    over every difference the table tests) excludes 0 too; one run's difference alone, with no
+    mark; – where there is none, or where it is identically 0 over the runs (no test)."""
+    if not tested(values):
+        return fmt.format(values[0]) if len(values) == 1 else "–"
+    iv = replicate_interval(values)
+    wide = replicate_interval(values, corrected)
+    mark = ""
+    if np.isfinite(iv[1]) and not iv[1] <= 0 <= iv[2]:
+        mark = "‡" if not wide[1] <= 0 <= wide[2] else "†"
+    return interval_cell(iv, fmt) + mark

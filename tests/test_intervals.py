@@ -156,3 +156,26 @@ def test_two_intervals_overlap_when_each_reaches_the_other():
     assert I.overlap((0.5, 0.4, 0.6), (0.7, 0.61, 0.8)) is False
     assert I.overlap((0.5, 0.4, 0.6), (0.55, 0.45, 0.5)) is True  # one inside the other
     assert I.overlap((0.5, float("nan"), float("nan")), (0.5, 0.4, 0.6)) is None
+
+
+def test_a_paired_difference_is_marked_where_its_interval_excludes_0_and_where_it_survives():
+    """difference_cell: mean [t-interval] of the per-run differences; † at 95%, ‡ only when the
+    interval at the table's Bonferroni level (m tests) excludes 0 as well."""
+    from scipy import stats
+
+    clear, marginal, none = [0.10, 0.11, 0.12, 0.10, 0.11], [0.02, 0.05, 0.01, 0.04], [0.1, -0.1]
+    corrected = I.bonferroni_level(20)
+    assert corrected == pytest.approx(1 - 0.05 / 20)
+    x = np.array(marginal)
+    low, high = stats.t.interval(0.95, 3, loc=x.mean(), scale=x.std(ddof=1) / 2)
+    wide = stats.t.interval(corrected, 3, loc=x.mean(), scale=x.std(ddof=1) / 2)
+    assert low > 0 and wide[0] < 0  # the hand case: significant alone, not over 20 tests
+    assert I.difference_cell(marginal, "{:+.3f}", corrected) == (
+        f"{x.mean():+.3f} [{low:+.3f}, {high:+.3f}]†"
+    )
+    assert I.difference_cell(clear, "{:+.3f}", corrected).endswith("‡")
+    assert I.difference_cell(none, "{:+.3f}", corrected) == "+0.000 [-1.271, +1.271]"
+    # no test: a setting against itself over runs; one run's difference is shown as it is
+    assert not I.tested([0.0, 0.0, 0.0]) and I.difference_cell([0.0, 0.0], "{:+.3f}", 0.99) == "–"
+    assert I.difference_cell([0.0], "{:+.3f}", 0.99) == "+0.000"
+    assert I.difference_cell([], "{:+.3f}", 0.99) == "–"

@@ -11,6 +11,7 @@ import numpy as np
 
 from driftbench.checkpoints import knob_of
 from driftbench.fileio import save_figure
+from driftbench.intervals import bonferroni_level, difference_cell, tested
 from driftbench.plots import pyplot
 
 COMPARED = "classifier", "mitigation"  # config groups whose choices this part compares
@@ -47,16 +48,23 @@ def per_checkpoint(group, key: str) -> np.ndarray:
     return np.array([_mean([r["metrics"]["checkpoints"][c][key] for r in runs]) for c in range(k)])
 
 
-def _change(group, where: str, key: str) -> float:
-    """Mean over seeds of the mitigation's change against none (``change_at_max`` or
-    ``cost_at_0``); NaN for runs made before mitigations were measured."""
-    return _mean([(_mitigation(r).get(where) or {}).get(key) for r in group.runs])
+def _changes(group, where: str, key: str) -> list[float]:
+    """The mitigation's change against none (``change_at_max`` or ``cost_at_0``) in each of the
+    group's runs, measured within the run on the same texts, so paired by replicate; runs made
+    before mitigations were measured are left out."""
+    values = [(_mitigation(r).get(where) or {}).get(key) for r in group.runs]
+    return [v for v in values if v is not None]
 
 
-def _fmt(fmt: str, v: float, sign: bool = False) -> str:
-    if not np.isfinite(v):
-        return "–"
-    return (fmt.replace("{:", "{:+") if sign else fmt).format(v)
+CHANGES = ("change_at_max", "cost_at_0")
+
+
+def _fmt(fmt: str, v: float) -> str:
+    return fmt.format(v) if np.isfinite(v) else "–"
+
+
+def _signed(fmt: str) -> str:
+    return fmt.replace("{:", "{:+")
 
 
 def tables(groups: list) -> list[str]:
@@ -80,6 +88,8 @@ def tables(groups: list) -> list[str]:
     axes = list(groups[0].columns())
     out = []
     for key, title, fmt, unit in METRICS:
+        m = sum(tested(_changes(g, where, key)) for g in groups for where in CHANGES)
+        corrected = bonferroni_level(m)
         cols = [
             *axes,
             "n",
@@ -89,9 +99,12 @@ def tables(groups: list) -> list[str]:
             "labels per checkpoint",
         ]
         lines = [
-            f"**{title} per checkpoint, mean over seeds.** A mitigation that reads labelled "
-            "texts is scored on the others; its change against none (the frozen classifier) "
-            "is on the same texts.",
+            f"**{title} per checkpoint, mean over the n runs (seeds × data seeds).** A "
+            "mitigation that reads labelled texts is scored on the others; its change against "
+            "none (the frozen classifier) is on the same texts, so paired by run: mean [95% "
+            "t-interval over the runs]; † where that interval excludes 0, ‡ where it still "
+            f"does at the Bonferroni level over the {m} changes and costs this table tests "
+            f"({corrected:.5f}).",
             "",
             "| " + " | ".join(cols) + " |",
             "|" + "---|" * len(cols),
@@ -103,8 +116,10 @@ def tables(groups: list) -> list[str]:
                 *g.columns().values(),
                 str(len(g.runs)),
                 *(_fmt(fmt, v) for v in values[: len(heads)]),
-                _fmt(fmt, _change(g, "change_at_max", key), sign=True),
-                _fmt(fmt, _change(g, "cost_at_0", key), sign=True),
+                *(
+                    difference_cell(_changes(g, where, key), _signed(fmt), corrected)
+                    for where in CHANGES
+                ),
                 ", ".join(str(n) for n in sorted(labels)),
             ]
             lines.append("| " + " | ".join(cells) + " |")

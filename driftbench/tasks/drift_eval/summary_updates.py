@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.fileio import figures_on, save_figure
-from driftbench.intervals import interval_cell, replicate_interval
+from driftbench.intervals import (
+    bonferroni_level,
+    difference_cell,
+    interval_cell,
+    replicate_interval,
+    tested,
+)
 from driftbench.metrics import CHANGE_METRICS
 from driftbench.plots import pyplot
 
@@ -168,30 +174,9 @@ CHANGE_NOTE = (
 )
 
 
-def tested(values: list[float]) -> bool:
-    """Whether a gap is a test: two seeds at least, and not identically 0 (the original model
-    against its twin at σ = 0 is the same embeddings twice)."""
-    x = np.asarray(values, dtype=float)
-    return x.size >= 2 and not np.allclose(x, 0.0, rtol=0.0, atol=1e-12)
-
-
-def gap_cell(values: list[float], fmt: str, corrected: float) -> str:
-    """The real update less its twin over the seeds, mean [95% t-interval]; † where that interval
-    excludes 0, ‡ where the interval at the table's corrected level (``corrected``, Bonferroni
-    over every gap the table tests) excludes 0 too."""
-    if not tested(values):
-        return "–"
-    iv = replicate_interval(values)
-    wide = replicate_interval(values, corrected)
-    mark = ""
-    if np.isfinite(iv[1]) and not iv[1] <= 0 <= iv[2]:
-        mark = "‡" if not wide[1] <= 0 <= wide[2] else "†"
-    return interval_cell(iv, fmt) + mark
-
-
 def row_cells(r: dict, kinds: list[str], corrected: float) -> list[str]:
     """One checkpoint's cells of the update table: the real update, then each twin, then the real
-    update less each twin (``gap_cell``)."""
+    update less each twin (``intervals.difference_cell``)."""
     frozen, ivs = r["frozen"], r["frozen_iv"]
     return [
         r["checkpoint"],
@@ -217,9 +202,9 @@ def row_cells(r: dict, kinds: list[str], corrected: float) -> list[str]:
             for t in kinds
         ),
         *(
-            gap_cell(r["twins"][t]["gap"]["roc_auc"], "{:+.3f}", corrected)
+            difference_cell(r["twins"][t]["gap"]["roc_auc"], "{:+.3f}", corrected)
             + " / "
-            + gap_cell(r["twins"][t]["gap"]["silent_failure_rate_pct"], "{:+.1f}", corrected)
+            + difference_cell(r["twins"][t]["gap"]["silent_failure_rate_pct"], "{:+.1f}", corrected)
             for t in kinds
         ),
     ]
@@ -229,7 +214,7 @@ def corrected_level(rows: list[dict], kinds: list[str], level: float = 0.95) -> 
     """Bonferroni's level for the table's gaps: 1 − (1 − level) / m, m the gaps it tests
     (``tested``), so that a ‡ holds for the table as a whole, not for one cell."""
     m = sum(tested(r["twins"][t]["gap"][key]) for r in rows for t in kinds for key in GAPPED)
-    return 1 - (1 - level) / max(m, 1)
+    return bonferroni_level(m, level)
 
 
 GAP_NOTE = (
