@@ -56,7 +56,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roofline import (  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bf16 import MET, paired_speed, target  # noqa: E402  (bench/ is on sys.path as a script)
+from roofline import (  # noqa: E402
     block_gemm_shapes,
     layer_gemm_gflops,
     matmul_gflops,
@@ -201,8 +202,7 @@ def bf16_result(rounds: list, rounds16: list, z32, z16, rooflines: dict, shapes,
     """The bf16 pass against the fp32 pass of the same run and against its own roofline."""
     mid = len(rounds16) // 2
     median16 = sorted(rounds16, key=lambda r: r["fraction_of_layer_roofline"])[mid]
-    paired = [r32["wall_s"] / r16["wall_s"] for r32, r16 in zip(rounds, rounds16, strict=True)]
-    speed = sorted(paired)[mid]
+    speed, paired = paired_speed([r["wall_s"] for r in rounds], [r["wall_s"] for r in rounds16])
     share = median16["fraction_of_layer_roofline"]
     moved = angles_deg(z32, z16)
     return {
@@ -216,16 +216,8 @@ def bf16_result(rounds: list, rounds16: list, z32, z16, rooflines: dict, shapes,
         "bf16_over_fp32_speed_rounds": paired,
         "bf16_vs_fp32_angle_deg": {"mean": float(moved.mean()), "max": float(moved.max())},
         "targets": {
-            "bf16_over_fp32_speed": {
-                "target": TARGET_BF16_OVER_FP32,
-                "measured": speed,
-                "met": speed >= TARGET_BF16_OVER_FP32,
-            },
-            "bf16_fraction_of_layer_roofline": {
-                "target": TARGET_BF16_OF_ROOFLINE,
-                "measured": share,
-                "met": share >= TARGET_BF16_OF_ROOFLINE,
-            },
+            "bf16_over_fp32_speed": target(TARGET_BF16_OVER_FP32, speed),
+            "bf16_fraction_of_layer_roofline": target(TARGET_BF16_OF_ROOFLINE, share),
         },
     }
 
@@ -235,13 +227,12 @@ def bf16_line(result: dict) -> str:
     b, t = result["driftbench_bf16"], result["targets"]
     speed, share = t["bf16_over_fp32_speed"], t["bf16_fraction_of_layer_roofline"]
     roof, angle = result["rooflines"], result["bf16_vs_fp32_angle_deg"]
-    met = {True: "met", False: "NOT met"}
     return (
         f"bf16 {b['texts_per_s']:.1f} texts/s = {b['gflops']:.0f} GFLOP/s | "
         f"x{speed['measured']:.2f} the fp32 pass (target {speed['target']:.0f}x: "
-        f"{met[speed['met']]}) | {100 * share['measured']:.0f}% of the bf16 layer-shape roofline "
+        f"{MET[speed['met']]}) | {100 * share['measured']:.0f}% of the bf16 layer-shape roofline "
         f"{b['layer_roofline_bf16_gflops']:.0f} GFLOP/s (target {100 * share['target']:.0f}%: "
-        f"{met[share['met']]}) | rooflines fp32/bf16: square 2048 "
+        f"{MET[share['met']]}) | rooflines fp32/bf16: square 2048 "
         f"{roof['float32']['square_2048_gflops']:.0f}/{roof['bfloat16']['square_2048_gflops']:.0f}"
         f", layer shapes {roof['float32']['layer_shapes_gflops']:.0f}/"
         f"{roof['bfloat16']['layer_shapes_gflops']:.0f} GFLOP/s | bf16 vs fp32 embeddings "

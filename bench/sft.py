@@ -10,18 +10,28 @@ same pristine weights):
     differ;
   * rho-eval: ``rho_eval.alignment.trainer.rho_guided_sft`` with its own ``TextDataset``
     (pads every SFT text to ``max_length``, as its ``load_sft_dataset`` does);
-  * driftbench: ``driftbench.backends.torch_train.train`` with the same hyper-parameters;
-  * profile: one driftbench micro-step and its optimizer step, wall time split into forward /
-    CE / backward / optimizer, and torch.profiler's top ops.
+  * driftbench: ``driftbench.backends.torch_train.train`` with the same hyper-parameters, in
+    ``--rounds`` rounds (the median round is the result);
+  * driftbench in bfloat16: the model loaded again with ``dtype="bfloat16"`` (as the rho_sft
+    task loads it for ``runtime.dtype=bfloat16``: frozen weights bf16, forwards under
+    ``torch.autocast``, float32 LoRA master weights), the same texts, pairs, hyper-parameters
+    and seed, one round right after each float32 round; its real tokens/s, the bf16/fp32 speed
+    (the median over round pairs of each pair's wall-time ratio), both loss curves side by side
+    and their largest difference (listed, not checked), and a target of 2x (``targets``, one
+    printed line). Skipped, with one logged line and a note in the JSON, on a CPU without
+    bf16 hardware (``driftbench.backends.bf16_supported``);
+  * profile: one driftbench micro-step and its optimizer step, in each dtype, wall time split
+    into forward / CE / backward / optimizer, and torch.profiler's top ops.
 Both trainers see the same SFT texts, exactly steps x grad_accum x batch_size of them (so each
 makes one pass over the same texts), the same LoRA targets (rho-eval's
 ``_get_target_modules_for_lora``) and 4 contrast pairs per micro-step, one per behaviour.
 Real tokens = the tokens of the texts trained on (SFT texts + both texts of every sampled pair,
 truncated at max_length), the same work unit for both; a forward pre-hook on the transformer
 counts what each actually computes (padding included) and cross-checks the non-pad count.
-Achieved GFLOP/s = 6 x non-embedding params x real tokens / s.
+Achieved GFLOP/s = 6 x non-embedding params x real tokens / s (the bf16 arm's share of the
+roofline is against the bf16 matmul's).
 
-    python bench/sft.py [--steps 2] [--threads 1] [sft.optim.lr=1e-3 ...]
+    python bench/sft.py [--steps 2] [--rounds 3] [--threads 1] [sft.optim.lr=1e-3 ...]
 
 The hyper-parameters of both trainers are the ``sft`` group's (conf/sft/default.yaml), changed
 with Hydra overrides; the LoRA targets are rho-eval's.
@@ -50,7 +60,8 @@ from torch.optim.optimizer import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from composed import sft_config  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bf16 import bf16_skip_reason, paired_speed, speed_line, target  # noqa: E402  (bench/ on path)
+from composed import compose_config, sft_config  # noqa: E402
 from roofline import matmul_gflops  # noqa: E402
 
 import driftbench  # noqa: E402,F401
@@ -72,6 +83,7 @@ SPEC = {
     "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
 }
 BEHAVIORS = ("factual", "toxicity", "sycophancy", "bias")
+TARGET_BF16_OVER_FP32 = 2.0  # driftbench's bf16 trainer over its fp32 trainer, real tokens/s
 TRAP_RATIO = 0.2  # rho-eval's load_sft_dataset default
 FLOPS_FORMULA = (
     "6 x non_embedding_params x real_tokens / wall_s (forward + backward, as for full training; "
@@ -387,9 +399,10 @@ def summarise(run: dict, params: int, sft_real: int, roofline: float) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps per trainer")
+    ap.add_argument("--rounds", type=int, default=3, help="driftbench fp32/bf16 round pairs")
     ap.add_argument("--n-probes", type=int, default=None, help="probes per behaviour (None: all)")
     ap.add_argument("--alpaca", default="alpaca_sample.jsonl")
     ap.add_argument("--seed", type=int, default=42)
@@ -401,16 +414,164 @@ def main() -> None:
         nargs="*",
         help="Hydra overrides of the sft group, e.g. sft.optim.lr=1e-3 (conf/sft/default.yaml)",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def load_arms(skipped: str | None) -> dict:
+    """The pristine model in float32 and, unless ``skipped``, loaded again with
+    ``dtype="bfloat16"`` (as the rho_sft task loads it for ``runtime.dtype=bfloat16``: frozen
+    weights bf16, so ``train`` runs its forwards under autocast with float32 LoRA weights).
+    The cache is the run's own (``runtime.cache_dir``: ``$DRIFTBENCH_CACHE`` or the default)."""
+    cache_dir = compose_config().runtime.cache_dir
+    dtypes = ["float32"] if skipped else ["float32", "bfloat16"]
+    spec = ModelSpec.from_dict(SPEC)
+    return {d: load_model(spec, cache_dir, head="causal_lm", dtype=d) for d in dtypes}
+
+
+def driftbench_rounds(arms: dict, tokenizer, texts, pairs, cfg: Sft, rounds: int, t0) -> dict:
+    """``rounds`` pairs of driftbench runs, float32 then bfloat16 right after it (a drift of the
+    machine's rate hits both alike), each on a fresh copy of its pristine model, same texts,
+    pairs, hyper-parameters and seed: per dtype, the list of runs."""
+    runs: dict[str, list[dict]] = {d: [] for d in arms}
+    for i in range(rounds):
+        for dtype, loaded in arms.items():
+            log(t0, f"driftbench {dtype}: {cfg.optim.max_steps} steps (round {i + 1}/{rounds})")
+            model = copy.deepcopy(loaded.model)
+            runs[dtype].append(run_driftbench(model, tokenizer, texts, pairs, cfg))
+    return runs
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The round of median wall time (the upper one of an even count), every round's beside it."""
+    median = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+    return {**median, "rounds_wall_s": [r["wall_s"] for r in runs]}
+
+
+LOSSES = ("sft_loss", "contrastive_loss")
+
+
+def loss_curves(fp32: list[dict], bf16: list[dict]) -> dict:
+    """Per optimizer step, both dtypes' losses side by side, and the largest difference of each
+    (listed, not checked: bf16 matmuls round, so the curves part a little)."""
+    steps = [
+        {
+            "step": a["step"],
+            "float32": {k: a[k] for k in LOSSES},
+            "bfloat16": {k: b[k] for k in LOSSES},
+        }
+        for a, b in zip(fp32, bf16, strict=True)
+    ]
+    diff = {k: max(abs(a[k] - b[k]) for a, b in zip(fp32, bf16, strict=True)) for k in LOSSES}
+    return {"steps": steps, "max_abs_diff": diff}
+
+
+def bf16_result(runs: dict, params: int, sft_real: int, roofline16, skipped) -> dict:
+    """driftbench's bf16 trainer against its fp32 trainer of the same run: real tokens/s, the
+    speed (median over round pairs of the fp32/bf16 wall-time ratio; both train on the same
+    real tokens, so it is the ratio of real tokens/s), the loss curves and the target."""
+    if skipped:
+        return {"bf16_arm": {"ran": False, "reason": skipped}, "targets": {}}
+    fp32, bf16 = runs["float32"], runs["bfloat16"]
+    if {r["real_tokens"] for r in fp32 + bf16} != {fp32[0]["real_tokens"]}:
+        raise AssertionError("fp32 and bf16 rounds trained on different real tokens")
+    speed, ratios = paired_speed([r["wall_s"] for r in fp32], [r["wall_s"] for r in bf16])
+    return {
+        "bf16_arm": {"ran": True, "reason": None},
+        "driftbench_bf16": summarise(median_run(bf16), params, sft_real, roofline16),
+        "bf16_over_fp32_speed": speed,
+        "bf16_over_fp32_speed_rounds": ratios,
+        "loss_curves_fp32_bf16": loss_curves(fp32[0]["history"], bf16[0]["history"]),
+        "matmul_bf16_gflops": roofline16,
+        "targets": {"bf16_over_fp32_speed": target(TARGET_BF16_OVER_FP32, speed)},
+    }
+
+
+def hyper_parameters(sft_cfg: Sft, n_pairs: int) -> dict:
+    optim, lora = sft_cfg.optim, sft_cfg.lora
+    return {
+        "grad_accum": optim.grad_accum,
+        "batch_size": optim.batch_size,
+        "max_length": sft_cfg.max_length,
+        "lambda_rho": sft_cfg.lambda_rho,
+        "margin": sft_cfg.margin,
+        "contrast_pairs_per_micro_step": n_pairs,
+        "lr": optim.lr,
+        "weight_decay": optim.weight_decay,
+        "warmup_ratio": optim.warmup_ratio,
+        "lora_rank": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "lora_target_modules": lora.target_modules,
+    }
+
+
+TIMED = {
+    "rho_eval": "rho_guided_sft's own result['time']: from its entry (LoRA wrap, "
+    "DataLoader, optimizer set-up) to the end of its training loop; its LoRA merge "
+    "(merge_and_unload) and clean-up are excluded (merge_and_cleanup_s). TextDataset "
+    "tokenisation happens before the call and is not timed.",
+    "driftbench": "the whole train() call: LoRA wrap, tokenisation, training loop "
+    "(loop_s is the loop alone); the median of --rounds calls, fp32 and bf16 alike.",
+}
+MONKEYPATCHES = [
+    "torch.mps.empty_cache -> no-op during rho_guided_sft (it raises 'Cannot execute "
+    "emptyCache() without MPS backend' on this CPU-only torch)"
+]
+
+
+def profiles(arms: dict, tokenizer, texts, pairs, cfg: Sft, t0) -> dict:
+    """``profile_step`` of one driftbench micro-step in each dtype that ran."""
+    out = {}
+    for dtype, loaded in arms.items():
+        log(t0, f"profile: one driftbench {dtype} micro-step")
+        out[dtype] = profile_step(copy.deepcopy(loaded.model), tokenizer, texts, pairs, cfg)
+    return out
+
+
+def summary_line(result: dict, roofline: float) -> str:
+    rho, ours, check = result["rho_eval"], result["driftbench"], result["loss_check"]
+    prof, top = result["profile_driftbench_step"], ""
+    if prof:
+        split = sorted(prof["split_fraction"].items(), key=lambda kv: -kv[1])[:3]
+        top = " | step: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in split)
+    return (
+        f"matmul {roofline:.0f} GFLOP/s | rho-eval {rho['real_tokens_per_s']:.0f} tok/s = "
+        f"{rho['gflops']:.1f} GFLOP/s ({rho['processed_per_real_token']:.2f} computed/real) | "
+        f"driftbench {ours['real_tokens_per_s']:.0f} tok/s = {ours['gflops']:.1f} GFLOP/s "
+        f"({ours['processed_per_real_token']:.2f} computed/real) | "
+        f"x{result['speedup_real_tokens_per_s']:.2f} vs rho-eval | "
+        f"loss diff {check['abs_diff_sft_loss']:.1e}/{check['abs_diff_contrastive_loss']:.1e}"
+        f"{top}"
+    )
+
+
+def bf16_line(result: dict) -> str:
+    """The bf16 arm's target line, with its rate and how far its loss curve moved."""
+    entry, arm = result["targets"].get("bf16_over_fp32_speed"), result["bf16_arm"]
+    line = speed_line("SFT real tokens/s", entry, arm["reason"])
+    if not arm["ran"]:
+        return line
+    b, diff = result["driftbench_bf16"], result["loss_curves_fp32_bf16"]["max_abs_diff"]
+    return (
+        f"{line} | bf16 {b['real_tokens_per_s']:.0f} tok/s (bf16 matmul "
+        f"{result['matmul_bf16_gflops']:.0f} GFLOP/s) | loss curves bf16 - fp32: max |diff| "
+        f"SFT {diff['sft_loss']:.1e}, hinge {diff['contrastive_loss']:.1e}"
+    )
+
+
+def main() -> None:
+    args = parse_args()
     sft_cfg = sft_config(f"sft.optim.max_steps={args.steps}", *args.overrides)
     torch.set_num_threads(args.threads)
 
     from rho_eval.calibration import _get_target_modules_for_lora
 
     t_start = time.perf_counter()
+    skipped = bf16_skip_reason()
     roofline = matmul_gflops()
-    loaded = load_model(ModelSpec.from_dict(SPEC), "~/.cache/driftbench", head="causal_lm")
-    pristine, tokenizer = loaded.model, loaded.tokenizer
+    roofline16 = None if skipped else matmul_gflops(dtype=torch.bfloat16)
+    arms = load_arms(skipped)
+    pristine, tokenizer = arms["float32"].model, arms["float32"].tokenizer
     params = non_embedding_params(pristine)
     targets = sorted(_get_target_modules_for_lora(pristine))
     sft_cfg.lora.target_modules = targets  # both trainers wrap what rho-eval wraps
@@ -419,77 +580,43 @@ def main() -> None:
     check = loss_check(pristine, tokenizer, texts, pairs, args, sft_cfg)
     log(t_start, f"rho-eval: {args.steps} steps")
     rho = run_rho_eval(copy.deepcopy(pristine), tokenizer, texts, pairs, args, sft_cfg)
-    log(t_start, f"driftbench: {args.steps} steps")
-    ours = run_driftbench(copy.deepcopy(pristine), tokenizer, texts, pairs, sft_cfg)
-    prof = None
-    if not args.no_profile:
-        log(t_start, "profile: one driftbench micro-step")
-        prof = profile_step(copy.deepcopy(pristine), tokenizer, texts, pairs, sft_cfg)
+    runs = driftbench_rounds(arms, tokenizer, texts, pairs, sft_cfg, args.rounds, t_start)
+    prof = {} if args.no_profile else profiles(arms, tokenizer, texts, pairs, sft_cfg, t_start)
     log(t_start, "done")
 
-    rho = summarise(rho, params, data["sft_real_tokens"], roofline)
-    ours = summarise(ours, params, data["sft_real_tokens"], roofline)
+    sft_real = data["sft_real_tokens"]
+    rho = summarise(rho, params, sft_real, roofline)
+    ours = summarise(median_run(runs["float32"]), params, sft_real, roofline)
     speedup = ours["real_tokens_per_s"] / rho["real_tokens_per_s"]
     result = {
         "model": SPEC["name"],
         "seed": args.seed,
         "steps": args.steps,
         "micro_steps": args.steps * sft_cfg.optim.grad_accum,
-        "hyper_parameters": {
-            "grad_accum": sft_cfg.optim.grad_accum,
-            "batch_size": sft_cfg.optim.batch_size,
-            "max_length": sft_cfg.max_length,
-            "lambda_rho": sft_cfg.lambda_rho,
-            "margin": sft_cfg.margin,
-            "contrast_pairs_per_micro_step": len(pairs),
-            "lr": sft_cfg.optim.lr,
-            "weight_decay": sft_cfg.optim.weight_decay,
-            "warmup_ratio": sft_cfg.optim.warmup_ratio,
-            "lora_rank": sft_cfg.lora.rank,
-            "lora_alpha": sft_cfg.lora.alpha,
-            "lora_dropout": sft_cfg.lora.dropout,
-            "lora_target_modules": targets,
-        },
+        "rounds": args.rounds,
+        "hyper_parameters": hyper_parameters(sft_cfg, len(pairs)),
         "data": {**data, "pair_sampling": "one pair per behaviour per micro-step, both trainers"},
         "non_embedding_params": params,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "matmul_fp32_gflops": roofline,
         "gflops_formula": FLOPS_FORMULA,
-        "timed": {
-            "rho_eval": "rho_guided_sft's own result['time']: from its entry (LoRA wrap, "
-            "DataLoader, optimizer set-up) to the end of its training loop; its LoRA merge "
-            "(merge_and_unload) and clean-up are excluded (merge_and_cleanup_s). TextDataset "
-            "tokenisation happens before the call and is not timed.",
-            "driftbench": "the whole train() call: LoRA wrap, tokenisation, training loop "
-            "(loop_s is the loop alone).",
-        },
-        "monkeypatches": [
-            "torch.mps.empty_cache -> no-op during rho_guided_sft (it raises 'Cannot execute "
-            "emptyCache() without MPS backend' on this CPU-only torch)"
-        ],
+        "timed": TIMED,
+        "monkeypatches": MONKEYPATCHES,
         "loss_check": check,
         "rho_eval": rho,
         "driftbench": ours,
         "speedup_real_tokens_per_s": speedup,
         "target_speedup": 2.0,
         "meets_target": speedup >= 2.0,
-        "profile_driftbench_step": prof,
+        **bf16_result(runs, params, sft_real, roofline16, skipped),
+        "profile_driftbench_step": prof.get("float32"),
+        "profile_driftbench_bf16_step": prof.get("bfloat16"),
         "bench_wall_s": time.perf_counter() - t_start,
     }
     atomic_write_json(args.out, result)
-    top = ""
-    if prof:
-        split = sorted(prof["split_fraction"].items(), key=lambda kv: -kv[1])[:3]
-        top = " | step: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in split)
-    print(
-        f"matmul {roofline:.0f} GFLOP/s | rho-eval {rho['real_tokens_per_s']:.0f} tok/s = "
-        f"{rho['gflops']:.1f} GFLOP/s ({rho['processed_per_real_token']:.2f} computed/real) | "
-        f"driftbench {ours['real_tokens_per_s']:.0f} tok/s = {ours['gflops']:.1f} GFLOP/s "
-        f"({ours['processed_per_real_token']:.2f} computed/real) | x{speedup:.2f} vs rho-eval | "
-        f"loss diff {check['abs_diff_sft_loss']:.1e}/{check['abs_diff_contrastive_loss']:.1e}"
-        f"{top}"
-    )
+    print(summary_line(result, roofline))
+    print(bf16_line(result))
     print(f"wrote {args.out}")
 
 
