@@ -180,6 +180,18 @@ def angles_deg(a, b) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def batching_angles(first: dict, again: dict, how: dict) -> dict:
+    """Per dtype, the angle between each text's embedding from the measured pass and from a pass
+    with other chunks (``how``: one worker, smaller chunks). Why: a GEMM's accumulation order
+    follows its shape, and in bfloat16 that moves an embedding about as much as the dtype does,
+    so a bf16 run reproduces within its interval, not to the digit (docs/configuration.md)."""
+    out = {}
+    for dtype, z in first.items():
+        moved = angles_deg(z, again[dtype])
+        out[dtype] = {"mean": float(moved.mean()), "max": float(moved.max()), **how}
+    return out
+
+
 def bf16_summary(r: dict, n_texts: int, gflops, executed: float) -> dict:
     """One bf16 round: its rate and its share of the bf16 layer-shape roofline."""
     st = r["stats"]
@@ -291,14 +303,14 @@ def main() -> None:
     skipped = skipped_params_per_token(base.model) * (real_tokens - len(texts)) if trims else 0
     executed = (params * real_tokens - skipped) / (params * real_tokens)
 
-    def embed(loaded, packed: bool = True, workers: int | None = None):
+    def embed(loaded, packed: bool = True, workers: int | None = None, batch_tokens=None):
         return extract_embeddings(
             loaded.model,
             loaded.tokenizer,
             texts,
             pooling=spec.pooling,
             max_length=max_length,
-            batch_tokens=args.batch_tokens,
+            batch_tokens=batch_tokens or args.batch_tokens,
             progress=False,
             packed=packed,
             workers=workers,
@@ -360,6 +372,12 @@ def main() -> None:
         gemm_wall_s = prof["gemm_s"] / r["workers"]
         r["gemm_share"], r["gemm_gflops"] = prof["gemm_share"], gflops(gemm_wall_s) * ran
     bf16 = bf16_result(rounds, rounds16, z32, z16, rooflines, shapes, chunk)
+    other = {"workers": 1, "batch_tokens": args.batch_tokens // 8}  # other chunks, other GEMMs
+    bf16["batching_angle_deg"] = batching_angles(
+        {"float32": z32, "bfloat16": z16},
+        {"float32": embed(base, **other)[0], "bfloat16": embed(base16, **other)[0]},
+        other,
+    )
     prof = gemm_profile(extract16)
     median16 = bf16["driftbench_bf16"]
     gemm_wall_s = prof["gemm_s"] / median16["workers"]
@@ -436,6 +454,12 @@ def main() -> None:
         f"cache {100 * cached_s / first_s:.2f}% of first"
     )
     print(bf16_line(result))
+    moved = result["batching_angle_deg"]
+    print(
+        "the same texts in other batches: "
+        + ", ".join(f"{k} {v['mean']:.3f} deg mean, {v['max']:.3f} max" for k, v in moved.items())
+        + f" (vs bf16 - fp32 {result['bf16_vs_fp32_angle_deg']['mean']:.3f} deg mean)"
+    )
     print(f"wrote {args.out}")
 
 
