@@ -35,7 +35,21 @@ log = logging.getLogger(__name__)
 # Config entries added after runs existed, at the value that does what every run did before
 # them: left out of the hashed config at that value, so those runs keep their keys and are
 # reused (as ``digests.dtype_key`` leaves float32 out).
-KEY_DEFAULTS = {("data", "balance"): True, ("data", "split_column"): None}
+# A list entry's default is a tuple (immutable here; the resolved config holds a list).
+KEY_DEFAULTS = {
+    ("data", "balance"): True,
+    ("data", "split_column"): None,
+    ("sft", "audit_probes"): "all",
+    ("sft", "audit_at_steps"): (),
+}
+
+
+def at_default(value, default) -> bool:
+    """Whether a config value is its ``KEY_DEFAULTS`` default: the same type and value (True,
+    not 1), a list for a tuple default."""
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and tuple(value) == default
+    return type(value) is type(default) and value == default
 
 
 def hashed_part(cfg: dict) -> dict:
@@ -44,7 +58,7 @@ def hashed_part(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
     for (group, name), default in KEY_DEFAULTS.items():
         node = out.get(group)
-        if isinstance(node, dict) and name in node and node[name] is default:
+        if isinstance(node, dict) and name in node and at_default(node[name], default):
             out[group] = {k: v for k, v in node.items() if k != name}
     return out
 
@@ -56,7 +70,10 @@ def with_key_defaults(cfg: dict) -> dict:
     out = dict(cfg)
     for (group, name), default in KEY_DEFAULTS.items():
         if isinstance(out.get(group), dict) and name not in out[group]:
-            out[group] = {**out[group], name: default}
+            out[group] = {
+                **out[group],
+                name: list(default) if isinstance(default, tuple) else default,
+            }
     return out
 
 

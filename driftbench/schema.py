@@ -328,6 +328,17 @@ class Sft:
     ce_on: str = req()
     holdout_fraction: float = req(**within(0.0, 1.0, closed_hi=False))
     max_length: int = req(**at_least(1))
+    # added after runs existed: an sft group without them composes as before (audits of every
+    # probe, none during training), and at these values they stay out of the result key
+    # (runs.KEY_DEFAULTS)
+    audit_probes: str = field(default="all", metadata=one_of("all", "heldout"))
+    audit_at_steps: list[int] = field(
+        default_factory=list,
+        metadata=rule(
+            "a list of distinct integers >= 1",
+            lambda v: all(x >= 1 for x in v) and len(set(v)) == len(v),
+        ),
+    )
     data: SftData = field(default_factory=SftData)
     lora: Lora = field(default_factory=Lora)
     optim: Optim = field(default_factory=Optim)

@@ -247,3 +247,121 @@ def test_the_cpu_study_preset_runs_end_to_end_on_the_tiny_model(tmp_path):
     assert "| rho_guided | 0.5 | 0.1 | γ = 0 |" in md
     assert "| contrastive_only | 0.5 | 0.1 | sft_only |" in md
     assert "with 2 seeds per arm" in md and "d* = 5.65" in md
+
+
+def test_holm_is_statsmodels_holm_and_leaves_undefined_tests_out():
+    from statsmodels.stats.multitest import multipletests
+
+    from driftbench.tasks.rho_sft.summary_stats import holm
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 40):
+        p = list(rng.uniform(0, 0.2, m) ** 2)
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=1e-12)
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.06 (kept
+    # non-decreasing); NaN is no test (m = 4, not 5)
+    got = holm([0.01, 0.04, float("nan"), 0.03, 0.005])
+    assert got[:2] == pytest.approx([0.03, 0.06]) and math.isnan(got[2])
+    assert got[3:] == pytest.approx([0.06, 0.02])
+
+
+@pytest.mark.parametrize("d, n_a, n_b", [(8.3, 3, 3), (0.5, 20, 20), (-1.2, 4, 7), (0.0, 3, 3)])
+def test_d_interval_puts_the_observed_t_at_the_noncentral_t_quantiles(d, n_a, n_b):
+    """The bounds by hand: the noncentral t of each bound's noncentrality puts the observed t
+    at its 97.5% (lower bound) and 2.5% (upper bound) quantile."""
+    from driftbench.tasks.rho_sft.summary_stats import d_interval
+
+    lo, hi = d_interval(d, n_a, n_b)
+    scale = math.sqrt(n_a * n_b / (n_a + n_b))
+    df = n_a + n_b - 2
+    assert lo < d < hi
+    assert nct.cdf(d * scale, df, lo * scale) == pytest.approx(0.975, abs=1e-8)
+    assert nct.cdf(d * scale, df, hi * scale) == pytest.approx(0.025, abs=1e-8)
+
+
+def test_d_interval_tends_to_the_large_sample_formula():
+    """At 2,000 + 2,000 runs the interval is the standard approximation's (Hedges and Olkin):
+    d ± 1.96 √((n_a + n_b)/(n_a n_b) + d²/(2(n_a + n_b))); at 3 + 3 the exact one is wider
+    (at d = 3: [0.38, 5.50] against [0.67, 5.33])."""
+    from driftbench.tasks.rho_sft.summary_stats import d_interval
+
+    def approx(d, n):
+        se = math.sqrt(2 / n + d**2 / (4 * n))
+        return d - norm.ppf(0.975) * se, d + norm.ppf(0.975) * se
+
+    assert d_interval(0.4, 2000, 2000) == pytest.approx(approx(0.4, 2000), abs=2e-3)
+    lo, hi = d_interval(3.0, 3, 3)
+    a_lo, a_hi = approx(3.0, 3)
+    assert hi - lo > 1.05 * (a_hi - a_lo) and lo < a_lo and hi > a_hi
+
+
+def test_the_holm_table_holds_every_planned_comparison_of_both_measures():
+    """One family over Δρ and Δgap: Holm's p of each row is statsmodels' over every defined
+    Welch p; d's interval beside d."""
+    from statsmodels.stats.multitest import multipletests
+
+    from driftbench.report import group_runs
+    from driftbench.tasks.rho_sft.summary import holm_table, planned
+    from driftbench.tasks.rho_sft.summary_stats import d_interval
+
+    runs, values = study_runs()
+    for r in runs:  # a gap as well, the second measure of the family: rho_guided's far apart
+        m = r["metrics"]
+        b, far = m["behaviors"]["bias"], m["condition"] == "rho_guided" and m["margin_gamma"] > 0
+        b["delta_mean_ce_gap"] = b["delta_rho"] + far + 0.001 * r["config"]["seed"]
+    md = holm_table(group_runs(runs))
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "Δ" in line]
+    assert len(rows) == 6  # 3 comparisons x 2 measures x 1 behaviour
+    cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+    p = [  # Welch's p of each row, from the values (the table shows 3 digits)
+        ttest_ind(a, ref, equal_var=False).pvalue
+        for m in ("delta_rho", "delta_mean_ce_gap")
+        for _, _, samples in planned(group_runs(runs), m)[1]
+        for a, ref in [samples["bias"]]
+    ]
+    holm = multipletests(p, method="holm")[1]
+    assert "Holm–Bonferroni over their 6 tests" in md and any(h <= 0.05 for h in holm)
+    for c, raw, h in zip(cells, p, holm, strict=True):
+        assert c[-3:] == [f"{raw:.3g}", f"{h:.3g}", "✓" if h <= 0.05 else ""]
+    rho, sft = np.array(values[("rho_guided", 0.1)]), np.array(values[("sft_only", 0.1)])
+    row = next(r for r in rows if r.startswith("| rho_guided | 0.2 | 0.1 | sft_only | Δρ |"))
+    lo, hi = d_interval(compare(rho, sft)["d"], 3, 3)
+    assert f"[{lo:.2f}, {hi:.2f}]" in row
+
+
+def test_the_steps_table_shows_each_audited_step_with_its_t_interval(tmp_path):
+    """Runs audited along the way: per group and step the mean [95% t-interval] over seeds of
+    Δρ at that step, the final audit at the last step; and the figure."""
+    from driftbench.intervals import replicate_interval
+    from driftbench.report import group_runs
+    from driftbench.tasks.rho_sft.summary import build_steps_figure, steps_figure, steps_table
+
+    runs = []
+    for seed, (v12, v40, end) in enumerate(
+        [(0.01, 0.02, 0.05), (0.0, 0.03, 0.04), (0.02, 0.0, 0.06)]
+    ):
+        runs.append(
+            rho_run(
+                "rho_guided",
+                {"bias": {"delta_rho": end}},
+                cfg=config("rho_sft", seed, sft__condition={"name": "rho_guided"}),
+                audits_at_steps={
+                    "12": {"bias": {"delta_rho": v12}},
+                    "40": {"bias": {"delta_rho": v40}},
+                },
+            )
+        )
+        runs[-1]["metrics"]["training"]["steps"] = 125
+    md = steps_table(group_runs(runs))
+    for step, vals in (
+        ("12", [0.01, 0.0, 0.02]),
+        ("40", [0.02, 0.03, 0.0]),
+        ("125", [0.05, 0.04, 0.06]),
+    ):
+        mean, lo, hi = replicate_interval(vals)
+        assert f"| rho_guided | 0.2 | 0.1 | {step} | 3 | {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |" in md
+    fig = build_steps_figure(group_runs(runs))
+    (ax,) = fig.axes
+    np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [12, 40, 125])
+    assert steps_figure(group_runs(runs), tmp_path) == ["report_rho_steps.png"]
+    assert steps_table(group_runs(study_runs()[0])) == ""  # no run audited along the way

@@ -399,3 +399,98 @@ def check_dose_response_figures(run_dirs):
     finally:
         for fig in figs.values():
             pyplot().close(fig)
+
+
+ALONG = [*TINY_RHO, "task.n_probes=10", "task.stress_test.enabled=false"]
+ALONG += ["sft.holdout_fraction=0.5", "sft.audit_probes=heldout", "sft.optim.grad_accum=2"]
+
+
+def audited_ids(audit: dict, b: str) -> list[str]:
+    return sorted(d["id"] for d in audit[b]["details"] if "id" in d)
+
+
+def test_the_audit_along_the_way_is_the_audit_of_the_model_at_that_step(make_cfg, tmp_path):
+    """8 texts, batch 2, accumulation 2: two optimizer steps. The audit after step 1 equals the
+    final audit of the same run stopped after step 1 (max_steps=1: the same data, init and
+    learning rate up to there), differs from the untouched model's, and pausing for it leaves
+    training alone (the final audit and losses of a run without it); all audits score the
+    held-out probes only, which metrics.json records."""
+
+    def one(name, *overrides):
+        metrics = run(make_cfg(*ALONG, f"runtime.output_root={tmp_path / name}", *overrides))
+        return metrics, only_run_dir(tmp_path / name)
+
+    along, d = one("along", "sft.audit_at_steps=[1]")
+    stopped, _ = one("stopped", "sft.optim.max_steps=1")
+    plain, plain_dir = one("plain")
+    assert along["training"]["steps"] == 2 and stopped["training"]["steps"] == 1
+    step1 = json.loads((d / "audit_step1.json").read_text())
+    for b, row in along["audits_at_steps"]["1"].items():
+        assert row["rho_after"] == step1[b]["rho"] == stopped["audit_after"][b]["rho"]
+        assert row["rho_before"] == along["audit_before"][b]["rho"]
+        if "mean_ce_gap_after" in row:
+            assert row["mean_ce_gap_after"] == pytest.approx(
+                stopped["audit_after"][b]["paired"]["mean_ce_gap"], abs=1e-9
+            )
+    moved = [r["delta_mean_ce_gap"] for r in along["audits_at_steps"]["1"].values()]
+    assert any(abs(x) > 0 for x in moved if x is not None)  # step 1 changed the model
+    assert along["behaviors"] == plain["behaviors"]
+    assert along["training"]["final_sft_loss"] == plain["training"]["final_sft_loss"]
+    assert "audits_at_steps" not in plain and not (plain_dir / "audit_step1.json").exists()
+    held = along["training"]["heldout_ids"]
+    assert set(held) == {"factual", "toxicity", "sycophancy", "bias", "refusal", "deception"}
+    for stage in (along["audit_before"], along["audit_after"], step1):
+        assert "heldout" not in stage  # the audit is of the held-out probes: no second one
+        for b in ("factual", "toxicity", "refusal"):
+            assert audited_ids(stage, b) == sorted(held[b]), b
+
+
+def test_held_out_probes_never_reach_training_as_pairs_or_traps(make_cfg):
+    """With sft.audit_probes=heldout every behaviour training reads is split (refusal and
+    deception, which give only traps, too): no held-out probe id among the training pairs, no
+    held-out text among the pair texts or the SFT texts. audit_probes=all keeps the old split
+    (the pair behaviours only)."""
+    from driftbench.rho.training_set import build_training_set, pair_and_trap_behaviors
+
+    cfg = make_cfg(*ALONG, "sft.data.n_examples=400", "sft.data.trap_ratio=0.5")
+    probes = {b: load_probes(b, 40, 42) for b in pair_and_trap_behaviors(cfg.sft)}
+    texts, pairs, held = build_training_set(cfg.sft, probes, 1, cfg.runtime.data_dir)
+    assert set(held) == set(pair_and_trap_behaviors(cfg.sft)) and all(held.values())
+    trained = {p["id"] for v in pairs.values() for p in v}
+    pair_texts = {t for v in pairs.values() for p in v for t in (p["positive"], p["negative"])}
+    sft_text = "\n".join(texts)
+    for b, v in held.items():
+        assert not {p["id"] for p in v} & trained, b
+        for p in v:
+            for field in ("text", "false", "harmful_version", "honest", "deceptive"):
+                if field in p:
+                    assert p[field] not in pair_texts and p[field] not in sft_text, (b, field)
+    old = make_cfg(*ALONG, "sft.audit_probes=all")
+    _, _, old_held = build_training_set(old.sft, probes, 1, old.runtime.data_dir)
+    assert set(old_held) == set(old.sft.pair_behaviors)
+    assert all(old_held[b] == held[b] for b in old_held)  # the same seeded split
+
+
+@pytest.mark.parametrize("preset", [None, "rho_cpu_study", "rho_smoke", "rho_dose_response"])
+def test_presets_keep_their_result_keys_while_the_new_knobs_are_at_their_defaults(make_cfg, preset):
+    """sft.audit_probes and sft.audit_at_steps came after runs existed: at their defaults a
+    run's key is the key computed without them (runs.KEY_DEFAULTS), so complete runs are
+    reused; set, they key a run of their own."""
+    from omegaconf import OmegaConf
+
+    from driftbench.launcher import prepare
+    from driftbench.runs import result_key
+    from driftbench.tasks.rho_sft import task as rho_task
+
+    head = [f"experiment={preset}"] if preset else []
+    cfg = make_cfg(*head, *TINY_RHO)
+    full = OmegaConf.to_container(cfg, resolve=True)
+    read = {k: full[k] for k in ("seed", *rho_task.CONFIG_GROUPS)}
+    for name in ("audit_probes", "audit_at_steps"):
+        del read["sft"][name]  # the config as it was before the knobs existed
+    old = result_key(read, rho_task.inputs(cfg), rho_task.RESULTS_VERSION)
+    assert prepare(cfg).result_key == old
+    at = prepare(make_cfg(*head, *TINY_RHO, "sft.audit_at_steps=[12]")).result_key
+    only = ["sft.holdout_fraction=0.5", "sft.audit_probes=heldout"]
+    held = prepare(make_cfg(*head, *TINY_RHO, *only)).result_key
+    assert len({old, at, held}) == 3

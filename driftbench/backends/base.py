@@ -121,8 +121,17 @@ class Backend(ABC):
 
     @abstractmethod
     def train(
-        self, model, tokenizer, sft_texts: list[str], pairs: dict, sft, seed: int, progress: bool
+        self,
+        model,
+        tokenizer,
+        sft_texts: list[str],
+        pairs: dict,
+        sft,
+        seed: int,
+        progress: bool,
+        after_step: Callable[[int, object], None] | None = None,
     ) -> tuple[object, list[dict]]:
         """The rho-guided LoRA training loop over one ``rho.plan.TrainingPlan``, its knobs the
         ``sft`` config group (``schema.Sft``): (trained model, one history record per optimizer
-        step)."""
+        step). ``after_step(step, model)`` runs after each optimizer step but the last, the
+        model in eval mode without gradients (``rho.plan.step_hook``), then training goes on."""

@@ -74,7 +74,7 @@ class MlxBackend(Backend):
     def check_lora_targets(self, model, targets: list[str]) -> None:
         mlx_train.check_lora_targets(model, targets)
 
-    def train(self, model, tokenizer, sft_texts, pairs, sft, seed, progress):
+    def train(self, model, tokenizer, sft_texts, pairs, sft, seed, progress, after_step=None):
         return mlx_train.train(
-            model, tokenizer, sft_texts, pairs, sft, seed=seed, progress=progress
+            model, tokenizer, sft_texts, pairs, sft, seed, progress, after_step=after_step
         )

@@ -15,7 +15,7 @@ import numpy as np
 
 from driftbench.backends.mlx_model import MlxModel, _batch, token_ce
 from driftbench.batching import pad_batch
-from driftbench.rho.plan import LoraKnobs, SftKnobs, TrainingPlan
+from driftbench.rho.plan import LoraKnobs, SftKnobs, TrainingPlan, step_hook
 
 
 def linear_paths(model: MlxModel) -> dict[str, object]:
@@ -100,9 +100,11 @@ def train(
     sft: SftKnobs,
     seed: int = 42,
     progress: bool = True,
+    after_step=None,
 ) -> tuple[MlxModel, list[dict]]:
     """``torch_train.train`` on mlx; a model that already has LoRA layers keeps them
-    (the cross-check test copies peft's initial A matrices in first)."""
+    (the cross-check test copies peft's initial A matrices in first). ``after_step`` as there
+    (mlx keeps no gradient tape: eval mode is all it needs)."""
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -121,7 +123,7 @@ def train(
     )
     pad = tokenizer.pad_token_id
     model.train()
-    plan.start("train (mlx)")
+    plan.start("train (mlx)", on_step=step_hook(after_step, model))
     grads_sum = None
     for micro, mb in enumerate(plan.micro_batches()):
         rows = _batch(mb.rows, pad) if mb.rows else None

@@ -317,7 +317,7 @@ class TorchBackend(Backend):
 
         check_lora_targets(model, targets)
 
-    def train(self, model, tokenizer, sft_texts, pairs, sft, seed, progress):
+    def train(self, model, tokenizer, sft_texts, pairs, sft, seed, progress, after_step=None):
         from driftbench.backends.torch_train import train
 
-        return train(model, tokenizer, sft_texts, pairs, sft, seed=seed, progress=progress)
+        return train(model, tokenizer, sft_texts, pairs, sft, seed, progress, after_step=after_step)

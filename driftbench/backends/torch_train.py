@@ -25,7 +25,7 @@ import torch
 
 from driftbench.backends.torch_loss import packed_text_ce, packing_unsupported, padded_text_ce
 from driftbench.rho.loss import contrastive_loss
-from driftbench.rho.plan import LoraKnobs, SftKnobs, TrainingPlan
+from driftbench.rho.plan import LoraKnobs, SftKnobs, TrainingPlan, step_hook
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,13 @@ def train(
     sft: SftKnobs,
     seed: int = 42,
     progress: bool = True,
+    after_step: Callable[[int, object], None] | None = None,
 ) -> tuple[object, list[dict]]:
     """Train LoRA adapters with the knobs of the ``sft`` config group; returns (peft model, one
     history record per optimizer step).
     A peft model keeps the adapters it has (the backend cross-check starts both backends from
-    the same LoRA matrices)."""
+    the same LoRA matrices). ``after_step(step, model)``: called after each optimizer step but
+    the last, in eval mode under ``no_grad`` (``plan.step_hook``; e.g. the audit along the way)."""
     from peft import PeftModel
 
     plan = TrainingPlan(tokenizer, sft_texts, pairs, sft, seed, progress)
@@ -115,7 +117,7 @@ def train(
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.schedule)
     model.train()
-    plan.start()
+    plan.start(on_step=step_hook(after_step, model, torch.no_grad))
     for micro, mb in enumerate(plan.micro_batches()):
         loss = torch.zeros((), device=device)
         sft_loss = c_loss = torch.zeros(())

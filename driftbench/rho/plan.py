@@ -10,6 +10,7 @@ one seed they see the same texts and pairs in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -92,6 +93,27 @@ def sample_pairs(pairs: dict[str, list[dict]], rng: random.Random, shuffle: bool
     return out
 
 
+def step_hook(
+    after_step: Callable[[int, Any], None] | None, model, guard: Callable = contextlib.nullcontext
+) -> Callable[[int], None] | None:
+    """``after_step(step, model)`` as a loop calls it after optimizer step ``step`` (1-based):
+    the model (its LoRA weights live) in eval mode, so dropout does not blur what is measured,
+    under ``guard()`` (torch: ``no_grad``, so nothing measured enters the next step's gradient),
+    then back in train mode. None where there is no ``after_step``."""
+    if after_step is None:
+        return None
+
+    def call(step: int) -> None:
+        model.eval()
+        try:
+            with guard():
+                after_step(step, model)
+        finally:
+            model.train()
+
+    return call
+
+
 @dataclass
 class MicroBatch:
     """The token ids of one micro-step: SFT texts, then the sampled pairs' positive and negative
@@ -158,10 +180,13 @@ class TrainingPlan:
     def _reset(self) -> None:
         self.acc = {"sft": 0.0, "contrastive": 0.0, "active": 0.0, "tokens": 0, "n": 0}
 
-    def start(self, desc: str = "train") -> None:
+    def start(self, desc: str = "train", on_step: Callable[[int], None] | None = None) -> None:
+        """Start the clock and the bar; ``on_step(step)`` (``step_hook``) runs after each
+        optimizer step but the last (the caller's own audit follows that one)."""
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=self.total, desc=desc, unit="step", disable=not self.progress)
+        self.on_step = on_step
         self.t0 = time.perf_counter()
 
     def add(self, mb: MicroBatch, sft: float, contrastive: float, active: float) -> None:
@@ -197,4 +222,8 @@ class TrainingPlan:
         if len(self.history) >= self.total:
             self.bar.close()
             return True
+        if self.on_step is not None:  # its time is not training time: the clock waits
+            paused = time.perf_counter()
+            self.on_step(len(self.history))
+            self.t0 += time.perf_counter() - paused
         return False

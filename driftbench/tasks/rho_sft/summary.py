@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from driftbench.fileio import save_figure
+from driftbench.intervals import interval_cell, replicate_interval
 from driftbench.plots import pyplot
 from driftbench.tasks.rho_sft import summary_stats as stats
 
@@ -176,13 +177,14 @@ def margin_twin(g, groups: list):
     return twins[0] if twins else None
 
 
-def study_tables(groups: list, measure: str = "delta_rho") -> str:
-    """What the sweep can conclude (``summary_stats``): each group against its sft_only
-    group and each γ > 0 against its γ = 0 twin (difference, d, Welch p, δ*), then the power
-    statement from the run-to-run spread of the trained groups."""
+def planned(groups: list, measure: str) -> tuple[list[str], list[tuple], list[dict]]:
+    """The sweep's planned comparisons in ``measure``: (behaviours, rows as
+    ``stats.comparison_table`` takes them, the trained groups' values per behaviour). Each
+    group against its sft_only group and each γ > 0 against its γ = 0 twin; nothing where no
+    group has two seeds."""
     behaviors = _measured_behaviors(groups, measure)
     if not behaviors or not any(len(g.runs) > 1 for g in groups):
-        return ""
+        return behaviors, [], []
     groups = _ordered(groups)
     pairs = [(g, r, "sft_only") for g in groups if (r := reference(g, groups)) not in (None, g)]
     pairs += [(g, r, "γ = 0") for g in groups if (r := margin_twin(g, groups)) is not None]
@@ -195,10 +197,41 @@ def study_tables(groups: list, measure: str = "delta_rho") -> str:
         for g, r, against in pairs
     ]
     trained = [samples(g) for g in groups if g.runs[0]["metrics"]["condition"] != "baseline"]
+    return behaviors, rows, trained
+
+
+def _axes(groups: list) -> list[str]:
+    return ["arm", "λρ", "γ", *_ordered(groups)[0].columns(skip=CONDITION_AXES)]
+
+
+def study_tables(groups: list, measure: str = "delta_rho") -> str:
+    """What the sweep can conclude (``summary_stats``): each planned comparison (``planned``:
+    difference, d, Welch p, δ*), then the power statement from the run-to-run spread of the
+    trained groups."""
+    behaviors, rows, trained = planned(groups, measure)
+    if not trained:
+        return ""
     symbol = RHO_MEASURES[measure][0]
-    axes = ["arm", "λρ", "γ", *groups[0].columns(skip=CONDITION_AXES)]
-    lines = stats.comparison_table(symbol, behaviors, axes, rows) if rows else []
+    lines = stats.comparison_table(symbol, behaviors, _axes(groups), rows) if rows else []
     return "\n".join(lines + stats.power_table(behaviors, trained, rows)) + "\n"
+
+
+def holm_table(groups: list) -> str:
+    """Every planned comparison of both measures (``planned``) as one family: Holm–Bonferroni
+    adjusted p beside Welch's, whether it survives Holm at α, and Cohen's d with its 95%
+    interval (``stats.d_interval``)."""
+    tests = [
+        (RHO_MEASURES[m][0], cells, against, b, a, ref)
+        for m in RHO_MEASURES
+        for behaviors, rows, _ in [planned(groups, m)]
+        for cells, against, samples in rows
+        for b in behaviors
+        for a, ref in [samples[b]]
+        if len(a) and len(ref)
+    ]
+    if not tests:
+        return ""
+    return "\n".join(stats.holm_lines(_axes(groups), tests)) + "\n"
 
 
 def build_rho_figures(groups: list) -> dict:
@@ -342,10 +375,105 @@ def stress_tables(groups: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def at_steps(m: dict) -> dict[int, dict]:
+    """One run's audits by optimizer step: those along the way (``sft.audit_at_steps``) and
+    the final one at its last step, each behaviour's change from before training (``delta``);
+    empty for a run audited at the end alone."""
+    along = m.get("audits_at_steps")
+    if not along:
+        return {}
+    out = {int(k): v for k, v in along.items()}
+    out[int(m["training"]["steps"])] = m["behaviors"]
+    return dict(sorted(out.items()))
+
+
+def step_values(g, step: int, b: str, measure: str) -> list[float]:
+    """``measure`` of behaviour ``b`` after ``step`` optimizer steps, one value per seed."""
+    return [
+        v
+        for r in g.runs
+        if step in (by_step := at_steps(r["metrics"])) and b in by_step[step]
+        if (v := rho_measure(by_step[step][b], measure)) is not None
+    ]
+
+
+def _stepped(groups: list) -> list:
+    return [g for g in _ordered(groups) if any(at_steps(r["metrics"]) for r in g.runs)]
+
+
+def steps_table(groups: list) -> str:
+    """The dose-response over training steps, per measure: each behaviour's change from before
+    training after each audited optimizer step (the last: the final audit), mean [95%
+    t-interval over seeds] per group, where runs audited along the way."""
+    stepped = _stepped(groups)
+    if not stepped:
+        return ""
+    lines = []
+    for measure, (symbol, definition) in RHO_MEASURES.items():
+        behaviors = _measured_behaviors(stepped, measure)
+        if not behaviors:
+            continue
+        axes = [*_axes(stepped), "step", "n"]
+        lines += [
+            f"### {symbol} along training (mean [95% t-interval over seeds])",
+            "",
+            f"{symbol}: {definition}, after each audited optimizer step (the last: the final "
+            "audit).",
+            "",
+            "| " + " | ".join([*axes, *behaviors]) + " |",
+            "|" + "---|" * (len(axes) + len(behaviors)),
+        ]
+        for g in stepped:
+            for k in sorted({k for r in g.runs for k in at_steps(r["metrics"])}):
+                vals = [step_values(g, k, b, measure) for b in behaviors]
+                cells = [interval_cell(replicate_interval(v), "{:+.4f}") for v in vals]
+                n = str(max(len(v) for v in vals))
+                lines.append("| " + " | ".join([*_condition_cells(g), str(k), n, *cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_steps_figure(groups: list):
+    """``report_rho_steps.png``: Δρ per behaviour (a panel each) against optimizer steps, one
+    line per group, mean with its 95% t-interval over seeds; None where no run audited along
+    the way."""
+    stepped = _stepped(groups)
+    behaviors = _measured_behaviors(stepped, "delta_rho")
+    if not stepped or not behaviors:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(behaviors), figsize=(4 * len(behaviors), 3.5), squeeze=False)
+    for ax, b in zip(axes[0], behaviors, strict=True):
+        for k, g in enumerate(stepped):
+            steps = sorted({s for r in g.runs for s in at_steps(r["metrics"])})
+            iv = np.array([replicate_interval(step_values(g, s, b, "delta_rho")) for s in steps])
+            ax.plot(steps, iv[:, 0], "o-", color=f"C{k % 10}", label=_condition_cells(g)[0])
+            ax.fill_between(steps, iv[:, 1], iv[:, 2], color=f"C{k % 10}", alpha=0.2)
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set_title(b, fontsize=9)
+        ax.set_xlabel("optimizer step")
+    axes[0][0].set_ylabel("Δρ (after − before)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def steps_figure(groups: list, out: Path) -> list[str]:
+    """``build_steps_figure``, saved in ``out``."""
+    fig = build_steps_figure(groups)
+    if fig is None:
+        return []
+    save_figure(fig, out / "report_rho_steps.png")
+    pyplot().close(fig)
+    return ["report_rho_steps.png"]
+
+
 def tables(groups: list) -> list[str]:
     return [
         *(rho_tables(groups, m) for m in RHO_MEASURES),
         *(study_tables(groups, m) for m in RHO_MEASURES),
+        holm_table(groups),
+        steps_table(groups),
         stress_tables(groups),
     ]
 
@@ -390,4 +518,4 @@ def condition_figure(groups: list, out: Path) -> list[str]:
 
 
 def figures(groups: list, out: Path) -> list[str]:
-    return condition_figure(groups, out) + rho_figures(groups, out)
+    return condition_figure(groups, out) + rho_figures(groups, out) + steps_figure(groups, out)

@@ -103,22 +103,82 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
 
 
+def d_interval(d: float, n_a: int, n_b: int, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` confidence interval of Cohen's d by inverting the noncentral t (Steiger and
+    Fouladi 1997; Cumming and Finch 2001): t = d·√(n_a n_b / (n_a + n_b)) is noncentral t with
+    df = n_a + n_b − 2 and noncentrality δ·√(n_a n_b / (n_a + n_b)); the bounds are the δ whose
+    distribution puts t at its 1 − α/2 and α/2 quantiles. Exact for normal runs of equal
+    spread; the large-sample d ± z·√((n_a + n_b)/(n_a n_b) + d²/(2(n_a + n_b))) is symmetric
+    and narrower at 3 + 3 seeds (at d = 3: [0.67, 5.33] against [0.38, 5.50]), so it is not
+    used. (NaN, NaN) where d is undefined."""
+    if not math.isfinite(d) or n_a < 2 or n_b < 2:
+        return float("nan"), float("nan")
+    if d < 0:  # the noncentral t is symmetric in (t, δ) -> (−t, −δ)
+        lo, hi = d_interval(-d, n_a, n_b, level)
+        return -hi, -lo
+    scale = math.sqrt(n_a * n_b / (n_a + n_b))
+    df, t_obs, alpha = n_a + n_b - 2, d * scale, 1 - level
+    lo = _nc_where(t_obs, df, alpha / 2)
+    hi = _nc_where(t_obs, df, 1 - alpha / 2)
+    return lo / scale, hi / scale
+
+
+def _nc_where(t_obs: float, df: int, upper: float) -> float:
+    """The noncentrality whose noncentral t (df) has P(T > t_obs) = ``upper`` (the tail
+    probability rises with it; ``sf`` where ``cdf`` would lose the tail)."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct
+
+    def f(nc: float) -> float:
+        return float(nct.sf(t_obs, df, nc)) - upper
+
+    step = max(1.0, abs(t_obs))
+    lo, hi = t_obs - step, t_obs + step
+    while f(lo) > 0:
+        lo -= step
+        step *= 2
+    while f(hi) < 0:
+        hi += step
+        step *= 2
+    return float(brentq(f, lo, hi, xtol=1e-12))
+
+
+def holm(p: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: sorted ascending, the k-th
+    smallest (from 0) times m − k, made non-decreasing, capped at 1 (a test survives at α when
+    its adjusted p is ≤ α: Holm's step-down rule, uniformly more powerful than Bonferroni's
+    with the same family-wise error). NaN (an undefined test) stays NaN and is not counted in m."""
+    defined = sorted((x, i) for i, x in enumerate(p) if not math.isnan(x))
+    out = [float("nan")] * len(p)
+    running = 0.0
+    for k, (x, i) in enumerate(defined):
+        running = max(running, min(1.0, (len(defined) - k) * x))
+        out[i] = running
+    return out
+
+
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
-    """Arm ``a`` against arm ``b`` (one value per seed each): difference of means, Cohen's d,
-    Welch's p (scipy's ``ttest_ind(equal_var=False)``), the Welch degrees of freedom and the
-    smallest detectable difference (NaN where a side has fewer than 2 runs or no spread)."""
+    """Arm ``a`` against arm ``b`` (one value per seed each): difference of means, Cohen's d
+    with its 95% interval (``d_interval``), Welch's p (scipy's ``ttest_ind(equal_var=False)``),
+    the Welch degrees of freedom and the smallest detectable difference (NaN where a side has
+    fewer than 2 runs or no spread)."""
     from scipy.stats import ttest_ind
 
     nan = float("nan")
     out = {"diff": float(a.mean() - b.mean()), "d": nan, "p": nan, "df": nan, "detectable": nan}
+    out.update(d_low=nan, d_high=nan)
     if len(a) < 2 or len(b) < 2:
         return out
     sa, sb = float(a.std(ddof=1)), float(b.std(ddof=1))
     if sa + sb == 0:
         return out
+    d = cohens_d(a, b)
+    low, high = d_interval(d, len(a), len(b))
     return {
         **out,
-        "d": cohens_d(a, b),
+        "d": d,
+        "d_low": low,
+        "d_high": high,
         "p": float(ttest_ind(a, b, equal_var=False).pvalue),
         "df": welch_df(sa**2, len(a), sb**2, len(b)),
         "detectable": detectable_difference(sa, len(a), sb, len(b)),
@@ -199,5 +259,34 @@ def power_table(
         lines.append(
             f"| {b} | {fmt(sd, '.4f')} | {dof} | {fmt(d_star * sd, '.4f')} | "
             f"{fmt(max(diffs, default=float('nan')), '.4f')} |"
+        )
+    return lines
+
+
+def holm_lines(axes: list[str], tests: list[tuple]) -> list[str]:
+    """Markdown lines: one row per test ``(symbol, cells, against, behaviour, arm values,
+    reference values)``, with ``compare``'s difference, d [95% interval] and Welch p, the
+    Holm-adjusted p over every defined test here (``holm``) and ✓ where it is ≤ ALPHA."""
+    results = [compare(a, ref) for *_, a, ref in tests]
+    adjusted = holm([r["p"] for r in results])
+    m = sum(not math.isnan(r["p"]) for r in results)
+    lines = [
+        f"### The planned comparisons, Holm–Bonferroni over their {m} tests",
+        "",
+        "Each planned comparison of the tables above in both measures, one family: Welch's p, "
+        f"Holm's adjusted p (✓: survives at {ALPHA:g}; – where a test is undefined, not "
+        "counted), and Cohen's d with its 95% interval (noncentral t, equal spread assumed).",
+        "",
+        "| " + " | ".join([*axes, "against", "measure", "behaviour"]) + " | difference | "
+        "d [95% interval] | Welch p | Holm p | survives Holm |",
+        "|" + "---|" * (len(axes) + 8),
+    ]
+    for (symbol, cells, against, b, *_), r, h in zip(tests, results, adjusted, strict=True):
+        d = f"{fmt(r['d'], '.2f')} [{fmt(r['d_low'], '.2f')}, {fmt(r['d_high'], '.2f')}]"
+        mark = "–" if math.isnan(h) else ("✓" if h <= ALPHA else "")
+        lines.append(
+            "| "
+            + " | ".join([*cells, against, symbol, b, f"{r['diff']:+.4f}", d])
+            + f" | {fmt(r['p'], '.3g')} | {fmt(h, '.3g')} | {mark} |"
         )
     return lines

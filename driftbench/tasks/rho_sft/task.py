@@ -80,6 +80,11 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.sft.pair_behaviors and cfg.sft.condition.use_contrastive:
         raise ValueError("sft.pair_behaviors is empty but the condition uses the contrastive loss")
     check_ce_on(cfg.sft.ce_on)
+    if cfg.sft.audit_probes == "heldout" and cfg.sft.holdout_fraction == 0:
+        raise ValueError(
+            "sft.audit_probes=heldout but sft.holdout_fraction=0: no probe is held out; set a "
+            "share (e.g. sft.holdout_fraction=0.5) or sft.audit_probes=all"
+        )
     if cfg.sft.data.trap_ratio > 0 and not cfg.sft.data.trap_behaviors:
         raise ValueError(
             f"sft.data.trap_behaviors is empty but sft.data.trap_ratio={cfg.sft.data.trap_ratio}; "
@@ -193,9 +198,10 @@ def load_checked_model(cfg: DictConfig, spec: ModelSpec, sft):
 class Audits:
     """What the run's audits and stress tests share, before and after training: the tokenizer
     and backend, the behaviours and probes audited (``held_sets``: the held-out probes of the
-    audited pair behaviours), the stress test's settings and prompts, and what keys the
-    untouched model's results in the cache (``keyed``; ``cache_used``: whether each was reused,
-    driftbench/rho/audit_cache.py)."""
+    audited behaviours training reads; ``only_heldout``: the audits score those alone, not every
+    probe, ``sft.audit_probes=heldout``), the stress test's settings and prompts, and what keys
+    the untouched model's results in the cache (``keyed``; ``cache_used``: whether each was
+    reused, driftbench/rho/audit_cache.py)."""
 
     run_dir: Path
     cache_dir: str
@@ -207,6 +213,7 @@ class Audits:
     progress: bool
     batching: dict
     held_sets: dict[str, list[dict]]
+    only_heldout: bool
     stress_cfg: Any
     prompts: Any
     keyed: dict
@@ -233,6 +240,7 @@ def audits_of(cfg: DictConfig, run_dir: Path, loaded, held: dict, prompts) -> Au
         progress=cfg.runtime.progress,
         batching=batching,
         held_sets={b: v for b, v in held.items() if v and b in behaviors},
+        only_heldout=cfg.sft.audit_probes == "heldout",
         stress_cfg=cfg.task.stress_test,
         prompts=prompts,
         keyed=keyed,
@@ -253,8 +261,10 @@ def write_result(results: dict, path: Path, stage: str, behavior: str, result: d
 
 
 def audit_all(a: Audits, stage: str, m) -> dict:
-    """The audit of ``m`` (``stage``: before or after training) into ``audit_<stage>.json``,
-    then its held-out probes."""
+    """The audit of ``m`` (``stage``: before, after training or ``step<k>`` along the way) into
+    ``audit_<stage>.json``: of the held-out probes alone where ``a.only_heldout`` (a behaviour
+    training never reads keeps all its probes), else of every probe and then of the held-out
+    ones apart (``heldout``)."""
     path = a.run_dir / f"audit_{stage}.json"
     results: dict = {}
     rho_audit.audit(
@@ -266,9 +276,10 @@ def audit_all(a: Audits, stage: str, m) -> dict:
         progress=a.progress,
         on_result=partial(write_result, results, path, stage),
         backend=a.backend,
+        probes=a.held_sets if a.only_heldout else None,
         **a.batching,
     )
-    if a.held_sets:
+    if a.held_sets and not a.only_heldout:
         results["heldout"] = rho_audit.audit(
             m,
             a.tok,
@@ -290,6 +301,7 @@ def audit_before(a: Audits, m) -> dict:
         n_probes=a.n_probes,
         probe_seed=a.probe_seed,
         heldout=a.held_sets,
+        audit_probes="heldout" if a.only_heldout else "all",
         **a.keyed,
     )
     before = cached_before(a, "rho_audit", parts, lambda: audit_all(a, "before", m))
@@ -335,9 +347,21 @@ def stress(a: Audits, stage: str, m) -> dict | None:
     return res
 
 
-def train(cfg: DictConfig, run_dir: Path, loaded, sft, data: TrainingData, title: str):
+def audit_at_step(a: Audits, steps: set[int], done: dict, step: int, model) -> None:
+    """The training loop's ``after_step``: after each optimizer step of ``sft.audit_at_steps``
+    the live model's audit (the same behaviours and probes as before and after training) into
+    ``audit_step<k>.json`` and ``done[k]``; other steps pass."""
+    if step in steps:
+        log.info("audit after optimizer step %d", step)
+        done[step] = audit_all(a, f"step{step}", model)
+
+
+def train(
+    cfg: DictConfig, run_dir: Path, loaded, sft, data: TrainingData, title: str, after_step=None
+):
     """(the trained model, its loss history, the adapter's folder): LoRA SFT with the
-    condition's losses, the adapter and the loss curve written to the run dir."""
+    condition's losses, the adapter and the loss curve written to the run dir;
+    ``after_step(step, model)`` runs after each optimizer step but the last."""
     log.info(
         "training %s: %d SFT texts, pairs %s, lambda_rho=%g, gamma=%g",
         cfg.sft.condition.name,
@@ -354,6 +378,7 @@ def train(cfg: DictConfig, run_dir: Path, loaded, sft, data: TrainingData, title
         sft,
         cfg.seed,
         cfg.runtime.progress,
+        after_step=after_step,
     )
     adapter = save_adapter(model, run_dir)
     atomic_write_csv(run_dir / "loss_curve.csv", history)
@@ -363,8 +388,9 @@ def train(cfg: DictConfig, run_dir: Path, loaded, sft, data: TrainingData, title
 
 @dataclass
 class Stages:
-    """The audits and stress tests before and after training, the loss history and the adapter
-    (an untrained condition: after is before, no history, no adapter)."""
+    """The audits and stress tests before and after training, the audits along the way
+    (``at_steps``: by optimizer step), the loss history and the adapter (an untrained
+    condition: after is before, nothing along the way, no history, no adapter)."""
 
     before: dict
     after: dict
@@ -372,6 +398,7 @@ class Stages:
     stress_after: dict | None
     history: list[dict] = field(default_factory=list)
     adapter: str | None = None
+    at_steps: dict[int, dict] = field(default_factory=dict)
 
 
 def delta(before: dict, after: dict) -> dict:
@@ -405,8 +432,11 @@ def log_deltas(summary: dict) -> None:
 
 
 def training_metrics(cfg: DictConfig, data: TrainingData, s: Stages) -> dict:
+    """What training did; with probes held out, which (``heldout_ids``, by behaviour: the
+    split the audits' held-out probes come from)."""
     history = s.history
     tokens = sum(h["real_tokens"] for h in history)
+    split = {"heldout_ids": held_ids(data.held)} if any(data.held.values()) else {}
     return {
         "steps": len(history),
         "n_sft_texts": len(data.texts) if cfg.sft.condition.train else 0,
@@ -418,6 +448,21 @@ def training_metrics(cfg: DictConfig, data: TrainingData, s: Stages) -> dict:
         "final_sft_loss": history[-1]["sft_loss"] if history else None,
         "final_contrastive_loss": history[-1]["contrastive_loss"] if history else None,
         "adapter": s.adapter,
+        **split,
+    }
+
+
+def held_ids(held: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """Each behaviour's held-out probe ids, in the order the split keeps them."""
+    return {b: [p.get("id", "") for p in v] for b, v in held.items()}
+
+
+def along_the_way(s: Stages, behaviors: list[str]) -> dict:
+    """``audits_at_steps`` of metrics.json: per audited optimizer step, each behaviour's audit
+    against the one before training (``delta``, as the final audit's)."""
+    return {
+        str(step): {b: delta(s.before[b], at[b]) for b in behaviors}
+        for step, at in sorted(s.at_steps.items())
     }
 
 
@@ -435,12 +480,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     s = Stages(before, before, stress_before, stress_before)
     if cfg.sft.condition.train:
         title = f"{spec.name}, {condition}"
-        model, s.history, s.adapter = train(cfg, run_dir, loaded, sft, data, title)
+        steps = set(cfg.sft.audit_at_steps)
+        hook = partial(audit_at_step, a, steps, s.at_steps) if steps else None
+        model, s.history, s.adapter = train(cfg, run_dir, loaded, sft, data, title, hook)
         s.after = audit_all(a, "after", model)
         s.stress_after = stress(a, "after", model)
 
     summary = {b: delta(s.before[b], s.after[b]) for b in a.behaviors}
     log_deltas(summary)
+    along = {"audits_at_steps": along_the_way(s, a.behaviors)} if cfg.sft.audit_at_steps else {}
     return {
         "task": "rho_sft",
         "model": {"name": spec.name, "identity": loaded.identity},
@@ -453,6 +501,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "stress_test": {"before": _rates(s.stress_before), "after": _rates(s.stress_after)},
         "before_cache": a.cache_used,  # the untouched model's audit and stress test: reused?
         "training": training_metrics(cfg, data, s),
+        **along,
         "summary": {f"delta_rho_{b}": d["delta_rho"] for b, d in summary.items()},
     }
 
