@@ -148,6 +148,19 @@ def test_changing_the_file_changes_the_result_key(team, make_cfg):
     assert prepare(make_cfg(*team.overrides())).result_key != key
 
 
+def test_a_file_is_unpickled_once_per_content_and_anew_when_rewritten(team):
+    """The checks, the result key and the fit each build the classifier: one load serves them
+    while the file is unchanged; a rewritten file is loaded again."""
+    first = make_classifier(settings(team.path), seed=0)
+    assert make_classifier(settings(team.path), seed=1).estimator is first.estimator
+    tr = team.split["train"]
+    other = make_pipeline(StandardScaler(), LogisticRegression(C=0.01)).fit(team.z[tr], team.y[tr])
+    joblib.dump(other, team.path)
+    again = make_classifier(settings(team.path), seed=0)
+    assert again.estimator is not first.estimator
+    assert again.estimator[-1].C == 0.01 and first.estimator[-1].C == 1.0
+
+
 # ── refused in one line, before any run dir ─────────────────────────────────────────────────
 
 

@@ -17,6 +17,7 @@ hyper-parameters. The loaded estimator itself is never changed.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -121,6 +122,16 @@ def load_estimator(file: Path, shown: str, trusted: Sequence[str]) -> tuple[obje
     return obj, notes
 
 
+@functools.lru_cache(maxsize=4)
+def _load_once(file: Path, sha256: str, shown: str, trusted: tuple[str, ...]) -> tuple:
+    """``load_estimator``, once per file content in a process: a run builds the classifier in
+    its checks, for its result key and to fit, and unpickling a large pipeline three times
+    costs seconds. Keyed by the file's sha256, so a file rewritten between runs loads anew. The
+    estimator is shared, never changed (a refit fits a clone)."""
+    obj, notes = load_estimator(file, shown, trusted)
+    return obj, tuple(notes)
+
+
 def check_estimator(obj, shown: str) -> int:
     """The width a fitted binary probabilistic classifier reads; a sentence naming what is
     wrong otherwise."""
@@ -186,7 +197,8 @@ class Fitted(Classifier):
         self.file = resolve_file(path)
         self.shown, self.trusted = str(path), list(trusted)
         self.sha256 = file_sha256(self.file)
-        self.estimator, self.load_notes = load_estimator(self.file, self.shown, self.trusted)
+        loaded = _load_once(self.file, self.sha256, self.shown, tuple(self.trusted))
+        self.estimator, self.load_notes = loaded[0], list(loaded[1])
         self.n_features_in = check_estimator(self.estimator, self.shown)
         self.seed, self.scaler, self.refitted = seed, None, False
         self.fit_notes: list[str] = []
