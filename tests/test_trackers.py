@@ -24,7 +24,14 @@ from driftbench.trackers import TRACKERS, log_run, resolve_trackers
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 TINY = ["model=tiny_random", "data.n_samples=200", "schedule=list", "schedule.sigmas=[0,0.02,0.1]"]
-RUN_FILES = {"config.yaml", "meta.json", "metrics.json", "run.log", "checkpoints.csv"}
+RUN_FILES = {
+    "config.yaml",
+    "meta.json",
+    "metrics.json",
+    "run.log",
+    "checkpoints.csv",
+    "report.html",
+}
 
 
 def compose_cfg(root: Path, cache: Path, *overrides: str):
@@ -232,7 +239,7 @@ def test_mlflow_groups_a_sweep_under_one_parent_run_holding_the_report(sweep):
         assert runs[d.name][0].data.tags["mlflow.parentRunId"] == parent.info.run_id
         check_mlflow_run(runs[d.name], d)
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "report.csv", "report_drift_curves.png"} <= report
+    assert {"report.md", "report.csv", "report.html", "report_drift_curves.png"} <= report
     assert parent.info.status == "FINISHED"
 
 
@@ -300,7 +307,10 @@ def test_wandb_groups_a_sweep_and_adds_its_report_run(sweep):
     for d in run_dirs:
         check_wandb_run(runs[d.name], d, group=sweep_dir.name)
     report = runs["report"]
-    assert report["group"] == sweep_dir.name and {"report.md", "report.csv"} <= report["files"]
+    assert (
+        report["group"] == sweep_dir.name
+        and {"report.md", "report.csv", "report.html"} <= report["files"]
+    )
 
 
 # ── what every tracker reads, reliability, configuration ─────────────────────────────────────

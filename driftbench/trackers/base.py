@@ -31,8 +31,8 @@ import yaml
 from driftbench.fileio import read_json
 
 STEP_COLUMNS = ("step", "checkpoint")  # the first one a CSV has is its x axis
-FILE_TYPES = (".yaml", ".json", ".csv", ".log", ".png")  # what a tracker attaches
-REPORT_FILES = ("report.md", "report.csv")
+FILE_TYPES = (".yaml", ".json", ".csv", ".log", ".png", ".html")  # what a tracker attaches
+REPORT_FILES = ("report.md", "report.csv", "report.html")
 
 
 def metric_name(path: str) -> str:
