@@ -649,14 +649,12 @@ def format_instruction(instruction: str, response: str, context: str = "") -> st
     return f"### Instruction:\n{instruction}\n\n### Response:\n{response}"
 
 
-def load_alpaca(path: Path, n: int, seed: int = 42) -> list[str]:
-    """``n`` formatted examples drawn (seeded, without replacement) from an Alpaca JSONL file
-    (optionally gzip-compressed) with ``instruction``, ``input`` and ``output`` fields. A file
-    that is binary, not UTF-8 or a broken gzip stream raises DataError naming it."""
+def read_alpaca(path: Path) -> list[str]:
+    """Every example of an Alpaca JSONL file (optionally gzip-compressed) with
+    ``instruction``, ``input`` and ``output`` fields, formatted, in file order. A file that is
+    binary, not UTF-8 or a broken gzip stream raises DataError naming it."""
     import json
 
-    if n < 0:
-        raise ValueError(f"number of Alpaca examples must be >= 0, got {n}")
     rows = []
     try:
         with open_text(path) as f:
@@ -676,7 +674,31 @@ def load_alpaca(path: Path, n: int, seed: int = 42) -> list[str]:
             ) from e
     if not rows:
         raise DataError(f"SFT data file {path} holds no examples")
+    return rows
+
+
+def load_alpaca(path: Path, n: int, seed: int = 42) -> list[str]:
+    """``n`` formatted examples drawn (seeded, without replacement) from an Alpaca file
+    (``read_alpaca``)."""
+    if n < 0:
+        raise ValueError(f"number of Alpaca examples must be >= 0, got {n}")
+    rows = read_alpaca(path)
     if n > len(rows):
         raise DataError(f"asked for {n} Alpaca examples but {path.name} holds only {len(rows)}")
+    rng = np.random.default_rng(seed)
+    return [rows[i] for i in rng.choice(len(rows), n, replace=False)]
+
+
+def heldout_alpaca(path: Path, n: int, trained: list[str], seed) -> list[str]:
+    """``n`` formatted examples of an Alpaca file that are none of the ``trained`` texts (by
+    text, so a duplicate of a trained example is not held out either), drawn with ``seed``:
+    the texts a tune's held-out loss is measured on."""
+    seen = set(trained)
+    rows = [r for r in dict.fromkeys(read_alpaca(path)) if r not in seen]
+    if n > len(rows):
+        raise DataError(
+            f"asked for {n} held-out Alpaca examples but {path.name} holds only {len(rows)} "
+            f"that training did not use; accepted: at most {len(rows)}"
+        )
     rng = np.random.default_rng(seed)
     return [rows[i] for i in rng.choice(len(rows), n, replace=False)]

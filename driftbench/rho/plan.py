@@ -129,6 +129,14 @@ class MicroBatch:
         return int(sum(len(x) for x in self.rows + self.pos_ids + self.neg_ids))
 
 
+def planned_steps(n_texts: int, optim) -> int:
+    """The optimizer steps a loop takes over ``n_texts`` SFT texts: ``max_steps``, else the
+    epochs' micro-batches over ``grad_accum`` (the last step may take fewer). Known before
+    training, so a caller can choose the steps to act at (``drift=tune``'s snapshots)."""
+    n_micro = math.ceil(n_texts / optim.batch_size) * optim.epochs
+    return optim.max_steps or math.ceil(n_micro / optim.grad_accum)
+
+
 class TrainingPlan:
     """What both backends' loops share: checks, tokenisation, the step count, the data order
     and pair sampling (one ``random.Random(seed)``, the same calls in the same order), and the
@@ -146,8 +154,7 @@ class TrainingPlan:
         if not sft_texts:
             raise ValueError("the SFT set is empty: check sft.data (n, alpaca_path)")
         self.sft_ids = self.encode(sft_texts)  # also sets contrastive_only's step count
-        n_micro = math.ceil(len(self.sft_ids) / optim.batch_size) * optim.epochs
-        self.total = optim.max_steps or math.ceil(n_micro / optim.grad_accum)
+        self.total = planned_steps(len(self.sft_ids), optim)
         self.schedule = lr_lambda(self.total, optim.warmup_ratio)
         self.history: list[dict] = []
         self.progress = progress
