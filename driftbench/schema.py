@@ -146,15 +146,30 @@ class QuantizeDrift(UpdateDrift):
 
 
 @dataclass
-class AdapterDrift(UpdateDrift):
-    adapter: str | None = opt()
+class TrainedDrift(UpdateDrift):  # an update whose adapter the run may train (tasks/.../adapter.py)
     train: Any = None  # the sft group's settings (${sft}): the adapter a run trains itself
     train_probes: int | None = opt(**at_least(1))
     train_probe_seed: int = req(**at_least(0))
     train_seed: int = req(**at_least(0))
+
+
+@dataclass
+class AdapterDrift(TrainedDrift):
+    adapter: str | None = opt()
     scales: list[float] = req(
         **rule("a non-empty list of numbers >= 0", lambda v: len(v) > 0 and min(v) >= 0)
     )
+
+
+@dataclass
+class TuneDrift(TrainedDrift):
+    fractions: list[float] = req(
+        **rule(
+            "a non-empty list of shares in 0..1",
+            lambda v: len(v) > 0 and 0 <= min(v) <= max(v) <= 1,
+        )
+    )
+    heldout: int = req(**at_least(1))
 
 
 @dataclass
@@ -439,6 +454,7 @@ def register() -> None:
         ("drift", "schema_drift", Drift),
         ("drift", "schema_quantize", QuantizeDrift),
         ("drift", "schema_adapter", AdapterDrift),
+        ("drift", "schema_tune", TuneDrift),
         ("drift", "schema_interpolate", InterpolateDrift),
         ("drift", "schema_swap", SwapDrift),
         ("drift", "schema_precision", PrecisionDrift),

@@ -1,7 +1,7 @@
 """Real model updates as drift (``drift/`` choices beside the synthetic ones of
 ``driftbench.drift``): the classifier is fitted on the original model's embeddings and frozen,
 and checkpoint c's test texts are embedded by an updated model M_c instead of being drifted by
-noise. ``UPDATES`` mirrors conf/drift/{quantize,adapter,interpolate,swap,precision}.yaml.
+noise. ``UPDATES`` mirrors conf/drift/{quantize,adapter,interpolate,swap,precision,tune}.yaml.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from driftbench.updates.interpolate import Interpolate
 from driftbench.updates.precision import Precision
 from driftbench.updates.quantize import Quantize
 from driftbench.updates.swap import Swap
+from driftbench.updates.tune import Tune
 
 UPDATES: dict[str, type[Update]] = {
     "quantize": Quantize,
@@ -22,6 +23,7 @@ UPDATES: dict[str, type[Update]] = {
     "interpolate": Interpolate,
     "swap": Swap,
     "precision": Precision,
+    "tune": Tune,
 }
 
 __all__ = ["UPDATES", "Step", "Update", "is_update", "make_update"]

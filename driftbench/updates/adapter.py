@@ -34,6 +34,12 @@ class Adapter(Update):
             self.folder()
         self.check_starts_at_zero("scales")
 
+    def training(self) -> dict:
+        """What a trained adapter's folder holds besides the adapter (``drift=tune``: its
+        snapshots): nothing, so the adapter is the one a rho_sft run with the same settings
+        trains, cached under the same key as before."""
+        return {}
+
     def inputs(self) -> dict:
         """The adapter's files (a trained one is decided by the config: ``drift.train``)."""
         return {} if self.trains else {"adapter": files_sha256(adapter_files(self.folder()))}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,13 @@ class Step:
     """One checkpoint of an update. ``knob`` is its position on the update's own axis (ladder
     rung, adapter scale, alpha; the report's x axis); ``identity`` is what decides the updated
     weights (with the original model's identity, the key of the cached embeddings), None for
-    the original model itself."""
+    the original model itself. ``about``: what the update knows of the checkpoint beyond its
+    weights (a tune's optimizer step and held-out loss), a column of the run's rows."""
 
     label: str
     knob: float
     identity: dict | None
+    about: dict = field(default_factory=dict, compare=False)
 
 
 class Update(ABC):
@@ -38,6 +40,9 @@ class Update(ABC):
 
     in_place = True
     run_embedding = False  # not in place, yet embeds as the run does (its pooling and layer)
+    # each checkpoint's separability of the classes (metrics.separability) on its own
+    # embeddings of the drift.anchors training texts: the paper's base-vs-instruct measures
+    training_separability = False
     knob: Knob  # the update's own axis, named for what it is (never "sigma")
 
     def __init__(self, settings: dict, spec: ModelSpec, cache_dir: Path):

@@ -96,6 +96,7 @@ class Embedded:
     anchors: np.ndarray  # anchor embeddings of M_c, unit norm, mapped like ``z``
     info: dict = field(default_factory=dict)
     reembedded: Reembedding | None = None  # the rows a run asked for (last checkpoint only)
+    about: dict = field(default_factory=dict)  # the update's own columns (``Step.about``)
 
 
 @dataclass
@@ -302,7 +303,7 @@ def update_checkpoints(
     if getattr(update, "trains", False):
         from driftbench.tasks.drift_eval.adapter import trained_adapter
 
-        update.settings["adapter"] = str(trained_adapter(cfg))
+        update.settings["adapter"] = str(trained_adapter(cfg, update.training()))
     out, steps = [], update.steps()
     for i, step in enumerate(steps):
         if step.identity is None:
@@ -325,6 +326,7 @@ def update_checkpoints(
                 reembedded_at(models, store, step, texts, z, reembed, z_c, adapter)
                 if last
                 else None,
+                step.about,
             )
         )
     return out
@@ -376,14 +378,14 @@ class UpdateSource:
         self.cfg, self.update = cfg, update_of(cfg)
         self.knob = self.update.knob
         te = data.split["test"]
-        self.z_test, self.z0_anchor = z[te], z[anchors]
+        self.z_test, self.z0_anchor, self.y_anchor = z[te], z[anchors], data.labels[anchors]
         self.embedded = update_checkpoints(cfg, data.texts, z, te, anchors, reembed)
         self.drawn: dict = {}  # each twin drift's draws, shared by the checkpoints
         self.records: list[dict] = []
 
     def checkpoints(self):
         for e in self.embedded:
-            info = {**e.info, "unmapped": e.unmapped}
+            info = {**e.info, "unmapped": e.unmapped, "about": e.about}
             anchors = (self.z0_anchor, e.anchors)
             yield Checkpoint(e.label, e.knob, e.z, anchors, info, e.reembedded)
 
@@ -396,10 +398,12 @@ class UpdateSource:
             **M.flip_rates(y_test, clf.predict_proba(self.z_test), p_frozen),
             "coherent_share": M.coherent_share(self.z_test, ckpt.z),
         }
-        info = {k: v for k, v in ckpt.info.items() if k != "unmapped"}
+        info = {k: v for k, v in ckpt.info.items() if k not in ("unmapped", "about")}
+        own = {**ckpt.info["about"], **self.training_separability(ckpt.anchors[1])}
         extra = {
             "update": ckpt.label,
             "relative_weight_error": info.get("relative_weight_error"),
+            **own,
             **twin_columns(twin),
         }
         if ckpt.info["unmapped"] is not None:
@@ -410,6 +414,7 @@ class UpdateSource:
                 "knob": ckpt.knob,
                 "realized_angle_deg": angle_deg,
                 **info,
+                **own,
                 # the frozen classifier on every test text: what the twins are (a mitigation's
                 # numbers, in the row, are on the texts it did not read)
                 "frozen": {**{k: frozen[k] for k in TWIN_METRICS}, **change},
@@ -418,6 +423,15 @@ class UpdateSource:
         )
         sigma = twin["gaussian"]["sigma"]  # None: noise never turns them that far
         return extra, np.nan if sigma is None else sigma
+
+    def training_separability(self, z_anchor: np.ndarray) -> dict:
+        """The checkpoint's separability of the classes on its embeddings of the anchor texts
+        (training texts; the same measures as the run's ``separability`` of M_0), for an update
+        that asks for it, as ``separability_<measure>`` columns."""
+        if not self.update.training_separability:
+            return {}
+        measures = {**M.separability(z_anchor, self.y_anchor), "n_texts": len(self.y_anchor)}
+        return {f"separability_{k}": v for k, v in measures.items()}
 
     def finish(self, run_dir: Path, title: str) -> dict:
         update_figure(run_dir, self.records, title)
@@ -430,9 +444,13 @@ def make_source(
     """The run's checkpoint source, chosen once: a real update (``driftbench.updates``) or a
     synthetic drift (``driftbench.drift``) on the schedule's sigmas. ``n_anchors`` training
     texts (a mitigation's) come with each checkpoint, or the update's own ``drift.anchors``
-    where it asks for more; the rows ``reembed`` (of ``data``'s texts) with the last one."""
+    where it asks for more, or every training text for an update that measures each
+    checkpoint's training separability; the rows ``reembed`` (of ``data``'s texts) with the
+    last one."""
     seed, update = cfg.seed, is_update(cfg.drift.name)
     wanted = max(n_anchors, cfg.drift.anchors if update else 0)
+    if update and update_of(cfg).training_separability:  # as M_0's: on the whole split
+        wanted = len(data.split["train"])
     rows = anchor_rows(data.split["train"], wanted, seed)
     if update:
         return UpdateSource(cfg, data, z, rows, reembed)
