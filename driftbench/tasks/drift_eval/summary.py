@@ -442,6 +442,7 @@ def tables(groups: list) -> list[str]:
         monitor_table(groups),
         *mitigations.tables(groups),
         *updates.tables(groups),
+        *updates.separability_tables(groups),
         *playbook.tables(groups),
     ]
 

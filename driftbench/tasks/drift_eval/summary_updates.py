@@ -1,9 +1,11 @@
 """The real-update parts of a report (drift_eval runs with ``drift=quantize``, ``adapter``,
-``interpolate`` or ``swap``): per checkpoint, the frozen classifier on the updated model's
-embeddings beside its synthetic twins (each synthetic drift at the same mean angle), as one
-run's figure (``update_vs_twins.png``) and, per group of runs that differ in seed alone, the
-sweep report's table and ``report_updates.png``, with what kind of change each is (flips and
-the coherent share of ``driftbench.metrics``, whose names it reads). numpy and matplotlib."""
+``interpolate``, ``swap``, ``precision`` or ``tune``): per checkpoint, the frozen classifier on
+the updated model's embeddings beside its synthetic twins (each synthetic drift at the same
+mean angle), as one run's figure (``update_vs_twins.png``) and, per group of runs that differ
+in seed alone, the sweep report's table and ``report_updates.png``, with what kind of change
+each is (flips and the coherent share of ``driftbench.metrics``, whose names it reads); for an
+update that measures it (``drift=tune``), the training separability per checkpoint beside the
+held-out loss. numpy and matplotlib."""
 
 from __future__ import annotations
 
@@ -264,6 +266,87 @@ def tables(groups: list) -> list[str]:
         lead = [*g.columns(skip=("mitigation",)).values(), str(n)]
         for r in records:
             lines.append("| " + " | ".join([*lead, *row_cells(r, kinds, corrected)]) + " |")
+    return ["\n".join(lines) + "\n"]
+
+
+SEPARABILITY = (  # the paper's B.5 measures (metrics.separability), as the runs name them
+    ("separability_silhouette", "silhouette (eq. 22-23)", "{:.4f}"),
+    ("separability_fisher_ratio", "Fisher ratio (eq. 24)", "{:.3f}"),
+    ("separability_fisher_ratio_per_dim", "Fisher ratio / d", "{:.5f}"),
+    ("separability_class_overlap", "class overlap (eq. 25)", "{:.3f}"),
+)
+SEPARABILITY_NOTE = (
+    "**Separability along the update** (mean [95% t-interval over the n seeds]): per checkpoint, "
+    "the toxicity classes on that checkpoint's embeddings of every training text, by the "
+    "paper's measures (silhouette, Fisher ratio, class overlap: the share of texts nearer the "
+    "other class's centroid), the same code as the run's separability of the model itself; "
+    "*step*: the tune's optimizer step; *held-out loss*: the mean token cross-entropy of "
+    "Alpaca texts the tune never trained on (one tune for every seed); *vs checkpoint 0*: "
+    "the change from the model itself in % of its value, paired by seed (the paper: "
+    "silhouette −19%, Fisher ratio −26% from a base to an instruct model)."
+)
+
+
+CHANGED = ("separability_silhouette", "separability_fisher_ratio")  # the paper's -19%, -26%
+
+
+def _relative_change(recs: list[dict], first: list[dict], key: str) -> list[float]:
+    """Per seed, the checkpoint's ``key`` less checkpoint 0's, in % of checkpoint 0's size."""
+    return [
+        100 * (_num(x.get(key)) - _num(y.get(key))) / abs(_num(y.get(key)))
+        if _num(y.get(key))
+        else np.nan
+        for x, y in zip(recs, first, strict=True)
+    ]
+
+
+def _separability_cells(recs: list[dict], first: list[dict]) -> list[str]:
+    """One checkpoint's cells (its records over the seeds; ``first``: checkpoint 0's)."""
+    step = recs[0].get("optimizer_step")
+    return [
+        recs[0]["checkpoint"],
+        "–" if step is None else f"{step} of {recs[0]['total_steps']}",
+        _f("{:.4f}", _mean([x.get("heldout_loss") for x in recs])),
+        *(
+            interval_cell(replicate_interval([x.get(key) for x in recs]), fmt)
+            for key, _, fmt in SEPARABILITY
+        ),
+        *(
+            interval_cell(replicate_interval(_relative_change(recs, first, key)), "{:+.1f}")
+            for key in CHANGED
+        ),
+    ]
+
+
+def separability_tables(groups: list) -> list[str]:
+    """For the update groups whose runs measured each checkpoint's training separability
+    (``Update.training_separability``: ``drift=tune``): a row per group and checkpoint, with
+    the change from checkpoint 0 paired by seed (the paper's claim is a relative one)."""
+    chosen = [
+        g for g in distinct_groups(groups) if "separability_silhouette" in _records(g.runs[0])[0]
+    ]
+    if not chosen:
+        return []
+    axes = list(chosen[0].columns(skip=("mitigation",)))
+    cols = [
+        *axes,
+        "n",
+        "checkpoint",
+        "step",
+        "held-out loss",
+        *(h for _, h, _ in SEPARABILITY),
+        "silhouette vs checkpoint 0 (%)",
+        "Fisher ratio vs checkpoint 0 (%)",
+    ]
+    lines = [SEPARABILITY_NOTE, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for g in chosen:
+        k = len(_records(g.runs[0]))
+        runs = [r for r in g.runs if len(_records(r)) == k]
+        lead = [*g.columns(skip=("mitigation",)).values(), str(len(runs))]
+        first = [_records(r)[0] for r in runs]
+        for c in range(k):
+            cells = _separability_cells([_records(r)[c] for r in runs], first)
+            lines.append("| " + " | ".join([*lead, *cells]) + " |")
     return ["\n".join(lines) + "\n"]
 
 
