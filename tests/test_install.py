@@ -225,7 +225,7 @@ def test_the_python_api_composes_runs_and_reads_metrics_as_a_notebook_does(
     assert metrics["summary"]["roc_auc_at_0"] == float(auc)
     assert errors == [
         "ConfigError: drift=sideways: no such option; accepted: adapter, directional, gaussian, "
-        "interpolate, precision, quantize, subspace, swap",
+        "interpolate, precision, quantize, subspace, swap, tune",
         "ConfigError: " + MONITORS_REFUSAL.removeprefix("error: "),
         "ConfigError: schedule.sigma_min=-1.0 is negative: sigma must be >= 0",
     ]

@@ -226,7 +226,7 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: drift=sideways: no such option; accepted: adapter, directional, gaussian, "
-        "interpolate, precision, quantize, subspace, swap"
+        "interpolate, precision, quantize, subspace, swap, tune"
     )
 
 

@@ -74,7 +74,7 @@ class Snapshots:
         manifest = {
             "total_steps": self.total,
             "snapshot_steps": sorted(self.at),
-            "heldout_texts": len(self.heldout),
+            "heldout_texts": self.heldout,  # what the loss is on: checkable against training
             "heldout_loss": self.loss,
             "train_loss": [h["sft_loss"] for h in history],
         }
