@@ -458,14 +458,18 @@ def build_steps_figure(groups: list):
     return fig
 
 
-def steps_figure(groups: list, out: Path) -> list[str]:
-    """``build_steps_figure``, saved in ``out``."""
-    fig = build_steps_figure(groups)
+def _saved(fig, out: Path, name: str) -> list[str]:
+    """A report figure (None: the sweep has nothing to draw) saved as ``out/name``."""
     if fig is None:
         return []
-    save_figure(fig, out / "report_rho_steps.png")
+    save_figure(fig, out / name)
     pyplot().close(fig)
-    return ["report_rho_steps.png"]
+    return [name]
+
+
+def steps_figure(groups: list, out: Path) -> list[str]:
+    """``build_steps_figure``, saved in ``out``."""
+    return _saved(build_steps_figure(groups), out, "report_rho_steps.png")
 
 
 def tables(groups: list) -> list[str]:
@@ -509,12 +513,7 @@ def build_condition_figure(groups: list):
 
 def condition_figure(groups: list, out: Path) -> list[str]:
     """``build_condition_figure``, saved in ``out`` as ``report_conditions.png``."""
-    fig = build_condition_figure(groups)
-    if fig is None:
-        return []
-    save_figure(fig, out / "report_conditions.png")
-    pyplot().close(fig)
-    return ["report_conditions.png"]
+    return _saved(build_condition_figure(groups), out, "report_conditions.png")
 
 
 def figures(groups: list, out: Path) -> list[str]:
