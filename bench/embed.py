@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bf16 import MET, bf16_skip_reason, paired_speed, target  # noqa: E402  (bench/ on sys.path)
-from device import add_device_arg, check_device, clock  # noqa: E402
+from device import add_device_arg, check_device, clock, matmul_n  # noqa: E402
 from roofline import (  # noqa: E402
     block_gemm_shapes,
     layer_gemm_gflops,
@@ -485,7 +485,6 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-MATMUL_N = 8192  # the GPU roofline's square matmul: 2048^2 is too small to fill a GPU
 CUDA_SKIPS = {  # what bench/embed.py leaves out on --device cuda, and why
     "naive": "the one-text loop is the CPU baseline",
     "driftbench_one_worker": "a GPU takes one worker (driftbench.workers.cpu_workers)",
@@ -566,7 +565,8 @@ def cuda_main(
             t = clock(device)
             embed(loaded)
             walls[d].append(clock(device) - t)
-    square = {d: matmul_gflops(MATMUL_N, dtype=getattr(torch, d), device=device) for d in dtypes}
+    n = matmul_n(device)
+    square = {d: matmul_gflops(n, dtype=getattr(torch, d), device=device) for d in dtypes}
     result = {
         "model": spec.name,
         "device": device,
@@ -576,7 +576,7 @@ def cuda_main(
         "batch_tokens": args.batch_tokens,
         "non_embedding_params": params,
         "forward": forward,
-        "matmul_square_gflops": {"n": MATMUL_N, **square},
+        "matmul_square_gflops": {"n": n, **square},
         "driftbench": cuda_side(walls["float32"], len(texts), gflops, square["float32"]),
         "cache": cuda_cache_check(spec, texts, max_length, args, cache_dir, device),
         "bf16_arm": {"ran": not skipped, "reason": skipped},
