@@ -26,7 +26,14 @@ Generation is the exception: a decode step streams every weight from memory whet
 one prompt or thirty, and driftbench decodes all prompts of a behaviour in one batch (prompt
 forwards bucketed by length, caches merged) where rho-eval decodes one prompt at a time.
 
+On ``--device cuda`` (not yet run on a GPU) both models and rho-eval's run on the GPU (rho-eval's
+``evaluate(device="cuda")``), every wall time read after ``torch.cuda.synchronize()``, the
+matmul rooflines are 8192^2 on the GPU, and a rho that differs from rho-eval's is reported
+(``rho_identical``) but does not fail the run: batched and one-at-a-time GPU kernels sum in
+other orders, so a near-tie may swap where the CPU's agree to the bit.
+
     python bench/audit.py [--n-probes 40] [--behaviors all] [--threads <all cores>]
+                          [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bf16 import bf16_skip_reason, paired_speed, speed_line, target  # noqa: E402  (bench/ on path)
+from device import about_gpu, add_device_arg, check_device, clock, matmul_n  # noqa: E402
 from roofline import matmul_gflops  # noqa: E402
 
 import driftbench  # noqa: E402,F401
@@ -96,6 +104,10 @@ def same_rho(a: float, b: float) -> bool:
 
 
 TARGET_BF16_OVER_FP32 = 2.0  # driftbench's bf16 audit over its fp32 audit, probes/s, same run
+RHO_CHECK_ON_CUDA = (
+    "reported, not enforced: batched and one-at-a-time GPU kernels sum in other orders, so a "
+    "near-tie may swap"
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,10 +120,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-tokens", type=int, default=4096)
     ap.add_argument("--model", default="smollm2_135m_instruct")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "audit.json"))
+    add_device_arg(ap)
     return ap.parse_args()
 
 
-def load_arms(model: str, skipped: str | None) -> dict:
+def load_arms(model: str, skipped: str | None, device: str = "cpu") -> dict:
     """The model as driftbench computes it in float32 and, unless ``skipped``, in bfloat16 (a
     second copy loaded with ``dtype="bfloat16"``, as a run with ``runtime.dtype=bfloat16``
     loads it), each warmed up once so no arm pays first-call allocation in its timings."""
@@ -120,17 +133,18 @@ def load_arms(model: str, skipped: str | None) -> dict:
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
     dtypes = ["float32"] if skipped else ["float32", "bfloat16"]
-    arms = {d: load_model(spec, cache_dir, head="causal_lm", dtype=d) for d in dtypes}
+    arms = {d: load_model(spec, cache_dir, device, head="causal_lm", dtype=d) for d in dtypes}
     for loaded in arms.values():
+        warm = loaded.tokenizer("warm up the kernels once", return_tensors="pt").to(device)
         with torch.inference_mode():
-            loaded.model(**loaded.tokenizer("warm up the kernels once", return_tensors="pt"))
+            loaded.model(**warm)
     return arms
 
 
 def timed_audit(loaded, name: str, args) -> tuple[dict, float]:
     """driftbench's audit of one behaviour (paired CE statistics off, as rho-eval's has none)
-    and its wall time."""
-    t = time.perf_counter()
+    and its wall time (on a GPU, once its kernels have finished)."""
+    t = clock(args.device)
     result = audit(
         loaded.model,
         loaded.tokenizer,
@@ -141,7 +155,7 @@ def timed_audit(loaded, name: str, args) -> tuple[dict, float]:
         backend=loaded.backend,
         batch_tokens=args.batch_tokens,
     )[name]
-    return result, time.perf_counter() - t
+    return result, clock(args.device) - t
 
 
 def arm_stats(n_probes: int, n_texts: int, wall_s: float, rho: float | None) -> dict:
@@ -210,9 +224,11 @@ def run_behaviors(names: list[str], arms: dict, params: int, args) -> dict:
     rows = {}
     for name in names:
         probes = load_probes(name, args.n_probes)
-        t = time.perf_counter()
-        theirs = get_behavior(name).evaluate(loaded.model, loaded.tokenizer, probes, device="cpu")
-        times, ours = {"rho_eval": time.perf_counter() - t}, {}
+        t = clock(args.device)
+        theirs = get_behavior(name).evaluate(
+            loaded.model, loaded.tokenizer, probes, device=args.device
+        )
+        times, ours = {"rho_eval": clock(args.device) - t}, {}
         for dtype, arm in arms.items():
             ours[dtype], times[dtype] = timed_audit(arm, name, args)
         n_tokens = input_tokens(loaded.tokenizer, name, probes)
@@ -223,7 +239,7 @@ def run_behaviors(names: list[str], arms: dict, params: int, args) -> dict:
     return rows
 
 
-def bf16_summary(rows: dict, skipped: str | None) -> dict:
+def bf16_summary(rows: dict, skipped: str | None, device: str = "cpu") -> dict:
     """The bf16 arm over all behaviours: probes/s in both dtypes, their ratio (total fp32 time
     over total bf16 time, the ratio of the whole audit's probes/s; the median of the
     per-behaviour ratios beside it), each behaviour's rho in both and the difference, and the
@@ -252,7 +268,7 @@ def bf16_summary(rows: dict, skipped: str | None) -> dict:
         "bf16_over_fp32_speed_median_behavior": median,
         "rho_by_dtype": rho,
         "max_abs_rho_bf16_minus_fp32": max((d for d in diffs if not math.isnan(d)), default=0.0),
-        "matmul_bf16_gflops": matmul_gflops(dtype=torch.bfloat16),
+        "matmul_bf16_gflops": matmul_gflops(matmul_n(device), dtype=torch.bfloat16, device=device),
         "targets": {"bf16_over_fp32_speed": target(TARGET_BF16_OVER_FP32, speed)},
     }
 
@@ -260,10 +276,11 @@ def bf16_summary(rows: dict, skipped: str | None) -> dict:
 def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore", module="transformers")
+    check_device(args.device)
     torch.set_num_threads(args.threads)
     names = resolve_behaviors("all" if args.behaviors == "all" else args.behaviors.split(","))
-    skipped = bf16_skip_reason()
-    arms = load_arms(args.model, skipped)
+    skipped = bf16_skip_reason(args.device)
+    arms = load_arms(args.model, skipped, args.device)
     params = sum(p.numel() for p in arms["float32"].model.parameters())
 
     load_before, t_all = os.getloadavg(), time.perf_counter()
@@ -287,11 +304,11 @@ def main() -> None:
         "max_abs_diff_metadata_and_details": max(
             r["max_abs_diff_metadata_and_details"] for r in rows.values()
         ),
-        **bf16_summary(rows, skipped),
+        **bf16_summary(rows, skipped, args.device),
         "per_behavior": rows,
         "torch_threads": torch.get_num_threads(),
         "batch_tokens": args.batch_tokens,
-        "matmul_fp32_gflops": matmul_gflops(),
+        "matmul_fp32_gflops": matmul_gflops(matmul_n(args.device), device=args.device),
         "model_params": params,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
@@ -300,6 +317,7 @@ def main() -> None:
         "probe_note": "both sides score driftbench's probe list (bias answer order by sha256)",
         "machine": platform.machine(),
         "torch": torch.__version__,
+        **about_gpu(args.device, rho_check=RHO_CHECK_ON_CUDA),
     }
     atomic_write_json(args.out, result)
     print(
@@ -308,7 +326,7 @@ def main() -> None:
     )
     entry = result["targets"].get("bf16_over_fp32_speed")
     print(speed_line("audit probes/s", entry, skipped) + bf16_rho_note(result))
-    if not result["rho_identical"]:
+    if not result["rho_identical"] and args.device == "cpu":
         raise SystemExit("rho differs between rho-eval and driftbench; see per_behavior")
 
 

@@ -18,7 +18,8 @@ def bf16_skip_reason(device: str = "cpu") -> str | None:
 
     if bf16_supported(device):
         return None
-    reason = f"{device} has no bfloat16 hardware (no AMX/AVX512-BF16): bf16 arm skipped"
+    lacks = "a GPU before Ampere" if device.startswith("cuda") else "no AMX/AVX512-BF16"
+    reason = f"{device} has no bfloat16 hardware ({lacks}): bf16 arm skipped"
     print(reason, file=sys.stderr, flush=True)
     return reason
 

@@ -36,7 +36,15 @@ last-token pooling the packed forward runs its last block's query, output projec
 each text's last token only (nothing else reads the other rows), so it executes fewer FLOPs than
 that count; ``executed_gflops`` is the rate of the FLOPs it does run, reported beside it.
 
+On ``--device cuda`` (not yet run on a GPU) the float32 and bfloat16 passes run on the GPU, in
+chunks of ``runtime.cuda_batch_tokens`` (``driftbench.embed.chunk_tokens``), each round timed
+between ``torch.cuda.synchronize()`` calls, bf16 right after fp32; the rooflines are square
+matmuls on the GPU. What measures the CPU alone (the naive loop, the one-worker and Hugging Face
+comparisons, the CPU profiler's GEMM share, the sustained matmul, the layer-shape rooflines on
+CPU threads, the batching angles) is left out, and ``skipped_on_cuda`` says so.
+
     python bench/embed.py [--n-texts 400] [--model smollm2_135m_instruct] [--rounds 5]
+                          [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bf16 import MET, paired_speed, target  # noqa: E402  (bench/ is on sys.path as a script)
+from bf16 import MET, bf16_skip_reason, paired_speed, target  # noqa: E402  (bench/ on sys.path)
+from device import add_device_arg, check_device, clock, matmul_n  # noqa: E402
 from roofline import (  # noqa: E402
     block_gemm_shapes,
     layer_gemm_gflops,
@@ -67,7 +76,7 @@ from roofline import (  # noqa: E402
 import driftbench  # noqa: E402,F401
 from driftbench.backends import load_model  # noqa: E402
 from driftbench.data import load_toxicity, resolve_data_path  # noqa: E402
-from driftbench.embed import cached_embeddings, extract_embeddings  # noqa: E402
+from driftbench.embed import cached_embeddings, chunk_tokens, extract_embeddings  # noqa: E402
 from driftbench.fileio import atomic_write_json  # noqa: E402
 from driftbench.models import ModelSpec  # noqa: E402
 from driftbench.workers import balanced_limit, cpu_workers  # noqa: E402
@@ -275,10 +284,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-texts", type=int, default=400)
     ap.add_argument("--model", default="smollm2_135m_instruct")
-    ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="tokens per chunk (default: a run's, embed.chunk_tokens: 2048 on cpu)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "embed.json"))
+    add_device_arg(ap)
     args = ap.parse_args()
+    check_device(args.device)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={args.model}"])
@@ -286,6 +302,12 @@ def main() -> None:
     cache_dir = Path(cfg.runtime.cache_dir).expanduser()
     data = load_toxicity(resolve_data_path(cfg.data.path), n_samples=args.n_texts, sample_seed=0)
     texts, max_length = data.texts, int(cfg.embed.max_length)
+    if args.batch_tokens is None:  # as a run chunks on this device
+        r = cfg.runtime
+        args.batch_tokens = chunk_tokens(cfg.embed.batch_tokens, r.cuda_batch_tokens, args.device)
+    if args.device == "cuda":
+        cuda_main(args, spec, cache_dir, texts, max_length)
+        return
 
     base = load_model(spec, cache_dir, head="base")
     base16 = load_model(spec, cache_dir, head="base", dtype="bfloat16")
@@ -460,6 +482,125 @@ def main() -> None:
         + ", ".join(f"{k} {v['mean']:.3f} deg mean, {v['max']:.3f} max" for k, v in moved.items())
         + f" (vs bf16 - fp32 {result['bf16_vs_fp32_angle_deg']['mean']:.3f} deg mean)"
     )
+    print(f"wrote {args.out}")
+
+
+CUDA_SKIPS = {  # what bench/embed.py leaves out on --device cuda, and why
+    "naive": "the one-text loop is the CPU baseline",
+    "driftbench_one_worker": "a GPU takes one worker (driftbench.workers.cpu_workers)",
+    "driftbench_hf": "left out to keep bench/gpu.sh short",
+    "gemm_share": "torch.profiler's CPU op time says nothing of GPU kernels",
+    "sustained_matmul": "a CPU-thread measure",
+    "layer_shape_rooflines": "measured on CPU threads",
+    "batching_angle_deg": "left out to keep bench/gpu.sh short",
+}
+
+
+def cuda_side(walls: list[float], n_texts: int, gflops, roofline: float) -> dict:
+    """One dtype's rounds on the GPU: the median round's rate and share of its matmul."""
+    wall = sorted(walls)[len(walls) // 2]
+    return {
+        "wall_s": wall,
+        "rounds_wall_s": walls,
+        "texts_per_s": n_texts / wall,
+        "gflops": gflops(wall),
+        "fraction_of_matmul_roofline": gflops(wall) / roofline,
+    }
+
+
+def cuda_cache_check(spec, texts, max_length: int, args, cache_dir: Path, device: str) -> dict:
+    """The first call into an empty embedding cache on the GPU, and the same call again."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "models").symlink_to(cache_dir / "models", target_is_directory=True)
+        kw = dict(pooling=spec.pooling, max_length=max_length, layer=-1, cache_dir=tmp)
+        kw.update(batch_tokens=args.batch_tokens, device=device, progress=False)
+        t = time.perf_counter()
+        cached_embeddings(spec, texts, **kw)
+        first_s = time.perf_counter() - t
+        t = time.perf_counter()
+        _, info = cached_embeddings(spec, texts, **kw)
+        cached_s = time.perf_counter() - t
+        assert info["stats"]["cache_hit"]
+    return {
+        "first_call_s": first_s,
+        "cached_call_s": cached_s,
+        "cached_over_first": cached_s / first_s,
+    }
+
+
+def cuda_main(
+    args, spec, cache_dir: Path, texts: list[str], max_length: int, device: str = "cuda"
+) -> None:
+    """``--device cuda``: float32 and bfloat16 passes on the GPU in ``--rounds`` pairs (bf16
+    right after fp32), each round timed between synchronisations; the median round of each and
+    the median of the pairs' fp32/bf16 wall-time ratios (``bench/bf16.paired_speed``).
+    ``device`` is for a dry run of this path on a CPU alone (tests): a run passes cuda."""
+    skipped = bf16_skip_reason(device)
+    dtypes = ["float32"] if skipped else ["float32", "bfloat16"]
+    arms = {d: load_model(spec, cache_dir, device, head="base", dtype=d) for d in dtypes}
+    base = arms["float32"]
+    params = non_embedding_params(base.model)
+    ids = base.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    real_tokens = sum(len(x) for x in ids)
+
+    def gflops(seconds: float) -> float:
+        return 2 * params * real_tokens / seconds / 1e9
+
+    def embed(loaded):
+        return extract_embeddings(
+            loaded.model,
+            loaded.tokenizer,
+            texts,
+            pooling=spec.pooling,
+            max_length=max_length,
+            batch_tokens=args.batch_tokens,
+            progress=False,
+        )
+
+    warm = {d: embed(a) for d, a in arms.items()}  # warm-up (kernels, allocator), embeddings
+    z, forward = {d: w[0] for d, w in warm.items()}, {d: w[1].forward for d, w in warm.items()}
+    walls: dict[str, list[float]] = {d: [] for d in arms}
+    for _ in range(args.rounds):
+        for d, loaded in arms.items():
+            t = clock(device)
+            embed(loaded)
+            walls[d].append(clock(device) - t)
+    n = matmul_n(device)
+    square = {d: matmul_gflops(n, dtype=getattr(torch, d), device=device) for d in dtypes}
+    result = {
+        "model": spec.name,
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+        "n_texts": len(texts),
+        "real_tokens": real_tokens,
+        "batch_tokens": args.batch_tokens,
+        "non_embedding_params": params,
+        "forward": forward,
+        "matmul_square_gflops": {"n": n, **square},
+        "driftbench": cuda_side(walls["float32"], len(texts), gflops, square["float32"]),
+        "cache": cuda_cache_check(spec, texts, max_length, args, cache_dir, device),
+        "bf16_arm": {"ran": not skipped, "reason": skipped},
+        "skipped_on_cuda": CUDA_SKIPS,
+    }
+    if not skipped:
+        speed, ratios = paired_speed(walls["float32"], walls["bfloat16"])
+        moved = angles_deg(z["float32"], z["bfloat16"])
+        result["driftbench_bf16"] = cuda_side(
+            walls["bfloat16"], len(texts), gflops, square["bfloat16"]
+        )
+        result["bf16_over_fp32_speed"] = speed
+        result["bf16_over_fp32_speed_rounds"] = ratios
+        result["bf16_vs_fp32_angle_deg"] = {"mean": float(moved.mean()), "max": float(moved.max())}
+    atomic_write_json(args.out, result)
+    d, b = result["driftbench"], result.get("driftbench_bf16")
+    line = (
+        f"{device} {result['gpu']}: fp32 {d['texts_per_s']:.0f} texts/s = {d['gflops']:.0f} GFLOP/s"
+    )
+    if b:
+        line += (
+            f" | bf16 {b['texts_per_s']:.0f} texts/s, x{result['bf16_over_fp32_speed']:.2f} fp32"
+        )
+    print(line if b else f"{line} | {skipped}")
     print(f"wrote {args.out}")
 
 

@@ -6,37 +6,46 @@ import time
 import torch
 
 
-def best_seconds(one, workers: int, repeats: int) -> float:
+def best_seconds(one, workers: int, repeats: int, device: str = "cpu") -> float:
     """Best of ``repeats`` of ``one(i)`` for every i < ``workers`` at once (one single-threaded
     worker each, ``driftbench.workers``; a plain call when ``workers`` is 1), timed from the first
-    start to the last end, after one untimed warm-up."""
+    start to the last end, after one untimed warm-up; on ``device="cuda"`` each end waits for
+    the GPU (``device.clock``)."""
+    from device import clock
+
     from driftbench.workers import map_on_workers
 
     list(map_on_workers(one, range(workers), workers))
     best = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock(device)
         list(map_on_workers(one, range(workers), workers))
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock(device) - t)
     return best
 
 
 def matmul_gflops(
-    n: int = 2048, repeats: int = 5, workers: int = 1, dtype: torch.dtype = torch.float32
+    n: int = 2048,
+    repeats: int = 5,
+    workers: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
 ) -> float:
-    """Best of ``repeats`` n x n matmuls in ``dtype``, in GFLOP/s (2 n^3 FLOPs each).
+    """Best of ``repeats`` n x n matmuls in ``dtype`` on ``device``, in GFLOP/s (2 n^3 FLOPs
+    each).
 
     ``workers`` > 1: each repeat is ``workers`` matmuls at once, one per single-threaded worker
     (``driftbench.workers``), timed from the first start to the last end: the roofline of work
     laid out as the packed forward's workers are, which on some machines beats one matmul
-    using every thread."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    outs = [torch.empty(n, n, dtype=dtype) for _ in range(workers)]
+    using every thread. On a GPU (one worker: ``workers.cpu_workers``) torch's default
+    float32 matmul is true float32 (no TF32), as the models compute."""
+    a, b = (torch.randn(n, n, dtype=dtype).to(device) for _ in range(2))
+    outs = [torch.empty(n, n, dtype=dtype, device=device) for _ in range(workers)]
 
     def one(i: int):
         torch.mm(a, b, out=outs[i])
 
-    return 2 * n**3 * workers / best_seconds(one, workers, repeats) / 1e9
+    return 2 * n**3 * workers / best_seconds(one, workers, repeats, device) / 1e9
 
 
 def block_gemm_shapes(config) -> list[tuple[int, int]]:

@@ -31,7 +31,13 @@ counts what each actually computes (padding included) and cross-checks the non-p
 Achieved GFLOP/s = 6 x non-embedding params x real tokens / s (the bf16 arm's share of the
 roofline is against the bf16 matmul's).
 
-    python bench/sft.py [--steps 2] [--rounds 3] [--threads 1] [sft.optim.lr=1e-3 ...]
+    python bench/sft.py [--steps 2] [--rounds 3] [--threads 1] [--device cpu|cuda]
+                        [sft.optim.lr=1e-3 ...]
+
+On ``--device cuda`` (not yet run on a GPU) every trainer runs on the GPU (rho-eval's with
+``device="cuda"``), every wall time read after ``torch.cuda.synchronize()``, the rooflines are
+8192^2 matmuls on the GPU, and the profile is left out (``skipped_on_cuda``: its hooks read
+host time, which on a GPU is kernel launches, not work).
 
 The hyper-parameters of both trainers are the ``sft`` group's (conf/sft/default.yaml), changed
 with Hydra overrides; the LoRA targets are rho-eval's.
@@ -62,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from bf16 import bf16_skip_reason, paired_speed, speed_line, target  # noqa: E402  (bench/ on path)
 from composed import compose_config, sft_config  # noqa: E402
+from device import about_gpu, add_device_arg, check_device, clock, matmul_n  # noqa: E402
 from roofline import matmul_gflops  # noqa: E402
 
 import driftbench  # noqa: E402,F401
@@ -207,10 +214,11 @@ def loss_check(model, tokenizer, texts: list[str], pairs: dict, args, sft_cfg: S
     sft, max_length = texts[: sft_cfg.optim.batch_size], sft_cfg.max_length
     batch_pairs = db_plan.sample_pairs(pairs, random.Random(args.seed), False)
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
         collate = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
         batch = collate([TextDataset(sft, tokenizer, max_length)[i] for i in range(len(sft))])
-        rho_sft = float(model(**batch).loss)
+        rho_sft = float(model(**{k: v.to(device) for k, v in batch.items()}).loss)
         rho_hinge = float(rho_auxiliary_loss(model, tokenizer, batch_pairs, margin=sft_cfg.margin))
         side = [p["positive"] for p in batch_pairs] + [p["negative"] for p in batch_pairs]
         rho_ce = torch.tensor([float(differentiable_ce_loss(model, tokenizer, t)) for t in side])
@@ -219,6 +227,7 @@ def loss_check(model, tokenizer, texts: list[str], pairs: dict, args, sft_cfg: S
         ids = tokenizer(sft + side, truncation=True, max_length=max_length)["input_ids"]
         n, k = len(sft), len(batch_pairs)
         ce = torch.cat([text_ce(ids[:n]), text_ce(ids[n:], pairs=k)])
+        ce = ce.cpu()  # beside rho-eval's, on the CPU
         weights = torch.tensor([len(x) - 1 for x in ids[:n]], dtype=ce.dtype)
         db_sft = float((ce[:n] * weights).sum() / weights.sum())
         db_hinge = float(contrastive_loss(ce[n : n + k], ce[n + k :], sft_cfg.margin)[0])
@@ -265,7 +274,7 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args, sft_cfg:
             warmup_ratio=optim.warmup_ratio,
             weight_decay=optim.weight_decay,
             logging_steps=1,
-            device="cpu",
+            device=args.device,
             verbose=True,
         )
         call_s = time.perf_counter() - t
@@ -297,11 +306,13 @@ def run_rho_eval(model, tokenizer, texts: list[str], pairs: dict, args, sft_cfg:
     }
 
 
-def run_driftbench(model, tokenizer, texts: list[str], pairs: dict, cfg: Sft) -> dict:
+def run_driftbench(
+    model, tokenizer, texts: list[str], pairs: dict, cfg: Sft, device: str = "cpu"
+) -> dict:
     counter = TokenCounter(model.get_decoder())
-    t = time.perf_counter()
+    t = clock(device)
     _, history = db_train.train(model, tokenizer, texts, pairs, cfg, seed=0, progress=False)
-    wall_s = time.perf_counter() - t
+    wall_s = clock(device) - t
     tokens = counter.remove()
     real = sum(h["real_tokens"] for h in history)
     if tokens["non_pad_by_mask"] not in (None, real):
@@ -409,6 +420,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (shared machine: 1)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sft.json"))
+    add_device_arg(ap)
     ap.add_argument(
         "overrides",
         nargs="*",
@@ -417,7 +429,7 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def load_arms(skipped: str | None) -> dict:
+def load_arms(skipped: str | None, device: str = "cpu") -> dict:
     """The pristine model in float32 and, unless ``skipped``, loaded again with
     ``dtype="bfloat16"`` (as the rho_sft task loads it for ``runtime.dtype=bfloat16``: frozen
     weights bf16, so ``train`` runs its forwards under autocast with float32 LoRA weights).
@@ -425,10 +437,12 @@ def load_arms(skipped: str | None) -> dict:
     cache_dir = compose_config().runtime.cache_dir
     dtypes = ["float32"] if skipped else ["float32", "bfloat16"]
     spec = ModelSpec.from_dict(SPEC)
-    return {d: load_model(spec, cache_dir, head="causal_lm", dtype=d) for d in dtypes}
+    return {d: load_model(spec, cache_dir, device, head="causal_lm", dtype=d) for d in dtypes}
 
 
-def driftbench_rounds(arms: dict, tokenizer, texts, pairs, cfg: Sft, rounds: int, t0) -> dict:
+def driftbench_rounds(
+    arms: dict, tokenizer, texts, pairs, cfg: Sft, rounds: int, t0, device: str = "cpu"
+) -> dict:
     """``rounds`` pairs of driftbench runs, float32 then bfloat16 right after it (a drift of the
     machine's rate hits both alike), each on a fresh copy of its pristine model, same texts,
     pairs, hyper-parameters and seed: per dtype, the list of runs."""
@@ -437,7 +451,7 @@ def driftbench_rounds(arms: dict, tokenizer, texts, pairs, cfg: Sft, rounds: int
         for dtype, loaded in arms.items():
             log(t0, f"driftbench {dtype}: {cfg.optim.max_steps} steps (round {i + 1}/{rounds})")
             model = copy.deepcopy(loaded.model)
-            runs[dtype].append(run_driftbench(model, tokenizer, texts, pairs, cfg))
+            runs[dtype].append(run_driftbench(model, tokenizer, texts, pairs, cfg, device))
     return runs
 
 
@@ -513,6 +527,7 @@ TIMED = {
     "driftbench": "the whole train() call: LoRA wrap, tokenisation, training loop "
     "(loop_s is the loop alone); the median of --rounds calls, fp32 and bf16 alike.",
 }
+PROFILE_ON_CUDA = "its hooks read host time, which on a GPU is kernel launches, not work"
 MONKEYPATCHES = [
     "torch.mps.empty_cache -> no-op during rho_guided_sft (it raises 'Cannot execute "
     "emptyCache() without MPS backend' on this CPU-only torch)"
@@ -562,15 +577,16 @@ def bf16_line(result: dict) -> str:
 def main() -> None:
     args = parse_args()
     sft_cfg = sft_config(f"sft.optim.max_steps={args.steps}", *args.overrides)
+    check_device(args.device)
     torch.set_num_threads(args.threads)
 
     from rho_eval.calibration import _get_target_modules_for_lora
 
-    t_start = time.perf_counter()
-    skipped = bf16_skip_reason()
-    roofline = matmul_gflops()
-    roofline16 = None if skipped else matmul_gflops(dtype=torch.bfloat16)
-    arms = load_arms(skipped)
+    t_start, device, n = time.perf_counter(), args.device, matmul_n(args.device)
+    skipped = bf16_skip_reason(device)
+    roofline = matmul_gflops(n, device=device)
+    roofline16 = None if skipped else matmul_gflops(n, dtype=torch.bfloat16, device=device)
+    arms = load_arms(skipped, device)
     pristine, tokenizer = arms["float32"].model, arms["float32"].tokenizer
     params = non_embedding_params(pristine)
     targets = sorted(_get_target_modules_for_lora(pristine))
@@ -580,8 +596,9 @@ def main() -> None:
     check = loss_check(pristine, tokenizer, texts, pairs, args, sft_cfg)
     log(t_start, f"rho-eval: {args.steps} steps")
     rho = run_rho_eval(copy.deepcopy(pristine), tokenizer, texts, pairs, args, sft_cfg)
-    runs = driftbench_rounds(arms, tokenizer, texts, pairs, sft_cfg, args.rounds, t_start)
-    prof = {} if args.no_profile else profiles(arms, tokenizer, texts, pairs, sft_cfg, t_start)
+    runs = driftbench_rounds(arms, tokenizer, texts, pairs, sft_cfg, args.rounds, t_start, device)
+    no_profile = args.no_profile or device == "cuda"  # host-time hooks: see the docstring
+    prof = {} if no_profile else profiles(arms, tokenizer, texts, pairs, sft_cfg, t_start)
     log(t_start, "done")
 
     sft_real = data["sft_real_tokens"]
@@ -613,6 +630,7 @@ def main() -> None:
         "profile_driftbench_step": prof.get("float32"),
         "profile_driftbench_bf16_step": prof.get("bfloat16"),
         "bench_wall_s": time.perf_counter() - t_start,
+        **about_gpu(device, skipped_on_cuda={"profile": PROFILE_ON_CUDA}),
     }
     atomic_write_json(args.out, result)
     print(summary_line(result, roofline))

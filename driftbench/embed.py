@@ -50,6 +50,28 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return ids
 
 
+def chunk_tokens(
+    batch_tokens: int,
+    cuda_batch_tokens: int | None,
+    device: str,
+    cuda_available: bool | None = None,
+) -> int:
+    """Tokens per embedding forward on ``device`` (``runtime.device``; ``auto`` resolved by
+    ``models.device_kind``, ``cuda_available`` as there), the one place that chooses it:
+    ``embed.batch_tokens`` on a CPU, where chunks of 1.5-2k tokens are fastest
+    (bench/README.md); ``runtime.cuda_batch_tokens`` on a CUDA device (None: ``embed.
+    batch_tokens`` there too), where a 2k-token chunk leaves most of a GPU idle between kernel
+    launches and a larger one costs a few hundred MB of activations. Why the CUDA value lives in
+    ``runtime``, outside every key: how texts are chunked moves an embedding by rounding alone
+    (the embedding cache has never keyed on it), as the device does; a CPU run reads
+    ``embed.batch_tokens`` as before, so its result key and numbers stay what they were."""
+    from driftbench.models import device_kind
+
+    if cuda_batch_tokens is not None and device_kind(device, cuda_available) == "cuda":
+        return cuda_batch_tokens
+    return batch_tokens
+
+
 def extract_embeddings(
     model,
     tokenizer,

@@ -431,6 +431,21 @@ def build_tiny_random(spec: ModelSpec, tokenizer):
     return model
 
 
+def device_kind(device: str, cuda_available: bool | None = None) -> str:
+    """``"cuda"`` or ``"cpu"``: what ``runtime.device`` computes on, ``auto`` resolved as the
+    torch backend loads a model (CUDA where torch sees one). The one place that says which
+    kind a device is, so what depends on it (the embedding chunk, ``embed.chunk_tokens``)
+    follows the device the model is on. ``cuda_available`` None asks torch; given, torch is
+    not imported (checkable for CUDA on a machine without it)."""
+    if device == "auto":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        return "cuda" if cuda_available else "cpu"
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
 def check_device(device: str) -> None:
     """``runtime.device`` names a device this machine has: a CUDA one is looked for now, so a
     machine without it stops at the check, not inside a model load (or, with every embedding

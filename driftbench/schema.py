@@ -379,6 +379,7 @@ class Runtime:
     cache_dir: str = req()
     data_dir: str | None = opt()
     device: str = req()
+    cuda_batch_tokens: int | None = opt(**at_least(1))
     dtype: str = req(**one_of(*DTYPES, "auto"))
     progress: bool = req()
     stale_after_s: float = req(**positive())

@@ -90,29 +90,46 @@ def bf16_supported(device: str) -> bool:
     return bool(probe is not None and probe()) or bool(CPU_BF16_FLAGS & cpu_flags())
 
 
-def resolve_dtype(
-    dtype: str, device: str, backend: str = "torch", key: str = "runtime.dtype"
+def choose_dtype(
+    dtype: str,
+    device: str,
+    bf16_hardware: bool,
+    dtypes: tuple[str, ...] = DTYPES,
+    backend: str = "torch",
+    key: str = "runtime.dtype",
 ) -> str:
-    """``runtime.dtype`` as the dtype a run computes in, resolved once per job (the launcher's
-    ``prepare``; the result key and the run's config record what it gives): ``auto`` is
-    bfloat16 where the backend computes in it and ``bf16_supported(device)``, else float32.
-    Raises ValueError, in one line naming ``key`` (the setting that asked), for bfloat16 asked
-    of a backend or a machine without it."""
-    chosen = get_backend(backend)
+    """The rule of :func:`resolve_dtype` without the hardware probe, so it is checked for a CUDA
+    device on a machine without one: ``auto`` is bfloat16 where the backend computes in it
+    (``dtypes``) and ``bf16_hardware`` holds (a bf16 CUDA device, an AMX/AVX512-BF16 CPU), else
+    float32. Raises ValueError, in one line naming ``key`` (the setting that asked), for a dtype
+    the backend lacks or bfloat16 without the hardware."""
     if dtype == "auto":
-        able = "bfloat16" in chosen.dtypes and bf16_supported(device)
-        return "bfloat16" if able else "float32"
+        return "bfloat16" if "bfloat16" in dtypes and bf16_hardware else "float32"
     or_auto = " or auto" if key == "runtime.dtype" else ""  # drift.dtypes takes no auto
-    if dtype not in chosen.dtypes:
+    if dtype not in dtypes:
         raise ValueError(
-            f"{key}={dtype} with backend={backend}; accepted: {', '.join(chosen.dtypes)}{or_auto}"
+            f"{key}={dtype} with backend={backend}; accepted: {', '.join(dtypes)}{or_auto}"
         )
-    if dtype == "bfloat16" and not bf16_supported(device):
+    if dtype == "bfloat16" and not bf16_hardware:
         raise ValueError(
             f"{key}=bfloat16 on runtime.device={device}, which has no bfloat16 hardware (no "
             f"AMX/AVX512-BF16 CPU, no bf16 CUDA device); accepted: float32{or_auto}"
         )
     return dtype
+
+
+def resolve_dtype(
+    dtype: str, device: str, backend: str = "torch", key: str = "runtime.dtype"
+) -> str:
+    """``runtime.dtype`` as the dtype a run computes in, resolved once per job (the launcher's
+    ``prepare``; the result key and the run's config record what it gives), by
+    :func:`choose_dtype` with this machine's answer to ``bf16_supported(device)``: so
+    ``runtime.dtype=auto`` with ``runtime.device=cuda`` (or ``auto`` on a machine with CUDA)
+    computes in bfloat16 on a bf16 GPU (Ampere and later). The hardware is asked only where the
+    answer matters (auto or bfloat16, of a backend that computes in bfloat16)."""
+    dtypes = tuple(get_backend(backend).dtypes)
+    asks = dtype in ("auto", "bfloat16") and "bfloat16" in dtypes
+    return choose_dtype(dtype, device, asks and bf16_supported(device), dtypes, backend, key)
 
 
 def load_model(

@@ -21,6 +21,7 @@ from driftbench.models import (
     build_tiny_random,
     check_device,
     converted_gguf_dir,
+    device_kind,
     model_identity,
     resolve_local_path,
     tiny_tokenizer,
@@ -28,12 +29,9 @@ from driftbench.models import (
 
 
 def resolve_device(device: str = "auto") -> str:
-    import torch
-
+    """``runtime.device`` as torch names it: ``auto`` as ``models.device_kind`` resolves it."""
     check_device(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return device_kind(device) if device == "auto" else device
 
 
 def model_device(model):

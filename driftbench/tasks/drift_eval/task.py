@@ -36,7 +36,7 @@ from driftbench.data import (
     load_toxicity,
     resolve_data_path,
 )
-from driftbench.embed import POOLINGS, cached_embeddings
+from driftbench.embed import POOLINGS, cached_embeddings, chunk_tokens
 from driftbench.fileio import atomic_write_csv
 from driftbench.fit_cache import fitted_classifier
 from driftbench.intervals import bootstrap_intervals, interval_columns
@@ -217,7 +217,9 @@ def embed_data(cfg: DictConfig, data, cache_dir: str | Path | None = None):
         pooling=cfg.embed.pooling,
         max_length=cfg.embed.max_length,
         layer=cfg.embed.layer,
-        batch_tokens=cfg.embed.batch_tokens,
+        batch_tokens=chunk_tokens(
+            cfg.embed.batch_tokens, cfg.runtime.cuda_batch_tokens, cfg.runtime.device
+        ),
         cache_dir=cfg.runtime.cache_dir if cache_dir is None else cache_dir,
         device=cfg.runtime.device,
         progress=cfg.runtime.progress,

@@ -24,7 +24,7 @@ from driftbench.adapters import Adapter, make_adapter
 from driftbench.backends import BACKENDS, get_backend, load_model, resolve_dtype
 from driftbench.checkpoints import Checkpoint, CheckpointSource, Reembedding, SyntheticSource
 from driftbench.digests import cache_key
-from driftbench.embed import embedding_parts, extract_embeddings
+from driftbench.embed import chunk_tokens, embedding_parts, extract_embeddings
 from driftbench.models import ModelSpec, model_identity, model_shape
 from driftbench.tasks.drift_eval.summary_updates import update_figure
 from driftbench.twin import synthetic_twin, twin_draws, twin_drifts
@@ -162,7 +162,9 @@ def embed_rows(cfg: DictConfig, m, rows: list[str], pooling: str, layer: int) ->
         pooling,
         e.max_length,
         layer,
-        batch_tokens=e.batch_tokens,
+        batch_tokens=chunk_tokens(
+            e.batch_tokens, cfg.runtime.cuda_batch_tokens, cfg.runtime.device
+        ),
         progress=cfg.runtime.progress,
         packed=e.packed,
     )
