@@ -127,40 +127,49 @@ def tables(groups: list) -> list[str]:
     return out
 
 
+def _facet(groups: list, axis: str) -> tuple[str | None, list]:
+    """``axis`` (e.g. ``classifier.name``) and its values where the sweep varies it, else
+    (None, [None]): one row or column of panels per value."""
+    if axis not in groups[0].values:
+        return None, [None]
+    return axis, list(dict.fromkeys(g.values.get(axis) for g in groups))
+
+
 def figure(groups: list, out: Path) -> list[str]:
-    """ROC-AUC and SFR against sigma, one column of panels per classifier (where it varies), a
-    line per group within it (the mitigation and any other varying axis; none dashed black)."""
+    """ROC-AUC and SFR against each drift's own knob: a column of panels per classifier, a pair
+    of rows per drift (a σ schedule and an α ladder never share an axis), a line per mitigation
+    (and any other varying axis) in one colour across every panel; none dashed black."""
     if not applies(groups):
         return []
     plt = pyplot()
-
-    facet = "classifier.name" if "classifier.name" in groups[0].values else None
-    facets = list(dict.fromkeys(g.values.get(facet) for g in groups))
+    col_key, cols = _facet(groups, "classifier.name")
+    row_key, drifts = _facet(groups, "drift.name")
+    labels = list(dict.fromkeys(g.label(skip=("classifier", "drift")) for g in groups))
+    n_rows = len(METRICS) * len(drifts)
     fig, axs = plt.subplots(
-        len(METRICS),
-        len(facets),
-        figsize=(3.6 * len(facets), 3.0 * len(METRICS)),
-        squeeze=False,
-        sharey="row",
+        n_rows, len(cols), figsize=(3.6 * len(cols), 2.8 * n_rows), squeeze=False, sharey="row"
     )
-    for col, fv in enumerate(facets):
-        members = [g for g in groups if g.values.get(facet) == fv]
-        for i, g in enumerate(members):
-            knob, sigmas = knob_of(g.runs[0]["metrics"])
-            label = g.label(skip=("classifier",))
-            for row, (key, title, _, _) in enumerate(METRICS):
-                ax = axs[row, col]
-                ys = per_checkpoint(g, key)
-                frozen = g.values.get("mitigation.name", "none") == "none"
-                style = {"color": "black", "ls": "--"} if frozen else {"color": f"C{i % 10}"}
-                ax.plot(sigmas[: len(ys)], ys, marker="o", ms=2.5, label=label, **style)
-                ax.set_title(f"{title}" + (f"\n{fv}" if facet else ""), fontsize=8)
-                ax.set_xlabel(knob.symbol, fontsize=8)
-                ax.tick_params(labelsize=7)
-        axs[0, col].axhline(0.5, color="grey", ls=":", lw=0.8)
-    handles, labels = axs[0, 0].get_legend_handles_labels()
+    for g in groups:
+        col, block = cols.index(g.values.get(col_key)), drifts.index(g.values.get(row_key))
+        knob, knobs = knob_of(g.runs[0]["metrics"])
+        label = g.label(skip=("classifier", "drift"))
+        frozen = g.values.get("mitigation.name", "none") == "none"
+        style = (
+            {"color": "black", "ls": "--"} if frozen else {"color": f"C{labels.index(label) % 10}"}
+        )
+        for m, (key, title, _, _) in enumerate(METRICS):
+            ax = axs[block * len(METRICS) + m, col]
+            ys = per_checkpoint(g, key)
+            ax.plot(knobs[: len(ys)], ys, marker="o", ms=2.5, label=label, **style)
+            where = ", ".join(str(v) for v in (g.values.get(col_key), g.values.get(row_key)) if v)
+            ax.set_title(title + (f"\n{where}" if where else ""), fontsize=8)
+            ax.set_xlabel(knob.symbol, fontsize=8)
+            ax.tick_params(labelsize=7)
+            if key == "roc_auc":
+                ax.axhline(0.5, color="grey", ls=":", lw=0.8)
+    handles, names = axs[0, 0].get_legend_handles_labels()
     fig.tight_layout()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=7)
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=7)
     save_figure(fig, out / "report_mitigations.png")
     plt.close(fig)
     return ["report_mitigations.png"]
