@@ -85,6 +85,7 @@ def tables(groups: list) -> list[str]:
         if len(schedules) == 1
         else [f"ckpt {c}" for c in range(k)]
     )
+    at_max = f"{symbol} max" if len(schedules) == 1 else "the last checkpoint"
     axes = list(groups[0].columns())
     out = []
     for key, title, fmt, unit in METRICS:
@@ -94,7 +95,7 @@ def tables(groups: list) -> list[str]:
             *axes,
             "n",
             *heads,
-            f"change vs none at σ max{unit and ' (' + unit.strip() + ')'}",
+            f"change vs none at {at_max}{unit and ' (' + unit.strip() + ')'}",
             "cost at checkpoint 0",
             "labels per checkpoint",
         ]
