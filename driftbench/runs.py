@@ -34,13 +34,16 @@ log = logging.getLogger(__name__)
 
 # Config entries added after runs existed, at the value that does what every run did before
 # them: left out of the hashed config at that value, so those runs keep their keys and are
-# reused (as ``digests.dtype_key`` leaves float32 out).
-# A list entry's default is a tuple (immutable here; the resolved config holds a list).
+# reused (as ``digests.dtype_key`` leaves float32 out). Keyed by their path in the config;
+# the sft group's also where a drift copies it (``drift.train: ${sft}``, drift=adapter's and
+# drift=tune's training settings). A list entry's default is a tuple (immutable here; the
+# resolved config holds a list).
+SFT_ADDED = {"audit_probes": "all", "audit_at_steps": ()}
 KEY_DEFAULTS = {
     ("data", "balance"): True,
     ("data", "split_column"): None,
-    ("sft", "audit_probes"): "all",
-    ("sft", "audit_at_steps"): (),
+    **{("sft", name): default for name, default in SFT_ADDED.items()},
+    **{("drift", "train", name): default for name, default in SFT_ADDED.items()},
 }
 
 
@@ -52,29 +55,49 @@ def at_default(value, default) -> bool:
     return type(value) is type(default) and value == default
 
 
+def _map_at(tree: dict, parent: tuple, change) -> dict:
+    """``tree`` with the dict at path ``parent`` replaced by ``change(that dict)``, copied along
+    the path (``tree`` itself unchanged); ``tree`` as it is where the path is not there."""
+    if not parent:
+        return change(tree)
+    node = tree.get(parent[0])
+    if not isinstance(node, dict):
+        return tree
+    return {**tree, parent[0]: _map_at(node, parent[1:], change)}
+
+
+def without_defaults(tree: dict, defaults: dict = KEY_DEFAULTS) -> dict:
+    """``tree`` minus each entry of ``defaults`` (path -> value) that is at its default."""
+    for (*parent, name), default in defaults.items():
+
+        def drop(node: dict, name=name, default=default) -> dict:
+            if name not in node or not at_default(node[name], default):
+                return node
+            return {k: v for k, v in node.items() if k != name}
+
+        tree = _map_at(tree, tuple(parent), drop)
+    return tree
+
+
 def hashed_part(cfg: dict) -> dict:
     """A resolved config minus ``runtime``/``hydra`` and minus each ``KEY_DEFAULTS`` entry at
     its default."""
-    out = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
-    for (group, name), default in KEY_DEFAULTS.items():
-        node = out.get(group)
-        if isinstance(node, dict) and name in node and at_default(node[name], default):
-            out[group] = {k: v for k, v in node.items() if k != name}
-    return out
+    return without_defaults({k: v for k, v in cfg.items() if k not in NOT_HASHED})
 
 
 def with_key_defaults(cfg: dict) -> dict:
     """A run's recorded config with each ``KEY_DEFAULTS`` entry its group lacks set to the
     default: a run made before the entry existed ran with it, and a report that mixes it with
     newer runs must not take the entry for a sweep axis."""
-    out = dict(cfg)
-    for (group, name), default in KEY_DEFAULTS.items():
-        if isinstance(out.get(group), dict) and name not in out[group]:
-            out[group] = {
-                **out[group],
-                name: list(default) if isinstance(default, tuple) else default,
-            }
-    return out
+    for (*parent, name), default in KEY_DEFAULTS.items():
+
+        def fill(node: dict, name=name, default=default) -> dict:
+            if name in node:
+                return node
+            return {**node, name: list(default) if isinstance(default, tuple) else default}
+
+        cfg = _map_at(cfg, tuple(parent), fill)
+    return cfg
 
 
 def config_hash(cfg: dict) -> str:

@@ -641,3 +641,27 @@ def test_the_update_table_gives_the_real_update_less_its_twin_paired_by_seed_wit
     assert f"1 − 0.05/{m}" in table
     lo, hi = stats.t.interval(0.95, 2, loc=0.82, scale=0.02 / np.sqrt(3))
     assert cells["ROC-AUC"] == f"0.820 [{lo:.3f}, {hi:.3f}]"
+
+
+def test_a_drift_that_trains_keeps_its_key_while_the_later_sft_knobs_are_at_their_defaults(
+    make_cfg,
+):
+    """drift=adapter copies the sft group into drift.train: the sft knobs added after its runs
+    existed (runs.SFT_ADDED) stay out of its result key at their defaults, as they do for
+    rho_sft, so its complete runs and its cached adapter are reused; set, they key a run and an
+    adapter of their own."""
+    from omegaconf import OmegaConf
+
+    from driftbench.launcher import prepare
+    from driftbench.runs import SFT_ADDED, result_key
+    from driftbench.tasks.drift_eval import task as drift_eval
+
+    cfg = make_cfg("model=tiny_random", "drift=adapter")
+    full = OmegaConf.to_container(cfg, resolve=True)
+    read = {k: full[k] for k in ("seed", *drift_eval.CONFIG_GROUPS)}
+    for name in SFT_ADDED:
+        del read["drift"]["train"][name]  # drift.train as it was before the knobs existed
+    old = result_key(read, drift_eval.inputs(cfg), drift_eval.RESULTS_VERSION)
+    assert prepare(cfg).result_key == old
+    steps = prepare(make_cfg("model=tiny_random", "drift=adapter", "sft.audit_at_steps=[3]"))
+    assert steps.result_key != old

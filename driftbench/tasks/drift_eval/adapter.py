@@ -19,6 +19,7 @@ from driftbench.data import content_sha256, heldout_alpaca, resolve_data_path
 from driftbench.digests import cache_key, dtype_key
 from driftbench.fileio import atomic_write_text
 from driftbench.models import ModelSpec, build_folder_once, model_identity
+from driftbench.runs import SFT_ADDED, without_defaults
 from driftbench.updates.tune import MANIFEST, snapshot_folder, snapshot_step
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,10 @@ def trained_adapter(cfg: DictConfig, training: dict | None = None) -> Path:
     n_probes, probe_seed = cfg.drift.train_probes, cfg.drift.train_probe_seed
     parts = {
         "model": model_identity(spec, cache_dir),
-        "train": OmegaConf.to_container(tcfg, resolve=True)["sft"],
+        "train": without_defaults(  # the sft keys added later, at their defaults: the old key
+            OmegaConf.to_container(tcfg, resolve=True)["sft"],
+            {(name,): default for name, default in SFT_ADDED.items()},
+        ),
         "seed": cfg.drift.train_seed,
         "probes": [n_probes, probe_seed],
         "alpaca": content_sha256(
