@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -438,13 +439,15 @@ def device_kind(device: str, cuda_available: bool | None = None) -> str:
     """``"cuda"`` or ``"cpu"``: what ``runtime.device`` computes on, ``auto`` resolved as the
     torch backend loads a model (CUDA where torch sees one). The one place that says which
     kind a device is, so what depends on it (the embedding chunk, ``embed.chunk_tokens``)
-    follows the device the model is on. ``cuda_available`` None asks torch; given, torch is
-    not imported (checkable for CUDA on a machine without it)."""
+    follows the device the model is on. ``cuda_available`` None asks torch where this process
+    has imported it and otherwise says cpu (a job served from caches computes nothing); given,
+    torch is not asked (checkable for CUDA on a machine without it)."""
     if device == "auto":
         if cuda_available is None:
-            import torch
-
-            cuda_available = torch.cuda.is_available()
+            # torch only where this process has it already: a job served from caches never
+            # imports it (tests/test_sweep_cost.py), and there nothing computes on a device
+            torch = sys.modules.get("torch")
+            cuda_available = bool(torch is not None and torch.cuda.is_available())
         return "cuda" if cuda_available else "cpu"
     return "cuda" if str(device).startswith("cuda") else "cpu"
 

@@ -30,8 +30,10 @@ from driftbench.models import (
 
 def resolve_device(device: str = "auto") -> str:
     """``runtime.device`` as torch names it: ``auto`` as ``models.device_kind`` resolves it."""
+    import torch
+
     check_device(device)
-    return device_kind(device) if device == "auto" else device
+    return device_kind(device, torch.cuda.is_available()) if device == "auto" else device
 
 
 def model_device(model):
