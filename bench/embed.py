@@ -406,23 +406,7 @@ def main() -> None:
     median16["gemm_share"] = prof["gemm_share"]
     median16["gemm_gflops"] = gflops(gemm_wall_s) * executed  # the FLOPs its GEMMs did run
 
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "models").symlink_to(cache_dir / "models", target_is_directory=True)
-        kw = dict(
-            pooling=spec.pooling,
-            max_length=max_length,
-            layer=-1,
-            batch_tokens=args.batch_tokens,
-            cache_dir=tmp,
-            progress=False,
-        )
-        t = time.perf_counter()
-        cached_embeddings(spec, texts, **kw)
-        first_s = time.perf_counter() - t
-        t = time.perf_counter()
-        _, info = cached_embeddings(spec, texts, **kw)
-        cached_s = time.perf_counter() - t
-        assert info["stats"]["cache_hit"]
+    cache = cache_check(spec, texts, max_length, args, cache_dir, "cpu")
 
     result = {
         "model": spec.name,
@@ -449,11 +433,7 @@ def main() -> None:
         "speedup_vs_naive": naive_s / median["wall_s"],
         "speedup_vs_one_worker": one_worker["wall_s"] / median["wall_s"],
         "speedup_vs_hf_forward": hf["wall_s"] / median["wall_s"],
-        "cache": {
-            "first_call_s": first_s,
-            "cached_call_s": cached_s,
-            "cached_over_first": cached_s / first_s,
-        },
+        "cache": cache,
         **bf16,
     }
     atomic_write_json(args.out, result)
@@ -473,7 +453,7 @@ def main() -> None:
         f"x{result['speedup_vs_one_worker']:.2f} vs one worker of {torch.get_num_threads()} "
         f"threads | "
         f"x{result['speedup_vs_hf_forward']:.2f} vs the HF forward | "
-        f"cache {100 * cached_s / first_s:.2f}% of first"
+        f"cache {100 * cache['cached_over_first']:.2f}% of first"
     )
     print(bf16_line(result))
     moved = result["batching_angle_deg"]
@@ -508,8 +488,8 @@ def cuda_side(walls: list[float], n_texts: int, gflops, roofline: float) -> dict
     }
 
 
-def cuda_cache_check(spec, texts, max_length: int, args, cache_dir: Path, device: str) -> dict:
-    """The first call into an empty embedding cache on the GPU, and the same call again."""
+def cache_check(spec, texts, max_length: int, args, cache_dir: Path, device: str) -> dict:
+    """The first call into an empty embedding cache on ``device``, and the same call again."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "models").symlink_to(cache_dir / "models", target_is_directory=True)
         kw = dict(pooling=spec.pooling, max_length=max_length, layer=-1, cache_dir=tmp)
@@ -578,7 +558,7 @@ def cuda_main(
         "forward": forward,
         "matmul_square_gflops": {"n": n, **square},
         "driftbench": cuda_side(walls["float32"], len(texts), gflops, square["float32"]),
-        "cache": cuda_cache_check(spec, texts, max_length, args, cache_dir, device),
+        "cache": cache_check(spec, texts, max_length, args, cache_dir, device),
         "bf16_arm": {"ran": not skipped, "reason": skipped},
         "skipped_on_cuda": CUDA_SKIPS,
     }
